@@ -1,0 +1,3 @@
+from flowtrace.cli import app
+
+app(prog_name="flowtrace")

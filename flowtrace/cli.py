@@ -1,0 +1,217 @@
+"""The `flowtrace` command line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from flowtrace.errors import FlowtraceError
+
+app = typer.Typer(
+    help="Map how information flows inside video LLMs (attention knockout, logit lens, …).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Datasets: generate the synthetic video QA set, list tasks.")
+toy_app = typer.Typer(help="The embedded toy VideoLLM: train it again from its seed.")
+app.add_typer(data_app, name="data")
+app.add_typer(toy_app, name="toy")
+console = Console(stderr=True)
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _parse_sweep(sweep: str | None) -> tuple[int, int] | None:
+    if sweep is None:
+        return None
+    try:
+        start, stop = (int(x) for x in sweep.split("-"))
+    except ValueError:
+        raise FlowtraceError(f"--sweep {sweep}: write START-STOP, e.g. 4-20") from None
+    return start, stop
+
+
+@app.command()
+def run(
+    recipe: Annotated[str, typer.Argument(help="Recipe file, e.g. recipes/cross_frame.py.")],
+    model: Annotated[
+        str, typer.Option(help="'toy' (embedded), a local checkpoint folder or a Hugging Face id.")
+    ] = "toy",
+    data: Annotated[
+        str,
+        typer.Option(help="'toy' (embedded held-out split) or a folder with json/ and video/."),
+    ] = "toy",
+    task: Annotated[
+        list[str] | None, typer.Option(help="Task name or index; repeat for several. Default all.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="At most this many samples, spread over the tasks.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Zarr store to write. Default results/RECIPE/….zarr")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dtype: Annotated[
+        str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16.")
+    ] = "auto",
+    attn: Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")] = "sdpa",
+    window: Annotated[
+        int | None,
+        typer.Option(help="Layers blocked per sweep step. Default: 9 of 32 scaled, odd."),
+    ] = None,
+    window_style: Annotated[
+        str, typer.Option(help="center, inverse, top_down or bottom_up (as the paper).")
+    ] = "center",
+    sweep: Annotated[
+        str | None, typer.Option(help="Sweep only layers START-STOP (stop excluded).")
+    ] = None,
+    sample_mode: Annotated[
+        str, typer.Option(help="Analyse samples the model answers: correct, wrong or all.")
+    ] = "correct",
+    frames: Annotated[int | None, typer.Option(help="Frames per video (adapter default).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Knockout conditions per forward.")] = 8,
+    adapter: Annotated[
+        str | None, typer.Option(help="Force an adapter instead of the config's choice.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for anything random.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out store.")] = False,
+) -> None:
+    """Run a recipe: sweep its knockouts over layers, write a zarr cube and its figure."""
+    from flowtrace.recipe import load_recipe
+    from flowtrace.runner import RunOptions
+    from flowtrace.runner import run as run_recipe
+
+    try:
+        loaded_recipe = load_recipe(recipe)
+        options = RunOptions(
+            model=model,
+            adapter=adapter,
+            data=data,
+            tasks=task or None,
+            limit=limit,
+            out=out,
+            device=device,
+            dtype=dtype,
+            attn=attn,
+            window=window,
+            window_style=window_style,
+            sweep=_parse_sweep(sweep),
+            sample_mode=sample_mode,
+            frames=frames,
+            batch_size=batch_size,
+            seed=seed,
+            overwrite=overwrite,
+        )
+        started = time.perf_counter()
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+        )
+        # The bar starts with the first sample, so set-up errors print as a single line.
+        bar = Progress(*columns, console=console)
+        job = bar.add_task(loaded_recipe.name, total=None, status="")
+        counts: dict[str, int] = {}
+
+        def update(done: int, total: int, status: str) -> None:
+            if not bar.live.is_started:
+                bar.start()
+            counts[status] = counts.get(status, 0) + 1
+            text = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            bar.update(job, completed=done, total=total, status=text)
+
+        try:
+            result = run_recipe(loaded_recipe, options, progress=update)
+        finally:
+            bar.stop()
+    except FlowtraceError as err:
+        _fail(err)
+        return
+    seconds = time.perf_counter() - started
+    counts = dict(result.counts)
+    console.print(
+        f"samples: {counts.get('ok', 0)} analysed, {counts.get('skipped', 0)} skipped "
+        f"(--sample-mode {sample_mode}), {counts.get('failed', 0)} failed · clean accuracy "
+        f"{result.clean_accuracy:.1f}% · {seconds:.1f}s"
+    )
+    for reason, n in result.reasons.most_common(5):
+        console.print(f"  failed ×{n}: {reason}", highlight=False)
+    for figure in result.figures:
+        console.print(f"figure: {figure}")
+    print(f"store: {result.store}")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Argument(help="Folder to write (json/ and video/ inside).")],
+    n_per_task: Annotated[int, typer.Option(help="Samples per task.")] = 16,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same data.")] = 0,
+    task: Annotated[list[str] | None, typer.Option(help="Only these tasks (repeat).")] = None,
+) -> None:
+    """Generate the synthetic TVBench-style video QA set (real mp4 files)."""
+    from flowtrace.data import synth
+
+    try:
+        synth.generate(out, n_per_task=n_per_task, seed=seed, tasks=task or None)
+    except (FlowtraceError, ValueError) as err:
+        _fail(err)
+    print(out)
+
+
+@data_app.command("ls")
+def data_ls(root: Annotated[Path, typer.Argument(help="Dataset folder or 'toy'.")]) -> None:
+    """List the tasks of a dataset folder and their sample counts."""
+    from flowtrace.data import list_tasks, read_samples
+    from flowtrace.runner import resolve_data
+
+    try:
+        folder = resolve_data(str(root))
+        for i, name in enumerate(list_tasks(folder)):
+            print(f"{i}\t{name}\t{len(read_samples(folder, tasks=[name]))}")
+    except (FlowtraceError, ValueError) as err:
+        _fail(err)
+
+
+@toy_app.command("train")
+def toy_train(
+    out: Annotated[Path, typer.Option(help="Where to write the model and the held-out split.")] = (
+        Path("flowtrace/toy/embedded")
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for data, init and batches.")] = 0,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 0,
+) -> None:
+    """Train the embedded toy VideoLLM from scratch (see README for time and accuracy)."""
+    from flowtrace.toy.train import TrainConfig, train
+
+    config = TrainConfig(seed=seed)
+    if steps:
+        config.steps = steps
+    try:
+        train(out, config, log=lambda line: console.print(line, highlight=False))
+    except FlowtraceError as err:
+        _fail(err)
+
+
+@app.command("models")
+def models() -> None:
+    """List the adapters and the checkpoints each reads."""
+    from flowtrace.models import ADAPTERS
+
+    for name, cls in ADAPTERS.items():
+        print(f"{name}\tmodel_type: {', '.join(cls.model_types)}\tframes: {cls.default_frames}")
+
+
+def main() -> None:  # pragma: no cover - console entry for `python -m flowtrace`
+    sys.exit(app())

@@ -1,0 +1,116 @@
+"""Readable edge sets: `video -> question`, `question, options -> last`, `frame[<t] -> frame[t]`.
+
+`source -> target` means: queries in `target` may not attend to keys in `source`. An indexed
+term `frame[...]` names the family frame_0, frame_1, …; an index may use the free variable `t`
+(`t`, `<t`, `<=t`, `>t`, `>=t`), in which case the edge set is the union over every t of the
+frame family, e.g. `frame[<t] -> frame[t]` blocks each frame from all earlier frames.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from flowtrace.errors import FlowtraceError
+from flowtrace.layout import TokenLayout
+
+_TERM = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\[(?P<index>[^\]]+)\])?$")
+_INDEX = re.compile(r"^(?P<op><=|>=|<|>)?\s*(?P<value>t|\d+)$")
+
+
+def blocked_edges(expression: str, layout: TokenLayout) -> np.ndarray:
+    """Boolean (L, L) matrix, [query, key] = True where attention is to be cut.
+
+    Only causal edges (key before query) are kept: the causal mask already forbids the rest.
+    """
+    source, target = _split(expression)
+    families = {_family(term, layout, expression) for term in source + target}
+    uses_t = any(_uses_t(term) for term in source + target)
+    sizes = {size for family, size in families if family is not None}
+    steps = range(max(sizes)) if uses_t else [None]
+    if uses_t and len(sizes) != 1:
+        raise FlowtraceError(f"edge '{expression}': `t` must index one family of groups")
+    blocked = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
+    for t in steps:
+        keys = _positions(source, layout, t, expression)
+        queries = _positions(target, layout, t, expression)
+        if keys.size and queries.size:
+            blocked[np.ix_(queries, keys)] = True
+    blocked &= np.tri(layout.seq_len, dtype=bool)
+    if not blocked.any():
+        raise FlowtraceError(
+            f"edge '{expression}' blocks no attention: a source must come before its target in "
+            "the sequence (e.g. `video -> question`, not `question -> video`)"
+        )
+    return blocked
+
+
+def _split(expression: str) -> tuple[list[str], list[str]]:
+    parts = expression.split("->")
+    if len(parts) != 2:
+        raise FlowtraceError(
+            f"edge '{expression}' must read `source -> target`, e.g. `video -> question`"
+        )
+    sides = [[term.strip() for term in part.split(",")] for part in parts]
+    if any(not term for side in sides for term in side):
+        raise FlowtraceError(f"edge '{expression}' has an empty group name")
+    return sides[0], sides[1]
+
+
+def _uses_t(term: str) -> bool:
+    match = _TERM.match(term)
+    return bool(match and match["index"] and "t" in match["index"])
+
+
+def _family(term: str, layout: TokenLayout, expression: str) -> tuple[str | None, int]:
+    match = _TERM.match(term)
+    if not match:
+        raise FlowtraceError(f"edge '{expression}': cannot read group '{term}'")
+    if match["index"] is None:
+        layout[match["name"]]  # raises with the list of known groups
+        return None, 0
+    name = match["name"]
+    size = 0
+    while f"{name}_{size}" in layout.groups:
+        size += 1
+    if size == 0:
+        raise FlowtraceError(
+            f"edge '{expression}': '{name}[…]' names no indexed groups; "
+            f"known groups: {', '.join(layout.groups)}"
+        )
+    return name, size
+
+
+def _positions(terms: list[str], layout: TokenLayout, t: int | None, expression: str) -> np.ndarray:
+    chosen: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    for term in terms:
+        match = _TERM.match(term)
+        assert match is not None  # checked by _family
+        if match["index"] is None:
+            chosen.append(layout[match["name"]])
+            continue
+        name, size = _family(term, layout, expression)
+        for i in _indices(match["index"], size, t, expression):
+            chosen.append(layout[f"{name}_{i}"])
+    return np.unique(np.concatenate(chosen))
+
+
+def _indices(index: str, size: int, t: int | None, expression: str) -> range | list[int]:
+    match = _INDEX.match(index.strip())
+    if not match:
+        raise FlowtraceError(
+            f"edge '{expression}': index '[{index}]' must be a number or t, <t, <=t, >t, >=t"
+        )
+    value = t if match["value"] == "t" else int(match["value"])
+    if value is None:
+        raise FlowtraceError(f"edge '{expression}': internal error, t unbound")
+    op = match["op"]
+    if op is None:
+        if not 0 <= value < size:
+            raise FlowtraceError(f"edge '{expression}': index {value} outside 0..{size - 1}")
+        return [value]
+    lo, hi = {"<": (0, value), "<=": (0, value + 1), ">": (value + 1, size), ">=": (value, size)}[
+        op
+    ]
+    return range(max(lo, 0), min(hi, size))

@@ -1,0 +1,71 @@
+"""Layer windows and knockout attention masks (DESIGN §3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from flowtrace.errors import FlowtraceError
+
+WindowStyle = Literal["center", "inverse", "top_down", "bottom_up"]
+WINDOW_STYLES: tuple[str, ...] = ("center", "inverse", "top_down", "bottom_up")
+
+
+def default_window(num_layers: int) -> int:
+    """The paper's window (9 of 32 layers) scaled to the model's depth, kept odd so it centres."""
+    scaled = round(num_layers * 9 / 32)
+    return max(1, scaled if scaled % 2 else scaled + 1)
+
+
+def window_layers(layer: int, num_layers: int, window: int, style: str) -> tuple[int, ...]:
+    """Layers blocked when the sweep stands at `layer`, as the reference code's window styles."""
+    center = range(max(0, layer - window // 2), min(num_layers, layer + (window + 1) // 2))
+    if style == "center":
+        chosen = center
+    elif style == "inverse":
+        chosen = [i for i in range(num_layers) if i not in center]
+    elif style == "top_down":
+        chosen = range(layer, num_layers)
+    elif style == "bottom_up":
+        chosen = range(0, layer + 1)
+    else:
+        raise FlowtraceError(f"--window-style {style!r}: choose one of {', '.join(WINDOW_STYLES)}")
+    return tuple(chosen)
+
+
+def sweep_layers(num_layers: int, sweep: tuple[int, int] | None) -> range:
+    if sweep is None:
+        return range(num_layers)
+    start, stop = sweep
+    if not 0 <= start < stop <= num_layers:
+        raise FlowtraceError(
+            f"--sweep {start}-{stop}: need 0 <= start < stop <= {num_layers} (the model's layers)"
+        )
+    return range(start, stop)
+
+
+def allowed_attention(blocked: torch.Tensor) -> torch.Tensor:
+    """Causal mask minus the blocked edges; refuses a query that would be left with no key.
+
+    With every key at finfo.min a softmax row turns uniform over *all* keys, future ones included,
+    so such a condition would silently measure something else.
+    """
+    seq_len = blocked.shape[-1]
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=blocked.device).tril()
+    allowed = causal & ~blocked
+    starved = ~allowed.any(-1)
+    if starved.any():
+        rows = starved.nonzero()[:, -1].unique().tolist()
+        raise FlowtraceError(
+            f"this knockout leaves query position(s) {rows[:8]} with no key to attend to; "
+            "keep at least one source position (e.g. do not block a group from itself at its start)"
+        )
+    return allowed
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(…, L, L) bool -> (…, 1, L, L) additive mask with finfo.min where forbidden (the reference's value)."""
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    mask.masked_fill_(~allowed, torch.finfo(dtype).min)
+    return mask.unsqueeze(-3)

@@ -1,0 +1,72 @@
+"""Reference knockout engine: one full forward per condition, conditions batched as rows.
+
+The knockout happens inside an nnsight trace: at each chosen layer the attention module's
+`attention_mask` kwarg is replaced by an additive (rows, 1, L, L) mask (causal minus the blocked
+edges for rows whose window covers that layer, plain causal for the others). DESIGN §8: this equals
+a plain forward wrapper exactly, and per-row masks make batching conditions exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.models import LoadedModel
+
+
+@dataclass(frozen=True)
+class KnockoutCondition:
+    blocked: torch.Tensor  # (L, L) bool, [query, key]
+    layers: tuple[int, ...]  # layers where the edges are cut
+
+
+class ReferenceEngine:
+    name = "reference"
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
+        self.loaded = loaded
+        self.batch_size = max(1, batch_size)
+
+    @torch.no_grad()
+    def clean(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Next-token probabilities (V,) at the last position, float32."""
+        model = self.loaded.nnsight
+        with model.trace(**inputs):
+            logits = model.output.logits[:, -1].save()
+        return logits[0].float().softmax(-1)
+
+    @torch.no_grad()
+    def knockout(
+        self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
+    ) -> torch.Tensor:
+        """Next-token probabilities (len(conditions), V) at the last position under each knockout."""
+        out = [
+            self._rows(inputs, conditions[i : i + self.batch_size])
+            for i in range(0, len(conditions), self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros(0)
+
+    def _rows(
+        self, inputs: dict[str, torch.Tensor], chunk: Sequence[KnockoutCondition]
+    ) -> torch.Tensor:
+        loaded, model = self.loaded, self.loaded.nnsight
+        rows = len(chunk)
+        device = loaded.device
+        allowed = torch.stack([allowed_attention(c.blocked.to(device)) for c in chunk])
+        causal = torch.ones_like(allowed[0]).tril()
+        layers = sorted({layer for c in chunk for layer in c.layers})
+        batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
+        with model.trace(**batch):
+            # nnsight runs interventions in execution order: visit layers ascending.
+            for layer in layers:
+                hit = torch.tensor([layer in c.layers for c in chunk], device=device)
+                per_row = torch.where(hit[:, None, None], allowed, causal)
+                attention = loaded.attention(model, layer)
+                args, kwargs = attention.inputs
+                kwargs["attention_mask"] = additive_mask(per_row, loaded.dtype)
+                attention.inputs = (args, kwargs)
+            logits = model.output.logits[:, -1].save()
+        return logits.float().softmax(-1)

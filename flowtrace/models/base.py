@@ -1,0 +1,93 @@
+"""The adapter interface: what the engine needs to know about one VideoLLM family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from flowtrace.data import Sample
+from flowtrace.errors import FlowtraceError
+from flowtrace.layout import TokenLayout
+from flowtrace.models.prompts import PromptTemplate
+
+
+@dataclass
+class Prepared:
+    """One sample turned into model inputs plus the map of its token groups."""
+
+    inputs: dict[str, torch.Tensor]
+    layout: TokenLayout
+    prompt: str
+
+
+class Adapter:
+    """One VideoLLM family: loading, prompt, inputs, where the decoder layers live.
+
+    Subclasses set the class attributes and implement `load` and `prepare`.
+    """
+
+    name: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter reads
+    layers_path: ClassVar[str]  # attribute path of the decoder layers from the top module
+    attention_name: ClassVar[str] = "self_attn"
+    default_frames: ClassVar[int] = 8
+    template: ClassVar[PromptTemplate]
+
+    def load(self, source: str, *, device: str, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
+        """Return (model, processor) for a local folder or a Hugging Face id."""
+        raise NotImplementedError
+
+    def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
+        raise NotImplementedError
+
+    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
+        """(T, H, W) of the video tokens for `frames` input frames."""
+        raise NotImplementedError
+
+
+@dataclass
+class LoadedModel:
+    """A loaded model with everything a run needs to label and reproduce its results."""
+
+    adapter: Adapter
+    model: Any  # transformers PreTrainedModel
+    processor: Any
+    nnsight: Any  # nnsight TransformersModel wrapping `model`
+    model_id: str
+    revision: str
+    device: torch.device
+    dtype: torch.dtype
+    attn: str
+    num_layers: int
+    _letter_ids: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    def layers(self, root: Any) -> Any:
+        """The decoder-layer list under `root` (the nnsight wrapper or the torch module)."""
+        node = root
+        for part in self.adapter.layers_path.split("."):
+            node = getattr(node, part)
+        return node
+
+    def attention(self, root: Any, layer: int) -> Any:
+        return getattr(self.layers(root)[layer], self.adapter.attention_name)
+
+    def letter_id(self, letter: str) -> int:
+        """Vocabulary id of an option letter as the answer token (the reference's `vocab[gt]`)."""
+        if letter not in self._letter_ids:
+            vocab = self.tokenizer.get_vocab()
+            if letter not in vocab:
+                raise FlowtraceError(
+                    f"option letter {letter!r} is not a single token of {self.model_id}'s tokenizer"
+                )
+            self._letter_ids[letter] = vocab[letter]
+        return self._letter_ids[letter]
+
+    def decode(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])

@@ -1,0 +1,78 @@
+"""LLaVA-NeXT-Video (transformers' LlavaNextVideoForConditionalGeneration), the toy's family.
+
+Video tokens: each frame goes through the vision tower, is average-pooled 2×2 and projected; the
+processor expands one `<video>` placeholder into T·H·W tokens in frame-major, row-major order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowtrace.data import Sample
+from flowtrace.errors import FlowtraceError
+from flowtrace.layout import build_layout
+from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.prompts import EVAL_MVBENCH
+
+
+class LlavaNextVideoAdapter(Adapter):
+    name = "llava_next_video"
+    model_types = ("llava_next_video",)
+    layers_path = "model.language_model.layers"
+    template = EVAL_MVBENCH
+
+    def load(self, source: str, *, device: str, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
+        from transformers import LlavaNextVideoForConditionalGeneration, LlavaNextVideoProcessor
+
+        model = LlavaNextVideoForConditionalGeneration.from_pretrained(
+            source, dtype=dtype, attn_implementation=attn
+        ).to(device)
+        processor = LlavaNextVideoProcessor.from_pretrained(source)
+        return model.eval(), processor
+
+    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
+        config = loaded.model.config
+        side = config.vision_config.image_size // config.vision_config.patch_size
+        side //= config.spatial_pool_stride
+        return (frames, side, side)
+
+    def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
+        processor = loaded.processor
+        tokenizer = processor.tokenizer
+        prompt = self.template.render(sample, processor.video_token)
+        inputs = processor(text=prompt.text, videos=[frames], return_tensors="pt")
+        ids = inputs["input_ids"][0]
+        video_id = processor.video_token_id
+        n_video = int((ids == video_id).sum())
+        n_frames = int(inputs["pixel_values_videos"].shape[1])
+        grid = self.video_grid(loaded, n_frames)
+        if n_video != grid[0] * grid[1] * grid[2]:
+            raise FlowtraceError(
+                f"processor gave {n_video} video tokens for {n_frames} frames; the model's "
+                f"config expects {grid[0]}×{grid[1]}×{grid[2]}"
+            )
+        text = tokenizer(prompt.text, return_offsets_mapping=True)
+        placeholders = [i for i, t in enumerate(text["input_ids"]) if t == video_id]
+        if len(placeholders) != 1:
+            raise FlowtraceError("the prompt must hold exactly one video placeholder token")
+        p = placeholders[0]
+        expanded = text["input_ids"][:p] + [video_id] * n_video + text["input_ids"][p + 1 :]
+        if expanded != ids.tolist():
+            # The layout is computed from the tokenizer's offsets; it is only valid if the processor
+            # tokenized the same way, placeholder expansion aside.
+            raise FlowtraceError("processor and tokenizer disagree on the prompt's tokens")
+        layout = build_layout(
+            text_token_spans=text["offset_mapping"],
+            spans=prompt.spans,
+            placeholder_token=p,
+            video_grid=grid,
+            option_letters=sample.option_letters(),
+            true_letter=sample.option_letters()[sample.answer_index()],
+        )
+        tensors = {k: v.to(loaded.device) for k, v in inputs.items()}
+        if "pixel_values_videos" in tensors:
+            tensors["pixel_values_videos"] = tensors["pixel_values_videos"].to(loaded.dtype)
+        return Prepared(inputs=tensors, layout=layout, prompt=prompt.text)

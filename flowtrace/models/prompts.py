@@ -1,0 +1,87 @@
+"""Prompt templates: the reference code's conversation modes, rendered with character spans.
+
+Spans (not string search on decoded tokens) are what the TokenLayout maps onto tokens through the
+tokenizer's offset mapping, so a question that repeats an option's words cannot be confused with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flowtrace.data import Sample
+
+# The reference code's SYSTEM_MVBENCH (tasks/eval/eval_utils.py), used with conv mode eval_mvbench.
+SYSTEM_MVBENCH = (
+    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
+    "movement of objects, and the action and pose of persons. Based on your observations, select the "
+    "best option that accurately addresses the question.\n"
+)
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A single-turn multiple-choice conversation, as the reference code's `Conversation` renders it.
+
+    The rendered text is: system + sep + user + media + "\\n" + sep + user + query + " " + post_query
+    + sep + assistant + answer_prefix, which is what `conv.get_prompt()` gives for eval_mvbench.
+    """
+
+    name: str
+    system: str = SYSTEM_MVBENCH
+    user: str = "USER: "
+    assistant: str = "ASSISTANT:"
+    sep: str = " "
+    post_query: str = "\nOnly give the best option."
+    answer_prefix: str = "Best option:("
+
+    def render(self, sample: Sample, media_token: str) -> RenderedPrompt:
+        pieces: list[tuple[str | None, str]] = []
+        query = question_block(sample)
+        pieces.append(("system", self.system))
+        pieces.append((None, self.sep + self.user))
+        pieces.append(("video", media_token))
+        pieces.append((None, "\n" + self.sep + self.user))
+        query_start = sum(len(text) for _, text in pieces)
+        pieces.append(("query", query.text))
+        pieces.append(
+            ("prompt_tail", " " + self.post_query + self.sep + self.assistant + self.answer_prefix)
+        )
+        spans: dict[str, tuple[int, int]] = {}
+        text = ""
+        for name, piece in pieces:
+            if name is not None:
+                spans[name] = (len(text), len(text) + len(piece))
+            text += piece
+        for name, (a, b) in query.spans.items():
+            spans[name] = (query_start + a, query_start + b)
+        # The tail's leading space belongs to no token of interest; keep the span on visible text.
+        a, b = spans["prompt_tail"]
+        spans["prompt_tail"] = (a + 1, b)
+        return RenderedPrompt(text=text, spans=spans)
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    text: str
+    spans: dict[str, tuple[int, int]]  # group name -> [start, end) character span in `text`
+
+
+@dataclass(frozen=True)
+class QuestionBlock:
+    text: str
+    spans: dict[str, tuple[int, int]]
+
+
+def question_block(sample: Sample) -> QuestionBlock:
+    """The reference `qa_template`: "Question: …\\nOptions:\\n(A) …\\n(B) …" with each part's span."""
+    text = "Question: "
+    spans = {"question": (len(text), len(text) + len(sample.question))}
+    text += sample.question + "\nOptions:\n"
+    for letter, candidate in zip(sample.option_letters(), sample.candidates, strict=True):
+        option = f"({letter}) {candidate}"
+        spans[f"option_{letter}"] = (len(text), len(text) + len(option))
+        text += option + "\n"
+    return QuestionBlock(text=text.rstrip(), spans=spans)
+
+
+EVAL_MVBENCH = PromptTemplate(name="eval_mvbench")

@@ -1,0 +1,87 @@
+"""Altair figures from cubes (HTML + PNG through vl-convert). Never imports torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+Z95 = 1.96
+
+
+def knockout_summary(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.DataFrame:
+    """Per (condition, layer): mean of `measure` over analysed samples, 95% CI, accuracy in %."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    rows = []
+    for source in ok["source"].values:
+        for target in ok["target"].values:
+            values = ok[measure].sel(source=source, target=target)
+            if values.size == 0 or bool(values.isnull().all()):
+                continue
+            correct = ok["correct"].sel(source=source, target=target).astype(float)
+            n = values.count("sample")
+            mean = values.mean("sample")
+            sem = values.std("sample", ddof=1) / np.sqrt(n.where(n > 0))
+            for layer in ok["layer"].values:
+                m = float(mean.sel(layer=layer))
+                s = float(sem.sel(layer=layer)) if int(n.sel(layer=layer)) > 1 else 0.0
+                rows.append(
+                    {
+                        "condition": f"{source} ↛ {target}",
+                        "layer": int(layer),
+                        "mean": m,
+                        "low": m - Z95 * s,
+                        "high": m + Z95 * s,
+                        "accuracy": 100 * float(correct.sel(layer=layer).mean("sample")),
+                        "n": int(n.sel(layer=layer)),
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def knockout_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
+    """The paper's knockout figure: relative change of the answer's probability per layer
+    (mean over samples, 95% CI band), beside accuracy per layer with the clean accuracy."""
+    table = knockout_summary(ds)
+    n = int((ds["status"] == "ok").sum())
+    clean_acc = 100 * float(ds["clean_correct"].where(ds["status"] != "failed").mean())
+    window = f"window {ds.attrs.get('window')} ({ds.attrs.get('window_style')})"
+    color = alt.Color("condition:N", title="blocked edge")
+    x = alt.X("layer:Q", title=f"layer ({window})", axis=alt.Axis(tickMinStep=1))
+    base = alt.Chart(table)
+    band = base.mark_area(opacity=0.2).encode(x=x, y="low:Q", y2="high:Q", color=color)
+    line = base.mark_line(point=True).encode(
+        x=x,
+        y=alt.Y("mean:Q", title="relative change in p(answer) (%)"),
+        color=color,
+        tooltip=["condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+    )
+    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
+    prob = (band + line + zero).properties(width=360, height=240, title=f"{n} samples")
+    acc_line = base.mark_line(point=True).encode(
+        x=x,
+        y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+        color=color,
+        tooltip=["condition", "layer", alt.Tooltip("accuracy:Q", format=".1f")],
+    )
+    clean = (
+        alt.Chart(pd.DataFrame({"y": [clean_acc], "label": [f"clean {clean_acc:.1f}%"]}))
+        .mark_rule(color="gray", strokeDash=[4, 4])
+        .encode(y="y:Q", tooltip=["label"])
+    )
+    acc = (acc_line + clean).properties(width=360, height=240, title="accuracy after knockout")
+    subtitle = f"{ds.attrs.get('model')} · {ds.attrs.get('data')}"
+    return alt.hconcat(prob, acc).properties(
+        title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
+    )
+
+
+def save_chart(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
+    """Write `stem`.html and `stem`.png next to each other."""
+    paths = [stem.with_suffix(".html"), stem.with_suffix(".png")]
+    chart.save(str(paths[0]))
+    chart.save(str(paths[1]), scale_factor=2)
+    return paths

@@ -1,0 +1,78 @@
+"""The command line end to end: default run on the embedded toy, and one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import xarray as xr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def flowtrace(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "flowtrace", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+def test_default_run_on_four_samples(tmp_path: Path):
+    out = tmp_path / "cross_frame.zarr"
+    done = flowtrace("run", "recipes/cross_frame.py", "--limit", "4", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert f"store: {out}" in done.stdout
+    ds = xr.open_zarr(out)
+    assert ds.sizes["sample"] == 4
+    assert set(ds["prob_pred"].dims) == {"sample", "layer", "source", "target"}
+    assert ds.sizes["layer"] == 8
+    assert len(set(ds["task"].values)) == 4  # --limit spreads over the tasks
+    assert ds.attrs["model"] == "toy" and ds.attrs["engine"] == "reference"
+    analysed = ds.isel(sample=ds["status"].values == "ok")
+    assert analysed.sizes["sample"] >= 3  # the toy answers most held-out samples right
+    assert bool(analysed["clean_correct"].all())
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "vega" in out.with_suffix(".html").read_text()
+
+
+def test_help_lists_the_options():
+    done = flowtrace("run", "--help")
+    assert done.returncode == 0
+    for option in (
+        "--model",
+        "--data",
+        "--task",
+        "--limit",
+        "--out",
+        "--device",
+        "--window",
+        "--window-style",
+        "--sample-mode",
+    ):
+        assert option in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "recipes/nope.py"], "recipe file 'recipes/nope.py' does not exist"),
+        (["run", "recipes/cross_frame.py", "--model", "/no/such/model"], "--model /no/such/model"),
+        (["run", "recipes/cross_frame.py", "--data", "/no/such/data"], "--data /no/such/data"),
+        (["run", "recipes/cross_frame.py", "--sample-mode", "best"], "--sample-mode best"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args: list[str], message: str):
+    done = flowtrace(*args)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert any(message in line for line in lines), done.stderr
+    assert lines[-1].startswith("error:") and len(lines) == 1, done.stderr

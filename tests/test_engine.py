@@ -1,0 +1,94 @@
+"""The nnsight knockout equals an independent plain-PyTorch forward wrapper (DESIGN §3, §8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from plain_reference import plain_knockout_probs
+
+from flowtrace.data import read_frames, read_samples
+from flowtrace.engine import KnockoutCondition, ReferenceEngine
+from flowtrace.engine.masks import default_window, window_layers
+from flowtrace.errors import FlowtraceError
+from flowtrace.models import load_model
+from flowtrace.recipe import load_recipe
+
+
+def video_positions(ids: torch.Tensor, video_id: int, frames: int) -> list[list[int]]:
+    pos = (ids[0] == video_id).nonzero()[:, 0].tolist()
+    per = len(pos) // frames
+    return [pos[t * per : (t + 1) * per] for t in range(frames)]
+
+
+def find_sublist(ids: list[int], sub: list[int]) -> list[int]:
+    for start in range(len(ids) - len(sub) + 1):
+        if ids[start : start + len(sub)] == sub:
+            return list(range(start, start + len(sub)))
+    raise AssertionError("sub-sequence not found")
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_nnsight_knockout_matches_plain_pytorch(attn: str, tiny_model_dir: Path, tiny_data: Path):
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn=attn)
+    sample = read_samples(tiny_data, tasks=["Moving Direction"])[0]
+    prepared = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8))
+    inputs = prepared.inputs
+    ids = inputs["input_ids"]
+    frames = video_positions(ids, loaded.processor.video_token_id, 8)
+    cross_frame = [(frames[t], [p for f in frames[:t] for p in f]) for t in range(1, 8)]
+    question_ids = loaded.tokenizer(sample.question, add_special_tokens=False)["input_ids"]
+    question = find_sublist(ids[0].tolist(), question_ids)
+    last = [ids.shape[1] - 1]
+    recipe_cross = load_recipe("recipes/cross_frame.py")
+    blocked_cross = recipe_cross.conditions(prepared.layout, 4, 1, "center")[0].knockout.blocked
+
+    blocked_q = torch.zeros(ids.shape[1], ids.shape[1], dtype=torch.bool)
+    blocked_q[np.ix_(last, question)] = True
+    engine = ReferenceEngine(loaded, batch_size=3)
+    cases = [
+        (cross_frame, blocked_cross, (1, 2)),
+        ([(last, question)], blocked_q, (2, 3)),
+        (cross_frame, blocked_cross, (0,)),
+    ]
+    got = engine.knockout(inputs, [KnockoutCondition(b, layers) for _, b, layers in cases])
+    clean = plain_knockout_probs(loaded.model, inputs, [], [])
+    moved = 0.0
+    for row, (pairs, _, layers) in zip(got, cases, strict=True):
+        want = plain_knockout_probs(loaded.model, inputs, pairs, layers)
+        assert torch.allclose(row, want, atol=1e-5, rtol=0), (row - want).abs().max()
+        moved = max(moved, float((want - clean).abs().max()))
+    assert moved > 1e-4, "the knockouts should change the output, or the test proves nothing"
+    assert torch.allclose(engine.clean(inputs), clean, atol=1e-5, rtol=0)
+
+
+def test_window_layers_follow_reference_formula():
+    # Reference: range(max(0, l - w // 2), min(L, l - (-w // 2))) for center.
+    for num_layers, window in [(32, 9), (8, 3), (8, 2), (5, 1)]:
+        for layer in range(num_layers):
+            center = list(
+                range(max(0, layer - window // 2), min(num_layers, layer - (-window // 2)))
+            )
+            assert list(window_layers(layer, num_layers, window, "center")) == center
+            inverse = [i for i in range(num_layers) if i not in center]
+            assert list(window_layers(layer, num_layers, window, "inverse")) == inverse
+            assert list(window_layers(layer, num_layers, window, "top_down")) == list(
+                range(layer, num_layers)
+            )
+            assert list(window_layers(layer, num_layers, window, "bottom_up")) == list(
+                range(layer + 1)
+            )
+    assert default_window(32) == 9
+    assert default_window(8) == 3
+
+
+def test_starved_query_is_refused(tiny_model_dir: Path):
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    blocked = torch.zeros(6, 6, dtype=torch.bool)
+    blocked[3, :4] = True  # query 3 may see keys 0..3 only: all of them blocked
+    engine = ReferenceEngine(loaded)
+    inputs = {"input_ids": torch.ones(1, 6, dtype=torch.long)}
+    with pytest.raises(FlowtraceError, match="no key"):
+        engine.knockout(inputs, [KnockoutCondition(blocked, (0,))])
