@@ -110,7 +110,6 @@ def _indices(index: str, size: int, t: int | None, expression: str) -> range | l
         if not 0 <= value < size:
             raise FlowtraceError(f"edge '{expression}': index {value} outside 0..{size - 1}")
         return [value]
-    lo, hi = {"<": (0, value), "<=": (0, value + 1), ">": (value + 1, size), ">=": (value, size)}[
-        op
-    ]
+    bounds = {"<": (0, value), "<=": (0, value + 1), ">": (value + 1, size), ">=": (value, size)}
+    lo, hi = bounds[op]
     return range(max(lo, 0), min(hi, size))

@@ -51,8 +51,8 @@ def build_layout(
     """Map character spans onto merged-sequence positions.
 
     `text_token_spans` are the tokenizer's offsets for the prompt *before* the single video
-    placeholder token (index `placeholder_token`) is expanded into T·H·W video tokens; special tokens
-    carry (0, 0) and belong to no text span.
+    placeholder token (index `placeholder_token`) is expanded into T·H·W video tokens; special
+    tokens carry (0, 0) and belong to no text span.
     """
     n_video = int(np.prod(video_grid))
     shift = n_video - 1

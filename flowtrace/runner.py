@@ -1,4 +1,4 @@
-"""The runner owns data, device, batching, progress and storage; recipes only say what to measure."""
+"""The runner owns data, device, batching, progress and storage; recipes say what to measure."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def resolve_data(data: str) -> Path:
     root = Path(data.split(":", 1)[1] if data.startswith(("synth:", "tvbench:")) else data)
     if not root.is_dir():
         raise FlowtraceError(
-            f"--data {data}: no such folder; pass 'toy' or a folder with json/<task>.json and video/"
+            f"--data {data}: no such folder; pass 'toy' or a folder with json/<task>.json and "
+            "video/<task>/"
         )
     return root
 
@@ -170,9 +171,8 @@ def _measure(
         options.sample_mode == "wrong" and correct
     ):
         cube.coords["status"][:] = "skipped"
-        cube.coords["reason"][:] = (
-            f"--sample-mode {options.sample_mode}: clean answer is {'right' if correct else 'wrong'}"
-        )
+        verdict = "right" if correct else "wrong"
+        cube.coords["reason"][:] = f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
         return
     conditions = recipe.conditions(
         layout, loaded.num_layers, window, options.window_style, options.sweep

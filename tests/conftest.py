@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random LLaVA-NeXT-Video saved like a real checkpoint, and a tiny dataset."""
+"""Fixtures: a tiny random LLaVA-NeXT-Video saved like a real checkpoint, and a tiny dataset."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
-    """Random weights in the toy's architecture, written with save_pretrained (a local checkpoint)."""
+    """Random weights in the toy's architecture, saved with save_pretrained (a local checkpoint)."""
     from transformers import LlavaNextVideoForConditionalGeneration
 
     from flowtrace.toy.build import build_config, build_processor, build_tokenizer

@@ -11,7 +11,7 @@ from flowtrace.layout import TokenLayout
 
 
 def small_layout() -> TokenLayout:
-    # 0-1 system | 2..7 video: 3 frames × 2 tokens | 8-9 question | 10 option_A | 11 option_B | 12 last
+    # 0-1 system | 2..7 video: 3 frames × 2 tokens | 8-9 question | 10, 11 options A, B | 12 last
     groups = {
         "system": np.array([0, 1]),
         "video": np.arange(2, 8),

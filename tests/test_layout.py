@@ -27,7 +27,7 @@ def test_text_groups_decode_to_their_prompt_parts(loaded, tiny_data: Path):
         ids = prepared.inputs["input_ids"][0]
         layout = prepared.layout
 
-        def text(name: str) -> str:
+        def text(name: str, ids=ids, layout=layout) -> str:
             return squash(loaded.tokenizer.decode(ids[layout[name]]))
 
         letters = sample.option_letters()

@@ -167,7 +167,7 @@ def generate(
     size: int = 64,
     fps: int = 8,
 ) -> Path:
-    """Write out_dir/json/<task>.json and out_dir/video/<task>/*.mp4; the same seed, the same data."""
+    """Write out_dir/json/<task>.json and out_dir/video/<task>/*.mp4; same seed, same data."""
     out_dir = Path(out_dir)
     chosen = tasks or list(TASKS)
     unknown = [t for t in chosen if t not in TASKS]

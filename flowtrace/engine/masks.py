@@ -65,7 +65,7 @@ def allowed_attention(blocked: torch.Tensor) -> torch.Tensor:
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(…, L, L) bool -> (…, 1, L, L) additive mask with finfo.min where forbidden (the reference's value)."""
+    """(…, L, L) bool -> (…, 1, L, L) additive mask, finfo.min where forbidden (as the paper)."""
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
     return mask.unsqueeze(-3)

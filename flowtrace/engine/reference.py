@@ -42,7 +42,7 @@ class ReferenceEngine:
     def knockout(
         self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
     ) -> torch.Tensor:
-        """Next-token probabilities (len(conditions), V) at the last position under each knockout."""
+        """Next-token probabilities (len(conditions), V) at the last token, a row per knockout."""
         out = [
             self._rows(inputs, conditions[i : i + self.batch_size])
             for i in range(0, len(conditions), self.batch_size)

@@ -60,7 +60,8 @@ def load_model(
     if not local.exists() and not _HF_ID.match(source):
         raise FlowtraceError(
             f"--model {spec}: no such folder, and not a Hugging Face id (org/name); "
-            "pass a local checkpoint folder, an id such as llava-hf/LLaVA-NeXT-Video-7B-hf, or 'toy'"
+            "pass a local checkpoint folder, an id such as llava-hf/LLaVA-NeXT-Video-7B-hf, "
+            "or 'toy'"
         )
     if local.exists():
         source = str(local.resolve())

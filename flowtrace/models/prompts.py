@@ -12,18 +12,18 @@ from flowtrace.data import Sample
 
 # The reference code's SYSTEM_MVBENCH (tasks/eval/eval_utils.py), used with conv mode eval_mvbench.
 SYSTEM_MVBENCH = (
-    "Carefully watch the video and pay attention to the cause and sequence of events, the detail and "
-    "movement of objects, and the action and pose of persons. Based on your observations, select the "
-    "best option that accurately addresses the question.\n"
+    "Carefully watch the video and pay attention to the cause and sequence of events, the detail "
+    "and movement of objects, and the action and pose of persons. Based on your observations, "
+    "select the best option that accurately addresses the question.\n"
 )
 
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A single-turn multiple-choice conversation, as the reference code's `Conversation` renders it.
+    """A single-turn multiple-choice conversation as the reference code's `Conversation` renders it.
 
-    The rendered text is: system + sep + user + media + "\\n" + sep + user + query + " " + post_query
-    + sep + assistant + answer_prefix, which is what `conv.get_prompt()` gives for eval_mvbench.
+    The text is: system + sep + user + media + "\\n" + sep + user + query + " " + post_query + sep
+    + assistant + answer_prefix, which is what `conv.get_prompt()` gives for eval_mvbench.
     """
 
     name: str
@@ -73,7 +73,7 @@ class QuestionBlock:
 
 
 def question_block(sample: Sample) -> QuestionBlock:
-    """The reference `qa_template`: "Question: …\\nOptions:\\n(A) …\\n(B) …" with each part's span."""
+    """Reference `qa_template`: "Question: …\\nOptions:\\n(A) …\\n(B) …" and each part's span."""
     text = "Question: "
     spans = {"question": (len(text), len(text) + len(sample.question))}
     text += sample.question + "\nOptions:\n"

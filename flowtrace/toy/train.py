@@ -115,7 +115,7 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
             elapsed = time.perf_counter() - started
             history.append({"step": step + 1, "loss": float(loss), "heldout_accuracy": acc["all"]})
             log(
-                f"step {step + 1}: loss {float(loss):.4f} held-out acc {acc['all']:.1f}% ({elapsed:.0f}s)"
+                f"step {step + 1}: loss {float(loss):.3f}, held-out {acc['all']:.1f}%, {elapsed:.0f}s"
             )
     final = _accuracy(model, heldout_set, tokenizer.pad_token_id)
     chance = _chance(heldout_samples)
@@ -129,7 +129,8 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         "command": f"flowtrace toy train --seed {config.seed}",
         "config": asdict(config),
         "seconds": round(seconds, 1),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
         "heldout_accuracy": final,
         "heldout_chance": chance,
         "history": history,
