@@ -114,9 +114,8 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
             acc = _accuracy(model, heldout_set, tokenizer.pad_token_id)
             elapsed = time.perf_counter() - started
             history.append({"step": step + 1, "loss": float(loss), "heldout_accuracy": acc["all"]})
-            log(
-                f"step {step + 1}: loss {float(loss):.3f}, held-out {acc['all']:.1f}%, {elapsed:.0f}s"
-            )
+            line = f"step {step + 1}: loss {float(loss):.3f}, held-out {acc['all']:.1f}%"
+            log(f"{line}, {elapsed:.0f}s")
     final = _accuracy(model, heldout_set, tokenizer.pad_token_id)
     chance = _chance(heldout_samples)
     seconds = time.perf_counter() - started
