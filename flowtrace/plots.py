@@ -30,7 +30,7 @@ def knockout_summary(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.Dat
                 s = float(sem.sel(layer=layer)) if int(n.sel(layer=layer)) > 1 else 0.0
                 rows.append(
                     {
-                        "condition": f"{source} ↛ {target}",
+                        "condition": f"{source} -/-> {target}",
                         "layer": int(layer),
                         "mean": m,
                         "low": m - Z95 * s,

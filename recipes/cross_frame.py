@@ -10,6 +10,6 @@ from flowtrace.recipe import Knockout
 
 recipe = Knockout(
     name="cross_frame",
-    title="Blocking cross-frame attention (frame t ↛ frames < t)",
+    title="Cross-frame knockout: video tokens of frame t may not attend to frames < t",
     edges={"earlier_frames -> frame": "frame[<t] -> frame[t]"},
 )

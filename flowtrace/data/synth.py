@@ -34,7 +34,7 @@ SAMPLED = 8  # frames a model reads; events sit on these frames
 class Clip:
     frames: np.ndarray  # (F, H, W, 3) uint8
     question: str
-    candidates: list[str]
+    candidates: list[str]  # in the task's fixed order; never depends on the answer
     answer: str
 
 
@@ -78,29 +78,24 @@ def moving_direction(rng: np.random.Generator, num_frames: int, size: int) -> Cl
     return Clip(frames, f"Which direction is the {color} square moving?", candidates, direction)
 
 
-def _two_objects(rng: np.random.Generator) -> list[tuple[str, str]]:
+def event_order(rng: np.random.Generator, num_frames: int, size: int) -> Clip:
     colors = rng.choice(list(COLORS), size=2, replace=False)
     shapes = rng.choice(SHAPES, size=2, replace=True)
-    return [(str(c), str(s)) for c, s in zip(colors, shapes, strict=True)]
-
-
-def event_order(rng: np.random.Generator, num_frames: int, size: int) -> Clip:
-    objects = _two_objects(rng)
     sampled = _sampled(num_frames)
     first_at = int(rng.integers(0, 4))
     second_at = int(rng.integers(first_at + 2, SAMPLED))
     appear = [sampled[first_at], sampled[second_at]]
     r = size / 9
-    # Left and right halves, randomly assigned, so position does not give the answer away.
-    xs = [size * 0.27, size * 0.73] if rng.random() < 0.5 else [size * 0.73, size * 0.27]
+    first_side = str(rng.choice(["left", "right"]))
+    xs = [size * 0.27, size * 0.73] if first_side == "left" else [size * 0.73, size * 0.27]
     ys = rng.uniform(r + 2, size - r - 3, size=2)
     frames = _canvas(num_frames, size)
     for f in range(num_frames):
-        for (color, shape), start, x, y in zip(objects, appear, xs, ys, strict=True):
+        for color, shape, start, x, y in zip(colors, shapes, appear, xs, ys, strict=True):
             if f >= start:
-                _draw(frames[f], shape, color, y, x, r)
-    names = [f"the {c} {s}" for c, s in objects]
-    return Clip(frames, "Which object appears first?", names, names[0])
+                _draw(frames[f], str(shape), str(color), y, x, r)
+    question = "Which object appears first, the one on the left or the one on the right?"
+    return Clip(frames, question, ["left", "right"], first_side)
 
 
 def object_count(rng: np.random.Generator, num_frames: int, size: int) -> Clip:
@@ -119,14 +114,15 @@ def object_count(rng: np.random.Generator, num_frames: int, size: int) -> Clip:
 
 
 def object_color(rng: np.random.Generator, num_frames: int, size: int) -> Clip:
-    colors = [str(c) for c in rng.choice(list(COLORS), size=4, replace=False)]
+    colors = list(COLORS)[:4]
+    answer = str(rng.choice(colors))
     shape = str(rng.choice(SHAPES))
     r = size / 7
     cy, cx = rng.uniform(r + 2, size - r - 3, size=2)
     frames = _canvas(num_frames, size)
     for f in range(num_frames):
-        _draw(frames[f], shape, colors[0], cy, cx, r)
-    return Clip(frames, f"What color is the {shape}?", colors, colors[0])
+        _draw(frames[f], shape, answer, cy, cx, r)
+    return Clip(frames, f"What color is the {shape}?", colors, answer)
 
 
 TASKS: dict[str, Callable[[np.random.Generator, int, int], Clip]] = {
@@ -166,8 +162,13 @@ def generate(
     num_frames: int = 16,
     size: int = 64,
     fps: int = 8,
+    shuffle: bool = True,
 ) -> Path:
-    """Write out_dir/json/<task>.json and out_dir/video/<task>/*.mp4; same seed, same data."""
+    """Write out_dir/json/<task>.json and out_dir/video/<task>/*.mp4; same seed, same data.
+
+    `shuffle` puts the candidates in random order (the correct letter uniform over positions);
+    without it each task lists its candidates in one fixed order, as the toy model is trained.
+    """
     out_dir = Path(out_dir)
     chosen = tasks or list(TASKS)
     unknown = [t for t in chosen if t not in TASKS]
@@ -182,7 +183,7 @@ def generate(
             rng = np.random.default_rng([seed, task_index, i])
             clip = TASKS[task](rng, num_frames, size)
             order = rng.permutation(len(clip.candidates))
-            candidates = [clip.candidates[j] for j in order]
+            candidates = [clip.candidates[j] for j in order] if shuffle else clip.candidates
             name = f"{slug(task)}_{i:04d}.mp4"
             write_mp4(out_dir / "video" / slug(task) / name, clip.frames, fps)
             entries.append(

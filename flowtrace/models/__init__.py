@@ -52,6 +52,9 @@ def load_model(
     """Load `spec` (`toy`, a local checkpoint folder or a Hugging Face id) with its adapter."""
     from nnsight.modeling.transformers import TransformersModel
     from transformers import AutoConfig
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # flowtrace shows its own progress
 
     from flowtrace.toy import EMBEDDED_MODEL
 
