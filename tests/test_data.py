@@ -1,4 +1,4 @@
-"""Data: reference frame sampling, the synthetic generator (answers recoverable from pixels), readers."""
+"""Data: reference frame sampling, the synthetic generator (answers read off pixels), readers."""
 
 from __future__ import annotations
 
