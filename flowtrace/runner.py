@@ -278,6 +278,7 @@ def _provenance(
         "attn": loaded.attn,
         "data": options.data,
         "data_root": str(root),
+        "split": "toy held-out" if options.data == TOY_DATA else root.name,
         "tasks": json.dumps(options.tasks or []),
         "limit": options.limit or 0,
         "frames": frames,

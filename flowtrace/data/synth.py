@@ -154,6 +154,18 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
             container.mux(packet)
 
 
+def make_clip(
+    task: str, seed: int, index: int, num_frames: int = 16, size: int = 64, shuffle: bool = True
+) -> Clip:
+    """Sample `index` of `task` under `seed`; a task's samples do not depend on other tasks'."""
+    rng = np.random.default_rng([seed, list(TASKS).index(task), index])
+    clip = TASKS[task](rng, num_frames, size)
+    order = rng.permutation(len(clip.candidates))
+    if not shuffle:
+        return clip
+    return Clip(clip.frames, clip.question, [clip.candidates[j] for j in order], clip.answer)
+
+
 def generate(
     out_dir: Path,
     n_per_task: int,
@@ -174,23 +186,19 @@ def generate(
     unknown = [t for t in chosen if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {list(TASKS)}")
-    for task_index, task in enumerate(TASKS):
+    for task in TASKS:
         if task not in chosen:
             continue
         entries = []
         for i in range(n_per_task):
-            # One stream per (seed, task, sample): a task's samples do not depend on the others.
-            rng = np.random.default_rng([seed, task_index, i])
-            clip = TASKS[task](rng, num_frames, size)
-            order = rng.permutation(len(clip.candidates))
-            candidates = [clip.candidates[j] for j in order] if shuffle else clip.candidates
+            clip = make_clip(task, seed, i, num_frames=num_frames, size=size, shuffle=shuffle)
             name = f"{slug(task)}_{i:04d}.mp4"
             write_mp4(out_dir / "video" / slug(task) / name, clip.frames, fps)
             entries.append(
                 {
                     "video": name,
                     "question": clip.question,
-                    "candidates": candidates,
+                    "candidates": clip.candidates,
                     "answer": clip.answer,
                 }
             )
