@@ -18,7 +18,7 @@ import xarray as xr
 import flowtrace
 from flowtrace.data import Sample, SampleError, read_frames, read_samples, validate_sample
 from flowtrace.engine import ReferenceEngine
-from flowtrace.engine.masks import WINDOW_STYLES, default_window
+from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel, Prepared, load_model
 from flowtrace.plots import knockout_chart, save_chart
@@ -91,6 +91,11 @@ def run(
         )
     if options.limit is not None and options.limit < 1:
         raise FlowtraceError(f"--limit {options.limit}: must be at least 1")
+    if options.out is not None and options.out.exists() and not options.overwrite:
+        raise FlowtraceError(
+            f"--out {options.out} already exists; pass --overwrite to replace it or choose "
+            "another --out"
+        )
     root = resolve_data(options.data)
     try:
         samples = read_samples(root, tasks=options.tasks, limit=options.limit)
@@ -106,9 +111,10 @@ def run(
         attn=options.attn,
         adapter=options.adapter,
     )
-    window = options.window or default_window(loaded.num_layers)
-    if window < 1:
-        raise FlowtraceError(f"--window {window}: must be at least 1")
+    window = default_window(loaded.num_layers) if options.window is None else options.window
+    if not 1 <= window <= loaded.num_layers:
+        raise FlowtraceError(f"--window {window}: must be between 1 and {loaded.num_layers}")
+    sweep_layers(loaded.num_layers, options.sweep)  # refuse a bad --sweep before any work
     frames = options.frames or loaded.adapter.default_frames
     engine = ReferenceEngine(loaded, batch_size=options.batch_size)
     out = options.out or _default_out(recipe, loaded, options.data)

@@ -67,6 +67,8 @@ def test_help_lists_the_options():
         (["run", "recipes/cross_frame.py", "--model", "/no/such/model"], "--model /no/such/model"),
         (["run", "recipes/cross_frame.py", "--data", "/no/such/data"], "--data /no/such/data"),
         (["run", "recipes/cross_frame.py", "--sample-mode", "best"], "--sample-mode best"),
+        (["run", "recipes/cross_frame.py", "--window", "0"], "--window 0: must be between 1"),
+        (["run", "recipes/cross_frame.py", "--sweep", "5-2"], "--sweep 5-2"),
     ],
 )
 def test_bad_input_is_one_clear_line(args: list[str], message: str):

@@ -1,0 +1,57 @@
+"""Every shipped recipe loads and cuts exactly the edges its labels name, on a real layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowtrace.data import read_frames, read_samples
+from flowtrace.errors import FlowtraceError
+from flowtrace.models import load_model
+from flowtrace.recipe import RECIPES_DIR, load_recipe
+
+# What each label must cut, as (query group, key group) pairs over the layout's groups.
+EXPECTED = {
+    ("earlier_frames", "frame"): [(f"frame_{t}", f"frame_{s}") for t in range(8) for s in range(t)],
+    ("video", "question"): None,  # the query block or the bare question, by recipe
+    ("video", "last"): [("last", "video")],
+    ("question", "last"): None,
+    ("last", "last"): [("last", "last")],
+    ("true_option", "last"): [("last", "true_option")],
+    ("false_options", "last"): [("last", "false_options")],
+    ("question", "true_option"): [("true_option", "question")],
+    ("video", "true_option"): [("true_option", "video")],
+}
+
+
+@pytest.fixture(scope="module")
+def layout(tiny_model_dir: Path, tiny_data: Path):
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    sample = read_samples(tiny_data, tasks=["Object Count"])[0]
+    return loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8)).layout
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.py")), ids=lambda p: p.stem)
+def test_recipe_cuts_the_named_edges(path: Path, layout):
+    recipe = load_recipe(path)
+    conditions = recipe.conditions(layout, num_layers=4, window=1, style="center")
+    assert len(conditions) == 4 * len(recipe.labels())
+    for condition in conditions[::4]:
+        pairs = EXPECTED[(condition.source, condition.target)]
+        if pairs is None:
+            continue
+        want = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
+        for queries, keys in pairs:
+            want[np.ix_(layout[queries], layout[keys])] = True
+        want &= np.tri(layout.seq_len, dtype=bool)
+        assert np.array_equal(condition.knockout.blocked.numpy(), want), condition.source
+        assert condition.knockout.layers == (condition.layer,)
+
+
+def test_recipe_file_without_recipe_is_refused(tmp_path: Path):
+    bad = tmp_path / "empty.py"
+    bad.write_text("x = 1\n")
+    with pytest.raises(FlowtraceError, match="defines no `recipe"):
+        load_recipe(bad)
