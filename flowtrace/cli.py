@@ -190,12 +190,15 @@ def toy_train(
         Path("flowtrace/toy/embedded")
     ),
     seed: Annotated[int, typer.Option(help="Seed for data, init and batches.")] = 0,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 0,
+    steps: Annotated[int, typer.Option(help="Optimizer steps (0: the default).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda (the same recipe, minutes faster).")] = (
+        "cpu"
+    ),
 ) -> None:
     """Train the embedded toy VideoLLM from scratch (see README for time and accuracy)."""
     from flowtrace.toy.train import TrainConfig, train
 
-    config = TrainConfig(seed=seed)
+    config = TrainConfig(seed=seed, device=device)
     if steps:
         config.steps = steps
     try:

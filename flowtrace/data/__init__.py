@@ -1,4 +1,4 @@
-"""Datasets → Samples → frames."""
+"""Datasets -> Samples -> frames: TVBench/MVBench folders, reference sampling, synthetic QA."""
 
 from flowtrace.data.reader import list_tasks, read_samples, validate_sample
 from flowtrace.data.sample import Sample, SampleError

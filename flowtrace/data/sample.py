@@ -15,18 +15,18 @@ class SampleError(Exception):
 
 @dataclass(frozen=True)
 class Sample:
+    """A question about one video with candidates; fields may be empty until validated."""
+
     id: str  # unique in the dataset, e.g. "Moving Direction/0007"
-    task: str
-    video: Path
+    task: str  # human task name, e.g. "Moving Direction"
+    video: Path  # absolute path of the video file (or frame folder)
     question: str  # without options
     candidates: tuple[str, ...]
     answer: str  # the correct candidate's text
     bound: tuple[float, float] | None = None  # start/end seconds
 
-    def option_letters(self) -> tuple[str, ...]:
-        return tuple(chr(ord("A") + i) for i in range(len(self.candidates)))
-
     def answer_index(self) -> int:
+        """Position of `answer` among `candidates`."""
         try:
             return self.candidates.index(self.answer)
         except ValueError:
@@ -34,3 +34,7 @@ class Sample:
                 f"answer {self.answer!r} is not among the candidates {list(self.candidates)} "
                 f"of sample {self.id}; fix the annotation"
             ) from None
+
+    def option_letters(self) -> tuple[str, ...]:
+        """("A", "B", ...), one letter per candidate."""
+        return tuple(chr(ord("A") + i) for i in range(len(self.candidates)))

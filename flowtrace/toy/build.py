@@ -56,18 +56,20 @@ def build_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     )
 
 
-def build_processor(tokenizer: PreTrainedTokenizerFast) -> LlavaNextVideoProcessor:
-    size = {"shortest_edge": IMAGE_SIZE}
-    crop = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+def build_processor(
+    tokenizer: PreTrainedTokenizerFast, image_size: int = IMAGE_SIZE, patch_size: int = PATCH_SIZE
+) -> LlavaNextVideoProcessor:
+    size = {"shortest_edge": image_size}
+    crop = {"height": image_size, "width": image_size}
     video = LlavaNextVideoVideoProcessor(size=size, crop_size=crop)
     image = LlavaNextImageProcessor(
-        size=size, crop_size=crop, image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]]
+        size=size, crop_size=crop, image_grid_pinpoints=[[image_size, image_size]]
     )
     return LlavaNextVideoProcessor(
         video_processor=video,
         image_processor=image,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         vision_feature_select_strategy="default",
     )
 
@@ -80,14 +82,16 @@ def build_config(
     heads: int = 4,
     vision_hidden: int = 64,
     vision_layers: int = 2,
+    image_size: int = IMAGE_SIZE,
+    patch_size: int = PATCH_SIZE,
 ) -> LlavaNextVideoConfig:
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden,
         intermediate_size=vision_hidden * 2,
         num_hidden_layers=vision_layers,
         num_attention_heads=4,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+        image_size=image_size,
+        patch_size=patch_size,
     )
     text = LlamaConfig(
         hidden_size=hidden,
@@ -111,6 +115,6 @@ def build_config(
         vision_feature_layer=-1,
         spatial_pool_stride=2,
         spatial_pool_mode="average",
-        image_grid_pinpoints=[[IMAGE_SIZE, IMAGE_SIZE]],
+        image_grid_pinpoints=[[image_size, image_size]],
         tie_word_embeddings=False,
     )

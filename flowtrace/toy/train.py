@@ -34,11 +34,11 @@ HELDOUT_SEED_OFFSET = 10_000
 class TrainConfig:
     seed: int = 0
     heldout_per_task: int = 16
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
-    warmup: int = 50
+    warmup: int = 200
     layers: int = 8
     hidden: int = 128
     eval_every: int = 100
@@ -46,6 +46,9 @@ class TrainConfig:
     # Candidates in one fixed order per task: a model this small, trained from scratch on CPU,
     # learns video -> letter in minutes, while matching shuffled option text takes far longer.
     shuffle_candidates: bool = False
+    image_size: int = 32
+    patch_size: int = 4
+    device: str = "cpu"
 
 
 @dataclass
@@ -77,13 +80,19 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     # The vocabulary: every word the generator can emit, from a generous draw of each task.
     vocab_draw = [_sample(task, config.seed, i, config) for task in synth.TASKS for i in range(200)]
     tokenizer = build_tokenizer([EVAL_MVBENCH.render(s, "<video>").text for s, _ in vocab_draw])
-    processor = build_processor(tokenizer)
+    processor = build_processor(tokenizer, config.image_size, config.patch_size)
     heldout = _encode(
         [(s, read_frames(s.video, FRAMES, bound=s.bound)) for s in heldout_samples], processor
     )
-    model_config = build_config(tokenizer, layers=config.layers, hidden=config.hidden)
+    model_config = build_config(
+        tokenizer,
+        layers=config.layers,
+        hidden=config.hidden,
+        image_size=config.image_size,
+        patch_size=config.patch_size,
+    )
     model_config._attn_implementation = "sdpa"
-    model = LlavaNextVideoForConditionalGeneration(model_config)
+    model = LlavaNextVideoForConditionalGeneration(model_config).to(config.device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -107,7 +116,7 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         batch = _encode(drawn, processor)
         model.train()
         logits = _last_logits(model, batch, torch.arange(len(drawn)), tokenizer.pad_token_id)
-        loss = torch.nn.functional.cross_entropy(logits, batch.targets)
+        loss = torch.nn.functional.cross_entropy(logits, batch.targets.to(logits.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -124,13 +133,13 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     final = _accuracy(model, heldout, tokenizer.pad_token_id)
     chance = _chance(heldout_samples)
     seconds = time.perf_counter() - started
-    model.eval()
+    model.eval().to("cpu")
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
     info = {
-        "command": f"flowtrace toy train --seed {config.seed}",
+        "command": f"flowtrace toy train --seed {config.seed} --device {config.device}",
         "config": asdict(config),
         "seconds": round(seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
@@ -178,8 +187,13 @@ def _last_logits(model, data: Batch, rows: torch.Tensor, pad_id: int) -> torch.T
     for r, s in enumerate(seqs):
         ids[r, : len(s)] = s  # right padding keeps every real token's causal context intact
     mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
-    out = model(input_ids=ids, attention_mask=mask, pixel_values_videos=data.pixels[rows])
-    return out.logits[torch.arange(len(seqs)), lengths - 1]
+    device = model.device
+    out = model(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        pixel_values_videos=data.pixels[rows].to(device),
+    )
+    return out.logits[torch.arange(len(seqs)), lengths - 1].float().cpu()
 
 
 @torch.no_grad()
