@@ -142,3 +142,22 @@ def test_frame_folders_are_read_too(tmp_path: Path):
         Image.fromarray(np.full((8, 8, 3), i * 20, dtype=np.uint8)).save(tmp_path / f"{i:03d}.png")
     frames = read_frames(tmp_path, 2)
     assert frames[:, 0, 0, 0].tolist() == [40, 120]  # indices 2 and 6 of 0..9
+
+
+def test_generator_reproduces_the_embedded_heldout_split(tmp_path: Path):
+    """The shipped held-out split is what `flowtrace toy train --seed 0` generates."""
+    from flowtrace.toy import EMBEDDED_DATA
+    from flowtrace.toy.train import HELDOUT_SEED_OFFSET, TrainConfig
+
+    config = TrainConfig()
+    again = generate(
+        tmp_path,
+        n_per_task=config.heldout_per_task,
+        seed=config.seed + HELDOUT_SEED_OFFSET,
+        shuffle=config.shuffle_candidates,
+    )
+    for shipped in sorted((EMBEDDED_DATA / "json").glob("*.json")):
+        assert (again / "json" / shipped.name).read_text() == shipped.read_text()
+    sample = read_samples(EMBEDDED_DATA)[5]
+    fresh = read_samples(again)[5]
+    assert np.array_equal(read_frames(sample.video, 8), read_frames(fresh.video, 8))
