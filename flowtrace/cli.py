@@ -85,8 +85,11 @@ def run(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for anything random.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out store.")] = False,
+    eval_only: Annotated[
+        bool, typer.Option(help="Only the clean pass: accuracy per task, no knockout.")
+    ] = False,
 ) -> None:
-    """Run a recipe: sweep its knockouts over layers, write a zarr cube and its figure."""
+    """Run a recipe on a model and dataset; write a zarr cube and its figure."""
     from flowtrace.recipe import load_recipe
     from flowtrace.runner import RunOptions
     from flowtrace.runner import run as run_recipe
@@ -111,6 +114,7 @@ def run(
             batch_size=batch_size,
             seed=seed,
             overwrite=overwrite,
+            eval_only=eval_only,
         )
         started = time.perf_counter()
         columns = (
@@ -146,6 +150,9 @@ def run(
         f"(--sample-mode {sample_mode}), {counts.get('failed', 0)} failed · clean accuracy "
         f"{result.clean_accuracy:.1f}% · {seconds:.1f}s"
     )
+    if eval_only or len(result.task_accuracy) > 1:
+        for name, accuracy in result.task_accuracy.items():
+            console.print(f"  {name}: {accuracy:.1f}%", highlight=False)
     for reason, n in result.reasons.most_common(5):
         console.print(f"  failed ×{n}: {reason}", highlight=False)
     for figure in result.figures:

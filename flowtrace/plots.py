@@ -85,3 +85,71 @@ def save_chart(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
     chart.save(str(paths[0]))
     chart.save(str(paths[1]), scale_factor=2)
     return paths
+
+
+def _band(table: pd.DataFrame, x: str, y: str, color: str, title: str) -> alt.LayerChart:
+    base = alt.Chart(table)
+    enc_x = alt.X(f"{x}:Q", axis=alt.Axis(tickMinStep=1))
+    band = base.mark_area(opacity=0.2).encode(x=enc_x, y="low:Q", y2="high:Q", color=f"{color}:N")
+    line = base.mark_line(point=True).encode(
+        x=enc_x, y=alt.Y("mean:Q", title=y), color=f"{color}:N", tooltip=[color, x, "mean:Q"]
+    )
+    return (band + line).properties(width=320, height=220, title=title)
+
+
+def _mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    values = values[~np.isnan(values)]
+    if values.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    mean = float(values.mean())
+    half = Z95 * float(values.std(ddof=1)) / np.sqrt(values.size) if values.size > 1 else 0.0
+    return mean, mean - half, mean + half
+
+
+def gen_prob_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
+    """Layer-wise probability of the true vs the false option letters at the last token."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    panels = []
+    for lens in ok["lens"].values:
+        rows = []
+        for name, var in (("true option", "prob_true"), ("false options (mean)", "prob_false")):
+            for layer in ok["layer"].values:
+                values = ok[var].sel(lens=lens, layer=layer).values.astype(float)
+                mean, low, high = _mean_ci(values)
+                rows.append(
+                    {"letter": name, "layer": int(layer), "mean": mean, "low": low, "high": high}
+                )
+        lens_title = "with final norm" if lens == "norm" else "without final norm"
+        panels.append(_band(pd.DataFrame(rows), "layer", "probability", "letter", lens_title))
+    subtitle = f"{ds.attrs.get('model')} · {ds.attrs.get('data')} · {ok.sizes['sample']} samples"
+    return alt.hconcat(*panels).properties(
+        title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
+    )
+
+
+def accuracy_chart(ds: xr.Dataset, title: str) -> alt.Chart:
+    """Clean accuracy per task (eval-only runs)."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    table = (
+        pd.DataFrame(
+            {
+                "task": [str(t) for t in ok["task"].values],
+                "correct": ok["clean_correct"].values.astype(float) * 100,
+            }
+        )
+        .groupby("task", as_index=False)
+        .agg(accuracy=("correct", "mean"), n=("correct", "size"))
+    )
+    return (
+        alt.Chart(table)
+        .mark_bar()
+        .encode(
+            x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 100]), title="clean accuracy (%)"),
+            y=alt.Y("task:N", title=None),
+            tooltip=["task", alt.Tooltip("accuracy:Q", format=".1f"), "n"],
+        )
+        .properties(
+            width=360,
+            title=alt.TitleParams(f"{title} — clean accuracy", subtitle=str(ds.attrs.get("model"))),
+        )
+    )

@@ -6,6 +6,7 @@ expressions over token groups, see `flowtrace.edges`); the runner sweeps them ov
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 from collections.abc import Mapping, Sequence
@@ -74,7 +75,21 @@ class Knockout:
         return out
 
 
-def load_recipe(path: str | Path) -> Knockout:
+@dataclass(frozen=True)
+class LayerProbe:
+    """Logit lens at the last token, layer by layer (paper §5: layer-wise answer probability)."""
+
+    name: str
+    title: str
+    top_k: int = 5
+    description: str = ""
+    source_file: str = field(default="", compare=False)
+
+
+Recipe = Knockout | LayerProbe
+
+
+def load_recipe(path: str | Path) -> Recipe:
     """Load the `recipe` object of a recipe file (a path, or a name from the shipped recipes/)."""
     file = Path(path)
     if not file.exists() and not file.suffix and (RECIPES_DIR / f"{file}.py").exists():
@@ -88,14 +103,9 @@ def load_recipe(path: str | Path) -> Knockout:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     recipe = getattr(module, "recipe", None)
-    if not isinstance(recipe, Knockout):
-        raise FlowtraceError(f"recipe file '{path}' defines no `recipe = Knockout(...)`")
-    source = file.read_text()
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
-    return Knockout(
-        name=recipe.name,
-        title=recipe.title,
-        edges=recipe.edges,
-        description=recipe.description,
-        source_file=f"{file}#sha256:{digest}",
-    )
+    if not isinstance(recipe, Knockout | LayerProbe):
+        raise FlowtraceError(
+            f"recipe file '{path}' defines no `recipe = Knockout(...)` or `LayerProbe(...)`"
+        )
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
+    return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")

@@ -20,9 +20,10 @@ from flowtrace.data import Sample, SampleError, read_frames, read_samples, valid
 from flowtrace.engine import ReferenceEngine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
-from flowtrace.models import LoadedModel, Prepared, load_model
-from flowtrace.plots import knockout_chart, save_chart
-from flowtrace.recipe import Knockout
+from flowtrace.measure import KnockoutMeasure, ProbeMeasure, measure_clean, sample_cube
+from flowtrace.models import LoadedModel, load_model
+from flowtrace.plots import accuracy_chart, save_chart
+from flowtrace.recipe import Knockout, Recipe
 from flowtrace.store import CubeStore
 
 SAMPLE_MODES = ("correct", "wrong", "all")
@@ -49,6 +50,7 @@ class RunOptions:
     seed: int = 0
     overwrite: bool = False
     plot: bool = True
+    eval_only: bool = False
 
 
 @dataclass
@@ -58,6 +60,7 @@ class RunResult:
     counts: Counter = field(default_factory=Counter)
     reasons: Counter = field(default_factory=Counter)
     clean_accuracy: float = float("nan")
+    task_accuracy: dict[str, float] = field(default_factory=dict)
 
 
 def resolve_data(data: str) -> Path:
@@ -75,12 +78,12 @@ def resolve_data(data: str) -> Path:
 
 
 def run(
-    recipe: Knockout,
+    recipe: Recipe,
     options: RunOptions,
     progress: Callable[[int, int, str], None] | None = None,
     loaded: LoadedModel | None = None,
 ) -> RunResult:
-    """Run a knockout recipe over the dataset, writing one sample at a time to the store."""
+    """Run a recipe over the dataset, writing one sample at a time to the store."""
     if options.sample_mode not in SAMPLE_MODES:
         raise FlowtraceError(
             f"--sample-mode {options.sample_mode}: choose {', '.join(SAMPLE_MODES)}"
@@ -121,18 +124,26 @@ def run(
     attrs = _provenance(recipe, loaded, options, root, window, frames, engine.name)
     store = CubeStore(out, attrs, overwrite=options.overwrite)
     result = RunResult(store=out, figures=[])
-    labels = recipe.labels()
-    sources = list(dict.fromkeys(s for s, _ in labels))
-    targets = list(dict.fromkeys(t for _, t in labels))
-    layers = np.arange(loaded.num_layers)
-    clean_hits: list[bool] = []
+    measure = _measure_for(recipe, loaded, options, window, samples)
+    clean_hits: dict[str, list[bool]] = {}
     for index, sample in enumerate(samples):
-        cube = _empty_cube(sample, layers, sources, targets)
+        cube = measure.empty(sample_cube(sample))
         try:
             validate_sample(sample)
             video = read_frames(sample.video, frames, bound=sample.bound)
             prepared = loaded.adapter.prepare(loaded, sample, video)
-            _measure(recipe, loaded, engine, prepared, cube, options, window)
+            clean = measure_clean(loaded, engine, prepared, cube)
+            if options.eval_only:
+                cube.coords["status"][:] = "ok"
+            elif _excluded(options.sample_mode, clean.correct):
+                cube.coords["status"][:] = "skipped"
+                verdict = "right" if clean.correct else "wrong"
+                cube.coords["reason"][:] = (
+                    f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
+                )
+            else:
+                measure.fill(engine, prepared, clean, cube)
+                cube.coords["status"][:] = "ok"
         except SampleError as err:
             cube.coords["status"][:] = "failed"
             cube.coords["reason"][:] = str(err)
@@ -141,120 +152,35 @@ def run(
         if status == "failed":
             result.reasons[str(cube["reason"].values[0])] += 1
         else:
-            clean_hits.append(bool(cube["clean_correct"].values[0]))
+            hits = clean_hits.setdefault(sample.task, [])
+            hits.append(bool(cube["clean_correct"].values[0]))
         store.append(cube)
         if progress:
             progress(index + 1, len(samples), status)
     if clean_hits:
-        result.clean_accuracy = 100 * float(np.mean(clean_hits))
+        result.clean_accuracy = 100 * float(np.mean([h for v in clean_hits.values() for h in v]))
+        result.task_accuracy = {t: 100 * float(np.mean(v)) for t, v in clean_hits.items()}
     if options.plot and result.counts["ok"]:
         ds = xr.open_zarr(out)
-        stem = out.with_suffix("")
-        result.figures = save_chart(knockout_chart(ds, recipe.title), stem)
+        chart = accuracy_chart(ds, recipe.title) if options.eval_only else measure.chart(ds)
+        result.figures = save_chart(chart, out.with_suffix(""))
     return result
 
 
-def _measure(
-    recipe: Knockout,
-    loaded: LoadedModel,
-    engine: ReferenceEngine,
-    prepared: Prepared,
-    cube: xr.Dataset,
-    options: RunOptions,
-    window: int,
-) -> None:
-    layout = prepared.layout
-    clean = engine.clean(prepared.inputs)
-    pred = int(clean.argmax())
-    true_id = loaded.letter_id(layout.true_letter)
-    pred_text = loaded.decode(pred)
-    correct = pred_text.strip().lower() == layout.true_letter.lower()
-    cube.coords["clean_pred"][:] = pred_text
-    cube.coords["clean_correct"][:] = correct
-    cube["clean_prob_pred"][:] = float(clean[pred])
-    cube["clean_prob_true"][:] = float(clean[true_id])
-    if (options.sample_mode == "correct" and not correct) or (
-        options.sample_mode == "wrong" and correct
-    ):
-        cube.coords["status"][:] = "skipped"
-        verdict = "right" if correct else "wrong"
-        cube.coords["reason"][:] = f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
-        return
-    conditions = recipe.conditions(
-        layout, loaded.num_layers, window, options.window_style, options.sweep
-    )
-    sources, targets = list(cube["source"].values), list(cube["target"].values)
-    probs = engine.knockout(prepared.inputs, [c.knockout for c in conditions])
-    p_clean_pred, p_clean_true = float(clean[pred]), float(clean[true_id])
-    for condition, row in zip(conditions, probs, strict=True):
-        pair = {
-            "source": sources.index(condition.source),
-            "target": targets.index(condition.target),
-        }
-        at = {"sample": 0, "layer": condition.layer, **pair}
-        new = int(row.argmax())
-        new_text = loaded.decode(new)
-        p_pred, p_true = float(row[pred]), float(row[true_id])
-        cube["prob_pred"][at] = p_pred
-        cube["prob_true"][at] = p_true
-        cube["rel_change_pred"][at] = 100 * (p_pred - p_clean_pred) / p_clean_pred
-        cube["rel_change_true"][at] = 100 * (p_true - p_clean_true) / p_clean_true
-        cube["new_pred"][at] = new_text
-        cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
-        cube["blocked_edges"][{"sample": 0, **pair}] = int(condition.knockout.blocked.sum())
-    cube.coords["status"][:] = "ok"
+def _excluded(sample_mode: str, correct: bool) -> bool:
+    return (sample_mode == "correct" and not correct) or (sample_mode == "wrong" and correct)
 
 
-def _empty_cube(
-    sample: Sample, layers: np.ndarray, sources: list[str], targets: list[str]
-) -> xr.Dataset:
-    dims4 = ("sample", "layer", "source", "target")
-    shape4 = (1, len(layers), len(sources), len(targets))
-    nan = np.full(shape4, np.nan, dtype=np.float32)
-    letters = sample.option_letters() if sample.candidates else ()
-    try:
-        answer_letter = letters[sample.answer_index()]
-    except (SampleError, IndexError):
-        answer_letter = ""
-
-    def per_sample(value: object) -> tuple[str, np.ndarray]:
-        return ("sample", np.asarray([value], dtype=object if isinstance(value, str) else None))
-
-    return xr.Dataset(
-        {
-            "prob_pred": (dims4, nan.copy()),
-            "prob_true": (dims4, nan.copy()),
-            "rel_change_pred": (dims4, nan.copy()),
-            "rel_change_true": (dims4, nan.copy()),
-            "new_pred": (dims4, np.full(shape4, "", dtype=object)),
-            "correct": (dims4, np.zeros(shape4, dtype=bool)),
-            "blocked_edges": (
-                ("sample", "source", "target"),
-                np.zeros((1, len(sources), len(targets)), dtype=np.int64),
-            ),
-            "clean_prob_pred": ("sample", np.full(1, np.nan, dtype=np.float32)),
-            "clean_prob_true": ("sample", np.full(1, np.nan, dtype=np.float32)),
-        },
-        coords={
-            "sample": np.asarray([sample.id], dtype=object),
-            "layer": layers,
-            "source": np.asarray(sources, dtype=object),
-            "target": np.asarray(targets, dtype=object),
-            "task": per_sample(sample.task),
-            "video": per_sample(str(sample.video)),
-            "question": per_sample(sample.question),
-            "candidates": per_sample(json.dumps(list(sample.candidates))),
-            "answer": per_sample(sample.answer),
-            "answer_letter": per_sample(answer_letter),
-            "clean_pred": per_sample(""),
-            "clean_correct": ("sample", np.zeros(1, dtype=bool)),
-            "status": per_sample("failed"),
-            "reason": per_sample(""),
-        },
-    )
+def _measure_for(
+    recipe: Recipe, loaded: LoadedModel, options: RunOptions, window: int, samples: list[Sample]
+) -> KnockoutMeasure | ProbeMeasure:
+    if isinstance(recipe, Knockout):
+        return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
+    letters = max(len(s.candidates) for s in samples)
+    return ProbeMeasure(recipe, loaded, letters)
 
 
-def _default_out(recipe: Knockout, loaded: LoadedModel, data: str) -> Path:
+def _default_out(recipe: Recipe, loaded: LoadedModel, data: str) -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     model = Path(loaded.model_id).name or "model"
     data_name = Path(data.split(":", 1)[-1]).name or "data"
@@ -262,7 +188,7 @@ def _default_out(recipe: Knockout, loaded: LoadedModel, data: str) -> Path:
 
 
 def _provenance(
-    recipe: Knockout,
+    recipe: Recipe,
     loaded: LoadedModel,
     options: RunOptions,
     root: Path,
@@ -276,7 +202,8 @@ def _provenance(
     return {
         "recipe": recipe.name,
         "recipe_source": recipe.source_file,
-        "edges": json.dumps(recipe.edge_map()),
+        "edges": json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
+        "eval_only": int(options.eval_only),
         "model": loaded.model_id,
         "model_revision": loaded.revision,
         "adapter": loaded.adapter.name,

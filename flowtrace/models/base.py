@@ -33,6 +33,8 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter reads
     layers_path: ClassVar[str]  # attribute path of the decoder layers from the top module
     attention_name: ClassVar[str] = "self_attn"
+    final_norm_path: ClassVar[str]  # the decoder's last norm, applied before the unembedding
+    lm_head_path: ClassVar[str] = "lm_head"
     default_frames: ClassVar[int] = 8
     template: ClassVar[PromptTemplate]
 
@@ -70,10 +72,13 @@ class LoadedModel:
 
     def layers(self, root: Any) -> Any:
         """The decoder-layer list under `root` (the nnsight wrapper or the torch module)."""
-        node = root
-        for part in self.adapter.layers_path.split("."):
-            node = getattr(node, part)
-        return node
+        return _walk(root, self.adapter.layers_path)
+
+    def final_norm(self) -> Any:
+        return _walk(self.model, self.adapter.final_norm_path)
+
+    def lm_head(self) -> Any:
+        return _walk(self.model, self.adapter.lm_head_path)
 
     def attention(self, root: Any, layer: int) -> Any:
         return getattr(self.layers(root)[layer], self.adapter.attention_name)
@@ -91,3 +96,9 @@ class LoadedModel:
 
     def decode(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+
+def _walk(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part)
+    return root

@@ -22,6 +22,7 @@ class LlavaNextVideoAdapter(Adapter):
     name = "llava_next_video"
     model_types = ("llava_next_video",)
     layers_path = "model.language_model.layers"
+    final_norm_path = "model.language_model.norm"
     template = EVAL_MVBENCH
 
     def load(self, source: str, *, device: str, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:

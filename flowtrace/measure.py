@@ -1,0 +1,195 @@
+"""What each recipe kind measures per sample, written into that sample's slice of the cube."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from flowtrace.data import Sample, SampleError
+from flowtrace.engine import ReferenceEngine
+from flowtrace.models import LoadedModel, Prepared
+from flowtrace.plots import gen_prob_chart, knockout_chart
+from flowtrace.recipe import Knockout, LayerProbe
+
+LENSES = ("norm", "raw")  # logit lens with the final norm (as the model does) and without
+
+
+@dataclass(frozen=True)
+class Clean:
+    probs: torch.Tensor  # (V,) at the last token
+    pred: int
+    true_id: int
+    correct: bool
+
+
+def sample_cube(sample: Sample) -> xr.Dataset:
+    """One sample's coordinates (task, video, question, …) and its clean-pass slots."""
+    letters = sample.option_letters() if sample.candidates else ()
+    try:
+        answer_letter = letters[sample.answer_index()]
+    except (SampleError, IndexError):
+        answer_letter = ""
+
+    def per_sample(value: object) -> tuple[str, np.ndarray]:
+        return ("sample", np.asarray([value], dtype=object if isinstance(value, str) else None))
+
+    return xr.Dataset(
+        {
+            "clean_prob_pred": ("sample", np.full(1, np.nan, dtype=np.float32)),
+            "clean_prob_true": ("sample", np.full(1, np.nan, dtype=np.float32)),
+        },
+        coords={
+            "sample": np.asarray([sample.id], dtype=object),
+            "task": per_sample(sample.task),
+            "video": per_sample(str(sample.video)),
+            "question": per_sample(sample.question),
+            "candidates": per_sample(json.dumps(list(sample.candidates))),
+            "answer": per_sample(sample.answer),
+            "answer_letter": per_sample(answer_letter),
+            "clean_pred": per_sample(""),
+            "clean_correct": ("sample", np.zeros(1, dtype=bool)),
+            "status": per_sample("failed"),
+            "reason": per_sample(""),
+        },
+    )
+
+
+def measure_clean(
+    loaded: LoadedModel, engine: ReferenceEngine, prepared: Prepared, cube: xr.Dataset
+) -> Clean:
+    probs = engine.clean(prepared.inputs)
+    pred = int(probs.argmax())
+    true_letter = prepared.layout.true_letter
+    true_id = loaded.letter_id(true_letter)
+    text = loaded.decode(pred)
+    correct = text.strip().lower() == true_letter.lower()
+    cube.coords["clean_pred"][:] = text
+    cube.coords["clean_correct"][:] = correct
+    cube["clean_prob_pred"][:] = float(probs[pred])
+    cube["clean_prob_true"][:] = float(probs[true_id])
+    return Clean(probs, pred, true_id, correct)
+
+
+class KnockoutMeasure:
+    """Probabilities of the clean answer and the true letter under each knockout and window."""
+
+    def __init__(
+        self,
+        recipe: Knockout,
+        loaded: LoadedModel,
+        window: int,
+        style: str,
+        sweep: tuple[int, int] | None,
+    ) -> None:
+        self.recipe, self.loaded = recipe, loaded
+        self.window, self.style, self.sweep = window, style, sweep
+        labels = recipe.labels()
+        self.sources = list(dict.fromkeys(s for s, _ in labels))
+        self.targets = list(dict.fromkeys(t for _, t in labels))
+
+    def empty(self, cube: xr.Dataset) -> xr.Dataset:
+        dims = ("sample", "layer", "source", "target")
+        shape = (1, self.loaded.num_layers, len(self.sources), len(self.targets))
+        nan = np.full(shape, np.nan, dtype=np.float32)
+        return cube.assign(
+            {
+                "prob_pred": (dims, nan.copy()),
+                "prob_true": (dims, nan.copy()),
+                "rel_change_pred": (dims, nan.copy()),
+                "rel_change_true": (dims, nan.copy()),
+                "new_pred": (dims, np.full(shape, "", dtype=object)),
+                "correct": (dims, np.zeros(shape, dtype=bool)),
+                "blocked_edges": (dims[0:1] + dims[2:], np.zeros((1, *shape[2:]), dtype=np.int64)),
+            }
+        ).assign_coords(
+            layer=np.arange(self.loaded.num_layers),
+            source=np.asarray(self.sources, dtype=object),
+            target=np.asarray(self.targets, dtype=object),
+        )
+
+    def fill(
+        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+    ) -> None:
+        layout = prepared.layout
+        conditions = self.recipe.conditions(
+            layout, self.loaded.num_layers, self.window, self.style, self.sweep
+        )
+        probs = engine.knockout(prepared.inputs, [c.knockout for c in conditions])
+        p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
+        for condition, row in zip(conditions, probs, strict=True):
+            pair = {
+                "source": self.sources.index(condition.source),
+                "target": self.targets.index(condition.target),
+            }
+            at = {"sample": 0, "layer": condition.layer, **pair}
+            new_text = self.loaded.decode(int(row.argmax()))
+            new_pred, new_true = float(row[clean.pred]), float(row[clean.true_id])
+            cube["prob_pred"][at] = new_pred
+            cube["prob_true"][at] = new_true
+            cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
+            cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
+            cube["new_pred"][at] = new_text
+            cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
+            cube["blocked_edges"][{"sample": 0, **pair}] = int(condition.knockout.blocked.sum())
+
+    def chart(self, ds: xr.Dataset):
+        return knockout_chart(ds, self.recipe.title)
+
+
+class ProbeMeasure:
+    """Logit lens at the last token: option-letter probabilities and top-k tokens per layer."""
+
+    def __init__(self, recipe: LayerProbe, loaded: LoadedModel, num_options: int) -> None:
+        self.recipe, self.loaded = recipe, loaded
+        self.letters = [chr(ord("A") + i) for i in range(num_options)]
+
+    def empty(self, cube: xr.Dataset) -> xr.Dataset:
+        layers, k = self.loaded.num_layers, self.recipe.top_k
+        nan = np.full((1, layers, len(LENSES)), np.nan, dtype=np.float32)
+        return cube.assign(
+            {
+                "prob_option": (
+                    ("sample", "layer", "lens", "option"),
+                    np.full((1, layers, len(LENSES), len(self.letters)), np.nan, np.float32),
+                ),
+                "prob_true": (("sample", "layer", "lens"), nan.copy()),
+                "prob_false": (("sample", "layer", "lens"), nan.copy()),
+                "top_token": (
+                    ("sample", "layer", "lens", "k"),
+                    np.full((1, layers, len(LENSES), k), "", dtype=object),
+                ),
+                "top_prob": (
+                    ("sample", "layer", "lens", "k"),
+                    np.full((1, layers, len(LENSES), k), np.nan, np.float32),
+                ),
+            }
+        ).assign_coords(
+            layer=np.arange(layers),
+            lens=np.asarray(LENSES, dtype=object),
+            option=np.asarray(self.letters, dtype=object),
+            k=np.arange(k),
+        )
+
+    def fill(
+        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+    ) -> None:
+        layout = prepared.layout
+        ids = torch.tensor([self.loaded.letter_id(x) for x in layout.option_letters])
+        is_true = torch.tensor([x == layout.true_letter for x in layout.option_letters])
+        for lens_index, lens in enumerate(LENSES):
+            probs = engine.logit_lens(prepared.inputs, norm=lens == "norm")  # (layers, V)
+            options = probs[:, ids]
+            cube["prob_option"][0, :, lens_index, : len(ids)] = options.numpy()
+            cube["prob_true"][0, :, lens_index] = options[:, is_true].sum(-1).numpy()
+            cube["prob_false"][0, :, lens_index] = options[:, ~is_true].mean(-1).numpy()
+            top = probs.topk(self.recipe.top_k, dim=-1)
+            cube["top_prob"][0, :, lens_index] = top.values.numpy()
+            words = [[self.loaded.decode(int(t)) for t in row] for row in top.indices]
+            cube["top_token"][0, :, lens_index] = np.asarray(words, dtype=object)
+
+    def chart(self, ds: xr.Dataset):
+        return gen_prob_chart(ds, self.recipe.title)

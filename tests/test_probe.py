@@ -1,0 +1,79 @@
+"""Logit lens (gen_prob) and eval-only runs against independent computations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+
+from flowtrace.data import read_frames, read_samples
+from flowtrace.engine import ReferenceEngine
+from flowtrace.models import load_model
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir: Path):
+    return load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+def test_logit_lens_equals_hidden_states_through_the_head(loaded, tiny_data: Path):
+    sample = read_samples(tiny_data)[0]
+    inputs = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8)).inputs
+    model = loaded.model
+    with torch.no_grad():
+        out = model(**inputs, output_hidden_states=True)
+    # hidden_states[i + 1] is layer i's output, except the last entry, which is already normed.
+    hidden = [h[0, -1] for h in out.hidden_states[1:]]
+    head, norm = model.lm_head, model.model.language_model.norm
+    engine = ReferenceEngine(loaded)
+    raw = engine.logit_lens(inputs, norm=False)
+    normed = engine.logit_lens(inputs, norm=True)
+    layers = loaded.num_layers
+    assert raw.shape == (layers, model.config.text_config.vocab_size)
+    for i in range(layers - 1):
+        want = head(hidden[i]).softmax(-1)
+        assert torch.allclose(raw[i], want, atol=1e-6)
+        assert torch.allclose(normed[i], head(norm(hidden[i])).softmax(-1), atol=1e-6)
+    assert torch.allclose(normed[-1], out.logits[0, -1].softmax(-1), atol=1e-5)
+
+
+def test_gen_prob_cube_and_eval_only(loaded, tiny_model_dir, tiny_data, tmp_path):
+    out = tmp_path / "gen_prob.zarr"
+    options = RunOptions(
+        model=str(tiny_model_dir), data=str(tiny_data), limit=4, out=out, sample_mode="all"
+    )
+    run(load_recipe("recipes/gen_prob.py"), options, loaded=loaded)
+    ds = xr.open_zarr(out)
+    assert ds["prob_option"].dims == ("sample", "layer", "lens", "option")
+    engine = ReferenceEngine(loaded)
+    samples = {s.id: s for s in read_samples(tiny_data)}
+    for sample_id in ds["sample"].values:
+        sample = samples[str(sample_id)]
+        prepared = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8))
+        probs = engine.logit_lens(prepared.inputs, norm=True)
+        vocab = loaded.tokenizer.get_vocab()
+        letters = sample.option_letters()
+        true = letters[sample.answer_index()]
+        row = ds.sel(sample=sample_id, lens="norm")
+        for layer in range(loaded.num_layers):
+            p_true = float(probs[layer, vocab[true]])
+            assert row["prob_true"].sel(layer=layer).item() == pytest.approx(p_true, abs=1e-6)
+            false = [float(probs[layer, vocab[x]]) for x in letters if x != true]
+            mean_false = sum(false) / len(false)
+            assert row["prob_false"].sel(layer=layer).item() == pytest.approx(mean_false, abs=1e-6)
+        top = loaded.decode(int(probs[-1].argmax()))
+        assert row["top_token"].sel(layer=loaded.num_layers - 1, k=0).item() == top
+    assert out.with_suffix(".png").exists()
+
+    evals = tmp_path / "eval.zarr"
+    options = RunOptions(model=str(tiny_model_dir), data=str(tiny_data), out=evals, eval_only=True)
+    result = run(load_recipe("recipes/cross_frame.py"), options, loaded=loaded)
+    ds = xr.open_zarr(evals)
+    assert result.counts["ok"] == ds.sizes["sample"] == 8
+    assert "prob_pred" in ds and bool(ds["prob_pred"].isnull().all())  # no knockout ran
+    assert int(ds.attrs["eval_only"]) == 1
+    assert evals.with_suffix(".png").exists()
