@@ -134,7 +134,7 @@ class KnockoutMeasure:
             cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
             cube["new_pred"][at] = new_text
             cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
-            cube["blocked_edges"][{"sample": 0, **pair}] = int(condition.knockout.blocked.sum())
+            cube["blocked_edges"][{"sample": 0, **pair}] = condition.edges
 
     def chart(self, ds: xr.Dataset):
         return knockout_chart(ds, self.recipe.title)

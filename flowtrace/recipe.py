@@ -30,6 +30,7 @@ class Condition:
     target: str
     layer: int  # the sweep position (window centre for style "center")
     knockout: KnockoutCondition
+    edges: int  # (query, key) pairs cut per blocked layer
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,8 @@ class Knockout:
             blocked = torch.from_numpy(blocked_edges(expr, layout))
             for layer in sweep_layers(num_layers, sweep):
                 layers = window_layers(layer, num_layers, window, style)
-                out.append(Condition(source, target, layer, KnockoutCondition(blocked, layers)))
+                knockout = KnockoutCondition.window(blocked, layers)
+                out.append(Condition(source, target, layer, knockout, int(blocked.sum())))
         return out
 
 

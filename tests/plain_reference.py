@@ -7,25 +7,28 @@ import torch
 
 
 def plain_knockout_probs(model, inputs, blocked_pairs, layers) -> torch.Tensor:
+    """The same (query, key) pairs cut in every layer of `layers`."""
+    return plain_per_layer_probs(model, inputs, {layer: blocked_pairs for layer in layers})
+
+
+def plain_per_layer_probs(model, inputs, pairs_by_layer) -> torch.Tensor:
     """Reference written without flowtrace: a pre-hook swaps a hand-built 4D additive mask into
-    the attention modules of `layers` (as the paper's code does), then one plain forward."""
+    each listed layer's attention (as the paper's code does), then one plain forward."""
     seq_len = inputs["input_ids"].shape[1]
-    keep = torch.ones(seq_len, seq_len).tril()
-    for queries, keys in blocked_pairs:
-        keep[np.ix_(queries, keys)] = 0
     dtype = model.dtype
-    mask = ((1.0 - keep) * torch.finfo(dtype).min).to(dtype)[None, None]
+    handles = []
+    for layer, pairs in pairs_by_layer.items():
+        keep = torch.ones(seq_len, seq_len).tril()
+        for queries, keys in pairs:
+            keep[np.ix_(queries, keys)] = 0
+        mask = ((1.0 - keep) * torch.finfo(dtype).min).to(dtype)[None, None]
 
-    def swap(module, args, kwargs):
-        kwargs["attention_mask"] = mask
-        return args, kwargs
+        def swap(module, args, kwargs, mask=mask):
+            kwargs["attention_mask"] = mask
+            return args, kwargs
 
-    handles = [
-        model.model.language_model.layers[i].self_attn.register_forward_pre_hook(
-            swap, with_kwargs=True
-        )
-        for i in layers
-    ]
+        attention = model.model.language_model.layers[layer].self_attn
+        handles.append(attention.register_forward_pre_hook(swap, with_kwargs=True))
     try:
         with torch.no_grad():
             logits = model(**inputs).logits[0, -1]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from plain_reference import plain_knockout_probs
+from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
@@ -43,7 +43,7 @@ def test_nnsight_knockout_matches_plain_pytorch(attn: str, tiny_model_dir: Path,
     question = find_sublist(ids[0].tolist(), question_ids)
     last = [ids.shape[1] - 1]
     recipe_cross = load_recipe("recipes/cross_frame.py")
-    blocked_cross = recipe_cross.conditions(prepared.layout, 4, 1, "center")[0].knockout.blocked
+    blocked_cross = recipe_cross.conditions(prepared.layout, 4, 1, "center")[0].knockout.blocked[0]
 
     blocked_q = torch.zeros(ids.shape[1], ids.shape[1], dtype=torch.bool)
     blocked_q[np.ix_(last, question)] = True
@@ -53,7 +53,7 @@ def test_nnsight_knockout_matches_plain_pytorch(attn: str, tiny_model_dir: Path,
         ([(last, question)], blocked_q, (2, 3)),
         (cross_frame, blocked_cross, (0,)),
     ]
-    got = engine.knockout(inputs, [KnockoutCondition(b, layers) for _, b, layers in cases])
+    got = engine.knockout(inputs, [KnockoutCondition.window(b, layers) for _, b, layers in cases])
     clean = plain_knockout_probs(loaded.model, inputs, [], [])
     moved = 0.0
     for row, (pairs, _, layers) in zip(got, cases, strict=True):
@@ -62,6 +62,32 @@ def test_nnsight_knockout_matches_plain_pytorch(attn: str, tiny_model_dir: Path,
         moved = max(moved, float((want - clean).abs().max()))
     assert moved > 1e-4, "the knockouts should change the output, or the test proves nothing"
     assert torch.allclose(engine.clean(inputs), clean, atol=1e-5, rtol=0)
+
+
+def test_different_edges_per_layer_match_plain_pytorch(tiny_model_dir: Path, tiny_data: Path):
+    """Effective pathways cut other edges in each layer; rows of one batch differ too."""
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="eager")
+    sample = read_samples(tiny_data, tasks=["Object Count"])[0]
+    inputs = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8)).inputs
+    ids = inputs["input_ids"]
+    seq_len = ids.shape[1]
+    frames = video_positions(ids, loaded.processor.video_token_id, 8)
+    video = [p for f in frames for p in f]
+    cross = [(frames[t], [p for f in frames[:t] for p in f]) for t in range(1, 8)]
+    to_last = [([seq_len - 1], video)]
+
+    def matrix(pairs):
+        m = torch.zeros(seq_len, seq_len, dtype=torch.bool)
+        for q, k in pairs:
+            m[np.ix_(q, k)] = True
+        return m & torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
+
+    plans = [{0: cross, 2: to_last, 3: cross + to_last}, {1: to_last}]
+    conditions = [KnockoutCondition({l: matrix(p) for l, p in plan.items()}) for plan in plans]
+    got = ReferenceEngine(loaded, batch_size=2).knockout(inputs, conditions)
+    for row, plan in zip(got, plans, strict=True):
+        want = plain_per_layer_probs(loaded.model, inputs, plan)
+        assert torch.allclose(row, want, atol=1e-5, rtol=0), (row - want).abs().max()
 
 
 def test_window_layers_follow_reference_formula():
@@ -91,4 +117,4 @@ def test_starved_query_is_refused(tiny_model_dir: Path):
     engine = ReferenceEngine(loaded)
     inputs = {"input_ids": torch.ones(1, 6, dtype=torch.long)}
     with pytest.raises(FlowtraceError, match="no key"):
-        engine.knockout(inputs, [KnockoutCondition(blocked, (0,))])
+        engine.knockout(inputs, [KnockoutCondition.window(blocked, (0,))])

@@ -55,8 +55,10 @@ def test_recipe_cuts_the_named_edges(path: Path, layout):
         for queries, keys in pairs:
             want[np.ix_(layout[queries], layout[keys])] = True
         want &= np.tri(layout.seq_len, dtype=bool)
-        assert np.array_equal(condition.knockout.blocked.numpy(), want), condition.source
         assert condition.knockout.layers == (condition.layer,)
+        blocked = condition.knockout.blocked[condition.layer].numpy()
+        assert np.array_equal(blocked, want), condition.source
+        assert condition.edges == want.sum()
 
 
 def test_recipe_file_without_recipe_is_refused(tmp_path: Path):

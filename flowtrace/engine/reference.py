@@ -8,7 +8,7 @@ a plain forward wrapper exactly, and per-row masks make batching conditions exac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +19,18 @@ from flowtrace.models import LoadedModel
 
 @dataclass(frozen=True)
 class KnockoutCondition:
-    blocked: torch.Tensor  # (L, L) bool, [query, key]
-    layers: tuple[int, ...]  # layers where the edges are cut
+    """Edges to cut, per layer: layer -> (L, L) bool [query, key]."""
+
+    blocked: Mapping[int, torch.Tensor]
+
+    @classmethod
+    def window(cls, blocked: torch.Tensor, layers: Sequence[int]) -> KnockoutCondition:
+        """The same edges cut in every layer of a window (the paper's sweeps)."""
+        return cls({layer: blocked for layer in layers})
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(sorted(self.blocked))
 
 
 class ReferenceEngine:
@@ -76,15 +86,22 @@ class ReferenceEngine:
         loaded, model = self.loaded, self.loaded.nnsight
         rows = len(chunk)
         device = loaded.device
-        allowed = torch.stack([allowed_attention(c.blocked.to(device)) for c in chunk])
-        causal = torch.ones_like(allowed[0]).tril()
-        layers = sorted({layer for c in chunk for layer in c.layers})
+        seq_len = next(iter(inputs.values())).shape[1]
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+        # Conditions share blocked matrices across layers: check and convert each one once.
+        allowed: dict[int, torch.Tensor] = {}
+        for c in chunk:
+            for blocked in c.blocked.values():
+                if id(blocked) not in allowed:
+                    allowed[id(blocked)] = allowed_attention(blocked.to(device))
+        layers = sorted({layer for c in chunk for layer in c.blocked})
         batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
         with model.trace(**batch):
             # nnsight runs interventions in execution order: visit layers ascending.
             for layer in layers:
-                hit = torch.tensor([layer in c.layers for c in chunk], device=device)
-                per_row = torch.where(hit[:, None, None], allowed, causal)
+                per_row = torch.stack(
+                    [allowed[id(c.blocked[layer])] if layer in c.blocked else causal for c in chunk]
+                )
                 attention = loaded.attention(model, layer)
                 args, kwargs = attention.inputs
                 kwargs["attention_mask"] = additive_mask(per_row, loaded.dtype)
