@@ -83,7 +83,7 @@ def test_different_edges_per_layer_match_plain_pytorch(tiny_model_dir: Path, tin
         return m & torch.ones(seq_len, seq_len, dtype=torch.bool).tril()
 
     plans = [{0: cross, 2: to_last, 3: cross + to_last}, {1: to_last}]
-    conditions = [KnockoutCondition({l: matrix(p) for l, p in plan.items()}) for plan in plans]
+    conditions = [KnockoutCondition({i: matrix(p) for i, p in plan.items()}) for plan in plans]
     got = ReferenceEngine(loaded, batch_size=2).knockout(inputs, conditions)
     for row, plan in zip(got, plans, strict=True):
         want = plain_per_layer_probs(loaded.model, inputs, plan)
