@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,10 +11,10 @@ import torch
 import xarray as xr
 
 from flowtrace.data import Sample, SampleError
-from flowtrace.engine import ReferenceEngine
+from flowtrace.engine import KnockoutCondition, ReferenceEngine
 from flowtrace.models import LoadedModel, Prepared
-from flowtrace.plots import gen_prob_chart, knockout_chart
-from flowtrace.recipe import Knockout, LayerProbe
+from flowtrace.plots import gen_prob_chart, knockout_chart, pathway_chart
+from flowtrace.recipe import EffectivePathway, Knockout, LayerProbe, counted_edges, random_plan
 
 LENSES = ("norm", "raw")  # logit lens with the final norm (as the model does) and without
 
@@ -193,3 +194,62 @@ class ProbeMeasure:
 
     def chart(self, ds: xr.Dataset):
         return gen_prob_chart(ds, self.recipe.title)
+
+
+class PathwayMeasure:
+    """The answer with only the effective pathways kept, and with random cuts of equal budget."""
+
+    CONDITIONS = ("pathway", "random")
+
+    def __init__(self, recipe: EffectivePathway, loaded: LoadedModel, seed: int) -> None:
+        self.recipe, self.loaded, self.seed = recipe, loaded, seed
+
+    def empty(self, cube: xr.Dataset) -> xr.Dataset:
+        n = len(self.CONDITIONS)
+        dims = ("sample", "condition")
+        nan = np.full((1, n), np.nan, dtype=np.float32)
+        return cube.assign(
+            {
+                "prob_pred": (dims, nan.copy()),
+                "prob_true": (dims, nan.copy()),
+                "rel_change_pred": (dims, nan.copy()),
+                "rel_change_true": (dims, nan.copy()),
+                "new_pred": (dims, np.full((1, n), "", dtype=object)),
+                "correct": (dims, np.zeros((1, n), dtype=bool)),
+                "edges_kept_pct": (dims, nan.copy()),
+            }
+        ).assign_coords(condition=np.asarray(self.CONDITIONS, dtype=object))
+
+    def fill(
+        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+    ) -> None:
+        layout, layers = prepared.layout, self.loaded.num_layers
+        counted = counted_edges(layout)
+        total = int(counted.sum()) * layers
+        pathway = self.recipe.plan(layout, layers)
+        if self.recipe.random_ratio is None:
+            budget = {layer: int((cut & counted).sum()) for layer, cut in pathway.items()}
+        else:
+            n = int(self.recipe.random_ratio * int(counted.sum()))
+            budget = dict.fromkeys(range(layers), n)
+        # Seeded by the run seed and the sample, so a rerun draws the same random cuts.
+        seed = zlib.crc32(f"{self.seed}/{cube['sample'].values[0]}".encode())
+        random = random_plan(counted, budget, torch.Generator().manual_seed(seed))
+        plans = (pathway, random)
+        probs = engine.knockout(prepared.inputs, [KnockoutCondition(p) for p in plans])
+        p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
+        for index, (plan, row) in enumerate(zip(plans, probs, strict=True)):
+            at = {"sample": 0, "condition": index}
+            cut = sum(int((blocked & counted).sum()) for blocked in plan.values())
+            new_text = self.loaded.decode(int(row.argmax()))
+            new_pred, new_true = float(row[clean.pred]), float(row[clean.true_id])
+            cube["prob_pred"][at] = new_pred
+            cube["prob_true"][at] = new_true
+            cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
+            cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
+            cube["new_pred"][at] = new_text
+            cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
+            cube["edges_kept_pct"][at] = 100 * (1 - cut / total)
+
+    def chart(self, ds: xr.Dataset):
+        return pathway_chart(ds, self.recipe.title)

@@ -153,3 +153,32 @@ def accuracy_chart(ds: xr.Dataset, title: str) -> alt.Chart:
             title=alt.TitleParams(f"{title} — clean accuracy", subtitle=str(ds.attrs.get("model"))),
         )
     )
+
+
+def pathway_chart(ds: xr.Dataset, title: str) -> alt.LayerChart:
+    """Accuracy: clean, with only the effective pathways, and with random cuts of equal budget."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    rows = [{"run": "clean", "accuracy": 100 * float(ok["clean_correct"].mean()), "kept": 100.0}]
+    for condition in ok["condition"].values:
+        sel = ok.sel(condition=condition)
+        rows.append(
+            {
+                "run": str(condition),
+                "accuracy": 100 * float(sel["correct"].mean()),
+                "kept": float(sel["edges_kept_pct"].mean()),
+            }
+        )
+    table = pd.DataFrame(rows)
+    table["label"] = [
+        f"{a:.1f}% · {k:.0f}% edges kept" for a, k in zip(table.accuracy, table.kept, strict=True)
+    ]
+    base = alt.Chart(table).encode(
+        y=alt.Y("run:N", sort=None, title=None),
+        x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 100]), title="accuracy (%)"),
+    )
+    bars = base.mark_bar().encode(color=alt.Color("run:N", legend=None))
+    text = base.mark_text(align="left", dx=4).encode(text="label:N")
+    subtitle = f"{ds.attrs.get('model')} · {ds.attrs.get('data')} · {ok.sizes['sample']} samples"
+    return (bars + text).properties(
+        width=420, height=120, title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
+    )

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from flowtrace.edges import blocked_edges
@@ -88,7 +89,69 @@ class LayerProbe:
     source_file: str = field(default="", compare=False)
 
 
-Recipe = Knockout | LayerProbe
+@dataclass(frozen=True)
+class EffectivePathway:
+    """Keep only the pathways that matter, cut the rest (paper §6), against random pruning.
+
+    `pathways` maps a label to (edge expression, kept layers): the edges are cut in every layer
+    outside the kept range, given as fractions [start, stop) of the depth so one recipe fits
+    models of any depth (None: cut in every layer). Edges are counted, as in the reference code,
+    among causal (query, key) pairs from the first video token on.
+    """
+
+    name: str
+    title: str
+    pathways: Mapping[str, tuple[str, tuple[float, float] | None]]
+    # Random baseline: this share of the counted edges per layer; None matches the pathway's cut.
+    random_ratio: float | None = None
+    description: str = ""
+    source_file: str = field(default="", compare=False)
+
+    def kept_layers(self, label: str, num_layers: int) -> range:
+        keep = self.pathways[label][1]
+        if keep is None:
+            return range(0)
+        return range(round(keep[0] * num_layers), round(keep[1] * num_layers))
+
+    def plan(self, layout: TokenLayout, num_layers: int) -> dict[int, torch.Tensor]:
+        """Edges cut per layer (layers with nothing to cut are left out)."""
+        edges = {label: blocked_edges(expr, layout) for label, (expr, _) in self.pathways.items()}
+        plan = {}
+        for layer in range(num_layers):
+            cut = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
+            for label, blocked in edges.items():
+                if layer not in self.kept_layers(label, num_layers):
+                    cut |= blocked
+            if cut.any():
+                plan[layer] = torch.from_numpy(cut)
+        return plan
+
+
+def counted_edges(layout: TokenLayout) -> torch.Tensor:
+    """(L, L) bool: causal pairs whose query and key are both at or after the first video token."""
+    start = int(layout["video"][0])
+    region = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool).tril()
+    region[:start] = False
+    region[:, :start] = False
+    return region
+
+
+def random_plan(
+    counted: torch.Tensor, per_layer: dict[int, int], generator: torch.Generator
+) -> dict[int, torch.Tensor]:
+    """Cut `per_layer[layer]` edges drawn uniformly from `counted` in each layer."""
+    pairs = counted.nonzero()
+    plan = {}
+    for layer, n in sorted(per_layer.items()):
+        chosen = pairs[torch.randperm(len(pairs), generator=generator)[:n]]
+        cut = torch.zeros_like(counted)
+        cut[chosen[:, 0], chosen[:, 1]] = True
+        if n:
+            plan[layer] = cut
+    return plan
+
+
+Recipe = Knockout | LayerProbe | EffectivePathway
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -105,9 +168,10 @@ def load_recipe(path: str | Path) -> Recipe:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     recipe = getattr(module, "recipe", None)
-    if not isinstance(recipe, Knockout | LayerProbe):
+    if not isinstance(recipe, Knockout | LayerProbe | EffectivePathway):
         raise FlowtraceError(
-            f"recipe file '{path}' defines no `recipe = Knockout(...)` or `LayerProbe(...)`"
+            f"recipe file '{path}' defines no `recipe = Knockout(...)`, `LayerProbe(...)` or "
+            "`EffectivePathway(...)`"
         )
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
     return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")

@@ -20,10 +20,16 @@ from flowtrace.data import Sample, SampleError, read_frames, read_samples, valid
 from flowtrace.engine import ReferenceEngine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
-from flowtrace.measure import KnockoutMeasure, ProbeMeasure, measure_clean, sample_cube
+from flowtrace.measure import (
+    KnockoutMeasure,
+    PathwayMeasure,
+    ProbeMeasure,
+    measure_clean,
+    sample_cube,
+)
 from flowtrace.models import LoadedModel, load_model
 from flowtrace.plots import accuracy_chart, save_chart
-from flowtrace.recipe import Knockout, Recipe
+from flowtrace.recipe import EffectivePathway, Knockout, Recipe
 from flowtrace.store import CubeStore
 
 SAMPLE_MODES = ("correct", "wrong", "all")
@@ -173,9 +179,11 @@ def _excluded(sample_mode: str, correct: bool) -> bool:
 
 def _measure_for(
     recipe: Recipe, loaded: LoadedModel, options: RunOptions, window: int, samples: list[Sample]
-) -> KnockoutMeasure | ProbeMeasure:
+) -> KnockoutMeasure | ProbeMeasure | PathwayMeasure:
     if isinstance(recipe, Knockout):
         return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
+    if isinstance(recipe, EffectivePathway):
+        return PathwayMeasure(recipe, loaded, options.seed)
     letters = max(len(s.candidates) for s in samples)
     return ProbeMeasure(recipe, loaded, letters)
 

@@ -1,0 +1,73 @@
+"""Effective pathways: per-layer plans, edge accounting and random budgets, against hand counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+from plain_reference import plain_per_layer_probs
+from test_edges import small_layout
+
+from flowtrace.data import read_frames, read_samples
+from flowtrace.models import load_model
+from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
+from flowtrace.runner import RunOptions, run
+
+
+def test_plan_cuts_each_pathway_outside_its_kept_layers():
+    recipe = EffectivePathway(
+        name="t",
+        title="t",
+        pathways={"v2l": ("video -> last", None), "q2l": ("question -> last", (0.5, 1.0))},
+    )
+    plan = recipe.plan(small_layout(), num_layers=4)
+    assert sorted(plan) == [0, 1, 2, 3]
+    video_to_last = {(12, k) for k in range(2, 8)}
+    question_to_last = {(12, 8), (12, 9)}
+    for layer, want in [(0, video_to_last | question_to_last), (3, video_to_last)]:
+        got = {(int(q), int(k)) for q, k in plan[layer].nonzero()}
+        assert got == want
+
+
+def test_counted_edges_and_random_budget():
+    counted = counted_edges(small_layout())
+    n = 13 - 2  # tokens from the first video token (position 2) on
+    assert int(counted.sum()) == n * (n + 1) // 2
+    assert not counted[:2].any() and not counted[:, :2].any()
+    plan = random_plan(counted, {0: 5, 2: 17}, torch.Generator().manual_seed(3))
+    assert {layer: int(cut.sum()) for layer, cut in plan.items()} == {0: 5, 2: 17}
+    assert all(not (cut & ~counted).any() for cut in plan.values())
+    again = random_plan(counted, {0: 5, 2: 17}, torch.Generator().manual_seed(3))
+    assert all(torch.equal(plan[k], again[k]) for k in plan)
+
+
+def test_pathway_run_matches_plain_reference(tiny_model_dir: Path, tiny_data: Path, tmp_path):
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    recipe = EffectivePathway(name="cut_v2l", title="t", pathways={"v2l": ("video -> last", None)})
+    out = tmp_path / "ep.zarr"
+    options = RunOptions(
+        model=str(tiny_model_dir), data=str(tiny_data), limit=2, out=out, sample_mode="all"
+    )
+    run(recipe, options, loaded=loaded)
+    ds = xr.open_zarr(out)
+    samples = {s.id: s for s in read_samples(tiny_data)}
+    for sample_id in ds["sample"].values:
+        sample = samples[str(sample_id)]
+        inputs = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8)).inputs
+        ids = inputs["input_ids"][0]
+        video = (ids == loaded.processor.video_token_id).nonzero()[:, 0].tolist()
+        last = len(ids) - 1
+        plan = {layer: [([last], video)] for layer in range(loaded.num_layers)}
+        clean = plain_per_layer_probs(loaded.model, inputs, {})
+        want = plain_per_layer_probs(loaded.model, inputs, plan)
+        pred = int(clean.argmax())
+        row = ds.sel(sample=sample_id)
+        got = row["prob_pred"].sel(condition="pathway").item()
+        assert got == pytest.approx(float(want[pred]), abs=1e-5)
+        n = len(ids) - video[0]
+        kept = 100 * (1 - len(video) / (n * (n + 1) / 2))
+        for condition in ("pathway", "random"):
+            share = row["edges_kept_pct"].sel(condition=condition).item()
+            assert share == pytest.approx(kept, abs=1e-3)
