@@ -85,6 +85,13 @@ def run(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for anything random.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --out store.")] = False,
+    random_ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="effective_pathway: random baseline cuts this share of edges per layer "
+            "(default: the pathway's own budget)."
+        ),
+    ] = None,
     eval_only: Annotated[
         bool, typer.Option(help="Only the clean pass: accuracy per task, no knockout.")
     ] = False,
@@ -115,6 +122,7 @@ def run(
             seed=seed,
             overwrite=overwrite,
             eval_only=eval_only,
+            random_ratio=random_ratio,
         )
         started = time.perf_counter()
         columns = (

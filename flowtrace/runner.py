@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -57,6 +58,7 @@ class RunOptions:
     overwrite: bool = False
     plot: bool = True
     eval_only: bool = False
+    random_ratio: float | None = None  # effective_pathway: random baseline's share of edges
 
 
 @dataclass
@@ -183,6 +185,10 @@ def _measure_for(
     if isinstance(recipe, Knockout):
         return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
     if isinstance(recipe, EffectivePathway):
+        if options.random_ratio is not None:
+            if not 0 <= options.random_ratio <= 1:
+                raise FlowtraceError(f"--random-ratio {options.random_ratio}: must be in [0, 1]")
+            recipe = dataclasses.replace(recipe, random_ratio=options.random_ratio)
         return PathwayMeasure(recipe, loaded, options.seed)
     letters = max(len(s.candidates) for s in samples)
     return ProbeMeasure(recipe, loaded, letters)
