@@ -13,8 +13,15 @@ import xarray as xr
 from flowtrace.data import Sample, SampleError
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
 from flowtrace.models import LoadedModel, Prepared
-from flowtrace.plots import gen_prob_chart, knockout_chart, pathway_chart
-from flowtrace.recipe import EffectivePathway, Knockout, LayerProbe, counted_edges, random_plan
+from flowtrace.plots import gen_prob_chart, knockout_chart, pathway_chart, video_lens_chart
+from flowtrace.recipe import (
+    EffectivePathway,
+    Knockout,
+    LayerProbe,
+    VideoLogitLens,
+    counted_edges,
+    random_plan,
+)
 
 LENSES = ("norm", "raw")  # logit lens with the final norm (as the model does) and without
 
@@ -182,7 +189,7 @@ class ProbeMeasure:
         ids = torch.tensor([self.loaded.letter_id(x) for x in layout.option_letters])
         is_true = torch.tensor([x == layout.true_letter for x in layout.option_letters])
         for lens_index, lens in enumerate(LENSES):
-            probs = engine.logit_lens(prepared.inputs, norm=lens == "norm")  # (layers, V)
+            probs = engine.logit_lens(prepared.inputs, norm=lens == "norm")[:, 0]  # (layers, V)
             options = probs[:, ids]
             cube["prob_option"][0, :, lens_index, : len(ids)] = options.numpy()
             cube["prob_true"][0, :, lens_index] = options[:, is_true].sum(-1).numpy()
@@ -253,3 +260,44 @@ class PathwayMeasure:
 
     def chart(self, ds: xr.Dataset):
         return pathway_chart(ds, self.recipe.title)
+
+
+class VideoLensMeasure:
+    """Top-k tokens of the logit lens (with the final norm) at every video token and layer."""
+
+    def __init__(self, recipe: VideoLogitLens, loaded: LoadedModel, grid: tuple[int, int, int]):
+        self.recipe, self.loaded, self.grid = recipe, loaded, grid
+
+    def empty(self, cube: xr.Dataset) -> xr.Dataset:
+        frames, height, width = self.grid
+        dims = ("sample", "layer", "frame", "h", "w", "k")
+        shape = (1, self.loaded.num_layers, frames, height, width, self.recipe.top_k)
+        return cube.assign(
+            {
+                "top_token": (dims, np.full(shape, "", dtype=object)),
+                "top_prob": (dims, np.full(shape, np.nan, dtype=np.float32)),
+            }
+        ).assign_coords(
+            layer=np.arange(self.loaded.num_layers),
+            frame=np.arange(frames),
+            h=np.arange(height),
+            w=np.arange(width),
+            k=np.arange(self.recipe.top_k),
+        )
+
+    def fill(
+        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+    ) -> None:
+        layout = prepared.layout
+        positions = layout.video_positions()  # (T, H, W)
+        probs = engine.logit_lens(prepared.inputs, norm=True, positions=positions.ravel().tolist())
+        top = probs.topk(self.recipe.top_k, dim=-1)  # (layers, T·H·W, k)
+        shape = (self.loaded.num_layers, *positions.shape, self.recipe.top_k)
+        words = np.asarray(
+            [self.loaded.decode(int(t)) for t in top.indices.ravel()], dtype=object
+        ).reshape(shape)
+        cube["top_token"][0] = words
+        cube["top_prob"][0] = top.values.reshape(shape).numpy()
+
+    def chart(self, ds: xr.Dataset):
+        return video_lens_chart(ds, self.recipe.title, self.recipe.overlay_layers)

@@ -182,3 +182,90 @@ def pathway_chart(ds: xr.Dataset, title: str) -> alt.LayerChart:
     return (bars + text).properties(
         width=420, height=120, title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
     )
+
+
+def _frame_uri(frame: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def video_lens_chart(
+    ds: xr.Dataset, title: str, overlay_layers: tuple[float, ...]
+) -> alt.VConcatChart:
+    """Top-1 logit-lens word on every video token, drawn on its frame, for a few layers (first
+    analysed sample); below, the most frequent top-1 words per layer over all samples."""
+    from flowtrace.data import read_frames
+
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    first = ok.isel(sample=0)
+    num_layers, frames = ok.sizes["layer"], ok.sizes["frame"]
+    height, width = ok.sizes["h"], ok.sizes["w"]
+    layers = sorted(
+        {min(num_layers - 1, max(0, round(f * num_layers) - 1)) for f in overlay_layers}
+    )
+    pixels = read_frames(Path(str(first["video"].item())), frames)
+    size = 120
+    rows = []
+    for layer in layers:
+        panels = []
+        for t in range(frames):
+            image = (
+                alt.Chart(
+                    pd.DataFrame(
+                        {"url": [_frame_uri(pixels[t])], "x": [width / 2], "y": [height / 2]}
+                    )
+                )
+                .mark_image(width=size, height=size)
+                .encode(
+                    x=alt.X("x:Q", scale=alt.Scale(domain=[0, width]), axis=None),
+                    y=alt.Y("y:Q", scale=alt.Scale(domain=[height, 0]), axis=None),
+                    url="url:N",
+                )
+            )
+            cells = first["top_token"].sel(layer=layer, frame=t, k=0).values
+            probs = first["top_prob"].sel(layer=layer, frame=t, k=0).values
+            table = pd.DataFrame(
+                [
+                    {"x": w + 0.5, "y": h + 0.5, "word": str(cells[h, w]), "p": float(probs[h, w])}
+                    for h in range(height)
+                    for w in range(width)
+                ]
+            )
+            words = (
+                alt.Chart(table)
+                .mark_text(color="white", fontSize=9, fontWeight="bold")
+                .encode(
+                    x=alt.X("x:Q", scale=alt.Scale(domain=[0, width]), axis=None),
+                    y=alt.Y("y:Q", scale=alt.Scale(domain=[height, 0]), axis=None),
+                    text="word:N",
+                    tooltip=["word", alt.Tooltip("p:Q", format=".2f")],
+                )
+            )
+            panels.append((image + words).properties(width=size, height=size, title=f"t={t}"))
+        rows.append(alt.hconcat(*panels).properties(title=f"layer {layer}"))
+    top1 = ok["top_token"].sel(k=0)
+    counts = []
+    for layer in ok["layer"].values:
+        values = pd.Series([str(x) for x in top1.sel(layer=layer).values.ravel()])
+        for word, n in values.value_counts().head(8).items():
+            counts.append({"layer": int(layer), "word": word, "share": n / len(values)})
+    frequency = (
+        alt.Chart(pd.DataFrame(counts))
+        .mark_bar()
+        .encode(
+            x=alt.X("share:Q", axis=alt.Axis(format="%"), title="share of video tokens"),
+            y=alt.Y("word:N", sort="-x", title=None),
+            facet=alt.Facet("layer:O", columns=4),
+        )
+        .properties(width=150, height=110)
+    )
+    subtitle = f"{ds.attrs.get('model')} · sample {first['sample'].item()}"
+    return alt.vconcat(*rows, frequency).properties(
+        title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
+    )

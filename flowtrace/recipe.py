@@ -90,6 +90,21 @@ class LayerProbe:
 
 
 @dataclass(frozen=True)
+class VideoLogitLens:
+    """Logit lens over every video token at every layer (paper §5): what does each token "say"?
+
+    `overlay_layers` are the layers the frame-overlay figure shows (fractions of the depth).
+    """
+
+    name: str
+    title: str
+    top_k: int = 3
+    overlay_layers: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    description: str = ""
+    source_file: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
 class EffectivePathway:
     """Keep only the pathways that matter, cut the rest (paper §6), against random pruning.
 
@@ -151,7 +166,7 @@ def random_plan(
     return plan
 
 
-Recipe = Knockout | LayerProbe | EffectivePathway
+Recipe = Knockout | LayerProbe | VideoLogitLens | EffectivePathway
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -168,10 +183,10 @@ def load_recipe(path: str | Path) -> Recipe:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     recipe = getattr(module, "recipe", None)
-    if not isinstance(recipe, Knockout | LayerProbe | EffectivePathway):
+    if not isinstance(recipe, Recipe):
         raise FlowtraceError(
-            f"recipe file '{path}' defines no `recipe = Knockout(...)`, `LayerProbe(...)` or "
-            "`EffectivePathway(...)`"
+            f"recipe file '{path}' defines no `recipe = …` of a recipe kind "
+            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway)"
         )
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
     return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")

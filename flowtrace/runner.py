@@ -25,12 +25,13 @@ from flowtrace.measure import (
     KnockoutMeasure,
     PathwayMeasure,
     ProbeMeasure,
+    VideoLensMeasure,
     measure_clean,
     sample_cube,
 )
 from flowtrace.models import LoadedModel, load_model
 from flowtrace.plots import accuracy_chart, save_chart
-from flowtrace.recipe import EffectivePathway, Knockout, Recipe
+from flowtrace.recipe import EffectivePathway, Knockout, Recipe, VideoLogitLens
 from flowtrace.store import CubeStore
 
 SAMPLE_MODES = ("correct", "wrong", "all")
@@ -181,9 +182,12 @@ def _excluded(sample_mode: str, correct: bool) -> bool:
 
 def _measure_for(
     recipe: Recipe, loaded: LoadedModel, options: RunOptions, window: int, samples: list[Sample]
-) -> KnockoutMeasure | ProbeMeasure | PathwayMeasure:
+) -> KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure:
     if isinstance(recipe, Knockout):
         return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
+    if isinstance(recipe, VideoLogitLens):
+        frames = options.frames or loaded.adapter.default_frames
+        return VideoLensMeasure(recipe, loaded, loaded.adapter.video_grid(loaded, frames))
     if isinstance(recipe, EffectivePathway):
         if options.random_ratio is not None:
             if not 0 <= options.random_ratio <= 1:

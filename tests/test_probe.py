@@ -30,8 +30,8 @@ def test_logit_lens_equals_hidden_states_through_the_head(loaded, tiny_data: Pat
     hidden = [h[0, -1] for h in out.hidden_states[1:]]
     head, norm = model.lm_head, model.model.language_model.norm
     engine = ReferenceEngine(loaded)
-    raw = engine.logit_lens(inputs, norm=False)
-    normed = engine.logit_lens(inputs, norm=True)
+    raw = engine.logit_lens(inputs, norm=False)[:, 0]
+    normed = engine.logit_lens(inputs, norm=True)[:, 0]
     layers = loaded.num_layers
     assert raw.shape == (layers, model.config.text_config.vocab_size)
     for i in range(layers - 1):
@@ -54,7 +54,7 @@ def test_gen_prob_cube_and_eval_only(loaded, tiny_model_dir, tiny_data, tmp_path
     for sample_id in ds["sample"].values:
         sample = samples[str(sample_id)]
         prepared = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8))
-        probs = engine.logit_lens(prepared.inputs, norm=True)
+        probs = engine.logit_lens(prepared.inputs, norm=True)[:, 0]
         vocab = loaded.tokenizer.get_vocab()
         letters = sample.option_letters()
         true = letters[sample.answer_index()]
@@ -77,3 +77,33 @@ def test_gen_prob_cube_and_eval_only(loaded, tiny_model_dir, tiny_data, tmp_path
     assert "prob_pred" in ds and bool(ds["prob_pred"].isnull().all())  # no knockout ran
     assert int(ds.attrs["eval_only"]) == 1
     assert evals.with_suffix(".png").exists()
+
+
+def test_video_logit_lens_cube_equals_hidden_states(loaded, tiny_model_dir, tiny_data, tmp_path):
+    out = tmp_path / "lens.zarr"
+    options = RunOptions(
+        model=str(tiny_model_dir), data=str(tiny_data), limit=2, out=out, sample_mode="all"
+    )
+    run(load_recipe("recipes/logit_lens.py"), options, loaded=loaded)
+    ds = xr.open_zarr(out)
+    assert ds["top_token"].dims == ("sample", "layer", "frame", "h", "w", "k")
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    model = loaded.model
+    head, norm = model.lm_head, model.model.language_model.norm
+    samples = {s.id: s for s in read_samples(tiny_data)}
+    for sample_id in ds["sample"].values:
+        sample = samples[str(sample_id)]
+        inputs = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8)).inputs
+        with torch.no_grad():
+            hidden = model(**inputs, output_hidden_states=True).hidden_states
+        video = (inputs["input_ids"][0] == loaded.processor.video_token_id).nonzero()[:, 0]
+        row = ds.sel(sample=sample_id)
+        for layer in (0, loaded.num_layers - 2):
+            with torch.no_grad():
+                probs = head(norm(hidden[layer + 1][0, video])).softmax(-1)  # frame-major order
+            best = probs.max(-1)
+            for t, h, w in [(0, 0, 0), (3, 1, 2), (7, 3, 3)]:
+                i = t * 16 + h * 4 + w
+                cell = row.sel(layer=layer, frame=t, h=h, w=w, k=0)
+                assert cell["top_token"].item() == loaded.decode(int(best.indices[i]))
+                assert cell["top_prob"].item() == pytest.approx(float(best.values[i]), abs=1e-5)

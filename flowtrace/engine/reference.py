@@ -49,22 +49,28 @@ class ReferenceEngine:
         return logits[0].float().softmax(-1)
 
     @torch.no_grad()
-    def last_states(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Residual stream (layers, hidden) at the last position after every decoder layer."""
+    def states(self, inputs: dict[str, torch.Tensor], positions: Sequence[int]) -> torch.Tensor:
+        """Residual stream (layers, len(positions), hidden) after every decoder layer."""
         loaded, model = self.loaded, self.loaded.nnsight
+        index = torch.as_tensor(list(positions), device=loaded.device)
         saved = []
         with model.trace(**inputs):
             for layer in loaded.layers(model):
                 out = layer.output
                 # transformers 5 decoder layers return a tensor; older ones a tuple.
                 hidden = out[0] if isinstance(out, tuple) else out
-                saved.append(hidden[0, -1].save())
-        return torch.stack([h for h in saved])
+                saved.append(hidden[0, index].save())
+        return torch.stack(list(saved))
 
     @torch.no_grad()
-    def logit_lens(self, inputs: dict[str, torch.Tensor], norm: bool = True) -> torch.Tensor:
-        """Next-token probabilities (layers, V) read off each layer's last-position state."""
-        states = self.last_states(inputs)
+    def logit_lens(
+        self,
+        inputs: dict[str, torch.Tensor],
+        norm: bool = True,
+        positions: Sequence[int] = (-1,),
+    ) -> torch.Tensor:
+        """Next-token probabilities (layers, len(positions), V) read off each layer's states."""
+        states = self.states(inputs, positions)
         if norm:
             states = self.loaded.final_norm()(states)
         return self.loaded.lm_head()(states).float().softmax(-1)
