@@ -11,10 +11,18 @@ import torch
 import xarray as xr
 
 from flowtrace.data import Sample, SampleError
+from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
 from flowtrace.models import LoadedModel, Prepared
-from flowtrace.plots import gen_prob_chart, knockout_chart, pathway_chart, video_lens_chart
+from flowtrace.plots import (
+    attention_chart,
+    gen_prob_chart,
+    knockout_chart,
+    pathway_chart,
+    video_lens_chart,
+)
 from flowtrace.recipe import (
+    AttentionMap,
     EffectivePathway,
     Knockout,
     LayerProbe,
@@ -301,3 +309,44 @@ class VideoLensMeasure:
 
     def chart(self, ds: xr.Dataset):
         return video_lens_chart(ds, self.recipe.title, self.recipe.overlay_layers)
+
+
+class AttentionMeasure:
+    """Group-to-group attention mass per layer and head, clean and with the recipe's cut."""
+
+    CONDITIONS = ("clean", "blocked")
+
+    def __init__(self, recipe: AttentionMap, loaded: LoadedModel, names: list[str]) -> None:
+        self.recipe, self.loaded, self.names = recipe, loaded, names
+
+    def empty(self, cube: xr.Dataset) -> xr.Dataset:
+        heads = self.loaded.model.config.get_text_config().num_attention_heads
+        shape = (1, 2, self.loaded.num_layers, heads, len(self.names), len(self.names))
+        dims = ("sample", "condition", "layer", "head", "target", "source")
+        return cube.assign(
+            {"attention": (dims, np.full(shape, np.nan, dtype=np.float32))}
+        ).assign_coords(
+            condition=np.asarray(self.CONDITIONS, dtype=object),
+            layer=np.arange(self.loaded.num_layers),
+            head=np.arange(heads),
+            target=np.asarray(self.names, dtype=object),
+            source=np.asarray(self.names, dtype=object),
+        )
+
+    def fill(
+        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+    ) -> None:
+        layout = prepared.layout
+        groups = torch.zeros(len(self.names), layout.seq_len)
+        for i, name in enumerate(self.names):
+            groups[i, layout[name]] = 1.0
+        cut = torch.from_numpy(blocked_edges(self.recipe.blocked, layout))
+        conditions = [
+            KnockoutCondition({}),
+            KnockoutCondition.window(cut, range(self.loaded.num_layers)),
+        ]
+        mass = engine.attention_mass(prepared.inputs, groups, conditions)
+        cube["attention"][0] = mass.cpu().numpy()
+
+    def chart(self, ds: xr.Dataset):
+        return attention_chart(ds, self.recipe.title)

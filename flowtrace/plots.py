@@ -269,3 +269,37 @@ def video_lens_chart(
     return alt.vconcat(*rows, frequency).properties(
         title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
     )
+
+
+def attention_chart(ds: xr.Dataset, title: str, layers: int = 4) -> alt.VConcatChart:
+    """Target × source attention mass (mean over samples and heads), clean beside blocked, for a
+    few layers spread over the depth."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    mean = ok["attention"].mean(("sample", "head"))
+    num_layers = ok.sizes["layer"]
+    chosen = sorted({round(i * (num_layers - 1) / max(1, layers - 1)) for i in range(layers)})
+    order = [str(x) for x in ok["source"].values]
+    rows = []
+    for layer in chosen:
+        panels = []
+        for condition in ok["condition"].values:
+            grid = mean.sel(layer=layer, condition=condition)
+            table = grid.to_dataframe(name="mass").reset_index()
+            table["target"] = table["target"].astype(str)
+            table["source"] = table["source"].astype(str)
+            panels.append(
+                alt.Chart(table[["target", "source", "mass"]])
+                .mark_rect()
+                .encode(
+                    x=alt.X("source:N", sort=order, title="source (key)"),
+                    y=alt.Y("target:N", sort=order, title="target (query)"),
+                    color=alt.Color("mass:Q", scale=alt.Scale(scheme="viridis", domain=[0, 1])),
+                    tooltip=["target", "source", alt.Tooltip("mass:Q", format=".3f")],
+                )
+                .properties(width=220, height=220, title=f"layer {layer} · {condition}")
+            )
+        rows.append(alt.hconcat(*panels))
+    subtitle = f"{ds.attrs.get('model')} · {ok.sizes['sample']} samples · mean over heads"
+    return alt.vconcat(*rows).properties(
+        title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
+    )

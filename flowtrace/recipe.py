@@ -105,6 +105,33 @@ class VideoLogitLens:
 
 
 @dataclass(frozen=True)
+class AttentionMap:
+    """Attention mass between token groups per layer and head, clean and with `blocked` cut in
+    every layer (paper §4: where attention goes, and how a knockout reroutes it).
+
+    `groups` are group names; `frame[*]` expands to every frame.
+    """
+
+    name: str
+    title: str
+    blocked: str = "frame[<t] -> frame[t]"
+    groups: tuple[str, ...] = ("system", "frame[*]", "question", "options", "prompt_tail", "last")
+    description: str = ""
+    source_file: str = field(default="", compare=False)
+
+    def group_names(self, layout: TokenLayout) -> list[str]:
+        names = []
+        for name in self.groups:
+            if name.endswith("[*]"):
+                family = name[:-3]
+                names += [f"{family}_{i}" for i in range(layout.num_frames)]
+            else:
+                layout[name]  # unknown names fail here, with the list of known ones
+                names.append(name)
+        return names
+
+
+@dataclass(frozen=True)
 class EffectivePathway:
     """Keep only the pathways that matter, cut the rest (paper §6), against random pruning.
 
@@ -166,7 +193,7 @@ def random_plan(
     return plan
 
 
-Recipe = Knockout | LayerProbe | VideoLogitLens | EffectivePathway
+Recipe = Knockout | LayerProbe | VideoLogitLens | EffectivePathway | AttentionMap
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -186,7 +213,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise FlowtraceError(
             f"recipe file '{path}' defines no `recipe = …` of a recipe kind "
-            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway)"
+            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap)"
         )
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
     return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")

@@ -22,6 +22,7 @@ from flowtrace.engine import ReferenceEngine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.measure import (
+    AttentionMeasure,
     KnockoutMeasure,
     PathwayMeasure,
     ProbeMeasure,
@@ -31,7 +32,7 @@ from flowtrace.measure import (
 )
 from flowtrace.models import LoadedModel, load_model
 from flowtrace.plots import accuracy_chart, save_chart
-from flowtrace.recipe import EffectivePathway, Knockout, Recipe, VideoLogitLens
+from flowtrace.recipe import AttentionMap, EffectivePathway, Knockout, Recipe, VideoLogitLens
 from flowtrace.store import CubeStore
 
 SAMPLE_MODES = ("correct", "wrong", "all")
@@ -120,7 +121,7 @@ def run(
         options.model,
         device=options.device,
         dtype=options.dtype,
-        attn=options.attn,
+        attn="eager" if isinstance(recipe, AttentionMap) else options.attn,
         adapter=options.adapter,
     )
     window = default_window(loaded.num_layers) if options.window is None else options.window
@@ -176,15 +177,30 @@ def run(
     return result
 
 
+def _first_layout(loaded: LoadedModel, samples: list[Sample]):
+    """The layout of the first readable sample: group names that depend on the frame count."""
+    frames = loaded.adapter.default_frames
+    for sample in samples:
+        try:
+            validate_sample(sample)
+            video = read_frames(sample.video, frames, bound=sample.bound)
+        except SampleError:
+            continue
+        return loaded.adapter.prepare(loaded, sample, video).layout
+    raise FlowtraceError("no sample of --data could be read")
+
+
 def _excluded(sample_mode: str, correct: bool) -> bool:
     return (sample_mode == "correct" and not correct) or (sample_mode == "wrong" and correct)
 
 
 def _measure_for(
     recipe: Recipe, loaded: LoadedModel, options: RunOptions, window: int, samples: list[Sample]
-) -> KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure:
+) -> KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure | AttentionMeasure:
     if isinstance(recipe, Knockout):
         return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
+    if isinstance(recipe, AttentionMap):
+        return AttentionMeasure(recipe, loaded, recipe.group_names(_first_layout(loaded, samples)))
     if isinstance(recipe, VideoLogitLens):
         frames = options.frames or loaded.adapter.default_frames
         return VideoLensMeasure(recipe, loaded, loaded.adapter.video_grid(loaded, frames))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import ReferenceEngine
+from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
@@ -107,3 +109,34 @@ def test_video_logit_lens_cube_equals_hidden_states(loaded, tiny_model_dir, tiny
                 cell = row.sel(layer=layer, frame=t, h=h, w=w, k=0)
                 assert cell["top_token"].item() == loaded.decode(int(best.indices[i]))
                 assert cell["top_prob"].item() == pytest.approx(float(best.values[i]), abs=1e-5)
+
+
+def test_attention_mass_equals_output_attentions(tiny_model_dir, tiny_data, tmp_path):
+    eager = load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="eager")
+    out = tmp_path / "attention.zarr"
+    options = RunOptions(
+        model=str(tiny_model_dir), data=str(tiny_data), limit=1, out=out, sample_mode="all"
+    )
+    run(load_recipe("recipes/attention_map.py"), options, loaded=eager)
+    ds = xr.open_zarr(out)
+    assert ds["attention"].dims == ("sample", "condition", "layer", "head", "target", "source")
+    sample = {s.id: s for s in read_samples(tiny_data)}[str(ds["sample"].values[0])]
+    prepared = eager.adapter.prepare(eager, sample, read_frames(sample.video, 8))
+    with torch.no_grad():
+        weights = eager.model(**prepared.inputs, output_attentions=True).attentions
+    row = ds.isel(sample=0).sel(condition="clean")
+    layout = prepared.layout
+    for layer in (0, 3):
+        for target, source in [("last", "question"), ("frame_3", "frame_1"), ("options", "system")]:
+            queries, keys = layout[target], layout[source]
+            by_hand = weights[layer][0][:, queries][:, :, keys].sum(-1).mean(-1)  # per head
+            got = row["attention"].sel(layer=layer, target=target, source=source).values
+            assert np.allclose(got, by_hand.numpy(), atol=1e-5)
+    blocked = ds.isel(sample=0).sel(condition="blocked")["attention"]
+    assert float(blocked.sel(target="frame_3", source="frame_1").max()) == 0.0
+    rows = blocked.sel(target="frame_3").sum("source")  # a row's mass over all groups
+    assert bool((rows <= 1 + 1e-5).all())
+
+    sdpa = load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="sdpa")
+    with pytest.raises(FlowtraceError, match="--attn eager"):
+        ReferenceEngine(sdpa).attention_mass(prepared.inputs, torch.ones(1, 4), [])

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 
 
@@ -81,14 +82,35 @@ class ReferenceEngine:
     ) -> torch.Tensor:
         """Next-token probabilities (len(conditions), V) at the last token, a row per knockout."""
         out = [
-            self._rows(inputs, conditions[i : i + self.batch_size])
+            self._rows(inputs, conditions[i : i + self.batch_size])[0]
             for i in range(0, len(conditions), self.batch_size)
         ]
         return torch.cat(out) if out else torch.zeros(0)
 
-    def _rows(
-        self, inputs: dict[str, torch.Tensor], chunk: Sequence[KnockoutCondition]
+    @torch.no_grad()
+    def attention_mass(
+        self,
+        inputs: dict[str, torch.Tensor],
+        groups: torch.Tensor,
+        conditions: Sequence[KnockoutCondition],
     ) -> torch.Tensor:
+        """Attention mass between token groups: (conditions, layers, heads, G, G).
+
+        [.., target, source] is the attention a query of `target` puts on the keys of `source`,
+        averaged over the target's queries. `groups` is a (G, L) 0/1 matrix. Reduced inside the
+        trace, so no (heads, L, L) map is kept. Needs eager attention (SDPA returns no weights).
+        """
+        if self.loaded.attn != "eager":
+            raise FlowtraceError("attention maps need the attention weights: run with --attn eager")
+        _, mass = self._rows(inputs, conditions, groups.to(self.loaded.device))
+        return mass
+
+    def _rows(
+        self,
+        inputs: dict[str, torch.Tensor],
+        chunk: Sequence[KnockoutCondition],
+        groups: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         loaded, model = self.loaded, self.loaded.nnsight
         rows = len(chunk)
         device = loaded.device
@@ -100,17 +122,28 @@ class ReferenceEngine:
             for blocked in c.blocked.values():
                 if id(blocked) not in allowed:
                     allowed[id(blocked)] = allowed_attention(blocked.to(device))
-        layers = sorted({layer for c in chunk for layer in c.blocked})
+        edited = {layer for c in chunk for layer in c.blocked}
+        visit = range(loaded.num_layers) if groups is not None else sorted(edited)
         batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
+        masses = []
         with model.trace(**batch):
             # nnsight runs interventions in execution order: visit layers ascending.
-            for layer in layers:
-                per_row = torch.stack(
-                    [allowed[id(c.blocked[layer])] if layer in c.blocked else causal for c in chunk]
-                )
+            for layer in visit:
                 attention = loaded.attention(model, layer)
-                args, kwargs = attention.inputs
-                kwargs["attention_mask"] = additive_mask(per_row, loaded.dtype)
-                attention.inputs = (args, kwargs)
+                if layer in edited:
+                    per_row = torch.stack(
+                        [
+                            allowed[id(c.blocked[layer])] if layer in c.blocked else causal
+                            for c in chunk
+                        ]
+                    )
+                    args, kwargs = attention.inputs
+                    kwargs["attention_mask"] = additive_mask(per_row, loaded.dtype)
+                    attention.inputs = (args, kwargs)
+                if groups is not None:
+                    weights = attention.output[1].float()  # (rows, heads, L, L)
+                    share = groups / groups.sum(-1, keepdim=True)
+                    masses.append((share @ weights @ groups.T).save())
             logits = model.output.logits[:, -1].save()
-        return logits.float().softmax(-1)
+        mass = torch.stack(list(masses), dim=1) if masses else None
+        return logits.float().softmax(-1), mass
