@@ -222,6 +222,42 @@ def toy_train(
         _fail(err)
 
 
+@app.command()
+def show(
+    store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],
+) -> None:
+    """What a store holds: provenance, samples done/failed, dims, and the summary table."""
+    from flowtrace.store import open_cube
+    from flowtrace.summary import describe
+
+    try:
+        ds = open_cube(store)
+    except FlowtraceError as err:
+        _fail(err)
+        return
+    print("\n".join(describe(ds)))
+
+
+@app.command()
+def plot(
+    store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Figure path without suffix (default: next to the store).")
+    ] = None,
+) -> None:
+    """Redraw a store's figure (HTML + PNG) from the store alone, no model needed."""
+    from flowtrace.plots import chart_for, save_chart
+    from flowtrace.store import open_cube
+
+    try:
+        ds = open_cube(store)
+    except FlowtraceError as err:
+        _fail(err)
+        return
+    for path in save_chart(chart_for(ds), out or store.with_suffix("")):
+        print(path)
+
+
 @app.command("models")
 def models() -> None:
     """List the adapters and the checkpoints each reads."""

@@ -14,13 +14,6 @@ from flowtrace.data import Sample, SampleError
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
 from flowtrace.models import LoadedModel, Prepared
-from flowtrace.plots import (
-    attention_chart,
-    gen_prob_chart,
-    knockout_chart,
-    pathway_chart,
-    video_lens_chart,
-)
 from flowtrace.recipe import (
     AttentionMap,
     EffectivePathway,
@@ -152,9 +145,6 @@ class KnockoutMeasure:
             cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
             cube["blocked_edges"][{"sample": 0, **pair}] = condition.edges
 
-    def chart(self, ds: xr.Dataset):
-        return knockout_chart(ds, self.recipe.title)
-
 
 class ProbeMeasure:
     """Logit lens at the last token: option-letter probabilities and top-k tokens per layer."""
@@ -206,9 +196,6 @@ class ProbeMeasure:
             cube["top_prob"][0, :, lens_index] = top.values.numpy()
             words = [[self.loaded.decode(int(t)) for t in row] for row in top.indices]
             cube["top_token"][0, :, lens_index] = np.asarray(words, dtype=object)
-
-    def chart(self, ds: xr.Dataset):
-        return gen_prob_chart(ds, self.recipe.title)
 
 
 class PathwayMeasure:
@@ -266,9 +253,6 @@ class PathwayMeasure:
             cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
             cube["edges_kept_pct"][at] = 100 * (1 - cut / total)
 
-    def chart(self, ds: xr.Dataset):
-        return pathway_chart(ds, self.recipe.title)
-
 
 class VideoLensMeasure:
     """Top-k tokens of the logit lens (with the final norm) at every video token and layer."""
@@ -307,9 +291,6 @@ class VideoLensMeasure:
         cube["top_token"][0] = words
         cube["top_prob"][0] = top.values.reshape(shape).numpy()
 
-    def chart(self, ds: xr.Dataset):
-        return video_lens_chart(ds, self.recipe.title, self.recipe.overlay_layers)
-
 
 class AttentionMeasure:
     """Group-to-group attention mass per layer and head, clean and with the recipe's cut."""
@@ -347,6 +328,3 @@ class AttentionMeasure:
         ]
         mass = engine.attention_mass(prepared.inputs, groups, conditions)
         cube["attention"][0] = mass.cpu().numpy()
-
-    def chart(self, ds: xr.Dataset):
-        return attention_chart(ds, self.recipe.title)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import altair as alt
@@ -303,3 +304,21 @@ def attention_chart(ds: xr.Dataset, title: str, layers: int = 4) -> alt.VConcatC
     return alt.vconcat(*rows).properties(
         title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
     )
+
+
+def chart_for(ds: xr.Dataset) -> alt.TopLevelMixin:
+    """The figure of a store, from its attributes alone (no model, no recipe file)."""
+    title = str(ds.attrs.get("recipe_title", ds.attrs.get("recipe", "")))
+    if int(ds.attrs.get("eval_only", 0)):
+        return accuracy_chart(ds, title)
+    kind = ds.attrs.get("recipe_kind", "Knockout")
+    if kind == "LayerProbe":
+        return gen_prob_chart(ds, title)
+    if kind == "VideoLogitLens":
+        overlay = json.loads(ds.attrs.get("overlay_layers", "[]")) or [0.25, 0.5, 0.75, 1.0]
+        return video_lens_chart(ds, title, tuple(overlay))
+    if kind == "EffectivePathway":
+        return pathway_chart(ds, title)
+    if kind == "AttentionMap":
+        return attention_chart(ds, title)
+    return knockout_chart(ds, title)

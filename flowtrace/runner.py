@@ -31,7 +31,7 @@ from flowtrace.measure import (
     sample_cube,
 )
 from flowtrace.models import LoadedModel, load_model
-from flowtrace.plots import accuracy_chart, save_chart
+from flowtrace.plots import chart_for, save_chart
 from flowtrace.recipe import AttentionMap, EffectivePathway, Knockout, Recipe, VideoLogitLens
 from flowtrace.store import CubeStore
 
@@ -172,8 +172,7 @@ def run(
         result.task_accuracy = {t: 100 * float(np.mean(v)) for t, v in clean_hits.items()}
     if options.plot and result.counts["ok"]:
         ds = xr.open_zarr(out)
-        chart = accuracy_chart(ds, recipe.title) if options.eval_only else measure.chart(ds)
-        result.figures = save_chart(chart, out.with_suffix(""))
+        result.figures = save_chart(chart_for(ds), out.with_suffix(""))
     return result
 
 
@@ -235,9 +234,12 @@ def _provenance(
 
     return {
         "recipe": recipe.name,
+        "recipe_kind": type(recipe).__name__,
+        "recipe_title": recipe.title,
         "recipe_source": recipe.source_file,
         "edges": json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
         "eval_only": int(options.eval_only),
+        "overlay_layers": json.dumps(getattr(recipe, "overlay_layers", [])),
         "model": loaded.model_id,
         "model_revision": loaded.revision,
         "adapter": loaded.adapter.name,

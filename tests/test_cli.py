@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import xarray as xr
 
@@ -25,9 +26,16 @@ def flowtrace(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     )
 
 
-def test_default_run_on_four_samples(tmp_path: Path):
-    out = tmp_path / "cross_frame.zarr"
-    done = flowtrace("run", "recipes/cross_frame.py", "--limit", "4", "--out", str(out))
+@pytest.fixture(scope="module")
+def default_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("run") / "cross_frame.zarr"
+    return out, flowtrace("run", "recipes/cross_frame.py", "--limit", "4", "--out", str(out))
+
+
+def test_default_run_on_four_samples(default_run):
+    out, done = default_run
     assert done.returncode == 0, done.stderr
     assert f"store: {out}" in done.stdout
     ds = xr.open_zarr(out)
@@ -41,6 +49,25 @@ def test_default_run_on_four_samples(tmp_path: Path):
     assert bool(analysed["clean_correct"].all())
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "vega" in out.with_suffix(".html").read_text()
+
+
+def test_show_and_plot_read_the_store_alone(default_run, tmp_path: Path):
+    out, _ = default_run
+    done = flowtrace("show", str(out))
+    assert done.returncode == 0, done.stderr
+    ds = xr.open_zarr(out)
+    ok = ds["status"].values == "ok"
+    change = ds["rel_change_pred"].values[ok, :, 0, 0].mean(0)  # per layer
+    early = np.nanmean(change[:3])  # layers 0-2 of 8 are the first third
+    row = next(line for line in done.stdout.splitlines() if line.startswith("earlier_frames"))
+    assert float(row.split()[3]) == pytest.approx(early, abs=0.05)
+    assert int(row.split()[6]) == int(np.argmin(change))
+    assert f"samples: {ok.sum()} ok" in done.stdout
+    figure = tmp_path / "again"
+    done = flowtrace("plot", str(out), "--out", str(figure))
+    assert done.returncode == 0, done.stderr
+    assert figure.with_suffix(".png").stat().st_size > 10_000
+    assert flowtrace("show", str(tmp_path / "nope.zarr")).returncode != 0
 
 
 def test_help_lists_the_options():

@@ -1,0 +1,57 @@
+"""What a store holds, as text: provenance, sample counts, dims, and the paper's summary table."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+PROVENANCE = (
+    "recipe", "recipe_kind", "model", "model_revision", "adapter", "dtype", "attn", "data",
+    "split", "frames", "pooling", "window", "window_style", "sample_mode", "engine", "seed",
+    "device", "flowtrace_version", "git_commit", "created",
+)  # fmt: skip
+
+
+def describe(ds: xr.Dataset) -> list[str]:
+    lines = [f"{key}: {ds.attrs[key]}" for key in PROVENANCE if key in ds.attrs]
+    status = [str(s) for s in ds["status"].values]
+    counts = {name: status.count(name) for name in ("ok", "skipped", "failed")}
+    lines.append("samples: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
+    reasons = sorted(
+        {str(r) for r, s in zip(ds["reason"].values, status, strict=True) if s == "failed"}
+    )
+    lines += [f"  failed: {r}" for r in reasons[:5]]
+    lines.append("dims: " + ", ".join(f"{d}={n}" for d, n in ds.sizes.items()))
+    lines.append("variables: " + ", ".join(sorted(ds.data_vars)))
+    answered = [s != "failed" for s in status]
+    correct = ds["clean_correct"].values[answered]
+    if correct.size:
+        lines.append(f"clean accuracy: {100 * correct.mean():.1f}% of {correct.size}")
+    if "rel_change_pred" in ds and "source" in ds.dims:
+        lines += ["", *knockout_table(ds)]
+    return lines
+
+
+def knockout_table(ds: xr.Dataset) -> list[str]:
+    """Mean relative change of p(answer) per edge over the early / middle / late thirds of the
+    layers (the paper's summary), with the layer of the deepest drop and the accuracy there."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    layers = ok["layer"].values
+    thirds = np.array_split(layers, 3)
+    header = f"{'edge':<34}{'early':>9}{'middle':>9}{'late':>9}{'worst layer':>13}{'acc there':>11}"
+    lines = ["relative change of p(answer), % (mean over analysed samples):", header]
+    for source in ok["source"].values:
+        for target in ok["target"].values:
+            change = ok["rel_change_pred"].sel(source=source, target=target)
+            if bool(change.isnull().all()):
+                continue
+            per_layer = change.mean("sample").values
+            parts = [float(np.nanmean(per_layer[np.isin(layers, part)])) for part in thirds]
+            worst = int(layers[int(np.nanargmin(per_layer))])
+            correct = ok["correct"].sel(source=source, target=target, layer=worst)
+            accuracy = 100 * float(correct.mean())
+            edge = f"{source} -/-> {target}"
+            lines.append(
+                f"{edge:<34}{parts[0]:>9.1f}{parts[1]:>9.1f}{parts[2]:>9.1f}{worst:>13}{accuracy:>10.1f}%"
+            )
+    return lines
