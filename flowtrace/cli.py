@@ -31,6 +31,15 @@ def _fail(err: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _open_store(path: Path):
+    from flowtrace.store import open_cube
+
+    try:
+        return open_cube(path)
+    except FlowtraceError as err:
+        _fail(err)
+
+
 def _parse_sweep(sweep: str | None) -> tuple[int, int] | None:
     if sweep is None:
         return None
@@ -227,15 +236,9 @@ def show(
     store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],
 ) -> None:
     """What a store holds: provenance, samples done/failed, dims, and the summary table."""
-    from flowtrace.store import open_cube
     from flowtrace.summary import describe
 
-    try:
-        ds = open_cube(store)
-    except FlowtraceError as err:
-        _fail(err)
-        return
-    print("\n".join(describe(ds)))
+    print("\n".join(describe(_open_store(store))))
 
 
 @app.command()
@@ -247,14 +250,8 @@ def plot(
 ) -> None:
     """Redraw a store's figure (HTML + PNG) from the store alone, no model needed."""
     from flowtrace.plots import chart_for, save_chart
-    from flowtrace.store import open_cube
 
-    try:
-        ds = open_cube(store)
-    except FlowtraceError as err:
-        _fail(err)
-        return
-    for path in save_chart(chart_for(ds), out or store.with_suffix("")):
+    for path in save_chart(chart_for(_open_store(store)), out or store.with_suffix("")):
         print(path)
 
 

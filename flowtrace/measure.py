@@ -83,6 +83,34 @@ def measure_clean(
     return Clean(probs, pred, true_id, correct)
 
 
+def answer_variables(dims: tuple[str, ...], shape: tuple[int, ...]) -> dict:
+    """Slots for the answer under an intervention: probabilities, relative change, new argmax."""
+    nan = np.full(shape, np.nan, dtype=np.float32)
+    return {
+        "prob_pred": (dims, nan.copy()),
+        "prob_true": (dims, nan.copy()),
+        "rel_change_pred": (dims, nan.copy()),
+        "rel_change_true": (dims, nan.copy()),
+        "new_pred": (dims, np.full(shape, "", dtype=object)),
+        "correct": (dims, np.zeros(shape, dtype=bool)),
+    }
+
+
+def record_answer(
+    cube: xr.Dataset, at: dict, probs: torch.Tensor, clean: Clean, loaded: LoadedModel, true: str
+) -> None:
+    """Fill the answer slots at `at` from next-token probabilities under an intervention."""
+    new_text = loaded.decode(int(probs.argmax()))
+    p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
+    new_pred, new_true = float(probs[clean.pred]), float(probs[clean.true_id])
+    cube["prob_pred"][at] = new_pred
+    cube["prob_true"][at] = new_true
+    cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
+    cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
+    cube["new_pred"][at] = new_text
+    cube["correct"][at] = new_text.strip().lower() == true.lower()
+
+
 class KnockoutMeasure:
     """Probabilities of the clean answer and the true letter under each knockout and window."""
 
@@ -103,17 +131,9 @@ class KnockoutMeasure:
     def empty(self, cube: xr.Dataset) -> xr.Dataset:
         dims = ("sample", "layer", "source", "target")
         shape = (1, self.loaded.num_layers, len(self.sources), len(self.targets))
-        nan = np.full(shape, np.nan, dtype=np.float32)
+        edges = np.zeros((1, *shape[2:]), dtype=np.int64)
         return cube.assign(
-            {
-                "prob_pred": (dims, nan.copy()),
-                "prob_true": (dims, nan.copy()),
-                "rel_change_pred": (dims, nan.copy()),
-                "rel_change_true": (dims, nan.copy()),
-                "new_pred": (dims, np.full(shape, "", dtype=object)),
-                "correct": (dims, np.zeros(shape, dtype=bool)),
-                "blocked_edges": (dims[0:1] + dims[2:], np.zeros((1, *shape[2:]), dtype=np.int64)),
-            }
+            {**answer_variables(dims, shape), "blocked_edges": (dims[0:1] + dims[2:], edges)}
         ).assign_coords(
             layer=np.arange(self.loaded.num_layers),
             source=np.asarray(self.sources, dtype=object),
@@ -128,21 +148,13 @@ class KnockoutMeasure:
             layout, self.loaded.num_layers, self.window, self.style, self.sweep
         )
         probs = engine.knockout(prepared.inputs, [c.knockout for c in conditions])
-        p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
         for condition, row in zip(conditions, probs, strict=True):
             pair = {
                 "source": self.sources.index(condition.source),
                 "target": self.targets.index(condition.target),
             }
             at = {"sample": 0, "layer": condition.layer, **pair}
-            new_text = self.loaded.decode(int(row.argmax()))
-            new_pred, new_true = float(row[clean.pred]), float(row[clean.true_id])
-            cube["prob_pred"][at] = new_pred
-            cube["prob_true"][at] = new_true
-            cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
-            cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
-            cube["new_pred"][at] = new_text
-            cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
+            record_answer(cube, at, row, clean, self.loaded, layout.true_letter)
             cube["blocked_edges"][{"sample": 0, **pair}] = condition.edges
 
 
@@ -207,19 +219,10 @@ class PathwayMeasure:
         self.recipe, self.loaded, self.seed = recipe, loaded, seed
 
     def empty(self, cube: xr.Dataset) -> xr.Dataset:
-        n = len(self.CONDITIONS)
-        dims = ("sample", "condition")
-        nan = np.full((1, n), np.nan, dtype=np.float32)
+        dims, shape = ("sample", "condition"), (1, len(self.CONDITIONS))
+        kept = np.full(shape, np.nan, dtype=np.float32)
         return cube.assign(
-            {
-                "prob_pred": (dims, nan.copy()),
-                "prob_true": (dims, nan.copy()),
-                "rel_change_pred": (dims, nan.copy()),
-                "rel_change_true": (dims, nan.copy()),
-                "new_pred": (dims, np.full((1, n), "", dtype=object)),
-                "correct": (dims, np.zeros((1, n), dtype=bool)),
-                "edges_kept_pct": (dims, nan.copy()),
-            }
+            {**answer_variables(dims, shape), "edges_kept_pct": (dims, kept)}
         ).assign_coords(condition=np.asarray(self.CONDITIONS, dtype=object))
 
     def fill(
@@ -239,18 +242,10 @@ class PathwayMeasure:
         random = random_plan(counted, budget, torch.Generator().manual_seed(seed))
         plans = (pathway, random)
         probs = engine.knockout(prepared.inputs, [KnockoutCondition(p) for p in plans])
-        p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
         for index, (plan, row) in enumerate(zip(plans, probs, strict=True)):
             at = {"sample": 0, "condition": index}
             cut = sum(int((blocked & counted).sum()) for blocked in plan.values())
-            new_text = self.loaded.decode(int(row.argmax()))
-            new_pred, new_true = float(row[clean.pred]), float(row[clean.true_id])
-            cube["prob_pred"][at] = new_pred
-            cube["prob_true"][at] = new_true
-            cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
-            cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
-            cube["new_pred"][at] = new_text
-            cube["correct"][at] = new_text.strip().lower() == layout.true_letter.lower()
+            record_answer(cube, at, row, clean, self.loaded, layout.true_letter)
             cube["edges_kept_pct"][at] = 100 * (1 - cut / total)
 
 

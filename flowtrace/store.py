@@ -44,10 +44,6 @@ class CubeStore:
                 ds.to_zarr(self.path, append_dim=SAMPLE, consolidated=True)
         self._written += ds.sizes[SAMPLE]
 
-    @property
-    def written(self) -> int:
-        return self._written
-
 
 def open_cube(path: Path | str) -> xr.Dataset:
     path = Path(path)
