@@ -255,6 +255,37 @@ def plot(
         print(path)
 
 
+@app.command("query")
+def query_command(
+    stores: Annotated[
+        list[Path], typer.Argument(help="One or more stores (a `run` column joins them).")
+    ],
+    sel: Annotated[
+        str | None, typer.Option(help="DIM=VALUE[|VALUE…],…  e.g. source=video,target=last")
+    ] = None,
+    mean: Annotated[list[str] | None, typer.Option(help="Average over this dim (repeat).")] = None,
+    var: Annotated[list[str] | None, typer.Option(help="Only these variables (repeat).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv, json or parquet.")] = "csv",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    all_samples: Annotated[
+        bool, typer.Option(help="Keep skipped and failed samples too (NaN where not measured).")
+    ] = False,
+) -> None:
+    """Select, average and export a cube (or several, side by side) as a table."""
+    from flowtrace.query import parse_selection, query, write_table
+
+    if fmt not in ("csv", "json", "parquet"):
+        _fail(FlowtraceError(f"--format {fmt}: choose csv, json or parquet"))
+    try:
+        table = query(stores, parse_selection(sel), mean or [], var, not all_samples)
+        text = write_table(table, fmt, out)
+    except FlowtraceError as err:
+        _fail(err)
+        return
+    if text is not None:
+        sys.stdout.write(text)
+
+
 @app.command("models")
 def models() -> None:
     """List the adapters and the checkpoints each reads."""

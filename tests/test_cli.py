@@ -70,6 +70,30 @@ def test_show_and_plot_read_the_store_alone(default_run, tmp_path: Path):
     assert flowtrace("show", str(tmp_path / "nope.zarr")).returncode != 0
 
 
+def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
+    import shutil
+
+    out, _ = default_run
+    other = tmp_path / "other.zarr"
+    shutil.copytree(out, other)
+    csv = tmp_path / "table.csv"
+    args = ["--sel", "layer=1|3", "--mean", "sample", "--var", "rel_change_pred", "--out", str(csv)]
+    done = flowtrace("query", str(out), str(other), *args)
+    assert done.returncode == 0, done.stderr
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ["run", "layer", "source", "target", "rel_change_pred"]
+    assert len(table) == 4 and set(table["run"]) == {"cross_frame", "other"}
+    ds = xr.open_zarr(out)
+    ok = ds["status"].values == "ok"
+    by_hand = ds["rel_change_pred"].values[ok][:, [1, 3], 0, 0].mean(0)
+    got = table[table["run"] == "other"]["rel_change_pred"].to_numpy()
+    assert np.allclose(got, by_hand, atol=1e-4)
+    bad = flowtrace("query", str(out), "--sel", "source=video")
+    assert bad.returncode != 0 and "--sel source=video: not in" in bad.stderr
+
+
 def test_help_lists_the_options():
     done = flowtrace("run", "--help")
     assert done.returncode == 0
