@@ -183,12 +183,18 @@ def data_synth(
     n_per_task: Annotated[int, typer.Option(help="Samples per task.")] = 16,
     seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same data.")] = 0,
     task: Annotated[list[str] | None, typer.Option(help="Only these tasks (repeat).")] = None,
+    shuffle: Annotated[
+        bool,
+        typer.Option(
+            help="Candidates in random order (the embedded toy was trained on the fixed order)."
+        ),
+    ] = False,
 ) -> None:
     """Generate the synthetic TVBench-style video QA set (real mp4 files)."""
     from flowtrace.data import synth
 
     try:
-        synth.generate(out, n_per_task=n_per_task, seed=seed, tasks=task or None)
+        synth.generate(out, n_per_task=n_per_task, seed=seed, tasks=task or None, shuffle=shuffle)
     except (FlowtraceError, ValueError) as err:
         _fail(err)
     print(out)
