@@ -93,7 +93,9 @@ def run(
         str | None, typer.Option(help="Force an adapter instead of the config's choice.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for anything random.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out store.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing --out store (default: resume it).")
+    ] = False,
     random_ratio: Annotated[
         float | None,
         typer.Option(
@@ -170,6 +172,8 @@ def run(
     if eval_only or len(result.task_accuracy) > 1:
         for name, accuracy in result.task_accuracy.items():
             console.print(f"  {name}: {accuracy:.1f}%", highlight=False)
+    if result.resumed:
+        console.print(f"resumed: {result.resumed} samples were already in {result.store}")
     for reason, n in result.reasons.most_common(5):
         console.print(f"  failed ×{n}: {reason}", highlight=False)
     for figure in result.figures:

@@ -71,6 +71,7 @@ class RunResult:
     reasons: Counter = field(default_factory=Counter)
     clean_accuracy: float = float("nan")
     task_accuracy: dict[str, float] = field(default_factory=dict)
+    resumed: int = 0  # samples found already done in an existing store
 
 
 def resolve_data(data: str) -> Path:
@@ -104,11 +105,6 @@ def run(
         )
     if options.limit is not None and options.limit < 1:
         raise FlowtraceError(f"--limit {options.limit}: must be at least 1")
-    if options.out is not None and options.out.exists() and not options.overwrite:
-        raise FlowtraceError(
-            f"--out {options.out} already exists; pass --overwrite to replace it or choose "
-            "another --out"
-        )
     root = resolve_data(options.data)
     try:
         samples = read_samples(root, tasks=options.tasks, limit=options.limit)
@@ -133,10 +129,14 @@ def run(
     out = options.out or _default_out(recipe, loaded, options.data)
     attrs = _provenance(recipe, loaded, options, root, window, frames, engine.name)
     store = CubeStore(out, attrs, overwrite=options.overwrite)
-    result = RunResult(store=out, figures=[])
     measure = _measure_for(recipe, loaded, options, window, samples)
-    clean_hits: dict[str, list[bool]] = {}
+    resumed = 0
     for index, sample in enumerate(samples):
+        if sample.id in store.done:
+            resumed += 1
+            if progress:
+                progress(index + 1, len(samples), "resumed")
+            continue
         cube = measure.empty(sample_cube(sample))
         try:
             validate_sample(sample)
@@ -157,22 +157,32 @@ def run(
         except SampleError as err:
             cube.coords["status"][:] = "failed"
             cube.coords["reason"][:] = str(err)
-        status = str(cube["status"].values[0])
-        result.counts[status] += 1
-        if status == "failed":
-            result.reasons[str(cube["reason"].values[0])] += 1
-        else:
-            hits = clean_hits.setdefault(sample.task, [])
-            hits.append(bool(cube["clean_correct"].values[0]))
         store.append(cube)
         if progress:
-            progress(index + 1, len(samples), status)
-    if clean_hits:
-        result.clean_accuracy = 100 * float(np.mean([h for v in clean_hits.values() for h in v]))
-        result.task_accuracy = {t: 100 * float(np.mean(v)) for t, v in clean_hits.items()}
+            progress(index + 1, len(samples), str(cube["status"].values[0]))
+    ds = xr.open_zarr(out)
+    result = _summarise(ds, out, resumed)
     if options.plot and result.counts["ok"]:
-        ds = xr.open_zarr(out)
         result.figures = save_chart(chart_for(ds), out.with_suffix(""))
+    return result
+
+
+def _summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:
+    """Counts and accuracies from the store itself, resumed samples included."""
+    status = [str(x) for x in ds["status"].values]
+    result = RunResult(store=out, figures=[], resumed=resumed)
+    result.counts.update(status)
+    result.reasons.update(
+        str(r) for r, s in zip(ds["reason"].values, status, strict=True) if s == "failed"
+    )
+    answered = np.asarray(status) != "failed"
+    if answered.any():
+        correct = ds["clean_correct"].values[answered]
+        tasks = np.asarray([str(t) for t in ds["task"].values])[answered]
+        result.clean_accuracy = 100 * float(correct.mean())
+        result.task_accuracy = {
+            t: 100 * float(correct[tasks == t].mean()) for t in dict.fromkeys(tasks)
+        }
     return result
 
 

@@ -1,33 +1,67 @@
 """Cubes on disk: one xarray Dataset per run as a zarr v3 store, appended sample by sample.
 
 Strings are written as variable-length (object) arrays so samples with longer text append cleanly.
-Metadata is consolidated after every write so plain `xarray.open_zarr(path)` opens it at once.
+Metadata is consolidated at the end of every append, so `xarray.open_zarr(path)` (which reads the
+consolidated metadata) always sees the last complete sample, even while a run is appending or after
+it was killed mid-write; resuming cuts the arrays back to that length before appending again.
 """
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
+import zarr
 
 from flowtrace.errors import FlowtraceError
 
 SAMPLE = "sample"
 
 
+# Attributes that must match for a run to continue an existing store.
+RESUME_KEYS = (
+    "recipe", "recipe_kind", "recipe_source", "edges", "model", "model_revision", "adapter",
+    "dtype", "attn", "data", "data_root", "tasks", "limit", "frames", "pooling", "window",
+    "window_style", "sweep", "sample_mode", "eval_only", "engine", "seed", "overlay_layers",
+)  # fmt: skip
+
+
 class CubeStore:
+    """Append-only store of one run; an existing store of the same run is resumed."""
+
     def __init__(self, path: Path, attrs: dict[str, str | int | float], overwrite: bool = False):
         self.path = Path(path)
         self.attrs = attrs
-        if self.path.exists() and not overwrite:
-            raise FlowtraceError(
-                f"--out {self.path} already exists; pass --overwrite to replace it or choose "
-                "another --out"
-            )
-        self._overwrite = overwrite
+        self.done: set[str] = set()  # sample ids already in the store
         self._written = 0
+        if self.path.exists() and overwrite:
+            shutil.rmtree(self.path)
+        elif self.path.exists():
+            self._resume()
+
+    def _resume(self) -> None:
+        try:
+            ds = xr.open_zarr(self.path)
+        except (FileNotFoundError, KeyError, ValueError, OSError):
+            # Killed before its first sample was complete: nothing in it to keep.
+            shutil.rmtree(self.path)
+            return
+        differ = [
+            f"{key}: {ds.attrs.get(key)!r} there, {self.attrs.get(key)!r} now"
+            for key in RESUME_KEYS
+            if str(ds.attrs.get(key)) != str(self.attrs.get(key))
+        ]
+        if differ:
+            raise FlowtraceError(
+                f"--out {self.path} holds another run ({'; '.join(differ)}); pass --overwrite "
+                "to replace it or choose another --out"
+            )
+        self._written = ds.sizes[SAMPLE]
+        self.done = {str(s) for s in ds[SAMPLE].values}
+        _truncate(self.path, self._written)
 
     def append(self, sample: xr.Dataset) -> None:
         """Write one sample (or a few) so a run killed later keeps everything appended so far."""
@@ -38,11 +72,20 @@ class CubeStore:
             # Consolidated metadata is a zarr-python extension of v3; xarray reads it fine.
             warnings.filterwarnings("ignore", message="Consolidated metadata")
             if self._written == 0:
-                mode = "w" if self._overwrite else "w-"
-                ds.to_zarr(self.path, mode=mode, zarr_format=3, consolidated=True)
+                ds.to_zarr(self.path, mode="w-", zarr_format=3, consolidated=True)
             else:
                 ds.to_zarr(self.path, append_dim=SAMPLE, consolidated=True)
         self._written += ds.sizes[SAMPLE]
+
+
+def _truncate(path: Path, length: int) -> None:
+    """Cut every sample-indexed array back to `length` (a killed append may have grown some)."""
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    for _, array in group.arrays():
+        names = array.metadata.dimension_names or ()
+        if names and names[0] == SAMPLE and array.shape[0] != length:
+            array.resize((length, *array.shape[1:]))
+    zarr.consolidate_metadata(path)
 
 
 def open_cube(path: Path | str) -> xr.Dataset:
