@@ -129,3 +129,18 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert any(message in line for line in lines), done.stderr
     assert lines[-1].startswith("error:") and len(lines) == 1, done.stderr
+
+
+def test_notebook_api(default_run, tmp_path: Path):
+    import flowtrace
+
+    out, _ = default_run
+    ds = flowtrace.open(out)
+    ok = ds["status"].values == "ok"
+    assert ds.flowtrace.analysed().sizes["sample"] == ok.sum()
+    table = ds.flowtrace.table("rel_change_pred", source="earlier_frames", target="frame")
+    by_hand = ds["rel_change_pred"].values[ok, :, 0, 0].mean(0)
+    assert np.allclose(table["rel_change_pred"].to_numpy(), by_hand, atol=1e-5)
+    assert "recipe: cross_frame" in ds.flowtrace.summary()
+    paths = ds.flowtrace.save_chart(tmp_path / "figure")
+    assert all(p.exists() for p in paths)
