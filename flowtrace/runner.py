@@ -33,7 +33,7 @@ from flowtrace.measure import (
 from flowtrace.models import LoadedModel, load_model
 from flowtrace.plots import chart_for, save_chart
 from flowtrace.recipe import AttentionMap, EffectivePathway, Knockout, Recipe, VideoLogitLens
-from flowtrace.store import CubeStore
+from flowtrace.store import CubeStore, open_cube
 
 SAMPLE_MODES = ("correct", "wrong", "all")
 TOY_DATA = "toy"
@@ -160,7 +160,7 @@ def run(
         store.append(cube)
         if progress:
             progress(index + 1, len(samples), str(cube["status"].values[0]))
-    ds = xr.open_zarr(out)
+    ds = open_cube(out)
     result = _summarise(ds, out, resumed)
     if options.plot and result.counts["ok"]:
         result.figures = save_chart(chart_for(ds), out.with_suffix(""))

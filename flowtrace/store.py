@@ -1,9 +1,10 @@
 """Cubes on disk: one xarray Dataset per run as a zarr v3 store, appended sample by sample.
 
 Strings are written as variable-length (object) arrays so samples with longer text append cleanly.
-Metadata is consolidated at the end of every append, so `xarray.open_zarr(path)` (which reads the
-consolidated metadata) always sees the last complete sample, even while a run is appending or after
-it was killed mid-write; resuming cuts the arrays back to that length before appending again.
+Metadata is consolidated at the end of every append (zarr writes files atomically), so
+`xarray.open_zarr(path)`, which reads the consolidated metadata, always sees whole samples, even
+while a run is appending or after it was killed mid-write; resuming cuts the arrays back to that
+length before appending again.
 """
 
 from __future__ import annotations
@@ -43,10 +44,14 @@ class CubeStore:
             self._resume()
 
     def _resume(self) -> None:
+        if not (self.path / "zarr.json").is_file():
+            raise FlowtraceError(
+                f"--out {self.path} exists and is not a zarr store; choose another --out"
+            )
         try:
-            ds = xr.open_zarr(self.path)
-        except (FileNotFoundError, KeyError, ValueError, OSError):
-            # Killed before its first sample was complete: nothing in it to keep.
+            ds = _open_consolidated(self.path)
+        except ValueError:
+            # No consolidated metadata: killed before its first sample was complete.
             shutil.rmtree(self.path)
             return
         differ = [
@@ -88,11 +93,22 @@ def _truncate(path: Path, length: int) -> None:
     zarr.consolidate_metadata(path)
 
 
+def _open_consolidated(path: Path) -> xr.Dataset:
+    # Consolidated metadata is written at the end of every append: it describes whole samples only.
+    return xr.open_zarr(path, consolidated=True)
+
+
 def open_cube(path: Path | str) -> xr.Dataset:
     path = Path(path)
-    if not path.exists():
-        raise FlowtraceError(f"store {path} does not exist")
-    return xr.open_zarr(path)
+    if not (path / "zarr.json").is_file():
+        raise FlowtraceError(f"store {path} does not exist (or is not a zarr store)")
+    try:
+        return _open_consolidated(path)
+    except ValueError:
+        raise FlowtraceError(
+            f"store {path} holds no complete sample yet (its run is starting or was killed "
+            "before the first sample was saved)"
+        ) from None
 
 
 def _vlen_strings(ds: xr.Dataset) -> xr.Dataset:

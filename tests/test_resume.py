@@ -29,23 +29,39 @@ def flowtrace(*args: str) -> subprocess.Popen:
     )
 
 
+def stored(path: Path) -> int:
+    try:
+        return xr.open_zarr(path, consolidated=True).sizes["sample"]
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def kill_when(run: subprocess.Popen, out: Path, samples: int, deadline: float = 120.0) -> None:
+    """SIGKILL `run` as soon as the store holds `samples` samples (or it ends by itself)."""
+    started = time.monotonic()
+    while run.poll() is None and stored(out) < samples:
+        assert time.monotonic() - started < deadline, "the run made no progress"
+        time.sleep(0.02)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+
+
 def test_kill_and_resume_gives_the_uninterrupted_cube(tmp_path: Path):
     clean_out, resumed_out = tmp_path / "clean.zarr", tmp_path / "resumed.zarr"
     done = flowtrace(*ARGS, "--out", str(clean_out))
     assert done.wait(timeout=300) == 0, done.stderr.read()
+    # Kill while loading, then after a random number of stored samples (so kills land at random
+    # points inside later samples' writes), three times, then let it finish.
+    starting = flowtrace(*ARGS, "--out", str(resumed_out))
+    time.sleep(0.5)
+    starting.send_signal(signal.SIGKILL)
+    starting.wait(timeout=60)
     rng = random.Random(0)
-    partial_sizes = []
-    for _ in range(3):
-        run = flowtrace(*ARGS, "--out", str(resumed_out))
-        time.sleep(rng.uniform(3.0, 7.0))  # model loading takes ~3 s; samples then ~0.2 s each
-        run.send_signal(signal.SIGKILL)
-        run.wait(timeout=60)
-        if resumed_out.exists():
-            partial = xr.open_zarr(resumed_out)  # always opens, with whole samples only
-            ids = [str(s) for s in partial["sample"].values]
-            assert len(ids) == len(set(ids))
-            partial_sizes.append(len(ids))
-    assert any(0 < n < 24 for n in partial_sizes), partial_sizes  # the kills did land mid-run
+    for target in sorted(rng.sample(range(1, 24), 3)):
+        kill_when(flowtrace(*ARGS, "--out", str(resumed_out)), resumed_out, target)
+        partial = xr.open_zarr(resumed_out, consolidated=True)  # whole samples only
+        ids = [str(s) for s in partial["sample"].values]
+        assert len(ids) == len(set(ids)) and target <= len(ids) <= 24
     final = flowtrace(*ARGS, "--out", str(resumed_out))
     assert final.wait(timeout=300) == 0, final.stderr.read()
     a, b = xr.open_zarr(clean_out), xr.open_zarr(resumed_out)
