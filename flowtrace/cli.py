@@ -253,15 +253,26 @@ def show(
 
 @app.command()
 def plot(
-    store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],
+    stores: Annotated[
+        list[Path], typer.Argument(help="A store, or several knockout stores to compare.")
+    ],
     out: Annotated[
         Path | None, typer.Option(help="Figure path without suffix (default: next to the store).")
     ] = None,
 ) -> None:
-    """Redraw a store's figure (HTML + PNG) from the store alone, no model needed."""
-    from flowtrace.plots import chart_for, save_chart
+    """Redraw a store's figure (HTML + PNG) from the store alone, no model needed; with several
+    knockout stores, their layer curves side by side."""
+    from flowtrace.plots import chart_for, compare_chart, save_chart
 
-    for path in save_chart(chart_for(_open_store(store)), out or store.with_suffix("")):
+    if len(stores) == 1:
+        chart = chart_for(_open_store(stores[0]))
+    else:
+        try:
+            chart = compare_chart({p.stem: _open_store(p) for p in stores})
+        except ValueError as err:
+            _fail(FlowtraceError(str(err)))
+            return
+    for path in save_chart(chart, out or stores[0].with_suffix("")):
         print(path)
 
 

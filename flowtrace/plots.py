@@ -322,3 +322,31 @@ def chart_for(ds: xr.Dataset) -> alt.TopLevelMixin:
     if kind == "AttentionMap":
         return attention_chart(ds, title)
     return knockout_chart(ds, title)
+
+
+def compare_chart(stores: dict[str, xr.Dataset]) -> alt.FacetChart:
+    """Knockout curves of several stores (models, datasets, settings) side by side: one panel per
+    blocked edge, one line per store."""
+    tables = []
+    for run, ds in stores.items():
+        if ds.attrs.get("recipe_kind", "Knockout") != "Knockout" or int(
+            ds.attrs.get("eval_only", 0)
+        ):
+            raise ValueError(f"{run}: only knockout stores can be compared (this one is not)")
+        table = knockout_summary(ds)
+        table["run"] = run
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
+    base = alt.Chart().encode(x=x, color=alt.Color("run:N", title="store"))
+    band = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
+    line = base.mark_line(point=True).encode(
+        y=alt.Y("mean:Q", title="relative change in p(answer) (%)"),
+        tooltip=["run", "condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+    )
+    return (
+        alt.layer(band, line, data=table)
+        .properties(width=300, height=220)
+        .facet(facet=alt.Facet("condition:N", title=None), columns=3)
+        .properties(title="Knockout curves compared across stores")
+    )

@@ -68,6 +68,15 @@ def test_show_and_plot_read_the_store_alone(default_run, tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert figure.with_suffix(".png").stat().st_size > 10_000
     assert flowtrace("show", str(tmp_path / "nope.zarr")).returncode != 0
+    import shutil
+
+    other = tmp_path / "other.zarr"
+    shutil.copytree(out, other)
+    both = tmp_path / "both"
+    done = flowtrace("plot", str(out), str(other), "--out", str(both))
+    assert done.returncode == 0, done.stderr
+    spec = both.with_suffix(".html").read_text()
+    assert '"other"' in spec and '"cross_frame"' in spec  # one line per store
 
 
 def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
