@@ -99,6 +99,10 @@ def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
     by_hand = ds["rel_change_pred"].values[ok][:, [1, 3], 0, 0].mean(0)
     got = table[table["run"] == "other"]["rel_change_pred"].to_numpy()
     assert np.allclose(got, by_hand, atol=1e-4)
+    parquet = tmp_path / "table.parquet"
+    done = flowtrace("query", str(out), *args[:-1], str(parquet), "--format", "parquet")
+    assert done.returncode == 0, done.stderr
+    assert np.allclose(pd.read_parquet(parquet)["rel_change_pred"].to_numpy(), by_hand, atol=1e-4)
     bad = flowtrace("query", str(out), "--sel", "source=video")
     assert bad.returncode != 0 and "--sel source=video: not in" in bad.stderr
 
