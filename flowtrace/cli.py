@@ -286,7 +286,9 @@ def query_command(
     ] = None,
     mean: Annotated[list[str] | None, typer.Option(help="Average over this dim (repeat).")] = None,
     var: Annotated[list[str] | None, typer.Option(help="Only these variables (repeat).")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="csv, json or parquet.")] = "csv",
+    csv: Annotated[bool, typer.Option("--csv", help="CSV (the default).")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="JSON records.")] = False,
+    parquet: Annotated[bool, typer.Option("--parquet", help="Parquet (needs --out).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     all_samples: Annotated[
         bool, typer.Option(help="Keep skipped and failed samples too (NaN where not measured).")
@@ -295,8 +297,10 @@ def query_command(
     """Select, average and export a cube (or several, side by side) as a table."""
     from flowtrace.query import parse_selection, query, write_table
 
-    if fmt not in ("csv", "json", "parquet"):
-        _fail(FlowtraceError(f"--format {fmt}: choose csv, json or parquet"))
+    chosen = [name for name, on in (("csv", csv), ("json", json_), ("parquet", parquet)) if on]
+    if len(chosen) > 1:
+        _fail(FlowtraceError(f"--{' --'.join(chosen)}: choose one output format"))
+    fmt = chosen[0] if chosen else "csv"
     try:
         table = query(stores, parse_selection(sel), mean or [], var, not all_samples)
         text = write_table(table, fmt, out)

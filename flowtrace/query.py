@@ -89,7 +89,7 @@ def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> str | None:
         try:
             table.to_parquet(out, index=False)
         except ImportError:
-            raise FlowtraceError("--format parquet needs pyarrow: pip install pyarrow") from None
+            raise FlowtraceError("--parquet needs pyarrow: pip install pyarrow") from None
         return None
     text = table.to_csv(index=False) if fmt == "csv" else table.to_json(orient="records", indent=1)
     if out is None:

@@ -86,7 +86,8 @@ def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
     other = tmp_path / "other.zarr"
     shutil.copytree(out, other)
     csv = tmp_path / "table.csv"
-    args = ["--sel", "layer=1|3", "--mean", "sample", "--var", "rel_change_pred", "--out", str(csv)]
+    args = ["--sel", "layer=1|3", "--mean", "sample", "--var", "rel_change_pred", "--csv"]
+    args += ["--out", str(csv)]
     done = flowtrace("query", str(out), str(other), *args)
     assert done.returncode == 0, done.stderr
     import pandas as pd
@@ -100,7 +101,8 @@ def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
     got = table[table["run"] == "other"]["rel_change_pred"].to_numpy()
     assert np.allclose(got, by_hand, atol=1e-4)
     parquet = tmp_path / "table.parquet"
-    done = flowtrace("query", str(out), *args[:-1], str(parquet), "--format", "parquet")
+    pick = ["--sel", "layer=1|3", "--mean", "sample", "--var", "rel_change_pred"]
+    done = flowtrace("query", str(out), *pick, "--parquet", "--out", str(parquet))
     assert done.returncode == 0, done.stderr
     assert np.allclose(pd.read_parquet(parquet)["rel_change_pred"].to_numpy(), by_hand, atol=1e-4)
     bad = flowtrace("query", str(out), "--sel", "source=video")
