@@ -20,7 +20,7 @@ import time
 
 import torch
 from nnsight.modeling.transformers import TransformersModel
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig
+from transformers import LlavaNextVideoConfig
 from transformers import LlavaNextVideoForConditionalGeneration as Model
 
 from flowtrace.data import read_frames, read_samples
@@ -29,37 +29,26 @@ from flowtrace.engine.masks import default_window
 from flowtrace.models import LlavaNextVideoAdapter, LoadedModel
 from flowtrace.recipe import load_recipe
 from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_MODEL
-from flowtrace.toy.build import build_processor
+from flowtrace.toy.build import build_config, build_processor
 
 
 def seven_b_config(tokenizer) -> LlavaNextVideoConfig:
-    vision = CLIPVisionConfig(
-        hidden_size=1024,
-        intermediate_size=4096,
-        num_hidden_layers=24,
-        num_attention_heads=16,
+    """LLaVA-NeXT-7B-Video-FT's shape: CLIP ViT-L/14-336 and Vicuna-7B."""
+    return build_config(
+        tokenizer,
+        layers=32,
+        hidden=4096,
+        heads=32,
+        intermediate=11008,
+        vision_hidden=1024,
+        vision_layers=24,
+        vision_heads=16,
+        vision_intermediate=4096,
+        vision_feature_layer=-2,
         image_size=336,
         patch_size=14,
-        projection_dim=768,
-    )
-    text = LlamaConfig(
-        hidden_size=4096,
-        intermediate_size=11008,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=32,
         vocab_size=32064,
-        max_position_embeddings=4096,
-    )
-    return LlavaNextVideoConfig(
-        vision_config=vision,
-        text_config=text,
-        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default",
-        vision_feature_layer=-2,
-        spatial_pool_stride=2,
-        image_grid_pinpoints=[[336, 336]],
+        max_positions=4096,
     )
 
 

@@ -84,23 +84,30 @@ def build_config(
     vision_layers: int = 2,
     image_size: int = IMAGE_SIZE,
     patch_size: int = PATCH_SIZE,
+    intermediate: int | None = None,  # default 3 × hidden
+    vision_heads: int = 4,
+    vision_intermediate: int | None = None,  # default 2 × vision_hidden
+    vision_feature_layer: int = -1,
+    vocab_size: int | None = None,  # default: the tokenizer's
+    max_positions: int = 1024,
 ) -> LlavaNextVideoConfig:
+    """The toy's architecture; the keyword arguments also give full-size shapes (benchmarks)."""
     vision = CLIPVisionConfig(
         hidden_size=vision_hidden,
-        intermediate_size=vision_hidden * 2,
+        intermediate_size=vision_intermediate or vision_hidden * 2,
         num_hidden_layers=vision_layers,
-        num_attention_heads=4,
+        num_attention_heads=vision_heads,
         image_size=image_size,
         patch_size=patch_size,
     )
     text = LlamaConfig(
         hidden_size=hidden,
-        intermediate_size=hidden * 3,
+        intermediate_size=intermediate or hidden * 3,
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=heads,
-        vocab_size=len(tokenizer),
-        max_position_embeddings=1024,
+        vocab_size=vocab_size or len(tokenizer),
+        max_position_embeddings=max_positions,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -112,7 +119,7 @@ def build_config(
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
+        vision_feature_layer=vision_feature_layer,
         spatial_pool_stride=2,
         spatial_pool_mode="average",
         image_grid_pinpoints=[[image_size, image_size]],
