@@ -198,8 +198,9 @@ class ProbeMeasure:
         layout = prepared.layout
         ids = torch.tensor([self.loaded.letter_id(x) for x in layout.option_letters])
         is_true = torch.tensor([x == layout.true_letter for x in layout.option_letters])
+        states = engine.states(prepared.inputs, [-1])[:, 0]  # one forward for both lenses
         for lens_index, lens in enumerate(LENSES):
-            probs = engine.logit_lens(prepared.inputs, norm=lens == "norm")[:, 0]  # (layers, V)
+            probs = engine.unembed(states, norm=lens == "norm")  # (layers, V)
             options = probs[:, ids]
             cube["prob_option"][0, :, lens_index, : len(ids)] = options.numpy()
             cube["prob_true"][0, :, lens_index] = options[:, is_true].sum(-1).numpy()

@@ -23,21 +23,18 @@ def knockout_summary(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.Dat
             if values.size == 0 or bool(values.isnull().all()):
                 continue
             correct = ok["correct"].sel(source=source, target=target).astype(float)
-            n = values.count("sample")
-            mean = values.mean("sample")
-            sem = values.std("sample", ddof=1) / np.sqrt(n.where(n > 0))
             for layer in ok["layer"].values:
-                m = float(mean.sel(layer=layer))
-                s = float(sem.sel(layer=layer)) if int(n.sel(layer=layer)) > 1 else 0.0
+                at_layer = values.sel(layer=layer).values.astype(float)
+                mean, low, high = _mean_ci(at_layer)
                 rows.append(
                     {
                         "condition": f"{source} -/-> {target}",
                         "layer": int(layer),
-                        "mean": m,
-                        "low": m - Z95 * s,
-                        "high": m + Z95 * s,
+                        "mean": mean,
+                        "low": low,
+                        "high": high,
                         "accuracy": 100 * float(correct.sel(layer=layer).mean("sample")),
-                        "n": int(n.sel(layer=layer)),
+                        "n": int((~np.isnan(at_layer)).sum()),
                     }
                 )
     return pd.DataFrame(rows)

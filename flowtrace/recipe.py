@@ -119,14 +119,13 @@ class AttentionMap:
     description: str = ""
     source_file: str = field(default="", compare=False)
 
-    def group_names(self, layout: TokenLayout) -> list[str]:
+    def group_names(self, num_frames: int) -> list[str]:
+        """Group names with `frame[*]` expanded; unknown names fail on the first layout."""
         names = []
         for name in self.groups:
             if name.endswith("[*]"):
-                family = name[:-3]
-                names += [f"{family}_{i}" for i in range(layout.num_frames)]
+                names += [f"{name[:-3]}_{i}" for i in range(num_frames)]
             else:
-                layout[name]  # unknown names fail here, with the list of known ones
                 names.append(name)
         return names
 

@@ -186,19 +186,6 @@ def _summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:
     return result
 
 
-def _first_layout(loaded: LoadedModel, samples: list[Sample]):
-    """The layout of the first readable sample: group names that depend on the frame count."""
-    frames = loaded.adapter.default_frames
-    for sample in samples:
-        try:
-            validate_sample(sample)
-            video = read_frames(sample.video, frames, bound=sample.bound)
-        except SampleError:
-            continue
-        return loaded.adapter.prepare(loaded, sample, video).layout
-    raise FlowtraceError("no sample of --data could be read")
-
-
 def _excluded(sample_mode: str, correct: bool) -> bool:
     return (sample_mode == "correct" and not correct) or (sample_mode == "wrong" and correct)
 
@@ -209,7 +196,9 @@ def _measure_for(
     if isinstance(recipe, Knockout):
         return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
     if isinstance(recipe, AttentionMap):
-        return AttentionMeasure(recipe, loaded, recipe.group_names(_first_layout(loaded, samples)))
+        frames = options.frames or loaded.adapter.default_frames
+        num_frames = loaded.adapter.video_grid(loaded, frames)[0]
+        return AttentionMeasure(recipe, loaded, recipe.group_names(num_frames))
     if isinstance(recipe, VideoLogitLens):
         frames = options.frames or loaded.adapter.default_frames
         return VideoLensMeasure(recipe, loaded, loaded.adapter.video_grid(loaded, frames))

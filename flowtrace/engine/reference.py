@@ -71,7 +71,11 @@ class ReferenceEngine:
         positions: Sequence[int] = (-1,),
     ) -> torch.Tensor:
         """Next-token probabilities (layers, len(positions), V) read off each layer's states."""
-        states = self.states(inputs, positions)
+        return self.unembed(self.states(inputs, positions), norm)
+
+    @torch.no_grad()
+    def unembed(self, states: torch.Tensor, norm: bool = True) -> torch.Tensor:
+        """Probabilities from residual states through (the final norm and) the LM head."""
         if norm:
             states = self.loaded.final_norm()(states)
         return self.loaded.lm_head()(states).float().softmax(-1)
