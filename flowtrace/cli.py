@@ -88,7 +88,16 @@ def run(
         str, typer.Option(help="Analyse samples the model answers: correct, wrong or all.")
     ] = "correct",
     frames: Annotated[int | None, typer.Option(help="Frames per video (adapter default).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Knockout conditions per forward.")] = 8,
+    batch_size: Annotated[
+        int, typer.Option(help="Reference engine: knockout conditions per forward.")
+    ] = 8,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Knockout path: fast (recomputes only what a knockout changes; same numbers) "
+            "or reference (one full forward per condition)."
+        ),
+    ] = "fast",
     adapter: Annotated[
         str | None, typer.Option(help="Force an adapter instead of the config's choice.")
     ] = None,
@@ -130,6 +139,7 @@ def run(
             sample_mode=sample_mode,
             frames=frames,
             batch_size=batch_size,
+            engine=engine,
             seed=seed,
             overwrite=overwrite,
             eval_only=eval_only,

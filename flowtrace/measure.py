@@ -62,6 +62,7 @@ def sample_cube(sample: Sample) -> xr.Dataset:
             "clean_pred": per_sample(""),
             "clean_correct": ("sample", np.zeros(1, dtype=bool)),
             "status": per_sample("failed"),
+            "engine": per_sample(""),  # the knockout path that ran: fast, reference or both
             "reason": per_sample(""),
         },
     )

@@ -18,7 +18,7 @@ import xarray as xr
 
 import flowtrace
 from flowtrace.data import Sample, SampleError, read_frames, read_samples, validate_sample
-from flowtrace.engine import ReferenceEngine
+from flowtrace.engine import make_engine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.measure import (
@@ -56,6 +56,7 @@ class RunOptions:
     sample_mode: str = "correct"
     frames: int | None = None
     batch_size: int = 8
+    engine: str = "fast"  # knockout path: fast (exact shortcut) or reference (full forwards)
     seed: int = 0
     overwrite: bool = False
     plot: bool = True
@@ -125,7 +126,9 @@ def run(
         raise FlowtraceError(f"--window {window}: must be between 1 and {loaded.num_layers}")
     sweep_layers(loaded.num_layers, options.sweep)  # refuse a bad --sweep before any work
     frames = options.frames or loaded.adapter.default_frames
-    engine = ReferenceEngine(loaded, batch_size=options.batch_size)
+    # Only knockouts have a fast path; the other recipes read the clean pass alone.
+    knocks_out = isinstance(recipe, Knockout | EffectivePathway) and not options.eval_only
+    engine = make_engine(options.engine if knocks_out else "reference", loaded, options.batch_size)
     out = options.out or _default_out(recipe, loaded, options.data)
     attrs = _provenance(recipe, loaded, options, root, window, frames, engine.name)
     store = CubeStore(out, attrs, overwrite=options.overwrite)
@@ -153,6 +156,7 @@ def run(
                 )
             else:
                 measure.fill(engine, prepared, clean, cube)
+                cube.coords["engine"][:] = "+".join(sorted(engine.used))
                 cube.coords["status"][:] = "ok"
         except SampleError as err:
             cube.coords["status"][:] = "failed"

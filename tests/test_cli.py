@@ -43,7 +43,7 @@ def test_default_run_on_four_samples(default_run):
     assert set(ds["prob_pred"].dims) == {"sample", "layer", "source", "target"}
     assert ds.sizes["layer"] == 8
     assert len(set(ds["task"].values)) == 4  # --limit spreads over the tasks
-    assert ds.attrs["model"] == "toy" and ds.attrs["engine"] == "reference"
+    assert ds.attrs["model"] == "toy" and ds.attrs["engine"] == "fast"
     analysed = ds.isel(sample=ds["status"].values == "ok")
     assert analysed.sizes["sample"] >= 3  # the toy answers most held-out samples right
     assert bool(analysed["clean_correct"].all())

@@ -1,5 +1,17 @@
 """nnsight traces over a loaded model: clean pass and knockout passes."""
 
+from flowtrace.engine.fast import FastEngine
 from flowtrace.engine.reference import KnockoutCondition, ReferenceEngine
+from flowtrace.errors import FlowtraceError
+from flowtrace.models import LoadedModel
 
-__all__ = ["KnockoutCondition", "ReferenceEngine"]
+ENGINES = {"fast": FastEngine, "reference": ReferenceEngine}
+
+__all__ = ["ENGINES", "FastEngine", "KnockoutCondition", "ReferenceEngine", "make_engine"]
+
+
+def make_engine(name: str, loaded: LoadedModel, batch_size: int = 8) -> ReferenceEngine:
+    """The knockout engine called `name` (`--engine`)."""
+    if name not in ENGINES:
+        raise FlowtraceError(f"--engine {name}: choose one of {', '.join(ENGINES)}")
+    return ENGINES[name](loaded, batch_size=batch_size)

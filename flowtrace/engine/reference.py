@@ -40,10 +40,12 @@ class ReferenceEngine:
     def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
         self.loaded = loaded
         self.batch_size = max(1, batch_size)
+        self.used: set[str] = set()  # knockout paths that served the current sample
 
     @torch.no_grad()
     def clean(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Next-token probabilities (V,) at the last position, float32."""
+        self.used = set()
         model = self.loaded.nnsight
         with model.trace(**inputs):
             logits = model.output.logits[:, -1].save()
@@ -85,6 +87,7 @@ class ReferenceEngine:
         self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
     ) -> torch.Tensor:
         """Next-token probabilities (len(conditions), V) at the last token, a row per knockout."""
+        self.used.add("reference")
         out = [
             self._rows(inputs, conditions[i : i + self.batch_size])[0]
             for i in range(0, len(conditions), self.batch_size)

@@ -1,0 +1,334 @@
+"""Fast exact knockout engine: recompute only what a knockout can change (DESIGN §4).
+
+Causality gives two invariants. If every blocked query sits at position ≥ p, positions < p keep
+their clean hidden states and K/V at every layer; and every position enters the first blocked layer
+l0 with its clean residual stream. So a condition needs only positions ≥ p through layers ≥ l0,
+attending to the clean pass's K/V of positions < p plus their own recomputed K/V.
+
+The clean pass runs in an nnsight trace and captures each decoder layer's input, output and first
+call kwargs, plus the K/V cache. The recompute then calls the decoder layers directly: it is not a
+forward of any module nnsight wraps (rows enter at different layers, on a suffix of the sequence,
+over a prefix cache shared by every row), so nnsight has no trace to express it in.
+
+Conditions that share p run as rows of one batch; rows enter the batch at their own l0, so no row
+recomputes a clean layer. The shared prefix K/V is broadcast into each layer's attention and
+dropped after it, never stored per row. A per-model self-check (a no-op condition must give back
+the clean pass) guards the structural assumptions; where it fails, or where a request needs what
+the shortcut cannot give (attention weights), the reference path runs instead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.engine.reference import KnockoutCondition, ReferenceEngine
+from flowtrace.models import LoadedModel
+
+# Rows × recomputed positions per batch; bounds the activations (the MLP's intermediate dominates).
+DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
+# A no-op condition must reproduce the clean next-token distribution within this (max |Δp|).
+SELF_CHECK_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9}
+HALF_PRECISION_TOLERANCE = 2e-3
+# Short suffixes of several rows go side by side in one sequence up to this many tokens.
+FLAT_TOKENS = 4096
+
+
+@dataclass
+class CleanCapture:
+    """What the clean pass leaves for the recompute, for one input."""
+
+    key: tuple
+    probs: torch.Tensor  # (V,) float32 at the last position
+    inputs: list[torch.Tensor]  # per layer: (1, T, d) residual stream entering the layer
+    deltas: list[torch.Tensor | None]  # per layer: next input − this output, if not 0 (DeepStack)
+    keys: list[torch.Tensor]  # per layer: (1, kv_heads, T, head_dim) as the attention saw them
+    values: list[torch.Tensor]
+    layer_kwargs: dict[str, Any]  # layer 0's call kwargs that carry positions
+
+    @property
+    def seq_len(self) -> int:
+        return self.inputs[0].shape[1]
+
+
+class _PrefixCache:
+    """Duck-typed cache for one layer call: prepends the clean prefix K/V, keeps nothing.
+
+    Decoder attention calls only `update` on the cache it is given; broadcasting the one prefix
+    into the concatenation avoids holding a copy per row beyond this layer.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, *args: Any, **kwargs: Any):
+        rows = keys.shape[0]
+        prefix_k = self.keys.expand(rows, *self.keys.shape[1:])
+        prefix_v = self.values.expand(rows, *self.values.shape[1:])
+        return torch.cat([prefix_k, keys], dim=-2), torch.cat([prefix_v, values], dim=-2)
+
+
+class FastEngine(ReferenceEngine):
+    """Same numbers as ReferenceEngine.knockout, computing only what each condition changes."""
+
+    name = "fast"
+
+    def __init__(
+        self, loaded: LoadedModel, batch_size: int = 8, token_budget: int | None = None
+    ) -> None:
+        super().__init__(loaded, batch_size)
+        self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
+        self._capture: CleanCapture | None = None
+        self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
+        self._verified: bool | None = None  # the self-check's verdict, once per model
+        # Recomputed (token, layer) pairs and (query, key) pairs since the last clean pass:
+        # the benchmark turns them into FLOPs.
+        self.work = {"token_layers": 0, "query_keys": 0}
+        layer = loaded.layers(loaded.model)[0]
+        params = inspect.signature(layer.forward).parameters
+        # transformers renamed the decoder layers' `past_key_values` to `cache` (5.2x).
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+
+    # -- clean pass -------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def clean(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        self.used = set()
+        self.work = dict.fromkeys(self.work, 0)
+        return self._clean_capture(inputs).probs
+
+    @torch.no_grad()
+    def _clean_capture(self, inputs: dict[str, torch.Tensor]) -> CleanCapture:
+        key = _inputs_key(inputs)
+        if self._capture is not None and self._capture.key == key:
+            return self._capture
+        self._capture = None  # free the last sample's capture before making this one
+        from transformers import DynamicCache
+
+        loaded, model = self.loaded, self.loaded.nnsight
+        cache = DynamicCache()
+        layer_in, layer_out = [], []
+        first_kwargs: dict[str, Any] = {}
+        forward_params = inspect.signature(loaded.model.forward).parameters
+        cache_name = "cache" if "cache" in forward_params else "past_key_values"
+        with model.trace(**inputs, use_cache=True, **{cache_name: cache}):
+            for index, layer in enumerate(loaded.layers(model)):
+                args, kwargs = layer.inputs
+                hidden = args[0] if args else kwargs["hidden_states"]
+                layer_in.append(hidden.save())
+                if index == 0:
+                    for name in ("position_ids", "cache_position"):
+                        if kwargs.get(name) is not None:
+                            first_kwargs[name] = kwargs[name].save()
+                    if kwargs.get("position_embeddings") is not None:
+                        first_kwargs["position_embeddings"] = tuple(
+                            t.save() for t in kwargs["position_embeddings"]
+                        )
+                out = layer.output
+                layer_out.append((out[0] if isinstance(out, tuple) else out).save())
+            logits = model.output.logits[:, -1].save()
+        deltas: list[torch.Tensor | None] = []
+        for index in range(len(layer_in) - 1):
+            delta = layer_in[index + 1] - layer_out[index]
+            deltas.append(delta if bool(delta.any()) else None)
+        deltas.append(None)
+        self._capture = CleanCapture(
+            key=key,
+            probs=logits[0].float().softmax(-1),
+            inputs=list(layer_in),
+            deltas=deltas,
+            keys=[cache.layers[i].keys for i in range(len(layer_in))],
+            values=[cache.layers[i].values for i in range(len(layer_in))],
+            layer_kwargs=dict(first_kwargs),
+        )
+        return self._capture
+
+    # -- knockouts --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def knockout(
+        self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
+    ) -> torch.Tensor:
+        if not conditions:
+            return torch.zeros(0)
+        capture = self._clean_capture(inputs)
+        out: list[torch.Tensor | None] = [None] * len(conditions)
+        by_start: dict[int, list[int]] = {}
+        first_rows: dict[int, int | None] = {}  # sweeps share matrices: scan each one once
+        for index, condition in enumerate(conditions):
+            start = _first_blocked_query(condition, first_rows)
+            if start is None:  # nothing cut: the clean pass is the answer
+                out[index] = capture.probs
+            else:
+                by_start.setdefault(start, []).append(index)
+        if not by_start:
+            return torch.stack(out)  # type: ignore[arg-type]
+        probe = conditions[next(iter(by_start.values()))[0]]
+        if not self._shortcut_is_exact(inputs, capture, probe):
+            return super().knockout(inputs, conditions)
+        self.used.add("fast")
+        for start, indices in by_start.items():
+            indices.sort(key=lambda i: conditions[i].layers[0])
+            rows = max(1, self.token_budget // (capture.seq_len - start))
+            for chunk in _chunks(indices, rows):
+                chosen = [conditions[i] for i in chunk]
+                probs = self._recompute(capture, start, chosen, [c.layers[0] for c in chosen])
+                for i, row in zip(chunk, probs, strict=True):
+                    out[i] = row
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def _recompute(
+        self,
+        capture: CleanCapture,
+        start: int,
+        chunk: Sequence[KnockoutCondition],
+        entry: Sequence[int],
+    ) -> torch.Tensor:
+        """Next-token probabilities for conditions whose blocked queries all sit at ≥ `start`.
+
+        Row r joins at layer `entry[r]` (ascending) with the clean residual stream there. Short
+        suffixes go side by side in one sequence over one prefix ("flat": a block mask keeps
+        rows apart), so the prefix K/V is never repeated; long ones go as batch rows, each
+        attending a broadcast copy of the prefix that lives for one layer.
+        """
+        loaded = self.loaded
+        device, seq_len = loaded.device, capture.seq_len
+        suffix = seq_len - start
+        # Side by side pays while the rows' extra attention to each other's blocks costs less
+        # than repeating the prefix per row.
+        flat_limit = min(FLAT_TOKENS, 4 * start) if self.flat_tokens is None else self.flat_tokens
+        flat = len(chunk) * suffix <= flat_limit
+        causal = torch.ones(suffix, seq_len, dtype=torch.bool, device=device).tril(start)
+        allowed: dict[int, torch.Tensor] = {}
+        for c in chunk:
+            for blocked in c.blocked.values():
+                if id(blocked) not in allowed:
+                    allowed[id(blocked)] = allowed_attention(blocked.to(device))[start:]
+        kwargs = _suffix_kwargs(capture.layer_kwargs, start)
+        layers = loaded.layers(loaded.model)
+        width = capture.inputs[0].shape[-1]
+        hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, suffix, width))
+        joined = 0
+        for index in range(entry[0], loaded.num_layers):
+            entering = sum(1 for e in entry[joined:] if e == index)
+            if entering:
+                fresh = capture.inputs[index][:, start:]
+                if flat:
+                    hidden = torch.cat([hidden, fresh.repeat(1, entering, 1)], dim=1)
+                else:
+                    hidden = torch.cat([hidden, fresh.expand(entering, -1, -1)])
+                joined += entering
+            masks = torch.stack(
+                [
+                    allowed[id(c.blocked[index])] if index in c.blocked else causal
+                    for c in chunk[:joined]
+                ]
+            )
+            if flat:
+                masks = _side_by_side(masks, start)
+            prefix = _PrefixCache(
+                capture.keys[index][..., :start, :], capture.values[index][..., :start, :]
+            )
+            out = layers[index](
+                hidden,
+                attention_mask=additive_mask(masks, loaded.dtype),
+                use_cache=False,
+                **{self._cache_kwarg: prefix},
+                **(_tiled(kwargs, joined) if flat else kwargs),
+            )
+            hidden = out[0] if isinstance(out, tuple) else out
+            self.work["token_layers"] += joined * suffix
+            self.work["query_keys"] += masks.shape[0] * masks.shape[-2] * masks.shape[-1]
+            if capture.deltas[index] is not None:
+                delta = capture.deltas[index][:, start:]
+                hidden = hidden + (delta.repeat(1, joined, 1) if flat else delta)
+        last = hidden[0, suffix - 1 :: suffix] if flat else hidden[:, -1]
+        return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
+
+    def _shortcut_is_exact(
+        self, inputs: dict[str, torch.Tensor], capture: CleanCapture, probe: KnockoutCondition
+    ) -> bool:
+        """Checked once per model: a condition that cuts nothing must give back the clean pass,
+        and `probe` (a real condition) must give the reference path's answer."""
+        if self._verified is None:
+            noop = self._recompute(capture, capture.seq_len - 1, [KnockoutCondition({})], [0])
+            want = [capture.probs, self._rows(inputs, [probe])[0][0]]
+            start = _first_blocked_query(probe)
+            got = [noop[0], self._recompute(capture, start, [probe], [probe.layers[0]])[0]]
+            gap = max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
+            tolerance = SELF_CHECK_TOLERANCE.get(self.loaded.dtype, HALF_PRECISION_TOLERANCE)
+            self._verified = gap <= tolerance
+            if not self._verified:
+                warnings.warn(
+                    f"fast engine: the shortcut differs from a full forward by {gap:.2e} "
+                    f"(> {tolerance:.0e}) on {self.loaded.model_id}; this model breaks an "
+                    "assumption of the shortcut, so knockouts run on the reference path "
+                    "(the store's per-sample `engine` says which ran)",
+                    stacklevel=3,
+                )
+        return self._verified
+
+
+def _first_blocked_query(
+    condition: KnockoutCondition, memo: dict[int, int | None] | None = None
+) -> int | None:
+    """The lowest query position any layer of `condition` cuts an edge of (None: cuts nothing)."""
+    memo = {} if memo is None else memo
+    starts = []
+    for blocked in condition.blocked.values():
+        if id(blocked) not in memo:
+            rows = blocked.any(-1).nonzero()
+            memo[id(blocked)] = int(rows[0, 0]) if rows.numel() else None
+        if memo[id(blocked)] is not None:
+            starts.append(memo[id(blocked)])
+    return min(starts) if starts else None
+
+
+def _side_by_side(masks: torch.Tensor, start: int) -> torch.Tensor:
+    """(rows, S, T) per-row masks -> (1, rows·S, start + rows·S) for rows laid side by side.
+
+    Every row sees the shared prefix as its own mask says and only its own suffix block.
+    """
+    rows, suffix, _ = masks.shape
+    own = masks[..., start:]  # (rows, S, S)
+    blocks = masks.new_zeros(rows, suffix, rows, suffix)
+    index = torch.arange(rows, device=masks.device)
+    blocks[index, :, index, :] = own
+    prefix = masks[..., :start].reshape(rows * suffix, start)
+    return torch.cat([prefix, blocks.reshape(rows * suffix, rows * suffix)], dim=1)[None]
+
+
+def _tiled(kwargs: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Position kwargs of one suffix repeated for `rows` suffixes side by side."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == "position_embeddings":
+            out[name] = tuple(t.repeat(*([1] * (t.dim() - 2)), rows, 1) for t in value)
+        else:
+            out[name] = value.repeat(*([1] * (value.dim() - 1)), rows)
+    return out
+
+
+def _suffix_kwargs(kwargs: dict[str, Any], start: int) -> dict[str, Any]:
+    """Layer kwargs cut to positions ≥ start: the sequence is dim -2 of cos/sin, -1 of ids."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == "position_embeddings":
+            out[name] = tuple(t[..., start:, :] for t in value)
+        else:
+            out[name] = value[..., start:]
+    return out
+
+
+def _inputs_key(inputs: dict[str, torch.Tensor]) -> tuple:
+    return tuple((k, v.data_ptr(), tuple(v.shape)) for k, v in sorted(inputs.items()))
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
