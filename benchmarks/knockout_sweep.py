@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3, help="fast-path repeats (averaged)")
     parser.add_argument("--reference-batches", default="1,8")
+    parser.add_argument("--profile", default="", help="a sweep to profile, e.g. vql_to_ql")
     parser.add_argument(
         "--breakdown", default="", help="token budgets (e.g. 8192,16384) for per-sweep timings"
     )
@@ -122,7 +123,7 @@ def main() -> None:
             "path": path,
         }
     ]
-    for batch in [int(b) for b in args.reference_batches.split(",")]:
+    for batch in [int(b) for b in args.reference_batches.split(",") if b]:
         reference = ReferenceEngine(loaded, batch_size=batch)
         reference.knockout(inputs, conditions[:batch])  # warm-up
         ref_s, ref_probs = timed(args.device, lambda r=reference: per_sample(r), 1)
@@ -139,6 +140,29 @@ def main() -> None:
         print(json.dumps({**base, **row}), flush=True)
     if args.breakdown:
         breakdown(args, loaded, inputs, layout, window, base)
+    if args.profile:
+        profile(args, loaded, inputs, layout, window)
+
+
+def profile(args, loaded, inputs, layout, window) -> None:
+    """torch.profiler's top operators for one sweep on the fast path."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    recipe = load_recipe(args.profile)
+    conditions = [
+        c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
+    ]
+    fast = FastEngine(loaded)
+    fast.clean(inputs)
+    fast.knockout(inputs, conditions)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if "cuda" in args.device else [])
+    with torch_profile(activities=activities) as prof:
+        fast.knockout(inputs, conditions)
+        sync(args.device)
+    for key in ("self_cpu_time_total", "self_device_time_total" if "cuda" in args.device else ""):
+        if key:
+            print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=40))
 
 
 def breakdown(args, loaded, inputs, layout, window, base) -> None:
@@ -153,7 +177,7 @@ def breakdown(args, loaded, inputs, layout, window, base) -> None:
                 c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
             ]
             fast.knockout(inputs, conditions)  # warm-up
-            seconds, _ = timed(args.device, lambda c=conditions: fast.knockout(inputs, c), 2)
+            seconds, _ = timed(args.device, lambda c=conditions, f=fast: f.knockout(inputs, c), 2)
             row[f"{name}_s"] = round(seconds, 3)
         print(json.dumps({**base, **row}), flush=True)
 

@@ -36,7 +36,8 @@ DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
 # A no-op condition must reproduce the clean next-token distribution within this (max |Δp|).
 SELF_CHECK_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9}
 HALF_PRECISION_TOLERANCE = 2e-3
-# Short suffixes of several rows go side by side in one sequence up to this many tokens.
+# Short suffixes of several rows go side by side in one sequence, up to this many tokens: their
+# attention to each other's (masked) blocks is the price, small next to the MLPs at this size.
 FLAT_TOKENS = 4096
 
 
@@ -158,109 +159,133 @@ class FastEngine(ReferenceEngine):
         if not conditions:
             return torch.zeros(0)
         capture = self._clean_capture(inputs)
+        seq_len = capture.seq_len
         out: list[torch.Tensor | None] = [None] * len(conditions)
-        by_start: dict[int, list[int]] = {}
+        rows: list[_Row] = []
         first_rows: dict[int, int | None] = {}  # sweeps share matrices: scan each one once
         for index, condition in enumerate(conditions):
             start = _first_blocked_query(condition, first_rows)
             if start is None:  # nothing cut: the clean pass is the answer
                 out[index] = capture.probs
             else:
-                by_start.setdefault(start, []).append(index)
-        if not by_start:
+                rows.append(_Row(index, condition, start, condition.layers[0]))
+        if not rows:
             return torch.stack(out)  # type: ignore[arg-type]
-        probe = conditions[next(iter(by_start.values()))[0]]
-        if not self._shortcut_is_exact(inputs, capture, probe):
+        if not self._shortcut_is_exact(inputs, capture, rows[0]):
             return super().knockout(inputs, conditions)
         self.used.add("fast")
-        for start, indices in by_start.items():
-            indices.sort(key=lambda i: conditions[i].layers[0])
-            rows = max(1, self.token_budget // (capture.seq_len - start))
-            for chunk in _chunks(indices, rows):
-                chosen = [conditions[i] for i in chunk]
-                probs = self._recompute(capture, start, chosen, [c.layers[0] for c in chosen])
-                for i, row in zip(chunk, probs, strict=True):
-                    out[i] = row
+        rows.sort(key=lambda r: r.entry)
+        flat_limit = FLAT_TOKENS if self.flat_tokens is None else self.flat_tokens
+
+        def lies_flat(row: _Row) -> bool:
+            # Short suffixes (→ last, → question) go side by side whatever their start; long
+            # ones (cross-frame) go as batch rows of one start, where a prefix copy is cheap.
+            suffix = seq_len - row.start
+            return suffix <= flat_limit and (self.flat_tokens is not None or 4 * suffix <= seq_len)
+
+        chunks = [
+            (c, True)
+            for c in _chunks_by_tokens([r for r in rows if lies_flat(r)], seq_len, flat_limit)
+        ]
+        by_start: dict[int, list[_Row]] = {}
+        for row in rows:
+            if not lies_flat(row):
+                by_start.setdefault(row.start, []).append(row)
+        for start, group in by_start.items():
+            size = max(1, self.token_budget // (seq_len - start))
+            chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
+        for chunk, flat in chunks:
+            probs = self._recompute(capture, chunk, flat)
+            for row, p in zip(chunk, probs, strict=True):
+                out[row.index] = p
         return torch.stack(out)  # type: ignore[arg-type]
 
-    def _recompute(
-        self,
-        capture: CleanCapture,
-        start: int,
-        chunk: Sequence[KnockoutCondition],
-        entry: Sequence[int],
-    ) -> torch.Tensor:
-        """Next-token probabilities for conditions whose blocked queries all sit at ≥ `start`.
+    def _recompute(self, capture: CleanCapture, rows: Sequence[_Row], flat: bool) -> torch.Tensor:
+        """Next-token probabilities of `rows` (sorted by entry layer), recomputed together.
 
-        Row r joins at layer `entry[r]` (ascending) with the clean residual stream there. Short
-        suffixes go side by side in one sequence over one prefix ("flat": a block mask keeps
-        rows apart), so the prefix K/V is never repeated; long ones go as batch rows, each
-        attending a broadcast copy of the prefix that lives for one layer.
+        Row r joins at its entry layer with the clean residual stream there, from its own start
+        on. Flat: the rows' suffixes lie side by side in one sequence after one shared prefix (a
+        block mask keeps rows apart), so the prefix K/V is never repeated. Batched (one start):
+        the rows are batch rows, each attending a broadcast copy of the prefix for one layer.
         """
         loaded = self.loaded
         device, seq_len = loaded.device, capture.seq_len
-        suffix = seq_len - start
-        # Side by side pays while the rows' extra attention to each other's blocks costs less
-        # than repeating the prefix per row.
-        flat_limit = min(FLAT_TOKENS, 4 * start) if self.flat_tokens is None else self.flat_tokens
-        flat = len(chunk) * suffix <= flat_limit
-        causal = torch.ones(suffix, seq_len, dtype=torch.bool, device=device).tril(start)
+        prefix_len = max(r.start for r in rows)
+        lengths = [seq_len - r.start for r in rows]
+        offsets = [sum(lengths[:i]) for i in range(len(rows))]
         allowed: dict[int, torch.Tensor] = {}
-        for c in chunk:
-            for blocked in c.blocked.values():
+        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
+        allowed[id(None)] = causal
+        for r in rows:
+            for blocked in r.condition.blocked.values():
                 if id(blocked) not in allowed:
-                    allowed[id(blocked)] = allowed_attention(blocked.to(device))[start:]
-        kwargs = _suffix_kwargs(capture.layer_kwargs, start)
+                    allowed[id(blocked)] = allowed_attention(blocked.to(device))
+        if flat:
+            total = sum(lengths)
+            masks = torch.zeros(total, prefix_len + total, dtype=torch.bool, device=device)
+            kwargs = _side_by_side_kwargs(capture.layer_kwargs, [r.start for r in rows])
+        else:
+            masks = torch.zeros(len(rows), lengths[0], seq_len, dtype=torch.bool, device=device)
+            kwargs = _suffix_kwargs(capture.layer_kwargs, prefix_len)
         layers = loaded.layers(loaded.model)
         width = capture.inputs[0].shape[-1]
-        hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, suffix, width))
-        joined = 0
-        for index in range(entry[0], loaded.num_layers):
-            entering = sum(1 for e in entry[joined:] if e == index)
-            if entering:
-                fresh = capture.inputs[index][:, start:]
+        hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
+        current: list[int] = []  # id of the allowed matrix each joined row has in its mask now
+        joined = tokens = 0
+        for index in range(rows[0].entry, loaded.num_layers):
+            while joined < len(rows) and rows[joined].entry == index:
+                fresh = capture.inputs[index][:, rows[joined].start :]
+                hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)
+                current.append(-1)
+                joined += 1
+                tokens += fresh.shape[1]
+            for i, r in enumerate(rows[:joined]):
+                key = id(r.condition.blocked.get(index))
+                if current[i] == key:  # only rows entering or leaving a cut rewrite their mask
+                    continue
+                current[i] = key
+                a = allowed[key][r.start :]
                 if flat:
-                    hidden = torch.cat([hidden, fresh.repeat(1, entering, 1)], dim=1)
+                    o, n = offsets[i], lengths[i]
+                    masks[o : o + n, : r.start] = a[:, : r.start]
+                    masks[o : o + n, prefix_len + o : prefix_len + o + n] = a[:, r.start :]
                 else:
-                    hidden = torch.cat([hidden, fresh.expand(entering, -1, -1)])
-                joined += entering
-            masks = torch.stack(
-                [
-                    allowed[id(c.blocked[index])] if index in c.blocked else causal
-                    for c in chunk[:joined]
-                ]
-            )
-            if flat:
-                masks = _side_by_side(masks, start)
+                    masks[i] = a
+            mask = masks[:tokens, : prefix_len + tokens] if flat else masks[:joined]
             prefix = _PrefixCache(
-                capture.keys[index][..., :start, :], capture.values[index][..., :start, :]
+                capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
             out = layers[index](
                 hidden,
-                attention_mask=additive_mask(masks, loaded.dtype),
+                attention_mask=additive_mask(mask, loaded.dtype),
                 use_cache=False,
                 **{self._cache_kwarg: prefix},
-                **(_tiled(kwargs, joined) if flat else kwargs),
+                **(_first_tokens(kwargs, tokens) if flat else kwargs),
             )
             hidden = out[0] if isinstance(out, tuple) else out
-            self.work["token_layers"] += joined * suffix
-            self.work["query_keys"] += masks.shape[0] * masks.shape[-2] * masks.shape[-1]
+            self.work["token_layers"] += tokens if flat else joined * lengths[0]
+            self.work["query_keys"] += mask.numel()
             if capture.deltas[index] is not None:
-                delta = capture.deltas[index][:, start:]
-                hidden = hidden + (delta.repeat(1, joined, 1) if flat else delta)
-        last = hidden[0, suffix - 1 :: suffix] if flat else hidden[:, -1]
+                delta = capture.deltas[index]
+                if flat:
+                    delta = torch.cat([delta[:, r.start :] for r in rows[:joined]], dim=1)
+                hidden = hidden + (delta if flat else delta[:, prefix_len:])
+        if flat:
+            last = hidden[0, [o + n - 1 for o, n in zip(offsets, lengths, strict=True)]]
+        else:
+            last = hidden[:, -1]
         return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
 
     def _shortcut_is_exact(
-        self, inputs: dict[str, torch.Tensor], capture: CleanCapture, probe: KnockoutCondition
+        self, inputs: dict[str, torch.Tensor], capture: CleanCapture, probe: _Row
     ) -> bool:
         """Checked once per model: a condition that cuts nothing must give back the clean pass,
         and `probe` (a real condition) must give the reference path's answer."""
         if self._verified is None:
-            noop = self._recompute(capture, capture.seq_len - 1, [KnockoutCondition({})], [0])
-            want = [capture.probs, self._rows(inputs, [probe])[0][0]]
-            start = _first_blocked_query(probe)
-            got = [noop[0], self._recompute(capture, start, [probe], [probe.layers[0]])[0]]
+            noop = _Row(0, KnockoutCondition({}), capture.seq_len - 1, 0)
+            want = [capture.probs, self._rows(inputs, [probe.condition])[0][0]]
+            got = [self._recompute(capture, [noop], True)[0]]
+            got.append(self._recompute(capture, [probe], False)[0])
             gap = max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
             tolerance = SELF_CHECK_TOLERANCE.get(self.loaded.dtype, HALF_PRECISION_TOLERANCE)
             self._verified = gap <= tolerance
@@ -273,6 +298,30 @@ class FastEngine(ReferenceEngine):
                     stacklevel=3,
                 )
         return self._verified
+
+
+@dataclass(frozen=True, eq=False)
+class _Row:
+    """One condition to recompute: where its first cut query sits, where its first cut layer is."""
+
+    index: int  # position in the caller's list
+    condition: KnockoutCondition
+    start: int
+    entry: int
+
+
+def _chunks_by_tokens(rows: list[_Row], seq_len: int, limit: int) -> list[list[_Row]]:
+    """Consecutive rows, at most `limit` suffix tokens a chunk."""
+    chunks: list[list[_Row]] = []
+    size = limit + 1
+    for row in rows:
+        n = seq_len - row.start
+        if size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += n
+    return chunks
 
 
 def _first_blocked_query(
@@ -290,28 +339,25 @@ def _first_blocked_query(
     return min(starts) if starts else None
 
 
-def _side_by_side(masks: torch.Tensor, start: int) -> torch.Tensor:
-    """(rows, S, T) per-row masks -> (1, rows·S, start + rows·S) for rows laid side by side.
-
-    Every row sees the shared prefix as its own mask says and only its own suffix block.
-    """
-    rows, suffix, _ = masks.shape
-    own = masks[..., start:]  # (rows, S, S)
-    blocks = masks.new_zeros(rows, suffix, rows, suffix)
-    index = torch.arange(rows, device=masks.device)
-    blocks[index, :, index, :] = own
-    prefix = masks[..., :start].reshape(rows * suffix, start)
-    return torch.cat([prefix, blocks.reshape(rows * suffix, rows * suffix)], dim=1)[None]
-
-
-def _tiled(kwargs: dict[str, Any], rows: int) -> dict[str, Any]:
-    """Position kwargs of one suffix repeated for `rows` suffixes side by side."""
+def _side_by_side_kwargs(kwargs: dict[str, Any], starts: list[int]) -> dict[str, Any]:
+    """Position kwargs for suffixes from each start laid side by side, in that order."""
     out: dict[str, Any] = {}
     for name, value in kwargs.items():
         if name == "position_embeddings":
-            out[name] = tuple(t.repeat(*([1] * (t.dim() - 2)), rows, 1) for t in value)
+            out[name] = tuple(torch.cat([t[..., p:, :] for p in starts], dim=-2) for t in value)
         else:
-            out[name] = value.repeat(*([1] * (value.dim() - 1)), rows)
+            out[name] = torch.cat([value[..., p:] for p in starts], dim=-1)
+    return out
+
+
+def _first_tokens(kwargs: dict[str, Any], tokens: int) -> dict[str, Any]:
+    """The side-by-side position kwargs of the rows joined so far."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == "position_embeddings":
+            out[name] = tuple(t[..., :tokens, :] for t in value)
+        else:
+            out[name] = value[..., :tokens]
     return out
 
 
@@ -328,7 +374,3 @@ def _suffix_kwargs(kwargs: dict[str, Any], start: int) -> dict[str, Any]:
 
 def _inputs_key(inputs: dict[str, torch.Tensor]) -> tuple:
     return tuple((k, v.data_ptr(), tuple(v.shape)) for k, v in sorted(inputs.items()))
-
-
-def _chunks(items: list[int], size: int) -> list[list[int]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
