@@ -62,6 +62,8 @@ class RunOptions:
     plot: bool = True
     eval_only: bool = False
     random_ratio: float | None = None  # effective_pathway: random baseline's share of edges
+    pooling: str | None = None  # PLLaVA video pooling T-H-W (the reference's --pooling_shape)
+    lora: str | None = None  # PEFT LoRA adapter folder, merged into the weights
 
 
 @dataclass
@@ -120,6 +122,8 @@ def run(
         dtype=options.dtype,
         attn="eager" if isinstance(recipe, AttentionMap) else options.attn,
         adapter=options.adapter,
+        pooling=options.pooling,
+        lora=options.lora,
     )
     window = default_window(loaded.num_layers) if options.window is None else options.window
     if not 1 <= window <= loaded.num_layers:
@@ -255,6 +259,7 @@ def _provenance(
         "limit": options.limit or 0,
         "frames": frames,
         "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, frames))),
+        "lora": options.lora or "",
         "window": window,
         "window_style": options.window_style,
         "sweep": json.dumps(list(options.sweep) if options.sweep else []),

@@ -11,9 +11,16 @@ import torch
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.checkpoint import read_config, resolve_file
+from flowtrace.models.internvl_chat import InternVLChatAdapter
 from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
+from flowtrace.models.lora import merge_lora
+from flowtrace.models.pllava import PllavaAdapter
 
-ADAPTERS: dict[str, type[Adapter]] = {cls.name: cls for cls in (LlavaNextVideoAdapter,)}
+# Order matters only where two adapters could accept one config; each `accepts` is specific.
+ADAPTERS: dict[str, type[Adapter]] = {
+    cls.name: cls for cls in (PllavaAdapter, InternVLChatAdapter, LlavaNextVideoAdapter)
+}
 TOY = "toy"
 _HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
@@ -48,10 +55,15 @@ def load_model(
     dtype: str = "auto",
     attn: str = "sdpa",
     adapter: str | None = None,
+    pooling: tuple[int, int, int] | str | None = None,
+    lora: str | None = None,
 ) -> LoadedModel:
-    """Load `spec` (`toy`, a local checkpoint folder or a Hugging Face id) with its adapter."""
+    """Load `spec` (`toy`, a local checkpoint folder or a Hugging Face id) with its adapter.
+
+    The adapter is chosen from the checkpoint's config.json (never from its name); `adapter`
+    forces one. `lora` is a PEFT adapter folder merged into the weights before tracing.
+    """
     from nnsight.modeling.transformers import TransformersModel
-    from transformers import AutoConfig
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # flowtrace shows its own progress
@@ -70,53 +82,85 @@ def load_model(
         source = str(local.resolve())
     if attn not in ("sdpa", "eager"):
         raise FlowtraceError(f"--attn {attn!r}: choose sdpa or eager")
-    try:
-        config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError) as err:
-        raise FlowtraceError(
-            f"--model {spec}: could not read its config ({_first_line(err)}); for a Hub id check "
-            "the name, your network and HF_TOKEN, or download it and pass the local folder"
-        ) from None
-    chosen = _pick_adapter(config.model_type, adapter, spec)
+    raw = read_config(source)
+    chosen = pick_adapter(raw, adapter, spec)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    model, processor = chosen.load(source, device=str(torch_device), dtype=torch_dtype, attn=attn)
-    wrapped = TransformersModel(model, task="image-text-to-text", processor=processor)
-    text_config = config.get_text_config()
+    model, processor = chosen.load(
+        source,
+        device=str(torch_device),
+        dtype=torch_dtype,
+        attn=attn,
+        pooling=parse_pooling(pooling),
+    )
+    if lora is not None:
+        model = merge_lora(model, lora)
+    # transformers' pipeline logs that our own classes are "not supported" for the task; they
+    # run through nnsight all the same.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        wrapped = TransformersModel(model, task="image-text-to-text", processor=processor)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     return LoadedModel(
         adapter=chosen,
         model=model,
         processor=processor,
         nnsight=wrapped,
         model_id="toy" if spec == TOY else spec,
-        revision=_revision(config, local if local.exists() else None),
+        revision=_revision(source, local if local.exists() else None),
         device=torch_device,
         dtype=torch_dtype,
         attn=attn,
-        num_layers=text_config.num_hidden_layers,
+        num_layers=model.config.get_text_config().num_hidden_layers,
     )
 
 
-def _pick_adapter(model_type: str, forced: str | None, spec: str) -> Adapter:
+def pick_adapter(config: dict, forced: str | None, spec: str) -> Adapter:
+    """The adapter for a raw config.json: `forced` if given, else the one that accepts it."""
     if forced is not None:
         if forced not in ADAPTERS:
             raise FlowtraceError(f"--adapter {forced}: choose one of {', '.join(ADAPTERS)}")
         return ADAPTERS[forced]()
     for cls in ADAPTERS.values():
-        if model_type in cls.model_types:
+        if cls.accepts(config):
             return cls()
+    model_type = config.get("model_type")
+    if config.get("auto_map"):
+        raise FlowtraceError(
+            f"--model {spec}: model_type={model_type!r} ships its own modelling code (auto_map) "
+            "that flowtrace does not run (it would need trust_remote_code) and no adapter reads "
+            f"it (available: {', '.join(ADAPTERS)}); use the transformers-format checkpoint of "
+            "this model, or force an adapter with --adapter NAME if its layout is one of ours"
+        )
     raise FlowtraceError(
         f"--model {spec}: its config says model_type={model_type!r}, which no adapter reads "
-        f"(available: {', '.join(ADAPTERS)}); force one with --adapter NAME"
+        f"(available: {', '.join(ADAPTERS)}); force one with --adapter NAME "
+        "(`flowtrace models` lists what each reads)"
     )
 
 
-def _revision(config: object, local: Path | None) -> str:
-    commit = getattr(config, "_commit_hash", None)
-    if commit:
-        return str(commit)
+def parse_pooling(pooling: tuple[int, int, int] | str | None) -> tuple[int, int, int] | None:
+    """`8-12-12` -> (8, 12, 12)."""
+    if pooling is None or isinstance(pooling, tuple):
+        return pooling
+    parts = pooling.replace("x", "-").split("-")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) < 1:
+        raise FlowtraceError(
+            f"--pooling {pooling}: write T-H-W with positive integers, e.g. 8-12-12"
+        )
+    return values  # type: ignore[return-value]
+
+
+def _revision(source: str, local: Path | None) -> str:
     if local is None:
-        return "unknown"
+        # A Hub checkpoint: the cache's snapshot folder is named by the commit it resolved.
+        return resolve_file(source, "config.json").parent.name
     # Hash small checkpoints so a store says exactly which weights made it; big ones by name only.
     weights = sorted(local.glob("*.safetensors"))
     if weights and sum(w.stat().st_size for w in weights) < 200 * 2**20:
@@ -125,7 +169,3 @@ def _revision(config: object, local: Path | None) -> str:
             digest.update(w.read_bytes())
         return "sha256:" + digest.hexdigest()[:16]
     return "local:" + json.dumps([w.name for w in weights])
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -26,7 +26,8 @@ class Prepared:
 class Adapter:
     """One VideoLLM family: loading, prompt, inputs, where the decoder layers live.
 
-    Subclasses set the class attributes and implement `load` and `prepare`.
+    Subclasses set the class attributes and implement `load` and `prepare`. An adapter is made
+    per loaded model, so `load` may set instance values (e.g. `default_frames` from `--pooling`).
     """
 
     name: ClassVar[str]
@@ -35,12 +36,35 @@ class Adapter:
     attention_name: ClassVar[str] = "self_attn"
     final_norm_path: ClassVar[str]  # the decoder's last norm, applied before the unembedding
     lm_head_path: ClassVar[str] = "lm_head"
-    default_frames: ClassVar[int] = 8
+    default_frames: int = 8
     template: ClassVar[PromptTemplate]
+    summary: ClassVar[str] = ""  # one line for `flowtrace models`
+    needs: ClassVar[str] = ""  # what a checkpoint must hold, and extra packages
 
-    def load(self, source: str, *, device: str, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
+    @classmethod
+    def accepts(cls, config: dict[str, Any]) -> bool:
+        """Whether this adapter reads a checkpoint with this raw config.json."""
+        return config.get("model_type") in cls.model_types
+
+    def load(
+        self,
+        source: str,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        attn: str,
+        pooling: tuple[int, int, int] | None = None,
+    ) -> tuple[Any, Any]:
         """Return (model, processor) for a local folder or a Hugging Face id."""
         raise NotImplementedError
+
+    def refuse_pooling(self, pooling: tuple[int, int, int] | None) -> None:
+        """For adapters whose token grid is fixed by the model: --pooling is PLLaVA's option."""
+        if pooling is not None:
+            raise FlowtraceError(
+                f"--pooling: the {self.name} adapter has no video pooling to set (its tokens per "
+                "frame are fixed by the model); drop --pooling and choose frames with --frames"
+            )
 
     def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
         raise NotImplementedError

@@ -25,9 +25,18 @@ class LlavaNextVideoAdapter(Adapter):
     final_norm_path = "model.language_model.norm"
     template = EVAL_MVBENCH
 
-    def load(self, source: str, *, device: str, dtype: torch.dtype, attn: str) -> tuple[Any, Any]:
+    def load(
+        self,
+        source: str,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        attn: str,
+        pooling: tuple[int, int, int] | None = None,
+    ) -> tuple[Any, Any]:
         from transformers import LlavaNextVideoForConditionalGeneration, LlavaNextVideoProcessor
 
+        self.refuse_pooling(pooling)
         model = LlavaNextVideoForConditionalGeneration.from_pretrained(
             source, dtype=dtype, attn_implementation=attn
         ).to(device)

@@ -1,0 +1,182 @@
+"""Reading checkpoints in their original key layout: raw config, weight files, strict loading.
+
+Checkpoints that transformers has no class for (PLLaVA, InternVL chat) are loaded into our own
+modules whose parameter names are the original ones, so no key conversion is needed and a missing
+or extra tensor is an error, not a silently random weight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowtrace.errors import FlowtraceError
+
+
+def resolve_file(source: str, name: str, required: bool = True) -> Path | None:
+    """Path of `name` in a local folder or (through the HF cache) in a Hub repository."""
+    local = Path(source)
+    if local.is_dir():
+        path = local / name
+        if path.exists():
+            return path
+        if required:
+            raise FlowtraceError(f"--model {source}: the folder has no {name}")
+        return None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(source, name, _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError) as err:
+        raise FlowtraceError(
+            f"--model {source}: could not fetch {name} ({_first_line(err)}); check the id, your "
+            "network and HF_TOKEN, or download the checkpoint and pass its folder"
+        ) from None
+    if found is None and required:
+        raise FlowtraceError(f"--model {source}: the repository has no {name}")
+    return Path(found) if found else None
+
+
+def read_config(source: str) -> dict[str, Any]:
+    """The checkpoint's config.json as a plain dict (no class lookup, no remote code)."""
+    path = resolve_file(source, "config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FlowtraceError(f"--model {source}: config.json is not valid JSON ({err})") from None
+
+
+def weight_files(source: str) -> list[Path]:
+    """The checkpoint's safetensors (sharded or not), else its PyTorch .bin files."""
+    for index_name, single in (
+        ("model.safetensors.index.json", "model.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin"),
+    ):
+        index = resolve_file(source, index_name, required=False)
+        if index is not None:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            return [resolve_file(source, shard) for shard in shards]
+        path = resolve_file(source, single, required=False)
+        if path is not None:
+            return [path]
+    local = Path(source)
+    if local.is_dir():
+        # The reference code also reads shards named model-0000x-of-…safetensors without an index.
+        shards = sorted(local.glob("model-*.safetensors"))
+        if shards:
+            return shards
+    raise FlowtraceError(
+        f"--model {source}: no weights found (model.safetensors, a sharded index, or "
+        "pytorch_model.bin)"
+    )
+
+
+def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(key, tensor) over every weight file, one tensor in memory at a time for safetensors."""
+    for path in files:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as handle:
+                for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    yield key, handle.get_tensor(key)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            # The reference code's checkpoints sometimes nest the weights under "model".
+            state = state.get("model", state) if isinstance(state, dict) else state
+            yield from state.items()
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _no_init() -> contextlib.AbstractContextManager:
+    # Skipping the random init makes building a 13B model take seconds instead of minutes; the
+    # weights are all overwritten by the checkpoint (a missing one is an error below).
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # older transformers kept it in modeling_utils
+        try:
+            from transformers.modeling_utils import no_init_weights
+        except ImportError:
+            return contextlib.nullcontext()
+    return no_init_weights()
+
+
+def build_empty(factory: Callable[[], torch.nn.Module], device: str, dtype: torch.dtype) -> Any:
+    """The module built directly on `device` in `dtype`, parameters left uninitialised.
+
+    Buffers computed in constructors (rotary frequencies, position ids) are real values.
+    """
+    floating = dtype if dtype.is_floating_point else torch.float32
+    with torch.device(device), _default_dtype(floating), _no_init():
+        return factory()
+
+
+def load_strict(
+    model: torch.nn.Module,
+    tensors: Iterator[tuple[str, torch.Tensor]],
+    source: str,
+    rename: Callable[[str], str | None] = lambda key: key,
+) -> None:
+    """Copy every checkpoint tensor into the parameter of the same (renamed) name.
+
+    `rename` maps an original key to the model's key, or None to skip a tensor the model does not
+    use. Every parameter and persistent buffer must be found, weights tied to another (an LM
+    head tied to the embeddings) excepted.
+    """
+    targets = model.state_dict(keep_vars=True)
+    seen_storage: dict[int, str] = {}
+    tied: set[str] = set()
+    for key, value in targets.items():
+        pointer = value.data_ptr()
+        if pointer in seen_storage and value.numel():
+            tied.add(key)
+        else:
+            seen_storage[pointer] = key
+    loaded: set[str] = set()
+    unexpected: list[str] = []
+    with torch.no_grad():
+        for original, tensor in tensors:
+            key = rename(original)
+            if key is None:
+                continue
+            target = targets.get(key)
+            if target is None:
+                unexpected.append(original)
+                continue
+            if tuple(target.shape) != tuple(tensor.shape):
+                raise FlowtraceError(
+                    f"--model {source}: weight {original} has shape {tuple(tensor.shape)}, the "
+                    f"config implies {tuple(target.shape)}; config.json and weights disagree"
+                )
+            target.data.copy_(tensor)
+            loaded.add(key)
+    missing = sorted(set(targets) - loaded - tied)
+    if unexpected or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)} weights (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unknown weights (e.g. {', '.join(unexpected[:3])})")
+        raise FlowtraceError(
+            f"--model {source}: checkpoint does not fit the architecture its config describes: "
+            f"{'; '.join(parts)}. Is it the right --adapter?"
+        )
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,127 @@
+"""Shared input building: the placeholder-expanding processor and the prompt's TokenLayout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+
+from flowtrace.data import Sample
+from flowtrace.errors import FlowtraceError
+from flowtrace.layout import TokenLayout, layout_from_ids
+from flowtrace.models.prompts import RenderedPrompt
+
+
+class FramesProcessor:
+    """Tokenizer + per-frame image processor for checkpoints without a transformers processor.
+
+    The prompt holds one `video_token`; it is expanded into `tokens_for(frames)` copies, which the
+    model overwrites with the video features (PLLaVA, InternVL chat). Frames go through
+    `prepare_frames` (a model's own resizing) and then the image processor, one video per call.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        image_processor: Any,
+        video_token: str,
+        tokens_for: Callable[[int], int],
+        prepare_frames: Callable[[np.ndarray], list[np.ndarray]] | None = None,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.video_token = video_token
+        self.video_token_id = tokenizer.convert_tokens_to_ids(video_token)
+        if self.video_token_id is None or self.video_token_id == tokenizer.unk_token_id:
+            raise FlowtraceError(
+                f"the tokenizer has no {video_token!r} token; the checkpoint's tokenizer files "
+                "must be the ones the model was trained with"
+            )
+        self.tokens_for = tokens_for
+        self.prepare_frames = prepare_frames or (lambda frames: list(frames))
+
+    def __call__(
+        self, text: str, videos: Sequence[np.ndarray], return_tensors: str = "pt", **_: Any
+    ) -> BatchFeature:
+        if len(videos) != 1:
+            raise FlowtraceError("one video per prompt")
+        ids = self.tokenizer(text)["input_ids"]
+        where = [i for i, t in enumerate(ids) if t == self.video_token_id]
+        if len(where) != 1:
+            raise FlowtraceError(
+                f"the prompt must hold exactly one {self.video_token} token, found {len(where)}"
+            )
+        p = where[0]
+        count = self.tokens_for(len(videos[0]))
+        ids = ids[:p] + [self.video_token_id] * count + ids[p + 1 :]
+        pixels = self.image_processor(self.prepare_frames(videos[0]), return_tensors="pt")
+        return BatchFeature(
+            {
+                "input_ids": torch.tensor([ids]),
+                "attention_mask": torch.ones(1, len(ids), dtype=torch.long),
+                "pixel_values_videos": pixels["pixel_values"].unsqueeze(0),
+            }
+        )
+
+    def decode(self, *args: Any, **kwargs: Any) -> str:
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def batch_decode(self, *args: Any, **kwargs: Any) -> list[str]:
+        return self.tokenizer.batch_decode(*args, **kwargs)
+
+
+def placeholder_frames(
+    ids: torch.Tensor, token_id: int, grid: tuple[int, int, int], trailing: int = 0
+) -> list[np.ndarray]:
+    """Positions of each frame's tokens among the `token_id` placeholders, frame-major.
+
+    `trailing` placeholders after the frames hold no frame (LLaVA-OneVision's newline embedding).
+    """
+    positions = (ids == token_id).nonzero()[:, -1].cpu().numpy()
+    frames, height, width = grid
+    want = frames * height * width + trailing
+    if positions.size != want:
+        raise FlowtraceError(
+            f"processor gave {positions.size} video tokens; the model's config expects "
+            f"{frames}×{height}×{width}" + (f" + {trailing}" if trailing else "")
+        )
+    return list(positions[: frames * height * width].reshape(frames, height * width))
+
+
+def prompt_layout(
+    tokenizer: Any,
+    prompt: RenderedPrompt,
+    merged_ids: torch.Tensor,
+    frames: Sequence[np.ndarray],
+    frame_grids: Sequence[tuple[int, int]],
+    sample: Sample,
+) -> TokenLayout:
+    """TokenLayout of a processed prompt: text spans through the tokenizer's offsets."""
+    text = tokenizer(prompt.text, return_offsets_mapping=True)
+    letters = sample.option_letters()
+    return layout_from_ids(
+        text_ids=list(text["input_ids"]),
+        text_token_spans=[tuple(x) for x in text["offset_mapping"]],
+        merged_ids=merged_ids.reshape(-1).tolist(),
+        spans=prompt.spans,
+        frames=frames,
+        frame_grids=frame_grids,
+        option_letters=letters,
+        true_letter=letters[sample.answer_index()],
+    )
+
+
+def to_device(inputs: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict:
+    """Tensors on the model's device; floating pixel values in the model's dtype."""
+    out = {}
+    for key, value in inputs.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        value = value.to(device)
+        if key.startswith("pixel_values") and value.is_floating_point():
+            value = value.to(dtype)
+        out[key] = value
+    return out

@@ -1,0 +1,127 @@
+"""Adapter for InternVL chat checkpoints (`model_type: "internvl_chat"`), e.g. the paper's
+Mini-InternVL-4B-Video-FT, loaded from their original layout without remote code.
+
+As the reference code (map-the-flow's InternVLChatModel): each of T frames (448×448, one tile)
+gives 256 tokens, the prompt's single `<IMG_CONTEXT>` between `<img>` and `</img>` stands for all
+T·256 of them, frame-major. Frames are resized as PllavaProcessor does (the reference runs
+InternVL through it). `<img>`/`</img>` go to `video_markers`, as the reference's video range
+excluded them. The template follows the LLM: Phi-3 → eval_mvbench_phi3, others → eval_mvbench.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowtrace.data import Sample
+from flowtrace.errors import FlowtraceError
+from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.checkpoint import (
+    build_empty,
+    iter_tensors,
+    load_strict,
+    read_config,
+    resolve_file,
+    weight_files,
+)
+from flowtrace.models.inputs import FramesProcessor, placeholder_frames, prompt_layout, to_device
+from flowtrace.models.internvl_chat_model import InternVLChatConfig, InternVLChatForVideo
+from flowtrace.models.pllava import resize_longshort
+from flowtrace.models.templates import EVAL_MVBENCH_INTERNVL, EVAL_MVBENCH_PHI3, INTERNVL_MEDIA
+
+IMG_CONTEXT = "<IMG_CONTEXT>"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class InternVLChatAdapter(Adapter):
+    name = "internvl_chat"
+    model_types = ("internvl_chat",)
+    layers_path = "language_model.model.layers"
+    final_norm_path = "language_model.model.norm"
+    lm_head_path = "language_model.lm_head"
+    template = EVAL_MVBENCH_PHI3
+    default_frames = 8
+    summary = (
+        "InternVL chat (Mini-InternVL-4B-Video-FT of the paper): InternViT + pixel shuffle + "
+        "Phi-3/Qwen2/Llama, original layout, no remote code"
+    )
+    needs = (
+        "config.json with model_type 'internvl_chat' (vision_config, llm_config); weights in "
+        "OpenGVLab's layout; tokenizer with <img>, <IMG_CONTEXT>, </img>; not InternLM2 LLMs"
+    )
+
+    def load(
+        self,
+        source: str,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        attn: str,
+        pooling: tuple[int, int, int] | None = None,
+    ) -> tuple[Any, Any]:
+        from transformers import AutoTokenizer, CLIPImageProcessor
+
+        raw = read_config(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
+        if context_id is None or context_id == tokenizer.unk_token_id:
+            raise FlowtraceError(f"--model {source}: its tokenizer has no {IMG_CONTEXT} token")
+        config = InternVLChatConfig.from_raw(raw, context_id)
+        if pooling is not None:
+            side = int(config.tokens_per_frame**0.5)
+            if tuple(pooling[1:]) != (side, side):
+                raise FlowtraceError(
+                    f"--pooling {'-'.join(map(str, pooling))}: InternVL chat has {side}×{side} "
+                    f"tokens per frame and no pooling; pass {pooling[0]}-{side}-{side} or --frames"
+                )
+            self.default_frames = pooling[0]
+        model = build_empty(
+            lambda: InternVLChatForVideo(config, attn=attn, dtype=dtype), device, dtype
+        )
+        load_strict(model, iter_tensors(weight_files(source)), source)
+        self.template = EVAL_MVBENCH_PHI3 if _is_phi3(config) else EVAL_MVBENCH_INTERNVL
+        side = config.vision_config.image_size
+        if resolve_file(source, "preprocessor_config.json", required=False):
+            image_processor = CLIPImageProcessor.from_pretrained(source)
+        else:
+            # The reference's fallback when the checkpoint has no processor files.
+            image_processor = CLIPImageProcessor(
+                size={"shortest_edge": side},
+                crop_size={"height": side, "width": side},
+                image_mean=IMAGENET_MEAN,
+                image_std=IMAGENET_STD,
+            )
+        shortest = image_processor.size.get("shortest_edge", side)
+        processor = FramesProcessor(
+            tokenizer,
+            image_processor,
+            video_token=IMG_CONTEXT,
+            tokens_for=lambda frames: config.tokens_per_frame * frames,
+            prepare_frames=lambda frames: resize_longshort(frames, shortest),
+        )
+        return model.eval(), processor
+
+    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
+        side = int(round(loaded.model.config.tokens_per_frame**0.5))
+        return (frames, side, side)
+
+    def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
+        processor = loaded.processor
+        prompt = self.template.render(sample, INTERNVL_MEDIA)
+        inputs = processor(text=prompt.text, videos=[frames])
+        ids = inputs["input_ids"]
+        grid = self.video_grid(loaded, len(frames))
+        positions = placeholder_frames(ids, processor.video_token_id, grid)
+        layout = prompt_layout(
+            processor.tokenizer, prompt, ids, positions, [grid[1:]] * grid[0], sample
+        )
+        return Prepared(
+            inputs=to_device(inputs, loaded.device, loaded.dtype), layout=layout, prompt=prompt.text
+        )
+
+
+def _is_phi3(config: InternVLChatConfig) -> bool:
+    return config.text_config.model_type == "phi3" or "phi3" in str(config.template or "")

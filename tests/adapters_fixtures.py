@@ -1,0 +1,320 @@
+"""Tiny random checkpoints of every adapter's family, saved as their real checkpoints are.
+
+PLLaVA and InternVL chat are written in their ORIGINAL key layout (config.json and tensor names as
+magic-research/PLLaVA and OpenGVLab/InternVL save them), spelled out here by hand, so loading them
+back tests the adapter's reading of that layout rather than our own writer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+LETTERS = [chr(ord("A") + i) for i in range(26)]
+
+
+def word_tokenizer(
+    texts: Iterable[str],
+    specials: list[str],
+    bos: str | None = "<s>",
+    extra: dict[str, str] | None = None,
+) -> PreTrainedTokenizerFast:
+    """Word-level tokenizer over `texts` (punctuation split) with `specials` as added tokens."""
+    pre = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation("isolated")]
+    )
+    base = ["<unk>", "<pad>", "</s>"] + ([bos] if bos else [])
+    words = set(LETTERS)
+    for text in texts:
+        for special in specials:
+            text = text.replace(special, " ")
+        words.update(piece for piece, _ in pre.pre_tokenize_str(text))
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(base + specials + sorted(words - set(base))))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre
+    if bos:
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, vocab[bos])]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=bos,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens=extra or {},
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    return tokenizer
+
+
+def random_state(module: torch.nn.Module, seed: int, scale_head: str | None = None) -> dict:
+    """Seeded random weights for every tensor of `module`'s state dict (norms around 1)."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, value in module.state_dict().items():
+        if not value.is_floating_point():
+            state[key] = value.clone()
+            continue
+        noise = torch.randn(value.shape, generator=gen) * 0.05
+        if key.endswith(("norm.weight", "layernorm.weight", "_layernorm.weight")) or (
+            "norm" in key and key.endswith(".weight") and value.dim() == 1
+        ):
+            noise = 1.0 + noise
+        state[key] = noise.contiguous()
+    if scale_head:
+        # Random init leaves the answer distribution flat; a larger head makes knockouts move it.
+        state[scale_head] = state[scale_head] * 40
+    return state
+
+
+def save_checkpoint(out: Path, config: dict, state: dict, tokenizer, extra_files: dict) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"))
+    tokenizer.save_pretrained(out)
+    for name, content in extra_files.items():
+        (out / name).write_text(json.dumps(content, indent=1))
+    return out
+
+
+# -- PLLaVA ------------------------------------------------------------------------------------
+
+PLLAVA_PROMPT_SPECIALS = ["<image>"]
+
+
+def pllava_config(tokenizer: PreTrainedTokenizerFast) -> dict:
+    """A PLLaVA config.json as PllavaConfig.to_dict writes it (model_type 'llava')."""
+    return {
+        "architectures": ["PllavaForConditionalGeneration"],
+        "model_type": "llava",
+        "image_token_index": tokenizer.convert_tokens_to_ids("<image>"),
+        "ignore_index": -100,
+        "projector_hidden_act": "gelu",
+        "vision_feature_layer": -2,
+        "vision_feature_select_strategy": "default",
+        "pooling_method": "avg",
+        "pooling_shape": [16, 12, 12],  # the training value; the reference overrides it
+        "frame_shape": [8, 8],
+        "num_frames": 16,
+        "use_pooling": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "vocab_size": len(tokenizer),
+        "vision_config": {
+            "model_type": "clip_vision_model",
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 4,
+            "projection_dim": 32,
+        },
+        "text_config": {
+            "model_type": "llama",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+    }
+
+
+def pllava_state(config: dict, seed: int = 0) -> dict:
+    """Random weights under PLLaVA's original names (vision_tower.vision_model.*, …)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    vision = {k: v for k, v in config["vision_config"].items() if k != "model_type"}
+    text = {k: v for k, v in config["text_config"].items() if k != "model_type"}
+    state = {}
+    tower = CLIPVisionModel(CLIPVisionConfig(**vision))
+    for key, value in random_state(tower, seed).items():
+        if key.endswith("position_ids"):
+            continue
+        # PLLaVA saved CLIP under vision_model.* (transformers 4.x); newer CLIPVisionModel
+        # classes dropped that level, the checkpoints keep it.
+        key = key if key.startswith("vision_model.") else f"vision_model.{key}"
+        state[f"vision_tower.{key}"] = value
+    lm = LlamaForCausalLM(LlamaConfig(**text, tie_word_embeddings=False))
+    for key, value in random_state(lm, seed + 1, scale_head="lm_head.weight").items():
+        state[f"language_model.{key}"] = value
+    gen = torch.Generator().manual_seed(seed + 2)
+    dv, dt = vision["hidden_size"], text["hidden_size"]
+    state["multi_modal_projector.linear_1.weight"] = torch.randn(dt, dv, generator=gen) * 0.2
+    state["multi_modal_projector.linear_1.bias"] = torch.randn(dt, generator=gen) * 0.05
+    state["multi_modal_projector.linear_2.weight"] = torch.randn(dt, dt, generator=gen) * 0.2
+    state["multi_modal_projector.linear_2.bias"] = torch.randn(dt, generator=gen) * 0.05
+    return state
+
+
+def build_pllava(out: Path, prompts: list[str]) -> Path:
+    tokenizer = word_tokenizer(prompts, PLLAVA_PROMPT_SPECIALS)
+    config = pllava_config(tokenizer)
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "processor_class": "PllavaProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": 32},
+        "do_center_crop": True,
+        "crop_size": {"height": 32, "width": 32},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "resample": 3,
+    }
+    return save_checkpoint(
+        out, config, pllava_state(config), tokenizer, {"preprocessor_config.json": preprocessor}
+    )
+
+
+# -- InternVL chat -----------------------------------------------------------------------------
+
+INTERNVL_SPECIALS = ["<img>", "</img>", "<IMG_CONTEXT>", "<|user|>", "<|assistant|>", "<|end|>"]
+
+
+def internvl_chat_config(tokenizer: PreTrainedTokenizerFast, ps_version: str = "v1") -> dict:
+    """An InternVLChatConfig.to_dict as OpenGVLab saves it (Mini-InternVL-4B's shape, tiny)."""
+    return {
+        "architectures": ["InternVLChatModel"],
+        "auto_map": {
+            "AutoConfig": "configuration_internvl_chat.InternVLChatConfig",
+            "AutoModel": "modeling_internvl_chat.InternVLChatModel",
+        },
+        "model_type": "internvl_chat",
+        "downsample_ratio": 0.5,
+        "force_image_size": 32,
+        "select_layer": -1,
+        "ps_version": ps_version,
+        "template": "phi3-chat",
+        "dynamic_image_size": True,
+        "use_thumbnail": True,
+        "vision_config": {
+            "architectures": ["InternVisionModel"],
+            "model_type": "intern_vit_6b",
+            "hidden_size": 32,
+            "image_size": 32,
+            "patch_size": 4,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 64,
+            "qkv_bias": True,
+            "qk_normalization": False,
+            "norm_type": "layer_norm",
+            "layer_norm_eps": 1e-6,
+        },
+        "llm_config": {
+            "architectures": ["Phi3ForCausalLM"],
+            "model_type": "phi3",
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 4,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 4,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 4096,
+            "original_max_position_embeddings": 4096,
+            "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+    }
+
+
+def internvl_vision_state(vision: dict, seed: int) -> dict:
+    """InternViT weights under the original names (vision_model.embeddings.class_embedding, …)."""
+    gen = torch.Generator().manual_seed(seed)
+    d, p, m = vision["hidden_size"], vision["patch_size"], vision["intermediate_size"]
+    grid = (vision["image_size"] // p) ** 2 + 1
+
+    def rand(*shape, scale=0.1, mean=0.0):
+        return torch.randn(*shape, generator=gen) * scale + mean
+
+    state = {
+        "vision_model.embeddings.class_embedding": rand(1, 1, d),
+        "vision_model.embeddings.patch_embedding.weight": rand(d, 3, p, p),
+        "vision_model.embeddings.patch_embedding.bias": rand(d),
+        "vision_model.embeddings.position_embedding": rand(1, grid, d),
+    }
+    for i in range(vision["num_hidden_layers"]):
+        pre = f"vision_model.encoder.layers.{i}."
+        state.update(
+            {
+                pre + "attn.qkv.weight": rand(3 * d, d, scale=0.2),
+                pre + "attn.qkv.bias": rand(3 * d),
+                pre + "attn.proj.weight": rand(d, d, scale=0.2),
+                pre + "attn.proj.bias": rand(d),
+                pre + "norm1.weight": rand(d, mean=1.0),
+                pre + "norm1.bias": rand(d),
+                pre + "norm2.weight": rand(d, mean=1.0),
+                pre + "norm2.bias": rand(d),
+                pre + "ls1": rand(d, mean=0.5),
+                pre + "ls2": rand(d, mean=0.5),
+                pre + "mlp.fc1.weight": rand(m, d, scale=0.2),
+                pre + "mlp.fc1.bias": rand(m),
+                pre + "mlp.fc2.weight": rand(d, m, scale=0.2),
+                pre + "mlp.fc2.bias": rand(d),
+            }
+        )
+    return state
+
+
+def internvl_chat_state(config: dict, seed: int = 0) -> dict:
+    from transformers import Phi3Config, Phi3ForCausalLM
+
+    vision = config["vision_config"]
+    state = internvl_vision_state(vision, seed)
+    wide = vision["hidden_size"] * 4
+    hidden = config["llm_config"]["hidden_size"]
+    gen = torch.Generator().manual_seed(seed + 1)
+    state.update(
+        {
+            "mlp1.0.weight": 1.0 + torch.randn(wide, generator=gen) * 0.05,
+            "mlp1.0.bias": torch.randn(wide, generator=gen) * 0.05,
+            "mlp1.1.weight": torch.randn(hidden, wide, generator=gen) * 0.2,
+            "mlp1.1.bias": torch.randn(hidden, generator=gen) * 0.05,
+            "mlp1.3.weight": torch.randn(hidden, hidden, generator=gen) * 0.2,
+            "mlp1.3.bias": torch.randn(hidden, generator=gen) * 0.05,
+        }
+    )
+    llm = {
+        k: v for k, v in config["llm_config"].items() if k not in ("model_type", "architectures")
+    }
+    lm = Phi3ForCausalLM(Phi3Config(**llm, tie_word_embeddings=False))
+    for key, value in random_state(lm, seed + 2, scale_head="lm_head.weight").items():
+        state[f"language_model.{key}"] = value
+    return state
+
+
+def build_internvl_chat(out: Path, prompts: list[str], ps_version: str = "v1") -> Path:
+    tokenizer = word_tokenizer(prompts, INTERNVL_SPECIALS)
+    config = internvl_chat_config(tokenizer, ps_version)
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "size": {"shortest_edge": 32},
+        "crop_size": {"height": 32, "width": 32},
+        "do_center_crop": True,
+        "do_normalize": True,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+        "resample": 3,
+    }
+    return save_checkpoint(
+        out,
+        config,
+        internvl_chat_state(config),
+        tokenizer,
+        {"preprocessor_config.json": preprocessor},
+    )

@@ -1,0 +1,427 @@
+"""Every adapter on a tiny random checkpoint of its family (no weights downloaded).
+
+For each family: the adapter is picked from config.json; token groups decode to the prompt parts
+they name; frame_t's embeddings are that frame's vision features computed independently of the
+adapter; a cross-frame knockout equals a plain-PyTorch forward with a hand-built mask; the
+cross_frame recipe runs end to end through the runner.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from adapters_fixtures import (
+    build_internvl_chat,
+    build_pllava,
+)
+from safetensors.torch import load_file, save_file
+
+from flowtrace.data import read_frames, read_samples
+from flowtrace.engine import KnockoutCondition, ReferenceEngine
+from flowtrace.errors import FlowtraceError
+from flowtrace.models import load_model, pick_adapter
+from flowtrace.models.checkpoint import read_config
+from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.models.templates import EVAL_MVBENCH_PHI3, INTERNVL_MEDIA
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+
+FRAMES = 8
+
+
+def squash(text: str) -> str:
+    return "".join(text.split())
+
+
+# Per family: how to build the checkpoint, the adapter its config must select, where the decoder
+# layers live in the torch module (written out here, not read from the adapter), the placeholder
+# token, the template text around the question, and the load options.
+FAMILIES = {
+    "pllava": {
+        "build": lambda out, prompts: build_pllava(out, prompts),
+        "render": lambda s: EVAL_MVBENCH.render(s, "<image>").text,
+        "adapter": "pllava",
+        "layers": lambda m: m.language_model.model.layers,
+        "placeholder": "<image>",
+        "tail": "Only give the best option. ASSISTANT:Best option:",
+        "system_end": "USER:",
+        "load": {"pooling": "8-4-4"},
+        "grid": (8, 4, 4),
+    },
+    "internvl_chat": {
+        "build": lambda out, prompts: build_internvl_chat(out, prompts),
+        "render": lambda s: EVAL_MVBENCH_PHI3.render(s, INTERNVL_MEDIA).text,
+        "adapter": "internvl_chat",
+        "layers": lambda m: m.language_model.model.layers,
+        "placeholder": "<IMG_CONTEXT>",
+        "tail": "Only give the best option. <|assistant|>Best option:",
+        "system_end": "<|user|>",
+        "load": {},
+        "grid": (8, 4, 4),
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> dict[str, Path]:
+    samples = read_samples(tiny_data)
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        name: spec["build"](root / name, [spec["render"](s) for s in samples])
+        for name, spec in FAMILIES.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def loaded_models(checkpoints: dict[str, Path]) -> dict:
+    return {
+        name: load_model(str(path), device="cpu", dtype="float32", **FAMILIES[name]["load"])
+        for name, path in checkpoints.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def prepared(loaded_models: dict, tiny_data: Path) -> dict:
+    sample = read_samples(tiny_data, tasks=["Moving Direction"])[0]
+    video = read_frames(sample.video, FRAMES)
+    return {
+        name: (sample, loaded.adapter.prepare(loaded, sample, video))
+        for name, loaded in loaded_models.items()
+    }
+
+
+# -- picking and loading -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_adapter_is_picked_from_config(family: str, checkpoints: dict[str, Path]):
+    config = read_config(str(checkpoints[family]))
+    assert pick_adapter(config, None, "x").name == FAMILIES[family]["adapter"]
+
+
+def test_original_layouts_are_the_published_ones(checkpoints: dict[str, Path]):
+    """The fixtures really are in the original layouts, so loading them tests that layout."""
+    pllava = load_file(str(checkpoints["pllava"] / "model.safetensors"))
+    for key in (
+        "vision_tower.vision_model.encoder.layers.0.self_attn.k_proj.weight",
+        "multi_modal_projector.linear_1.weight",
+        "language_model.model.layers.0.self_attn.q_proj.weight",
+        "language_model.lm_head.weight",
+    ):
+        assert key in pllava
+    assert json.loads((checkpoints["pllava"] / "config.json").read_text())["model_type"] == "llava"
+    internvl = load_file(str(checkpoints["internvl_chat"] / "model.safetensors"))
+    for key in (
+        "vision_model.embeddings.class_embedding",
+        "vision_model.encoder.layers.1.attn.qkv.weight",
+        "vision_model.encoder.layers.1.ls2",
+        "mlp1.3.weight",
+        "language_model.model.layers.0.self_attn.qkv_proj.weight",
+        "language_model.model.layers.0.mlp.gate_up_proj.weight",
+    ):
+        assert key in internvl
+
+
+def test_missing_weight_is_an_error_naming_it(checkpoints: dict[str, Path], tmp_path: Path):
+    source = checkpoints["pllava"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in source.iterdir():
+        if f.name != "model.safetensors":
+            (broken / f.name).write_bytes(f.read_bytes())
+    state = load_file(str(source / "model.safetensors"))
+    del state["multi_modal_projector.linear_2.bias"]
+    save_file(state, str(broken / "model.safetensors"))
+    with pytest.raises(FlowtraceError, match="multi_modal_projector.linear_2.bias"):
+        load_model(str(broken), device="cpu", dtype="float32")
+
+
+def test_unknown_config_and_remote_code_errors(tmp_path: Path):
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(FlowtraceError, match="model_type='bert'.*--adapter"):
+        load_model(str(plain), device="cpu")
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text(
+        json.dumps({"model_type": "videollama3_qwen2", "auto_map": {"AutoConfig": "x.Y"}})
+    )
+    with pytest.raises(FlowtraceError, match="trust_remote_code"):
+        load_model(str(remote), device="cpu")
+
+
+def test_lora_folder_without_adapter_config_is_refused(
+    checkpoints: dict[str, Path], tmp_path: Path
+):
+    with pytest.raises(FlowtraceError, match="adapter_config.json"):
+        load_model(str(checkpoints["pllava"]), device="cpu", lora=str(tmp_path))
+
+
+# -- token groups --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_groups_decode_to_their_prompt_parts(family: str, loaded_models: dict, prepared: dict):
+    loaded, spec = loaded_models[family], FAMILIES[family]
+    sample, prep = prepared[family]
+    ids = prep.inputs["input_ids"][0]
+    layout = prep.layout
+
+    def text(name: str) -> str:
+        return squash(loaded.tokenizer.decode(ids[layout[name]]))
+
+    letters = sample.option_letters()
+    options = [f"({x}){c}" for x, c in zip(letters, sample.candidates, strict=True)]
+    assert layout.seq_len == ids.shape[0]
+    assert text("question") == squash(sample.question)
+    for letter, option in zip(letters, options, strict=True):
+        assert text(f"option_{letter}") == squash(option)
+    true = letters[sample.candidates.index(sample.answer)]
+    assert text("true_option") == squash(f"({true}){sample.answer}")
+    assert text("prompt_tail") == squash(spec["tail"])
+    assert int(layout["last"][0]) == ids.shape[0] - 1
+    assert text("system").endswith(squash(spec["system_end"]))
+    placeholder = loaded.tokenizer.convert_tokens_to_ids(spec["placeholder"])
+    assert bool((ids[layout["video"]] == placeholder).all())
+    assert int((ids == placeholder).sum()) == int(np.prod(spec["grid"]))
+    assert layout.video_grid == spec["grid"]
+    t, h, w = spec["grid"]
+    assert layout.video_positions().shape == (t, h, w)
+    assert (layout.video_positions()[2].ravel() == layout["frame_2"]).all()
+
+
+# -- frame features computed without the adapter -------------------------------------------------
+
+
+def decoder_inputs(loaded, inputs: dict) -> torch.Tensor:
+    """The embeddings the first decoder layer receives."""
+    captured = {}
+
+    def grab(module, args, kwargs):
+        captured["x"] = (args[0] if args else kwargs["hidden_states"])[0]
+
+    layer = loaded.layers(loaded.model)[0]
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            loaded.model(**inputs)
+    finally:
+        handle.remove()
+    return captured["x"]
+
+
+def test_pllava_frames_are_pooled_clip_features(
+    checkpoints: dict[str, Path], loaded_models: dict, prepared: dict
+):
+    """CLIP layer −2 without CLS → linear, GELU, linear → 2×2 average pool, per frame."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    path = checkpoints["pllava"]
+    config = json.loads((path / "config.json").read_text())
+    state = load_file(str(path / "model.safetensors"))
+    vision = {k: v for k, v in config["vision_config"].items() if k != "model_type"}
+    tower = CLIPVisionModel(CLIPVisionConfig(**vision)).eval()
+    nested = any(k.startswith("vision_model.") for k in tower.state_dict())
+    prefix = "vision_tower." if nested else "vision_tower.vision_model."
+    weights = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    tower.load_state_dict(weights, strict=False)
+    _, prep = prepared["pllava"]
+    embeds = decoder_inputs(loaded_models["pllava"], prep.inputs)
+    pixels = prep.inputs["pixel_values_videos"][0]
+    p = "multi_modal_projector."
+    for t in range(FRAMES):
+        with torch.no_grad():
+            patches = tower(pixels[t : t + 1], output_hidden_states=True).hidden_states[-2][0, 1:]
+            hidden = F.linear(patches, state[p + "linear_1.weight"], state[p + "linear_1.bias"])
+            hidden = F.linear(
+                F.gelu(hidden), state[p + "linear_2.weight"], state[p + "linear_2.bias"]
+            )
+        side = int(patches.shape[0] ** 0.5)
+        grid = hidden.reshape(side, side, -1).permute(2, 0, 1)
+        want = F.avg_pool2d(grid, 2).permute(1, 2, 0).reshape(-1, hidden.shape[-1])
+        got = embeds[prep.layout[f"frame_{t}"]]
+        assert torch.allclose(got, want, atol=1e-5), (t, (got - want).abs().max())
+
+
+def intern_vit_reference(config: dict, state: dict) -> torch.nn.Module:
+    """transformers' own InternVL vision tower, weights converted from the original names."""
+    from transformers import InternVLVisionConfig, InternVLVisionModel
+
+    v = config["vision_config"]
+    hf = InternVLVisionConfig(
+        hidden_size=v["hidden_size"],
+        num_hidden_layers=v["num_hidden_layers"],
+        num_attention_heads=v["num_attention_heads"],
+        intermediate_size=v["intermediate_size"],
+        image_size=[v["image_size"]] * 2,
+        patch_size=[v["patch_size"]] * 2,
+        attention_bias=v["qkv_bias"],
+        use_qk_norm=v["qk_normalization"],
+        norm_type=v["norm_type"],
+        layer_norm_eps=v["layer_norm_eps"],
+        use_mean_pooling=True,
+        use_absolute_position_embeddings=True,
+    )
+    model = InternVLVisionModel(hf).eval()
+    d = v["hidden_size"]
+    converted = {
+        "embeddings.cls_token": state["vision_model.embeddings.class_embedding"],
+        "embeddings.patch_embeddings.projection.weight": state[
+            "vision_model.embeddings.patch_embedding.weight"
+        ],
+        "embeddings.patch_embeddings.projection.bias": state[
+            "vision_model.embeddings.patch_embedding.bias"
+        ],
+        "embeddings.position_embeddings": state["vision_model.embeddings.position_embedding"],
+    }
+    for i in range(v["num_hidden_layers"]):
+        o, n = f"vision_model.encoder.layers.{i}.", f"encoder.layer.{i}."
+        for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
+            converted[n + f"attention.{name}.weight"] = state[o + "attn.qkv.weight"][
+                j * d : (j + 1) * d
+            ]
+            converted[n + f"attention.{name}.bias"] = state[o + "attn.qkv.bias"][
+                j * d : (j + 1) * d
+            ]
+        pairs = {
+            "attention.projection_layer": "attn.proj",
+            "layernorm_before": "norm1",
+            "layernorm_after": "norm2",
+            "mlp.fc1": "mlp.fc1",
+            "mlp.fc2": "mlp.fc2",
+        }
+        for new, old in pairs.items():
+            converted[n + new + ".weight"] = state[o + old + ".weight"]
+            converted[n + new + ".bias"] = state[o + old + ".bias"]
+        converted[n + "lambda_1"] = state[o + "ls1"]
+        converted[n + "lambda_2"] = state[o + "ls2"]
+    model.load_state_dict(converted)
+    return model
+
+
+@pytest.mark.parametrize("ps_version", ["v1", "v2"])
+def test_internvl_chat_frames_are_pixel_shuffled_vit_features(
+    ps_version: str, tmp_path: Path, tiny_data: Path
+):
+    """Pixel shuffle by hand: token (i, j) = patches (2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1)
+    concatenated; 'v1' lists the tokens column by column (the original's transposed grid)."""
+    samples = read_samples(tiny_data)
+    path = build_internvl_chat(
+        tmp_path / ps_version,
+        [EVAL_MVBENCH_PHI3.render(s, INTERNVL_MEDIA).text for s in samples],
+        ps_version=ps_version,
+    )
+    loaded = load_model(str(path), device="cpu", dtype="float32")
+    sample = samples[0]
+    prep = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, FRAMES))
+    config = json.loads((path / "config.json").read_text())
+    state = load_file(str(path / "model.safetensors"))
+    vit = intern_vit_reference(config, state)
+    embeds = decoder_inputs(loaded, prep.inputs)
+    pixels = prep.inputs["pixel_values_videos"][0]
+    for t in (0, 5):
+        with torch.no_grad():
+            patches = vit(pixels[t : t + 1]).last_hidden_state[0, 1:]
+        side = int(patches.shape[0] ** 0.5)
+        grid = patches.reshape(side, side, -1)
+        tokens = {}
+        for i in range(side // 2):
+            for j in range(side // 2):
+                cells = [grid[2 * i, 2 * j], grid[2 * i, 2 * j + 1]]
+                cells += [grid[2 * i + 1, 2 * j], grid[2 * i + 1, 2 * j + 1]]
+                tokens[i, j] = torch.cat(cells)
+        order = sorted(tokens, key=lambda ij: (ij[1], ij[0]) if ps_version == "v1" else ij)
+        x = torch.stack([tokens[ij] for ij in order])
+        x = F.layer_norm(x, x.shape[-1:], state["mlp1.0.weight"], state["mlp1.0.bias"])
+        x = F.gelu(F.linear(x, state["mlp1.1.weight"], state["mlp1.1.bias"]))
+        want = F.linear(x, state["mlp1.3.weight"], state["mlp1.3.bias"])
+        got = embeds[prep.layout[f"frame_{t}"]]
+        assert torch.allclose(got, want, atol=1e-4), (t, (got - want).abs().max())
+
+
+# -- knockout against a plain forward -------------------------------------------------------------
+
+
+def plain_probs(model, layers, inputs: dict, pairs: list, layer_ids: list[int]) -> torch.Tensor:
+    """A pre-hook swaps a hand-built additive mask into each listed layer's self-attention."""
+    seq_len = inputs["input_ids"].shape[1]
+    keep = torch.ones(seq_len, seq_len).tril()
+    for queries, keys in pairs:
+        keep[np.ix_(queries, keys)] = 0
+    mask = ((1.0 - keep) * torch.finfo(torch.float32).min)[None, None]
+
+    def swap(module, args, kwargs):
+        kwargs["attention_mask"] = mask
+        return args, kwargs
+
+    handles = [
+        layers[i].self_attn.register_forward_pre_hook(swap, with_kwargs=True) for i in layer_ids
+    ]
+    try:
+        with torch.no_grad():
+            logits = model(**inputs).logits[0, -1]
+    finally:
+        for h in handles:
+            h.remove()
+    return logits.float().softmax(-1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cross_frame_knockout_matches_plain_forward(
+    family: str, loaded_models: dict, prepared: dict
+):
+    loaded, spec = loaded_models[family], FAMILIES[family]
+    _, prep = prepared[family]
+    ids = prep.inputs["input_ids"]
+    placeholder = loaded.tokenizer.convert_tokens_to_ids(spec["placeholder"])
+    positions = (ids[0] == placeholder).nonzero()[:, 0].tolist()
+    per = len(positions) // spec["grid"][0]
+    frames = [positions[i * per : (i + 1) * per] for i in range(spec["grid"][0])]
+    pairs = [(frames[t], [p for f in frames[:t] for p in f]) for t in range(1, len(frames))]
+    recipe = load_recipe("cross_frame")
+    blocked = recipe.conditions(prep.layout, loaded.num_layers, 1, "center")[0].knockout.blocked[0]
+    want_blocked = torch.zeros_like(blocked)
+    for q, k in pairs:
+        want_blocked[np.ix_(q, k)] = True
+    assert torch.equal(blocked, want_blocked)
+    layer_sets = [(0, 1), (2,)]
+    got = ReferenceEngine(loaded, batch_size=2).knockout(
+        prep.inputs, [KnockoutCondition.window(blocked, layers) for layers in layer_sets]
+    )
+    layers = spec["layers"](loaded.model)
+    clean = plain_probs(loaded.model, layers, prep.inputs, [], [])
+    moved = 0.0
+    for row, layer_ids in zip(got, layer_sets, strict=True):
+        want = plain_probs(loaded.model, layers, prep.inputs, pairs, list(layer_ids))
+        assert torch.allclose(row, want, atol=1e-5, rtol=0), (row - want).abs().max()
+        moved = max(moved, float((want - clean).abs().max()))
+    assert moved > 1e-5, "the knockout should move the output, or the test proves nothing"
+
+
+# -- the recipe end to end ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cross_frame_recipe_runs_end_to_end(
+    family: str, checkpoints: dict[str, Path], loaded_models: dict, tiny_data: Path, tmp_path: Path
+):
+    options = RunOptions(
+        model=str(checkpoints[family]),
+        data=str(tiny_data),
+        limit=2,
+        out=tmp_path / "store.zarr",
+        device="cpu",
+        dtype="float32",
+        sample_mode="all",
+        window=1,
+        plot=False,
+        **FAMILIES[family]["load"],
+    )
+    result = run(load_recipe("cross_frame"), options, loaded=loaded_models[family])
+    assert result.counts["ok"] == 2, result.reasons
