@@ -318,3 +318,235 @@ def build_internvl_chat(out: Path, prompts: list[str], ps_version: str = "v1") -
         tokenizer,
         {"preprocessor_config.json": preprocessor},
     )
+
+
+# -- transformers-native families --------------------------------------------------------------
+
+CHATML = ["<|im_start|>", "<|im_end|>"]
+
+
+def save_hf(out: Path, model: torch.nn.Module, processor) -> Path:
+    """A transformers checkpoint: save_pretrained of a seeded random model and its processor."""
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head.mul_(40)  # random init leaves answers flat; a larger head lets knockouts move them
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def tiny_text(kind: str, tokenizer, **extra) -> dict:
+    base = {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": 4096,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+        "model_type": kind,
+    }
+    return {**base, **extra}
+
+
+def build_qwen(out: Path, prompts: list[str], version: str) -> Path:
+    """Qwen2.5-VL ('2.5') or Qwen3-VL ('3'): patch 4, merge 2, temporal patch 2."""
+    import transformers as tf
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    specials = CHATML + ["<|vision_start|>", "<|vision_end|>", "<|video_pad|>", "<|image_pad|>"]
+    tokenizer = word_tokenizer(
+        prompts + ["seconds < > 0.5 2.5 4.5 6.5 . 1 2 3 4 5 6 7 8 9 0"],
+        specials,
+        bos=None,
+        extra={"video_token": "<|video_pad|>", "image_token": "<|image_pad|>"},
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in specials}
+    rope = {"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0}
+    common = {
+        "image_token_id": ids["<|image_pad|>"],
+        "video_token_id": ids["<|video_pad|>"],
+        "vision_start_token_id": ids["<|vision_start|>"],
+        "vision_end_token_id": ids["<|vision_end|>"],
+    }
+    size = {"shortest_edge": 8 * 8 * 4, "longest_edge": 128 * 128 * 8}
+    pixel = {"patch_size": 4, "merge_size": 2, "temporal_patch_size": 2, "size": size}
+    if version == "2.5":
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 64,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 16,
+            "fullatt_block_indexes": [1],
+        }
+        text = tiny_text("qwen2_5_vl_text", tokenizer, rope_parameters=rope)
+        config = tf.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+        model = tf.Qwen2_5_VLForConditionalGeneration(config)
+        processor = tf.Qwen2_5_VLProcessor(
+            image_processor=tf.Qwen2VLImageProcessor(**pixel),
+            video_processor=Qwen2VLVideoProcessor(**pixel),
+            tokenizer=tokenizer,
+        )
+    else:
+        from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
+
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 64,
+            "patch_size": 4,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0, 1],
+        }
+        text = tiny_text(
+            "qwen3_vl_text",
+            tokenizer,
+            head_dim=16,
+            rope_parameters={**rope, "mrope_interleaved": True},
+        )
+        config = tf.Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+        model = tf.Qwen3VLForConditionalGeneration(config)
+        processor = tf.Qwen3VLProcessor(
+            image_processor=tf.Qwen2VLImageProcessor(**pixel),
+            video_processor=Qwen3VLVideoProcessor(**pixel),
+            tokenizer=tokenizer,
+        )
+    return save_hf(out, model, processor)
+
+
+def build_onevision(out: Path, prompts: list[str]) -> Path:
+    """LLaVA-OneVision: SigLIP 32 px, patch 4 (8×8 → pooled 4×4 per frame), Qwen2 LLM."""
+    import transformers as tf
+    from transformers.models.llava_onevision.video_processing_llava_onevision import (
+        LlavaOnevisionVideoProcessor,
+    )
+
+    specials = CHATML + ["<video>", "<image>"]
+    tokenizer = word_tokenizer(prompts, specials, bos=None)
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 4,
+    }
+    config = tf.LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=tiny_text("qwen2", tokenizer),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+        image_grid_pinpoints=[[32, 32]],
+        tie_word_embeddings=False,
+    )
+    model = tf.LlavaOnevisionForConditionalGeneration(config)
+    size = {"height": 32, "width": 32}
+    processor = tf.LlavaOnevisionProcessor(
+        image_processor=tf.LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[32, 32]]),
+        video_processor=LlavaOnevisionVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        num_image_tokens=64,
+        vision_feature_select_strategy="full",
+    )
+    return save_hf(out, model, processor)
+
+
+def build_internvl_hf(out: Path, prompts: list[str]) -> Path:
+    """InternVL (HF-native, InternVL3 layout): 32 px, patch 4, pixel shuffle 0.5, Qwen2 LLM."""
+    import transformers as tf
+    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+
+    specials = CHATML + ["<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+    tokenizer = word_tokenizer(
+        prompts + ["Frame1 : Frame2 Frame3 Frame4 Frame5 Frame6 Frame7 Frame8"],
+        specials,
+        bos=None,
+        extra={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
+    )
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": [32, 32],
+        "patch_size": [4, 4],
+        "attention_bias": True,
+        "use_qk_norm": False,
+        "norm_type": "layer_norm",
+    }
+    config = tf.InternVLConfig(
+        vision_config=vision,
+        text_config=tiny_text("qwen2", tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        downsample_ratio=0.5,
+        vision_feature_layer=-1,
+        tie_word_embeddings=False,
+    )
+    model = tf.InternVLForConditionalGeneration(config)
+    size = {"height": 32, "width": 32}
+    processor = tf.InternVLProcessor(
+        image_processor=tf.GotOcr2ImageProcessor(size=size, crop_to_patches=False),
+        video_processor=InternVLVideoProcessor(size=size),
+        tokenizer=tokenizer,
+        image_seq_length=16,
+    )
+    return save_hf(out, model, processor)
+
+
+def build_videollama3(out: Path, prompts: list[str]) -> Path:
+    """VideoLLaMA3 (HF): patch 4, video merge 2 (96 px frames → 12×12 tokens), Qwen2 LLM."""
+    import transformers as tf
+    from transformers.models.video_llama_3.video_processing_video_llama_3 import (
+        VideoLlama3VideoProcessor,
+    )
+
+    specials = CHATML + ["<|image_pad|>", "<|video_pad|>"]
+    tokenizer = word_tokenizer(
+        prompts + ["Time 0.0s : 1.0s 2.0s 3.0s 4.0s 5.0s 6.0s 7.0s , s"],
+        specials,
+        bos=None,
+        extra={"video_token": "<|video_pad|>", "image_token": "<|image_pad|>"},
+    )
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "patch_size": 4,
+    }
+    config = tf.VideoLlama3Config(
+        vision_config=vision,
+        text_config=tiny_text("qwen2", tokenizer),
+        image_token_id=tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        video_token_id=tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        tie_word_embeddings=False,
+    )
+    model = tf.VideoLlama3ForConditionalGeneration(config)
+    size = {"shortest_edge": 8 * 8 * 4, "longest_edge": 128 * 128 * 8}
+    processor = tf.VideoLlama3Processor(
+        image_processor=tf.VideoLlama3ImageProcessor(patch_size=4, merge_size=1, size=size),
+        video_processor=VideoLlama3VideoProcessor(patch_size=4, merge_size=2, size=size),
+        tokenizer=tokenizer,
+    )
+    return save_hf(out, model, processor)

@@ -17,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from adapters_fixtures import (
     build_internvl_chat,
+    build_internvl_hf,
+    build_onevision,
     build_pllava,
+    build_qwen,
+    build_videollama3,
 )
 from safetensors.torch import load_file, save_file
 
@@ -27,7 +31,12 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model, pick_adapter
 from flowtrace.models.checkpoint import read_config
 from flowtrace.models.prompts import EVAL_MVBENCH
-from flowtrace.models.templates import EVAL_MVBENCH_PHI3, INTERNVL_MEDIA
+from flowtrace.models.templates import (
+    EVAL_MVBENCH_CHATML,
+    EVAL_MVBENCH_PHI3,
+    INTERNVL_MEDIA,
+    VIDEOLLAMA3_TVBENCH,
+)
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 
@@ -65,6 +74,62 @@ FAMILIES = {
         "grid": (8, 4, 4),
     },
 }
+QWEN_MEDIA = "<|vision_start|><|video_pad|><|vision_end|>"
+CHATML_TAIL = "Only give the best option.<|im_end|><|im_start|>assistant Best option:"
+HF = {"layers": lambda m: m.model.language_model.layers, "load": {}, "system_end": "user"}
+FAMILIES.update(
+    {
+        "qwen2_5_vl": {
+            **HF,
+            "build": lambda out, prompts: build_qwen(out, prompts, "2.5"),
+            "render": lambda s: EVAL_MVBENCH_CHATML.render(s, QWEN_MEDIA).text,
+            "adapter": "qwen2_5_vl",
+            "placeholder": "<|video_pad|>",
+            "tail": CHATML_TAIL,
+            "grid": (4, 12, 12),  # 8 frames in temporal patches of 2
+        },
+        "qwen3_vl": {
+            **HF,
+            "build": lambda out, prompts: build_qwen(out, prompts, "3"),
+            "render": lambda s: EVAL_MVBENCH_CHATML.render(s, QWEN_MEDIA).text,
+            "adapter": "qwen3_vl",
+            "placeholder": "<|video_pad|>",
+            "tail": CHATML_TAIL,
+            "grid": (4, 12, 12),
+        },
+        "llava_onevision": {
+            **HF,
+            "build": lambda out, prompts: build_onevision(out, prompts),
+            "render": lambda s: EVAL_MVBENCH_CHATML.render(s, "<video>").text,
+            "adapter": "llava_onevision",
+            "placeholder": "<video>",
+            "trailing": 1,  # the newline embedding after the last frame
+            "tail": CHATML_TAIL,
+            "grid": (8, 4, 4),
+        },
+        "internvl": {
+            **HF,
+            "build": lambda out, prompts: build_internvl_hf(out, prompts),
+            "render": lambda s: EVAL_MVBENCH_CHATML.render(s, "<video>").text,
+            "adapter": "internvl",
+            "placeholder": "<IMG_CONTEXT>",
+            "tail": CHATML_TAIL,
+            "grid": (8, 4, 4),
+        },
+        "video_llama_3": {
+            **HF,
+            "build": lambda out, prompts: build_videollama3(out, prompts),
+            "render": lambda s: VIDEOLLAMA3_TVBENCH.render(s, "<|video_pad|>").text,
+            "adapter": "video_llama_3",
+            "placeholder": "<|video_pad|>",
+            # Word-level test tokenizer: the final "\n" is no token, so `last` is "assistant".
+            "tail": "Answer with the option's letter from the given choices directly and only "
+            "give the best option.<|im_end|><|im_start|>",
+            "last": "assistant",
+            "grid": (8, 12, 12),
+        },
+    }
+)
 
 
 @pytest.fixture(scope="session")
@@ -185,11 +250,13 @@ def test_groups_decode_to_their_prompt_parts(family: str, loaded_models: dict, p
     true = letters[sample.candidates.index(sample.answer)]
     assert text("true_option") == squash(f"({true}){sample.answer}")
     assert text("prompt_tail") == squash(spec["tail"])
+    assert text("last") == spec.get("last", "(")
     assert int(layout["last"][0]) == ids.shape[0] - 1
     assert text("system").endswith(squash(spec["system_end"]))
     placeholder = loaded.tokenizer.convert_tokens_to_ids(spec["placeholder"])
     assert bool((ids[layout["video"]] == placeholder).all())
-    assert int((ids == placeholder).sum()) == int(np.prod(spec["grid"]))
+    trailing = spec.get("trailing", 0)
+    assert int((ids == placeholder).sum()) == int(np.prod(spec["grid"])) + trailing
     assert layout.video_grid == spec["grid"]
     t, h, w = spec["grid"]
     assert layout.video_positions().shape == (t, h, w)
@@ -247,6 +314,28 @@ def test_pllava_frames_are_pooled_clip_features(
         want = F.avg_pool2d(grid, 2).permute(1, 2, 0).reshape(-1, hidden.shape[-1])
         got = embeds[prep.layout[f"frame_{t}"]]
         assert torch.allclose(got, want, atol=1e-5), (t, (got - want).abs().max())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_changing_one_frame_changes_exactly_its_group(
+    family: str, loaded_models: dict, tiny_data: Path
+):
+    """Black out input frame 5: the decoder inputs change at frame group 5 // frames-per-group,
+    at all of its tokens, and nowhere else (each frame is encoded on its own in these models)."""
+    loaded = loaded_models[family]
+    sample = read_samples(tiny_data, tasks=["Moving Direction"])[0]
+    video = read_frames(sample.video, FRAMES)
+    dark = video.copy()
+    dark[5] = 0
+    clean = loaded.adapter.prepare(loaded, sample, video)
+    changed = loaded.adapter.prepare(loaded, sample, dark)
+    assert torch.equal(clean.inputs["input_ids"], changed.inputs["input_ids"])
+    moved = (decoder_inputs(loaded, clean.inputs) - decoder_inputs(loaded, changed.inputs)).abs()
+    moved = moved.amax(-1) > 1e-6
+    group = 5 * clean.layout.num_frames // FRAMES
+    expected = torch.zeros_like(moved)
+    expected[clean.layout[f"frame_{group}"]] = True
+    assert torch.equal(moved, expected), (moved.nonzero().ravel(), clean.layout[f"frame_{group}"])
 
 
 def intern_vit_reference(config: dict, state: dict) -> torch.nn.Module:
@@ -381,6 +470,7 @@ def test_cross_frame_knockout_matches_plain_forward(
     ids = prep.inputs["input_ids"]
     placeholder = loaded.tokenizer.convert_tokens_to_ids(spec["placeholder"])
     positions = (ids[0] == placeholder).nonzero()[:, 0].tolist()
+    positions = positions[: len(positions) - spec.get("trailing", 0)]
     per = len(positions) // spec["grid"][0]
     frames = [positions[i * per : (i + 1) * per] for i in range(spec["grid"][0])]
     pairs = [(frames[t], [p for f in frames[:t] for p in f]) for t in range(1, len(frames))]

@@ -11,15 +11,27 @@ import torch
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
-from flowtrace.models.checkpoint import read_config, resolve_file
+from flowtrace.models.checkpoint import quiet_transformers, read_config, resolve_file
+from flowtrace.models.hf_families import InternVLAdapter, LlavaOnevisionAdapter, VideoLlama3Adapter
 from flowtrace.models.internvl_chat import InternVLChatAdapter
 from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
 from flowtrace.models.lora import merge_lora
 from flowtrace.models.pllava import PllavaAdapter
+from flowtrace.models.qwen_vl import Qwen3VLAdapter, Qwen25VLAdapter
 
 # Order matters only where two adapters could accept one config; each `accepts` is specific.
 ADAPTERS: dict[str, type[Adapter]] = {
-    cls.name: cls for cls in (PllavaAdapter, InternVLChatAdapter, LlavaNextVideoAdapter)
+    cls.name: cls
+    for cls in (
+        PllavaAdapter,
+        InternVLChatAdapter,
+        LlavaNextVideoAdapter,
+        Qwen25VLAdapter,
+        Qwen3VLAdapter,
+        LlavaOnevisionAdapter,
+        InternVLAdapter,
+        VideoLlama3Adapter,
+    )
 }
 TOY = "toy"
 _HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -97,12 +109,8 @@ def load_model(
         model = merge_lora(model, lora)
     # transformers' pipeline logs that our own classes are "not supported" for the task; they
     # run through nnsight all the same.
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
-    try:
+    with quiet_transformers():
         wrapped = TransformersModel(model, task="image-text-to-text", processor=processor)
-    finally:
-        hf_logging.set_verbosity(verbosity)
     return LoadedModel(
         adapter=chosen,
         model=model,

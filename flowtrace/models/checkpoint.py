@@ -115,6 +115,33 @@ def _no_init() -> contextlib.AbstractContextManager:
     return no_init_weights()
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' warnings off (e.g. a tokenizer reading a config of a class it lacks)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def load_tokenizer(source: str) -> Any:
+    """The checkpoint's tokenizer, never running remote code (a fast tokenizer for offsets)."""
+    from transformers import AutoTokenizer
+
+    try:
+        with quiet_transformers():
+            return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+    except (OSError, ValueError) as err:
+        raise FlowtraceError(
+            f"--model {source}: could not load its tokenizer ({_first_line(err)}); flowtrace "
+            "needs a fast tokenizer (tokenizer.json) and runs no remote tokenizer code"
+        ) from None
+
+
 def build_empty(factory: Callable[[], torch.nn.Module], device: str, dtype: torch.dtype) -> Any:
     """The module built directly on `device` in `dtype`, parameters left uninitialised.
 

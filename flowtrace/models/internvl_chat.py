@@ -22,6 +22,7 @@ from flowtrace.models.checkpoint import (
     build_empty,
     iter_tensors,
     load_strict,
+    load_tokenizer,
     read_config,
     resolve_file,
     weight_files,
@@ -62,10 +63,10 @@ class InternVLChatAdapter(Adapter):
         attn: str,
         pooling: tuple[int, int, int] | None = None,
     ) -> tuple[Any, Any]:
-        from transformers import AutoTokenizer, CLIPImageProcessor
+        from transformers import CLIPImageProcessor
 
         raw = read_config(source)
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_tokenizer(source)
         context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
         if context_id is None or context_id == tokenizer.unk_token_id:
             raise FlowtraceError(f"--model {source}: its tokenizer has no {IMG_CONTEXT} token")

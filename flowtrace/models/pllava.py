@@ -21,6 +21,7 @@ from flowtrace.models.checkpoint import (
     build_empty,
     iter_tensors,
     load_strict,
+    load_tokenizer,
     read_config,
     resolve_file,
     weight_files,
@@ -66,14 +67,14 @@ class PllavaAdapter(Adapter):
         attn: str,
         pooling: tuple[int, int, int] | None = None,
     ) -> tuple[Any, Any]:
-        from transformers import AutoTokenizer, CLIPImageProcessor
+        from transformers import CLIPImageProcessor
 
         pooling = tuple(pooling or PAPER_POOLING)
         config = PllavaConfig.from_raw(read_config(source), pooling)
         model = build_empty(lambda: PllavaForVideo(config, attn=attn, dtype=dtype), device, dtype)
         load_strict(model, iter_tensors(weight_files(source)), source, rename=clip_renamer(model))
         self.default_frames = pooling[0]
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = load_tokenizer(source)
         if resolve_file(source, "preprocessor_config.json", required=False):
             image_processor = CLIPImageProcessor.from_pretrained(source)
         else:

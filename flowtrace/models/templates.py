@@ -8,7 +8,16 @@ so pathways are comparable across families; only roles, separators and the media
 
 from __future__ import annotations
 
-from flowtrace.models.prompts import EVAL_MVBENCH, SYSTEM_MVBENCH, PromptTemplate
+from dataclasses import dataclass
+
+from flowtrace.data import Sample
+from flowtrace.models.prompts import (
+    EVAL_MVBENCH,
+    SYSTEM_MVBENCH,
+    PromptTemplate,
+    RenderedPrompt,
+    question_block,
+)
 
 # tasks/eval/eval_utils.py conv_eval_mvbench_phi3: Mini-InternVL-4B-Video-FT (Phi-3 LLM).
 EVAL_MVBENCH_PHI3 = PromptTemplate(
@@ -30,10 +39,58 @@ EVAL_MVBENCH_CHATML = PromptTemplate(
     sep=_IM_END,
 )
 
+
+@dataclass(frozen=True)
+class TurnTemplate:
+    """One user turn: prefix, media, a separator, the question block, the tail; no system turn.
+
+    For prompts that PromptTemplate's two-turn layout cannot write (VideoLLaMA3's evaluation).
+    """
+
+    name: str
+    prefix: str
+    after_media: str
+    post_query: str
+    tail: str
+    answer_prefix: str = ""
+
+    def render(self, sample: Sample, media_token: str) -> RenderedPrompt:
+        query = question_block(sample)
+        text = self.prefix
+        spans = {"system": (0, len(text))}
+        spans["video"] = (len(text), len(text) + len(media_token))
+        text += media_token + self.after_media
+        start = len(text)
+        text += query.text
+        spans["query"] = (start, len(text))
+        for name, (a, b) in query.spans.items():
+            spans[name] = (start + a, start + b)
+        tail = self.post_query + self.tail + self.answer_prefix
+        # The tail's span starts at its first visible character, as PromptTemplate's.
+        lead = len(tail) - len(tail.lstrip())
+        spans["prompt_tail"] = (len(text) + lead, len(text) + len(tail))
+        text += tail
+        return RenderedPrompt(text=text, spans=spans)
+
+
+# VideoLLaMA3's TVBench evaluation (videollama3/evaluation/benchmarks/tvbench.py + its chat
+# template): one user turn, the video then "\n", the question block, its instruction, no answer
+# prefix — the letter is read right after "<|im_start|>assistant\n".
+VIDEOLLAMA3_TVBENCH = TurnTemplate(
+    name="videollama3_tvbench",
+    prefix="<|im_start|>user\n",
+    after_media="\n",
+    post_query="\nAnswer with the option's letter from the given choices directly and only give "
+    "the best option.",
+    tail="<|im_end|>\n<|im_start|>assistant\n",
+)
+
 __all__ = [
     "EVAL_MVBENCH",
     "EVAL_MVBENCH_CHATML",
     "EVAL_MVBENCH_INTERNVL",
     "EVAL_MVBENCH_PHI3",
     "INTERNVL_MEDIA",
+    "VIDEOLLAMA3_TVBENCH",
+    "TurnTemplate",
 ]

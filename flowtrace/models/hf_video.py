@@ -1,0 +1,125 @@
+"""Base of the adapters for transformers-native VideoLLMs (their own model and processor classes).
+
+The processor expands the prompt's video placeholder as it likes (per-frame timestamps,
+delimiters, a trailing newline embedding); the layout is read back from its ids: frame tokens are
+the `video_token_id` positions, chunked per temporal frame, the rest of the video region goes to
+`video_markers`.
+
+Variable-resolution models (Qwen-VL, VideoLLaMA3) get frames centre-cropped and resized to a fixed
+side first (`grid_side` merged tokens, 12 as the paper's 12×12 pooling), so every sample of a run
+has the same (T, H, W) grid and the cubes stack; the grid per frame is still read from the
+processor's output, not assumed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from flowtrace.data import Sample
+from flowtrace.errors import FlowtraceError
+from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.checkpoint import quiet_transformers
+from flowtrace.models.inputs import placeholder_frames, prompt_layout, to_device
+
+
+class HFVideoAdapter(Adapter):
+    layers_path = "model.language_model.layers"
+    final_norm_path = "model.language_model.norm"
+    lm_head_path = "lm_head"
+    model_class: ClassVar[str]  # transformers class name
+    media: ClassVar[str | None] = None  # prompt text for the video; None: processor.video_token
+    videos_kwargs: ClassVar[dict[str, Any]] = {}
+    trailing_tokens: ClassVar[int] = 0  # video placeholders after the frames (no frame of theirs)
+    grid_side: ClassVar[int | None] = None  # fixed merged tokens per frame side (variable-res)
+    frame_token_attr: ClassVar[str] = "video_token_id"  # processor attribute: frame placeholder
+
+    def load(
+        self,
+        source: str,
+        *,
+        device: str,
+        dtype: torch.dtype,
+        attn: str,
+        pooling: tuple[int, int, int] | None = None,
+    ) -> tuple[Any, Any]:
+        import transformers
+        from transformers import AutoProcessor
+
+        self.refuse_pooling(pooling)
+        cls = getattr(transformers, self.model_class, None)
+        if cls is None:
+            raise FlowtraceError(
+                f"this transformers ({transformers.__version__}) has no {self.model_class}; "
+                "upgrade transformers to use the " + self.name + " adapter"
+            )
+        model = cls.from_pretrained(source, dtype=dtype, attn_implementation=attn).to(device)
+        with quiet_transformers():
+            processor = AutoProcessor.from_pretrained(source)
+        return model.eval(), processor
+
+    # -- per family ------------------------------------------------------------------------------
+
+    def frame_grid(
+        self, loaded: LoadedModel, inputs: dict[str, Any], frames: int
+    ) -> tuple[int, int, int]:
+        """(T, H, W) of the video tokens the processor made for `frames` input frames."""
+        raise NotImplementedError
+
+    def pixel_side(self, loaded: LoadedModel) -> int:
+        """Frame side in pixels for `grid_side` merged tokens."""
+        raise NotImplementedError
+
+    def extra_kwargs(self, frames: np.ndarray) -> dict[str, Any]:
+        return {}
+
+    # -- shared ----------------------------------------------------------------------------------
+
+    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
+        raise NotImplementedError
+
+    def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
+        processor = loaded.processor
+        if self.grid_side is not None:
+            frames = square_frames(frames, self.pixel_side(loaded))
+        prompt = self.template.render(sample, self.media or processor.video_token)
+        inputs = processor(
+            text=prompt.text,
+            videos=[frames],
+            return_tensors="pt",
+            **self.videos_kwargs,
+            **self.extra_kwargs(frames),
+        )
+        ids = inputs["input_ids"]
+        grid = self.frame_grid(loaded, inputs, len(frames))
+        token_id = getattr(processor, self.frame_token_attr)
+        positions = placeholder_frames(ids, token_id, grid, trailing=self.trailing_tokens)
+        layout = prompt_layout(
+            processor.tokenizer, prompt, ids, positions, [grid[1:]] * grid[0], sample
+        )
+        return Prepared(
+            inputs=to_device(dict(inputs), loaded.device, loaded.dtype),
+            layout=layout,
+            prompt=prompt.text,
+        )
+
+
+def square_frames(frames: np.ndarray, side: int) -> np.ndarray:
+    """Centre square crop, bicubic resize to side×side (fixed tokens per frame)."""
+    from PIL import Image
+
+    height, width = frames.shape[1:3]
+    short = min(height, width)
+    top, left = (height - short) // 2, (width - short) // 2
+    out = []
+    for frame in frames:
+        crop = Image.fromarray(frame[top : top + short, left : left + short])
+        out.append(np.asarray(crop.resize((side, side), Image.Resampling.BICUBIC)))
+    return np.stack(out)
+
+
+def has_class(name: str) -> bool:
+    return getattr(importlib.import_module("transformers"), name, None) is not None
