@@ -54,8 +54,13 @@ class Adapter:
         dtype: torch.dtype,
         attn: str,
         pooling: tuple[int, int, int] | None = None,
+        weights: bool = True,
     ) -> tuple[Any, Any]:
-        """Return (model, processor) for a local folder or a Hugging Face id."""
+        """Return (model, processor) for a local folder or a Hugging Face id.
+
+        `weights=False` builds the architecture of config.json with seeded random weights (the
+        folder needs no weight files): benchmarks and dry runs of full-size shapes.
+        """
         raise NotImplementedError
 
     def refuse_pooling(self, pooling: tuple[int, int, int] | None) -> None:

@@ -116,12 +116,13 @@ def _no_init() -> contextlib.AbstractContextManager:
 
 
 @contextlib.contextmanager
-def quiet_transformers() -> Iterator[None]:
-    """transformers' warnings off (e.g. a tokenizer reading a config of a class it lacks)."""
+def quiet_transformers(level: int = 40) -> Iterator[None]:
+    """transformers' logs below `level` off (40: errors only; 50: also the pipeline's error
+    that a class of ours is "not supported" for its task, which nnsight's wrapper triggers)."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity(level)
     try:
         yield
     finally:
@@ -207,3 +208,20 @@ def load_strict(
 def _first_line(err: Exception) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+@torch.no_grad()
+def init_random(model: torch.nn.Module, seed: int = 0, std: float = 0.02) -> torch.nn.Module:
+    """Seeded random weights in place (benchmarks, dry runs): N(0, std) matrices, unit norms.
+
+    Works on any device, so a full-size model built uninitialised on the GPU is filled there.
+    """
+    generator = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    for name, param in model.named_parameters():
+        if param.dim() == 1 and ("norm" in name or name.endswith(("ls1", "ls2", "lambda_1"))):
+            param.fill_(1.0)
+        elif param.dim() == 1:
+            param.zero_()
+        else:
+            param.normal_(0.0, std, generator=generator)
+    return model

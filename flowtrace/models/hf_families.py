@@ -32,15 +32,12 @@ class LlavaOnevisionAdapter(HFVideoAdapter):
     summary = "LLaVA-OneVision (HF): SigLIP, 2× bilinear pooling per frame, newline after video"
     needs = "transformers-format checkpoint (model_type 'llava_onevision') with its processor"
 
-    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
-        vision = loaded.model.config.vision_config
-        side = math.ceil((vision.image_size // vision.patch_size) / 2)
-        return (frames, side, side)
-
     def frame_grid(
         self, loaded: LoadedModel, inputs: dict[str, Any], frames: int
     ) -> tuple[int, int, int]:
-        return self.video_grid(loaded, frames)
+        vision = loaded.model.config.vision_config
+        side = math.ceil((vision.image_size // vision.patch_size) / 2)
+        return (frames, side, side)
 
 
 class InternVLAdapter(HFVideoAdapter):
@@ -53,16 +50,13 @@ class InternVLAdapter(HFVideoAdapter):
     summary = "InternVL3 / InternVL (HF-native): pixel shuffle, 'FrameN: <img>…</img>' per frame"
     needs = "transformers-format checkpoint (model_type 'internvl', e.g. OpenGVLab/*-hf)"
 
-    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
+    def frame_grid(
+        self, loaded: LoadedModel, inputs: dict[str, Any], frames: int
+    ) -> tuple[int, int, int]:
         config = loaded.model.config
         patches = config.vision_config.image_size[0] // config.vision_config.patch_size[0]
         side = int(patches * config.downsample_ratio)
         return (frames, side, side)
-
-    def frame_grid(
-        self, loaded: LoadedModel, inputs: dict[str, Any], frames: int
-    ) -> tuple[int, int, int]:
-        return self.video_grid(loaded, frames)
 
 
 class VideoLlama3Adapter(HFVideoAdapter):
@@ -84,9 +78,6 @@ class VideoLlama3Adapter(HFVideoAdapter):
     def pixel_side(self, loaded: LoadedModel) -> int:
         patch = loaded.model.config.vision_config.patch_size
         return self.grid_side * patch * loaded.processor.video_processor.merge_size
-
-    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
-        return (frames, self.grid_side, self.grid_side)
 
     def frame_grid(
         self, loaded: LoadedModel, inputs: dict[str, Any], frames: int

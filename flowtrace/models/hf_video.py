@@ -22,7 +22,7 @@ import torch
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
-from flowtrace.models.checkpoint import quiet_transformers
+from flowtrace.models.checkpoint import build_empty, init_random, quiet_transformers
 from flowtrace.models.inputs import placeholder_frames, prompt_layout, to_device
 
 
@@ -45,9 +45,10 @@ class HFVideoAdapter(Adapter):
         dtype: torch.dtype,
         attn: str,
         pooling: tuple[int, int, int] | None = None,
+        weights: bool = True,
     ) -> tuple[Any, Any]:
         import transformers
-        from transformers import AutoProcessor
+        from transformers import AutoConfig, AutoProcessor
 
         self.refuse_pooling(pooling)
         cls = getattr(transformers, self.model_class, None)
@@ -56,7 +57,16 @@ class HFVideoAdapter(Adapter):
                 f"this transformers ({transformers.__version__}) has no {self.model_class}; "
                 "upgrade transformers to use the " + self.name + " adapter"
             )
-        model = cls.from_pretrained(source, dtype=dtype, attn_implementation=attn).to(device)
+        if weights:
+            model = cls.from_pretrained(source, dtype=dtype, attn_implementation=attn).to(device)
+        else:
+            config = AutoConfig.from_pretrained(source)
+            model = build_empty(
+                lambda: cls._from_config(config, attn_implementation=attn, dtype=dtype),
+                device,
+                dtype,
+            )
+            model = init_random(model).eval()
         with quiet_transformers():
             processor = AutoProcessor.from_pretrained(source)
         return model.eval(), processor
@@ -79,7 +89,21 @@ class HFVideoAdapter(Adapter):
     # -- shared ----------------------------------------------------------------------------------
 
     def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
-        raise NotImplementedError
+        """The grid the processor gives `frames` frames of this adapter's size (asked, not
+        assumed: processors may shrink frames to fit their pixel budget)."""
+        cache = self.__dict__.setdefault("_grids", {})
+        if frames not in cache:
+            side = self.pixel_side(loaded) if self.grid_side is not None else 64
+            blank = np.zeros((frames, side, side, 3), dtype=np.uint8)
+            inputs = loaded.processor(
+                text=self.media or loaded.processor.video_token,
+                videos=[blank],
+                return_tensors="pt",
+                **self.videos_kwargs,
+                **self.extra_kwargs(blank),
+            )
+            cache[frames] = self.frame_grid(loaded, inputs, frames)
+        return cache[frames]
 
     def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
         processor = loaded.processor

@@ -20,6 +20,7 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
 from flowtrace.models.checkpoint import (
     build_empty,
+    init_random,
     iter_tensors,
     load_strict,
     load_tokenizer,
@@ -62,6 +63,7 @@ class InternVLChatAdapter(Adapter):
         dtype: torch.dtype,
         attn: str,
         pooling: tuple[int, int, int] | None = None,
+        weights: bool = True,
     ) -> tuple[Any, Any]:
         from transformers import CLIPImageProcessor
 
@@ -82,7 +84,10 @@ class InternVLChatAdapter(Adapter):
         model = build_empty(
             lambda: InternVLChatForVideo(config, attn=attn, dtype=dtype), device, dtype
         )
-        load_strict(model, iter_tensors(weight_files(source)), source)
+        if weights:
+            load_strict(model, iter_tensors(weight_files(source)), source)
+        else:
+            init_random(model)
         self.template = EVAL_MVBENCH_PHI3 if _is_phi3(config) else EVAL_MVBENCH_INTERNVL
         side = config.vision_config.image_size
         if resolve_file(source, "preprocessor_config.json", required=False):

@@ -19,6 +19,7 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
 from flowtrace.models.checkpoint import (
     build_empty,
+    init_random,
     iter_tensors,
     load_strict,
     load_tokenizer,
@@ -66,13 +67,19 @@ class PllavaAdapter(Adapter):
         dtype: torch.dtype,
         attn: str,
         pooling: tuple[int, int, int] | None = None,
+        weights: bool = True,
     ) -> tuple[Any, Any]:
         from transformers import CLIPImageProcessor
 
         pooling = tuple(pooling or PAPER_POOLING)
         config = PllavaConfig.from_raw(read_config(source), pooling)
         model = build_empty(lambda: PllavaForVideo(config, attn=attn, dtype=dtype), device, dtype)
-        load_strict(model, iter_tensors(weight_files(source)), source, rename=clip_renamer(model))
+        if weights:
+            load_strict(
+                model, iter_tensors(weight_files(source)), source, rename=clip_renamer(model)
+            )
+        else:
+            init_random(model)
         self.default_frames = pooling[0]
         tokenizer = load_tokenizer(source)
         if resolve_file(source, "preprocessor_config.json", required=False):

@@ -44,10 +44,6 @@ class Qwen25VLAdapter(HFVideoAdapter):
         merge = loaded.model.config.vision_config.spatial_merge_size
         return (t, h // merge, w // merge)
 
-    def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
-        temporal = loaded.model.config.vision_config.temporal_patch_size
-        return (-(-frames // temporal), self.grid_side, self.grid_side)
-
     def extra_kwargs(self, frames: np.ndarray) -> dict[str, Any]:
         return {"return_mm_token_type_ids": True}
 
