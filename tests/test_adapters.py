@@ -515,3 +515,31 @@ def test_cross_frame_recipe_runs_end_to_end(
     )
     result = run(load_recipe("cross_frame"), options, loaded=loaded_models[family])
     assert result.counts["ok"] == 2, result.reasons
+
+
+def test_lora_adapter_is_merged_into_the_weights(checkpoints: dict[str, Path], tmp_path: Path):
+    """W' = W + (alpha / r) · B · A on every target, computed here from the saved tensors."""
+    peft = pytest.importorskip("peft")
+    path = checkpoints["pllava"]
+    base = load_model(str(path), device="cpu", dtype="float32", pooling="8-4-4")
+    wrapped = peft.get_peft_model(
+        base.model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, param in wrapped.named_parameters():
+            if "lora_" in name:  # lora_B starts at zero; give the adapter an effect
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
+    wrapped.save_pretrained(tmp_path / "lora")
+    adapter = load_file(str(tmp_path / "lora" / "adapter_model.safetensors"))
+    original = load_file(str(path / "model.safetensors"))
+    merged = load_model(
+        str(path), device="cpu", dtype="float32", pooling="8-4-4", lora=str(tmp_path / "lora")
+    )
+    key = "language_model.model.layers.2.self_attn.v_proj"
+    lora_a = adapter[f"base_model.model.{key}.lora_A.weight"]
+    lora_b = adapter[f"base_model.model.{key}.lora_B.weight"]
+    want = original[f"{key}.weight"] + (8 / 4) * lora_b @ lora_a
+    got = merged.model.language_model.model.layers[2].self_attn.v_proj.weight
+    assert torch.allclose(got, want, atol=1e-6)
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
