@@ -115,6 +115,16 @@ def run(
     eval_only: Annotated[
         bool, typer.Option(help="Only the clean pass: accuracy per task, no knockout.")
     ] = False,
+    pooling: Annotated[
+        str | None,
+        typer.Option(
+            help="PLLaVA video pooling T-H-W (the reference's --pooling_shape; default 8-12-12)."
+        ),
+    ] = None,
+    lora: Annotated[
+        str | None,
+        typer.Option(help="PEFT LoRA adapter folder, merged into the weights (needs peft)."),
+    ] = None,
 ) -> None:
     """Run a recipe on a model and dataset; write a zarr cube and its figure."""
     from flowtrace.recipe import load_recipe
@@ -144,6 +154,8 @@ def run(
             overwrite=overwrite,
             eval_only=eval_only,
             random_ratio=random_ratio,
+            pooling=pooling,
+            lora=lora,
         )
         started = time.perf_counter()
         columns = (
@@ -323,11 +335,21 @@ def query_command(
 
 @app.command("models")
 def models() -> None:
-    """List the adapters and the checkpoints each reads."""
+    """List the adapters: what each reads, what it needs, its frames and prompt template."""
     from flowtrace.models import ADAPTERS
 
     for name, cls in ADAPTERS.items():
-        print(f"{name}\tmodel_type: {', '.join(cls.model_types)}\tframes: {cls.default_frames}")
+        print(f"{name}: {cls.summary}")
+        print(
+            f"    model_type: {', '.join(cls.model_types)}; frames: {cls.default_frames}; "
+            f"template: {cls.template.name}"
+        )
+        if cls.needs:
+            print(f"    needs: {cls.needs}")
+    print(
+        "The adapter is picked from the checkpoint's config.json; --adapter NAME forces one. "
+        "docs/models.md has the details."
+    )
 
 
 def main() -> None:  # pragma: no cover - console entry for `python -m flowtrace`
