@@ -109,7 +109,7 @@ def load_model(
         model = merge_lora(model, lora)
     # transformers' pipeline logs that our own classes are "not supported" for the task; they
     # run through nnsight all the same.
-    with quiet_transformers():
+    with quiet_transformers(50):
         wrapped = TransformersModel(model, task="image-text-to-text", processor=processor)
     return LoadedModel(
         adapter=chosen,
