@@ -24,6 +24,8 @@ class LlavaNextVideoAdapter(Adapter):
     layers_path = "model.language_model.layers"
     final_norm_path = "model.language_model.norm"
     template = EVAL_MVBENCH
+    summary = "LLaVA-NeXT-Video (HF; the embedded toy): CLIP, 2×2 pooling per frame, Llama/Vicuna"
+    needs = "transformers-format checkpoint (model_type 'llava_next_video') with its processor"
 
     def load(
         self,
