@@ -384,7 +384,8 @@ def _videollama3(full: bool) -> tuple[Any, Any]:
         image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
     )
-    size = {"shortest_edge": 64 * patch * patch, "longest_edge": 4096 * patch * patch}
+    # A budget that fits 8 frames of 12×12 merged tokens (VideoLLaMA3 caps pixels per video).
+    size = {"shortest_edge": 64 * patch * patch, "longest_edge": 16384 * patch * patch}
     processor = tf.VideoLlama3Processor(
         image_processor=tf.VideoLlama3ImageProcessor(patch_size=patch, merge_size=1, size=size),
         video_processor=VideoLlama3VideoProcessor(patch_size=patch, merge_size=2, size=size),
