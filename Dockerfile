@@ -1,0 +1,97 @@
+# syntax=docker/dockerfile:1
+# flowtrace in a container, with the pinned versions of docker/constraints-$FLAVOR.txt.
+#
+#   docker build -t flowtrace:cpu .                                    # CPU image (default)
+#   docker build --build-arg FLAVOR=cuda -t flowtrace:cuda .           # CUDA image for GPU hosts
+#   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/results:/work/results" \
+#       flowtrace:cpu flowtrace run recipes/cross_frame.py
+#
+# Build arguments (all optional):
+#   FLAVOR            cpu (default) or cuda: which lock file, and where torch comes from.
+#   TORCH_INDEX_URL   index for torch + torchvision. Default: the PyTorch CPU index for cpu
+#                     (torch==X+cpu, no CUDA libraries); PyPI for cuda (its Linux wheels are CUDA
+#                     builds that bring their CUDA libraries as pip packages; the host needs only
+#                     the NVIDIA driver and container toolkit). Any index with the locked versions.
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS
+#                     pip's own settings for everything else (a mirror, a wheel folder).
+#   BASE_IMAGE        debian:bookworm-slim; another Debian/Ubuntu with python3 >= 3.11 works.
+#   VCS_REF           the git commit, recorded as the image label org.opencontainers.image.revision.
+# A CA bundle for a TLS-intercepting proxy goes in as a build secret, never into the image:
+#   docker build --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt …
+#
+# Results: the image runs in /work as the unprivileged user `flowtrace` (uid 1000); recipes are in
+# /work/recipes, and runs write to /work/results: mount a host folder there.
+
+ARG BASE_IMAGE=debian:bookworm-slim
+FROM ${BASE_IMAGE}
+
+ARG FLAVOR=cpu
+ARG TORCH_INDEX_URL
+ARG PIP_INDEX_URL
+ARG PIP_EXTRA_INDEX_URL
+ARG PIP_FIND_LINKS
+
+ENV VIRTUAL_ENV=/opt/flowtrace \
+    PATH=/opt/flowtrace/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    XDG_CACHE_HOME=/cache \
+    HF_HOME=/cache/huggingface \
+    MPLCONFIGDIR=/cache/matplotlib
+
+# System layer: python and an unprivileged user. /cache is writable by any uid (docker run --user).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && python3 -m venv "$VIRTUAL_ENV" \
+    && useradd --create-home --uid 1000 --user-group --shell /bin/bash flowtrace \
+    && mkdir -p /work/results /cache \
+    && chown flowtrace:flowtrace /work /work/results \
+    && chmod 1777 /cache
+
+COPY docker/constraints-cpu.txt docker/constraints-cuda.txt /usr/local/share/flowtrace/
+
+# Dependency layers, before the source: pip + setuptools, then torch (the big one), then the rest.
+# `pip install -r` of the lock (not --no-deps): a torch wheel that needs more than the lock names
+# (PyPI's CUDA build in a cpu image) still gets its libraries.
+RUN --mount=type=secret,id=pip-ca \
+    set -eu; if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    case "$FLAVOR" in cpu|cuda) ;; *) echo "FLAVOR must be cpu or cuda, not '$FLAVOR'" >&2; exit 1;; esac; \
+    lock=/usr/local/share/flowtrace/constraints-$FLAVOR.txt; \
+    pip install --no-cache-dir --disable-pip-version-check -c "$lock" pip setuptools
+
+RUN --mount=type=secret,id=pip-ca \
+    set -eu; if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    lock=/usr/local/share/flowtrace/constraints-$FLAVOR.txt; \
+    index="${TORCH_INDEX_URL:-}"; \
+    if [ -z "$index" ] && [ "$FLAVOR" = cpu ]; then index=https://download.pytorch.org/whl/cpu; fi; \
+    pin() { grep -i "^$1==" "$lock"; }; \
+    pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: --no-deps \
+        ${index:+--index-url "$index"} "$(pin torch)" "$(pin torchvision)"
+
+RUN --mount=type=secret,id=pip-ca \
+    set -eu; if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
+    lock=/usr/local/share/flowtrace/constraints-$FLAVOR.txt; \
+    pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: \
+        -r "$lock"
+
+# The project itself (no dependencies left to resolve), then the recipes where `flowtrace run
+# recipes/….py` finds them.
+COPY pyproject.toml README.md /tmp/flowtrace-src/
+COPY flowtrace /tmp/flowtrace-src/flowtrace
+RUN pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
+        /tmp/flowtrace-src \
+    && rm -rf /tmp/flowtrace-src \
+    && pip check \
+    && flowtrace --help >/dev/null
+COPY recipes /work/recipes
+
+ARG VCS_REF=unknown
+LABEL org.opencontainers.image.title="flowtrace" \
+      org.opencontainers.image.description="Map how information flows inside video LLMs" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      io.flowtrace.flavor="${FLAVOR}"
+
+USER flowtrace
+WORKDIR /work
+CMD ["flowtrace", "--help"]
