@@ -58,13 +58,24 @@ def run(
     ] = "toy",
     data: Annotated[
         str,
-        typer.Option(help="'toy' (embedded held-out split) or a folder with json/ and video/."),
+        typer.Option(
+            help="'toy' (embedded held-out split), KIND:PATH (tvbench, tvbench-open, mvbench, "
+            "tomato, longvideobench, videomme, vcgbench), a TVBench-layout folder, or a name "
+            "from ~/.config/flowtrace/data.toml (docs/data.md)."
+        ),
     ] = "toy",
     task: Annotated[
         list[str] | None, typer.Option(help="Task name or index; repeat for several. Default all.")
     ] = None,
     limit: Annotated[
         int | None, typer.Option(help="At most this many samples, spread over the tasks.")
+    ] = None,
+    ratio: Annotated[
+        float | None,
+        typer.Option(
+            help="Seeded random subset of each task, as the reference's --test_ratio: a count "
+            "per task (≥ 1) or a share (0–1)."
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Zarr store to write. Default results/RECIPE/….zarr")
@@ -139,6 +150,7 @@ def run(
             data=data,
             tasks=task or None,
             limit=limit,
+            ratio=ratio,
             out=out,
             device=device,
             dtype=dtype,
@@ -227,17 +239,20 @@ def data_synth(
 
 
 @data_app.command("ls")
-def data_ls(root: Annotated[Path, typer.Argument(help="Dataset folder or 'toy'.")]) -> None:
-    """List the tasks of a dataset folder and their sample counts."""
-    from flowtrace.data import list_tasks, read_samples
+def data_ls(
+    data: Annotated[str, typer.Argument(help="'toy', KIND:PATH, a folder or a data.toml name.")],
+) -> None:
+    """List a dataset's tasks: index (for --task), name and sample count."""
+    from flowtrace.data import task_counts
     from flowtrace.runner import resolve_data
 
     try:
-        folder = resolve_data(str(root))
-        for i, name in enumerate(list_tasks(folder)):
-            print(f"{i}\t{name}\t{len(read_samples(folder, tasks=[name]))}")
+        counts = task_counts(resolve_data(data))
     except (FlowtraceError, ValueError) as err:
         _fail(err)
+        return
+    for i, (name, count) in enumerate(counts.items()):
+        print(f"{i}\t{name}\t{count}")
 
 
 @toy_app.command("train")

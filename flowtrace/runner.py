@@ -17,7 +17,15 @@ import torch
 import xarray as xr
 
 import flowtrace
-from flowtrace.data import Sample, SampleError, read_frames, read_samples, validate_sample
+from flowtrace.data import (
+    DataSource,
+    Sample,
+    SampleError,
+    parse_data,
+    read_samples,
+    sample_frames,
+    validate_sample,
+)
 from flowtrace.engine import make_engine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
@@ -46,6 +54,7 @@ class RunOptions:
     data: str = TOY_DATA
     tasks: list[str] | None = None
     limit: int | None = None
+    ratio: float | None = None  # seeded subset per task, as the reference's --test_ratio
     out: Path | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -77,18 +86,16 @@ class RunResult:
     resumed: int = 0  # samples found already done in an existing store
 
 
-def resolve_data(data: str) -> Path:
+def resolve_data(data: str) -> DataSource:
+    """'toy', KIND:PATH, a folder (TVBench layout) or a name from the user's data.toml."""
     from flowtrace.toy import EMBEDDED_DATA
 
     if data == TOY_DATA:
-        return EMBEDDED_DATA
-    root = Path(data.split(":", 1)[1] if data.startswith(("synth:", "tvbench:")) else data)
-    if not root.is_dir():
-        raise FlowtraceError(
-            f"--data {data}: no such folder; pass 'toy' or a folder with json/<task>.json and "
-            "video/<task>/"
-        )
-    return root
+        return DataSource(kind="tvbench", root=EMBEDDED_DATA, spec=data)
+    try:
+        return parse_data(data)
+    except ValueError as err:
+        raise FlowtraceError(str(err)) from None
 
 
 def run(
@@ -108,9 +115,12 @@ def run(
         )
     if options.limit is not None and options.limit < 1:
         raise FlowtraceError(f"--limit {options.limit}: must be at least 1")
-    root = resolve_data(options.data)
+    source = resolve_data(options.data)
+    root = source.root
     try:
-        samples = read_samples(root, tasks=options.tasks, limit=options.limit)
+        samples = read_samples(
+            source, tasks=options.tasks, limit=options.limit, ratio=options.ratio
+        )
     except ValueError as err:
         raise FlowtraceError(str(err)) from None
     if not samples:
@@ -147,7 +157,7 @@ def run(
         cube = measure.empty(sample_cube(sample))
         try:
             validate_sample(sample)
-            video = read_frames(sample.video, frames, bound=sample.bound)
+            video = sample_frames(sample, frames)  # its bound and the benchmark's rule
             prepared = loaded.adapter.prepare(loaded, sample, video)
             clean = measure_clean(loaded, engine, prepared, cube)
             if options.eval_only:
@@ -254,9 +264,11 @@ def _provenance(
         "attn": loaded.attn,
         "data": options.data,
         "data_root": str(root),
+        "data_kind": resolve_data(options.data).kind,
         "split": "toy held-out" if options.data == TOY_DATA else root.name,
         "tasks": json.dumps(options.tasks or []),
         "limit": options.limit or 0,
+        "ratio": options.ratio or 0,
         "frames": frames,
         "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, frames))),
         "lora": options.lora or "",

@@ -1,20 +1,42 @@
-"""Datasets in TVBench/MVBench layout: ROOT/json/<task>.json and ROOT/video/<task>/<file>.
+"""Samples of a dataset: pick the benchmark's reader, the tasks, a seeded subset, a limit.
 
-Each JSON file is a list of entries {"video", "question", "candidates", "answer"} with optional
-"start"/"end" seconds. A broken entry does not stop reading: it becomes a Sample with empty fields
-that `validate_sample` rejects, so one bad sample fails alone instead of the whole run.
+Tasks are numbered in sorted name order, as the reference code's `--task_id`. Each benchmark's
+reader (tvbench.py, tomato.py, …) reads its published annotation files; a broken entry becomes a
+sample that `validate_sample` fails alone, so one bad entry never stops a run.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import random
+import re
 from itertools import zip_longest
 from pathlib import Path
+from typing import Protocol
 
+from flowtrace.data.longvideobench import LONGVIDEOBENCH
 from flowtrace.data.sample import Sample, SampleError
+from flowtrace.data.sources import DataSource, parse_data
+from flowtrace.data.tomato import TOMATO
+from flowtrace.data.tvbench import MVBENCH, TVBENCH, TVBENCH_OPEN
+from flowtrace.data.vcgbench import VCGBENCH
+from flowtrace.data.videomme import VIDEOMME
 
-REQUIRED = ("video", "question", "candidates", "answer")
+# The reference's analysis scripts draw their `--test_ratio` subset with random.seed(42).
+REFERENCE_SEED = 42
+
+
+class Benchmark(Protocol):
+    kind: str
+
+    def task_names(self, root: Path) -> list[str]: ...
+
+    def read_task(self, root: Path, name: str) -> list[Sample]: ...
+
+
+READERS: dict[str, Benchmark] = {
+    r.kind: r for r in (TVBENCH, TVBENCH_OPEN, MVBENCH, TOMATO, LONGVIDEOBENCH, VIDEOMME, VCGBENCH)
+}
 
 
 def task_name(slug: str) -> str:
@@ -22,41 +44,57 @@ def task_name(slug: str) -> str:
     return slug.replace("_", " ").title()
 
 
-def _task_files(root: Path) -> dict[str, Path]:
-    folder = Path(root) / "json"
-    if not folder.is_dir():
-        raise ValueError(
-            f"--data {root}: no json/ folder with task annotation files; expected "
-            "ROOT/json/<task>.json and ROOT/video/<task>/"
-        )
-    files: dict[str, Path] = {}
-    for file in sorted(folder.glob("*.json")):
-        name = task_name(file.stem)
-        if name in files:
-            raise ValueError(f"{files[name].name} and {file.name} both name the task {name!r}")
-        files[name] = file
-    return files
+def as_source(data: DataSource | Path | str) -> DataSource:
+    """A DataSource from a --data value; a Path is a folder in TVBench layout."""
+    if isinstance(data, DataSource):
+        return data
+    if isinstance(data, Path):
+        root = data.expanduser().absolute()
+        if not root.is_dir():
+            raise ValueError(f"--data {data}: no such folder")
+        return DataSource(kind="tvbench", root=root, spec=str(data))
+    return parse_data(data)
 
 
-def list_tasks(root: Path) -> list[str]:
-    """Sorted task names of a dataset folder."""
-    return sorted(_task_files(root))
+def _reader(source: DataSource) -> Benchmark:
+    return READERS[source.layout]
+
+
+def list_tasks(data: DataSource | Path | str) -> list[str]:
+    """Sorted task names; a task's index in this list is what `--task 5` means."""
+    source = as_source(data)
+    return sorted(_reader(source).task_names(source.root))
+
+
+def task_counts(data: DataSource | Path | str) -> dict[str, int]:
+    """Samples per task, tasks in index order (broken entries counted: they fail when run)."""
+    source = as_source(data)
+    reader = _reader(source)
+    return {name: len(reader.read_task(source.root, name)) for name in list_tasks(source)}
 
 
 def read_samples(
-    root: Path, tasks: list[str] | None = None, limit: int | None = None
+    data: DataSource | Path | str,
+    tasks: list[str] | None = None,
+    limit: int | None = None,
+    ratio: float | None = None,
+    seed: int = REFERENCE_SEED,
 ) -> list[Sample]:
     """Samples of the chosen tasks, task by task (sorted by name), entries in file order.
 
-    `tasks` holds names ("Moving Direction", any case, or the slug) or indices into
-    `list_tasks(root)` as strings ("0"). `limit` caps the total, taken round-robin over the tasks
-    so that a small limit still covers every task.
+    `tasks` holds names (any case; "_" or "-" for spaces) or indices into `list_tasks` as strings
+    ("5"). `ratio` keeps a seeded random subset of each task, as the reference's `test_ratio`: a
+    whole number ≥ 1 is a count per task, a share in (0, 1) keeps ⌊share·n⌋ (at least 1); the
+    subset is `random.Random(seed).sample`, in its drawn order. `limit` then caps the total,
+    taken round-robin over the tasks so that a small limit still covers every task.
     """
-    root = Path(root).absolute()
-    files = _task_files(root)
-    names = sorted(files)
-    chosen = sorted({_resolve_task(str(t), names, root) for t in tasks}) if tasks else names
-    per_task = [_read_task(root, name, files[name]) for name in chosen]
+    source = as_source(data)
+    reader = _reader(source)
+    names = sorted(reader.task_names(source.root))
+    chosen = sorted({_resolve_task(str(t), names, source) for t in tasks}) if tasks else names
+    per_task = [reader.read_task(source.root, name) for name in chosen]
+    if ratio is not None:
+        per_task = [subsample(samples, ratio, seed) for samples in per_task]
     if limit is None:
         return [s for samples in per_task for s in samples]
     if limit < 0:
@@ -67,72 +105,59 @@ def read_samples(
     return [s for samples in per_task for s in samples if s.id in picked]
 
 
-def _resolve_task(task: str, names: list[str], root: Path) -> str:
+def subsample(samples: list[Sample], ratio: float, seed: int = REFERENCE_SEED) -> list[Sample]:
+    """A seeded subset of one task's samples (see `read_samples`)."""
+    if not math.isfinite(ratio) or ratio <= 0:
+        raise ValueError(f"--ratio {ratio}: need a share in (0, 1) or a count ≥ 1 per task")
+    if ratio >= 1 and ratio != int(ratio):
+        raise ValueError(f"--ratio {ratio}: a count per task must be a whole number")
+    count = int(ratio) if ratio >= 1 else max(1, int(len(samples) * ratio))
+    return random.Random(seed).sample(samples, min(count, len(samples)))
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s_-]+", " ", name.strip().lower())
+
+
+def _resolve_task(task: str, names: list[str], source: DataSource) -> str:
     if task.isdigit() and int(task) < len(names):
         return names[int(task)]
     for name in names:
-        if name.lower() == task_name(task.strip()).lower():
+        if _normal(name) == _normal(task):
             return name
     listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
-    raise ValueError(f"--task {task!r} is not a task of {root}; tasks: {listing}")
+    raise ValueError(f"--task {task!r} is not a task of {source.spec}; tasks: {listing}")
 
 
-def _read_task(root: Path, name: str, file: Path) -> list[Sample]:
-    try:
-        entries = json.loads(file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{file}: not valid JSON ({err})") from None
-    if not isinstance(entries, list):
-        raise ValueError(f"{file}: expected a JSON list of samples, found {type(entries).__name__}")
-    return [_sample(root, name, file.stem, i, entry) for i, entry in enumerate(entries)]
+def validate_sample(sample: Sample, allow_open_ended: bool = False) -> None:
+    """Raise SampleError naming what is wrong with one sample's annotation or video file.
 
-
-def _sample(root: Path, name: str, slug: str, i: int, entry: object) -> Sample:
-    entry = entry if isinstance(entry, dict) else {}
-    video = entry.get("video")
-    candidates = entry.get("candidates")
-    return Sample(
-        id=f"{name}/{i:04d}",
-        task=name,
-        # An empty Path (".") marks a missing file name; validate_sample reports it.
-        video=root / "video" / slug / str(video) if video else Path(),
-        question=_text(entry.get("question")),
-        candidates=tuple(_text(c) for c in candidates) if isinstance(candidates, list) else (),
-        answer=_text(entry.get("answer")),
-        bound=_bound(entry),
-    )
-
-
-def _text(value: object) -> str:
-    return "" if value is None else str(value)
-
-
-def _bound(entry: dict) -> tuple[float, float] | None:
-    if "start" not in entry and "end" not in entry:
-        return None
-    try:
-        return float(entry["start"]), float(entry["end"])
-    except (KeyError, TypeError, ValueError):
-        # NaN keeps the sample readable; validate_sample names the bad bound.
-        return math.nan, math.nan
-
-
-def validate_sample(sample: Sample) -> None:
-    """Raise SampleError naming what is wrong with one sample's annotation or video file."""
+    Open-ended samples (VCGBench, tvbench-open) pass only with `allow_open_ended`: the recipes
+    that score option letters (knockout, probes) cannot use them, and say so per sample.
+    """
+    if sample.problem:
+        raise SampleError(f"sample {sample.id} {sample.problem}; fix the annotation")
+    if sample.open_ended and not allow_open_ended:
+        raise SampleError(
+            f"sample {sample.id} is open-ended (no options to pick from); this recipe scores "
+            "option letters and needs a multiple-choice dataset (e.g. tvbench, not tvbench-open)"
+        )
     missing = [f for f in ("question", "answer") if not getattr(sample, f)]
-    if not sample.candidates:
+    if not sample.open_ended and not sample.candidates:
         missing.append("candidates")
     if sample.video.name == "":
         missing.append("video")
     if missing:
         raise SampleError(f"sample {sample.id} lacks {', '.join(missing)} in its annotation")
-    if len(sample.candidates) < 2:
-        raise SampleError(
-            f"sample {sample.id} has {len(sample.candidates)} candidate; a question needs 2 or more"
-        )
-    if len(set(sample.candidates)) < len(sample.candidates):
-        raise SampleError(f"sample {sample.id} repeats a candidate: {list(sample.candidates)}")
-    sample.answer_index()
+    if not sample.open_ended:
+        if len(sample.candidates) < 2:
+            raise SampleError(
+                f"sample {sample.id} has {len(sample.candidates)} candidate; "
+                "a question needs 2 or more"
+            )
+        if len(set(sample.candidates)) < len(sample.candidates):
+            raise SampleError(f"sample {sample.id} repeats a candidate: {list(sample.candidates)}")
+        sample.answer_index()
     if sample.bound is not None:
         start, end = sample.bound
         if not (math.isfinite(start) and math.isfinite(end)) or end < start:

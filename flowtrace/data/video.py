@@ -1,4 +1,8 @@
-"""Frames from videos, with the reference code's uniform segment sampling, decoded by decord."""
+"""Frames from videos, GIFs and frame folders, with the reference code's frame choice.
+
+Videos are decoded by decord. decord cannot read GIFs ("broken metadata"), so GIFs and frame
+folders are read with Pillow.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from flowtrace.data.sample import SampleError
+from flowtrace.data.sample import FrameRule, Sample, SampleError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+# The reference's read_gif assumes 25 fps whatever the GIF's own timing says.
+GIF_FPS = 25.0
 
 
 def segment_indices(
@@ -45,26 +51,61 @@ def segment_indices(
     return np.array([int(start_idx + seg_size / 2 + np.round(seg_size * i)) for i in range(n)])
 
 
-def read_frames(path: Path, n: int, bound: tuple[float, float] | None = None) -> np.ndarray:
-    """(n, H, W, 3) uint8 RGB frames of a video file or of a folder of images (1 fps)."""
+def stride_indices(duration: float, fps: float, n: int, max_frame: int) -> np.ndarray:
+    """LongVideoBench's loader: min(n, ⌊duration⌋) frames a fixed stride apart from frame 0,
+    the last repeated up to `n` (so videos under n seconds give fewer distinct frames)."""
+    if n < 1:
+        raise ValueError(f"cannot sample {n} frames; need at least 1")
+    if not math.isfinite(duration) or int(duration) < 1:
+        raise SampleError(f"duration {duration} s: LongVideoBench sampling needs at least 1 s")
+    count = min(n, int(duration))
+    step = int(int(duration * fps) / count)
+    indices = [step * i for i in range(count)]
+    indices += [indices[-1]] * (n - count)
+    if indices[-1] > max_frame:
+        raise SampleError(
+            f"duration {duration} s in the annotation is longer than the video "
+            f"({(max_frame + 1) / fps:.2f} s at {fps:g} fps)"
+        )
+    return np.array(indices)
+
+
+def sample_frames(sample: Sample, n: int) -> np.ndarray:
+    """`read_frames` with the sample's own bound and frame rule."""
+    return read_frames(sample.video, n, bound=sample.bound, rule=sample.frame_rule)
+
+
+def read_frames(
+    path: Path, n: int, bound: tuple[float, float] | None = None, rule: FrameRule | None = None
+) -> np.ndarray:
+    """(n, H, W, 3) uint8 RGB frames of a video file, a GIF or a folder of images.
+
+    Raises SampleError for a missing, unreadable or corrupt video and for a bound outside it.
+    """
     if n < 1:
         raise ValueError(f"cannot sample {n} frames; need at least 1")
     path = Path(path)
+    rule = rule or FrameRule()
     if not path.exists():
         raise SampleError(f"video not found: {path} — check the dataset root given with --data")
     if path.is_dir():
-        return _read_folder(path, n, bound)
+        return _read_folder(path, n, bound, rule)
+    if path.suffix.lower() == ".gif":
+        return _read_gif(path, n, bound)
     from decord import DECORDError, VideoReader, cpu
 
     try:
         # num_threads=2 as the reference code: more threads break some .webm files in decord.
         reader = VideoReader(str(path), ctx=cpu(0), num_threads=2)
         fps = float(reader.get_avg_fps())
-        indices = segment_indices(len(reader) - 1, n, fps=fps, bound=bound)
+        if rule.duration is not None:
+            indices = stride_indices(rule.duration, fps, n, len(reader) - 1)
+        else:
+            indices = segment_indices(len(reader) - 1, n, fps=fps, bound=bound)
         frames = reader.get_batch(indices.tolist()).asnumpy()
     except SampleError as err:
         raise SampleError(f"{path}: {err}") from None
-    except (DECORDError, RuntimeError) as err:
+    except (DECORDError, RuntimeError, IndexError) as err:
         # decord's messages carry a long C++ stack trace; its first line says what went wrong.
         text = str(err).strip()
         first = text.splitlines()[0] if text else type(err).__name__
@@ -72,20 +113,45 @@ def read_frames(path: Path, n: int, bound: tuple[float, float] | None = None) ->
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
-def _read_folder(folder: Path, n: int, bound: tuple[float, float] | None) -> np.ndarray:
+def _read_gif(path: Path, n: int, bound: tuple[float, float] | None) -> np.ndarray:
+    from PIL import Image
+
     try:
-        from PIL import Image
-    except ImportError:  # pillow is a dependency, but a bare install may lack it
-        raise SampleError(f"frame folder {folder} needs pillow to be read") from None
+        with Image.open(path) as gif:
+            count = getattr(gif, "n_frames", 1)
+            indices = segment_indices(count - 1, n, fps=GIF_FPS, bound=bound)
+            frames = []
+            # Each chosen frame once, in order, as the reference's read_gif collects them …
+            for i in sorted(set(indices.tolist())):
+                gif.seek(i)
+                frames.append(np.asarray(gif.convert("RGB")))
+    except SampleError as err:
+        raise SampleError(f"{path}: {err}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise SampleError(f"cannot decode GIF {path}: {err}") from None
+    # … then repeated as a whole sequence when a short GIF gave fewer than n.
+    return np.stack([frames[i % len(frames)] for i in range(n)])
+
+
+def _read_folder(
+    folder: Path, n: int, bound: tuple[float, float] | None, rule: FrameRule
+) -> np.ndarray:
+    from PIL import Image
+
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SampleError(f"frame folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    first = rule.first_index
     try:
-        indices = segment_indices(len(files) - 1, n, fps=1.0, bound=bound)
+        # Frame numbers run first … first + count - 1; the i-th file in name order is frame
+        # first + i (MVBench's TVQA folders: 00001.jpg is frame 1 at 3 fps).
+        numbers = segment_indices(
+            len(files) - 1 + first, n, fps=rule.fps or 1.0, bound=bound, first_idx=first
+        )
     except SampleError as err:
         raise SampleError(f"{folder}: {err}") from None
     frames = []
-    for i in indices:
+    for i in numbers - first:
         try:
             with Image.open(files[i]) as image:
                 frames.append(np.asarray(image.convert("RGB")))

@@ -1,0 +1,108 @@
+"""`--data` values: KIND:PATH, a plain folder (TVBench layout), or a name from the user's config.
+
+The config file (default ~/.config/flowtrace/data.toml, or $FLOWTRACE_DATA_CONFIG) maps names
+to KIND:PATH once, so no path is ever edited inside the package:
+
+    tvbench = "tvbench:/data/TVBench"
+    vcg = "vcgbench:~/datasets/VCGBench"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+# Dataset kinds and the layout each expects under its root (docs/data.md has the details).
+KINDS = {
+    "tvbench": "json/<task>.json and video/<task>/ (FunAILab/TVBench)",
+    "tvbench-open": "TVBench's folder, asked open-ended with per-task answer prompts",
+    "mvbench": "json/<task>.json and video/<source>/ (OpenGVLab/MVBench)",
+    "tomato": "jsons/ or data/ with <task>.json or <task>-*.parquet, and videos/ (TOMATO)",
+    "longvideobench": "lvb_val.json and videos/ (longvideobench/LongVideoBench)",
+    "videomme": "videomme/test-*.parquet and data/ (lmms-lab/Video-MME)",
+    "vcgbench": "Benchmarking_QA/<task>.json and Test_Videos/ (Video-ChatGPT benchmark)",
+    "synth": "a folder written by `flowtrace data synth` (TVBench layout)",
+}
+ENV_CONFIG = "FLOWTRACE_DATA_CONFIG"
+_KIND_PREFIX = re.compile(r"^([a-z][a-z0-9_-]*):(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A dataset on disk: which reader (`kind`) and its folder (`root`)."""
+
+    kind: str
+    root: Path
+    spec: str  # the --data value as given
+
+    @property
+    def layout(self) -> str:
+        """The kind of folder the reader reads ("synth" and plain folders are TVBench's)."""
+        return "tvbench" if self.kind == "synth" else self.kind
+
+
+def config_path() -> Path:
+    """Where dataset names are looked up."""
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "flowtrace" / "data.toml"
+
+
+def parse_data(spec: str, config: Path | None = None) -> DataSource:
+    """KIND:PATH, an existing folder (TVBench layout), or a NAME from the config file."""
+    spec = str(spec)
+    match = _KIND_PREFIX.match(spec)
+    if match and match.group(1) in KINDS:
+        return _source(match.group(1), match.group(2), spec)
+    if Path(spec).expanduser().is_dir():
+        return _source("tvbench", spec, spec)
+    names = _config_names(config or config_path())
+    if spec in names:
+        return _named(spec, names[spec], config or config_path())
+    kinds = ", ".join(KINDS)
+    if match:
+        raise ValueError(
+            f"--data {spec}: unknown dataset kind {match.group(1)!r}; write KIND:PATH with "
+            f"KIND one of {kinds}"
+        )
+    known = f" (names there: {', '.join(sorted(names))})" if names else ""
+    raise ValueError(
+        f"--data {spec}: no such folder, and no dataset of that name in "
+        f"{config or config_path()}{known}; pass 'toy', a folder, KIND:PATH ({kinds}) or a "
+        "name from that file"
+    )
+
+
+def _source(kind: str, path: str, spec: str, base: Path | None = None) -> DataSource:
+    root = Path(path).expanduser()
+    if base is not None and not root.is_absolute():
+        root = base / root
+    if not path or not root.is_dir():
+        raise ValueError(
+            f"--data {spec}: no such folder {root}; a {kind} folder holds {KINDS[kind]}"
+        )
+    return DataSource(kind=kind, root=root.absolute(), spec=spec)
+
+
+def _named(name: str, value: object, config: Path) -> DataSource:
+    match = _KIND_PREFIX.match(value) if isinstance(value, str) else None
+    if not match or match.group(1) not in KINDS:
+        raise ValueError(
+            f"{config}: {name} = {value!r} is not KIND:PATH; write e.g. "
+            f'{name} = "tvbench:/data/TVBench" (kinds: {", ".join(KINDS)})'
+        )
+    # Relative paths in the file are relative to the file, not to where flowtrace runs.
+    return _source(match.group(1), match.group(2), name, base=config.parent)
+
+
+def _config_names(config: Path) -> dict[str, object]:
+    if not config.is_file():
+        return {}
+    try:
+        return tomllib.loads(config.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config}: not valid TOML ({err}); fix or remove the file") from None
