@@ -265,11 +265,18 @@ def toy_train(
     device: Annotated[str, typer.Option(help="cpu or cuda (the same recipe, minutes faster).")] = (
         "cpu"
     ),
+    plant: Annotated[
+        bool,
+        typer.Option(
+            help="Train under fixed attention routes (the planted ground-truth model, written "
+            "to OUT/planted; see README)."
+        ),
+    ] = False,
 ) -> None:
     """Train the embedded toy VideoLLM from scratch (see README for time and accuracy)."""
     from flowtrace.toy.train import TrainConfig, train
 
-    config = TrainConfig(seed=seed, device=device)
+    config = TrainConfig(seed=seed, device=device, plant=plant)
     if steps:
         config.steps = steps
     try:

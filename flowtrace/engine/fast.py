@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed
 from flowtrace.engine.reference import KnockoutCondition, ReferenceEngine
 from flowtrace.models import LoadedModel
 
@@ -52,6 +52,9 @@ class CleanCapture:
     keys: list[torch.Tensor]  # per layer: (1, kv_heads, T, head_dim) as the attention saw them
     values: list[torch.Tensor]
     layer_kwargs: dict[str, Any]  # layer 0's call kwargs that carry positions
+    # per layer: (T, T) bool edges the model's own mask lets through; None: plain causal. Layers
+    # with equal masks share one tensor.
+    own_masks: list[torch.Tensor | None]
 
     @property
     def seq_len(self) -> int:
@@ -114,15 +117,16 @@ class FastEngine(ReferenceEngine):
 
         loaded, model = self.loaded, self.loaded.nnsight
         cache = DynamicCache()
-        layer_in, layer_out = [], []
+        layer_in, layer_out, own = [], [], []
         first_kwargs: dict[str, Any] = {}
-        forward_params = inspect.signature(loaded.model.forward).parameters
-        cache_name = "cache" if "cache" in forward_params else "past_key_values"
-        with model.trace(**inputs, use_cache=True, **{cache_name: cache}):
+        # The model's forward takes the cache under the same name as its decoder layers.
+        with model.trace(**inputs, use_cache=True, **{self._cache_kwarg: cache}):
             for index, layer in enumerate(loaded.layers(model)):
                 args, kwargs = layer.inputs
                 hidden = args[0] if args else kwargs["hidden_states"]
                 layer_in.append(hidden.save())
+                mask = model_allowed(kwargs.get("attention_mask"))
+                own.append(None if mask is None else mask[0].save())
                 if index == 0:
                     for name in ("position_ids", "cache_position"):
                         if kwargs.get(name) is not None:
@@ -147,6 +151,7 @@ class FastEngine(ReferenceEngine):
             keys=[cache.layers[i].keys for i in range(len(layer_in))],
             values=[cache.layers[i].values for i in range(len(layer_in))],
             layer_kwargs=dict(first_kwargs),
+            own_masks=_shared_masks(own, layer_in[0].shape[1]),
         )
         return self._capture
 
@@ -213,13 +218,17 @@ class FastEngine(ReferenceEngine):
         prefix_len = max(r.start for r in rows)
         lengths = [seq_len - r.start for r in rows]
         offsets = [sum(lengths[:i]) for i in range(len(rows))]
-        allowed: dict[int, torch.Tensor] = {}
-        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
-        allowed[id(None)] = causal
-        for r in rows:
-            for blocked in r.condition.blocked.values():
-                if id(blocked) not in allowed:
-                    allowed[id(blocked)] = allowed_attention(blocked.to(device))
+        # (own mask, blocked) -> allowed edges; sweeps share both across rows and layers.
+        allowed: dict[tuple[int, int], torch.Tensor] = {}
+
+        def edges(own: torch.Tensor | None, blocked: torch.Tensor | None) -> torch.Tensor:
+            key = (id(own), id(blocked))
+            if key not in allowed:
+                if blocked is None:
+                    blocked = torch.zeros(seq_len, seq_len, dtype=torch.bool, device=device)
+                allowed[key] = allowed_attention(blocked.to(device), own)
+            return allowed[key]
+
         if flat:
             total = sum(lengths)
             masks = torch.zeros(total, prefix_len + total, dtype=torch.bool, device=device)
@@ -230,21 +239,23 @@ class FastEngine(ReferenceEngine):
         layers = loaded.layers(loaded.model)
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
-        current: list[int] = []  # id of the allowed matrix each joined row has in its mask now
+        current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
         joined = tokens = 0
         for index in range(rows[0].entry, loaded.num_layers):
             while joined < len(rows) and rows[joined].entry == index:
                 fresh = capture.inputs[index][:, rows[joined].start :]
                 hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)
-                current.append(-1)
+                current.append((-1, -1))
                 joined += 1
                 tokens += fresh.shape[1]
+            own = capture.own_masks[index]
             for i, r in enumerate(rows[:joined]):
-                key = id(r.condition.blocked.get(index))
+                blocked = r.condition.blocked.get(index)
+                key = (id(own), id(blocked))
                 if current[i] == key:  # only rows entering or leaving a cut rewrite their mask
                     continue
                 current[i] = key
-                a = allowed[key][r.start :]
+                a = edges(own, blocked)[r.start :]
                 if flat:
                     o, n = offsets[i], lengths[i]
                     masks[o : o + n, : r.start] = a[:, : r.start]
@@ -322,6 +333,22 @@ def _chunks_by_tokens(rows: list[_Row], seq_len: int, limit: int) -> list[list[_
         chunks[-1].append(row)
         size += n
     return chunks
+
+
+def _shared_masks(masks: list[torch.Tensor | None], seq_len: int) -> list[torch.Tensor | None]:
+    """Plain causal masks become None; equal masks of several layers become one tensor."""
+    causal = None
+    out: list[torch.Tensor | None] = []
+    for mask in masks:
+        if mask is not None:
+            if causal is None:
+                causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mask.device).tril()
+            if torch.equal(mask, causal):
+                mask = None
+            else:
+                mask = next((m for m in out if m is not None and torch.equal(m, mask)), mask)
+        out.append(mask)
+    return out
 
 
 def _first_blocked_query(

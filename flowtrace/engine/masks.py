@@ -45,15 +45,17 @@ def sweep_layers(num_layers: int, sweep: tuple[int, int] | None) -> range:
     return range(start, stop)
 
 
-def allowed_attention(blocked: torch.Tensor) -> torch.Tensor:
-    """Causal mask minus the blocked edges; refuses a query that would be left with no key.
+def allowed_attention(blocked: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's own mask (`base`, default causal) minus the blocked edges; refuses a query
+    that would be left with no key.
 
     With every key at finfo.min a softmax row turns uniform over *all* keys, future ones included,
     so such a condition would silently measure something else.
     """
     seq_len = blocked.shape[-1]
-    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=blocked.device).tril()
-    allowed = causal & ~blocked
+    if base is None:
+        base = torch.ones(seq_len, seq_len, dtype=torch.bool, device=blocked.device).tril()
+    allowed = base & ~blocked
     starved = ~allowed.any(-1)
     if starved.any():
         rows = starved.nonzero()[:, -1].unique().tolist()
@@ -62,6 +64,20 @@ def allowed_attention(blocked: torch.Tensor) -> torch.Tensor:
             "keep at least one source position (e.g. do not block a group from itself at its start)"
         )
     return allowed
+
+
+def model_allowed(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The edges a layer's own `attention_mask` kwarg lets through, as (batch, L, L) bool.
+
+    None means plain causal attention (what SDPA layers get without padding). Models with padding,
+    sliding windows or planted routes pass a 4D bool or additive mask; a knockout cuts edges from
+    it rather than replacing it.
+    """
+    if mask is None:
+        return None
+    if mask.dtype == torch.bool:
+        return mask[:, 0]
+    return mask[:, 0] > torch.finfo(mask.dtype).min / 2
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 
@@ -129,6 +129,7 @@ class ReferenceEngine:
             for blocked in c.blocked.values():
                 if id(blocked) not in allowed:
                     allowed[id(blocked)] = allowed_attention(blocked.to(device))
+        allowed[id(None)] = causal
         edited = {layer for c in chunk for layer in c.blocked}
         visit = range(loaded.num_layers) if groups is not None else sorted(edited)
         batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
@@ -138,13 +139,16 @@ class ReferenceEngine:
             for layer in visit:
                 attention = loaded.attention(model, layer)
                 if layer in edited:
-                    per_row = torch.stack(
-                        [
-                            allowed[id(c.blocked[layer])] if layer in c.blocked else causal
-                            for c in chunk
-                        ]
-                    )
+                    per_row = torch.stack([allowed[id(c.blocked.get(layer))] for c in chunk])
                     args, kwargs = attention.inputs
+                    own = model_allowed(kwargs.get("attention_mask"))
+                    if own is not None:  # the model's own mask (padding, planted routes) stays
+                        per_row = per_row & own
+                        if not per_row.any(-1).all():
+                            raise FlowtraceError(
+                                f"a knockout at layer {layer} leaves a query with no key to "
+                                "attend to under the model's own attention mask"
+                            )
                     kwargs["attention_mask"] = additive_mask(per_row, loaded.dtype)
                     attention.inputs = (args, kwargs)
                 if groups is not None:

@@ -116,7 +116,7 @@ def load_model(
         model=model,
         processor=processor,
         nnsight=wrapped,
-        model_id="toy" if spec == TOY else spec,
+        model_id=spec,
         revision=_revision(source, local if local.exists() else None),
         device=torch_device,
         dtype=torch_dtype,

@@ -36,12 +36,21 @@ class LlavaNextVideoAdapter(Adapter):
         attn: str,
         pooling: tuple[int, int, int] | None = None,
     ) -> tuple[Any, Any]:
-        from transformers import LlavaNextVideoForConditionalGeneration, LlavaNextVideoProcessor
+        from transformers import (
+            AutoConfig,
+            LlavaNextVideoForConditionalGeneration,
+            LlavaNextVideoProcessor,
+        )
+
+        from flowtrace.models.planted import PlantedLlavaNextVideo
 
         self.refuse_pooling(pooling)
-        model = LlavaNextVideoForConditionalGeneration.from_pretrained(
-            source, dtype=dtype, attn_implementation=attn
-        ).to(device)
+        config = AutoConfig.from_pretrained(source)
+        # A config with a plant (fixed attention routes, flowtrace's ground-truth toy) needs the
+        # class that applies it.
+        planted = getattr(config, "flowtrace_plant", None)
+        cls = PlantedLlavaNextVideo if planted else LlavaNextVideoForConditionalGeneration
+        model = cls.from_pretrained(source, dtype=dtype, attn_implementation=attn).to(device)
         processor = LlavaNextVideoProcessor.from_pretrained(source)
         return model.eval(), processor
 
@@ -84,6 +93,10 @@ class LlavaNextVideoAdapter(Adapter):
             option_letters=sample.option_letters(),
             true_letter=sample.option_letters()[sample.answer_index()],
         )
+        if getattr(loaded.model.config, "flowtrace_plant", None):
+            from flowtrace.models.planted import token_groups
+
+            inputs["token_groups"] = token_groups(layout)
         tensors = {k: v.to(loaded.device) for k, v in inputs.items()}
         if "pixel_values_videos" in tensors:
             tensors["pixel_values_videos"] = tensors["pixel_values_videos"].to(loaded.dtype)

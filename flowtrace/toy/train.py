@@ -23,6 +23,9 @@ import torch
 from transformers import LlavaNextVideoForConditionalGeneration
 
 from flowtrace.data import Sample, read_frames, read_samples, segment_indices, synth
+from flowtrace.models.base import LoadedModel
+from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
+from flowtrace.models.planted import PAD, ROUTES, PlantedLlavaNextVideo
 from flowtrace.models.prompts import EVAL_MVBENCH
 from flowtrace.toy.build import build_config, build_processor, build_tokenizer
 
@@ -49,6 +52,9 @@ class TrainConfig:
     image_size: int = 32
     patch_size: int = 4
     device: str = "cpu"
+    # Train under the fixed attention routes of flowtrace.models.planted.ROUTES (ground truth for
+    # the analyses); the model is written to OUT/planted instead of OUT/model.
+    plant: bool = False
 
 
 @dataclass
@@ -57,6 +63,7 @@ class Batch:
     pixels: torch.Tensor  # (N, T, C, H, W)
     targets: torch.Tensor  # (N,) answer letter ids
     tasks: list[str]
+    groups: list[torch.Tensor] | None  # role codes per token, for a planted model
 
 
 def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) -> dict:
@@ -67,7 +74,7 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     out = Path(out)
-    heldout_dir, model_dir = out / "heldout", out / "model"
+    heldout_dir, model_dir = out / "heldout", out / ("planted" if config.plant else "model")
     if heldout_dir.exists():
         shutil.rmtree(heldout_dir)
     synth.generate(
@@ -81,9 +88,6 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     vocab_draw = [_sample(task, config.seed, i, config) for task in synth.TASKS for i in range(200)]
     tokenizer = build_tokenizer([EVAL_MVBENCH.render(s, "<video>").text for s, _ in vocab_draw])
     processor = build_processor(tokenizer, config.image_size, config.patch_size)
-    heldout = _encode(
-        [(s, read_frames(s.video, FRAMES, bound=s.bound)) for s in heldout_samples], processor
-    )
     model_config = build_config(
         tokenizer,
         layers=config.layers,
@@ -92,7 +96,17 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         patch_size=config.patch_size,
     )
     model_config._attn_implementation = "sdpa"
-    model = LlavaNextVideoForConditionalGeneration(model_config).to(config.device)
+    model_class = LlavaNextVideoForConditionalGeneration
+    if config.plant:
+        side = config.image_size // config.patch_size // model_config.spatial_pool_stride
+        model_config.flowtrace_plant = {**ROUTES, "video_grid": [FRAMES, side, side]}
+        model_class = PlantedLlavaNextVideo
+    model = model_class(model_config).to(config.device)
+    heldout = _encode(
+        [(s, read_frames(s.video, FRAMES, bound=s.bound)) for s in heldout_samples],
+        processor,
+        model,
+    )
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -113,7 +127,7 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
             _sample(tasks[(first + j) % len(tasks)], config.seed, first + j, config)
             for j in range(config.batch_size)
         ]
-        batch = _encode(drawn, processor)
+        batch = _encode(drawn, processor, model)
         model.train()
         logits = _last_logits(model, batch, torch.arange(len(drawn)), tokenizer.pad_token_id)
         loss = torch.nn.functional.cross_entropy(logits, batch.targets.to(logits.device))
@@ -138,8 +152,9 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         shutil.rmtree(model_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
+    plant = " --plant" if config.plant else ""
     info = {
-        "command": f"flowtrace toy train --seed {config.seed} --device {config.device}",
+        "command": f"flowtrace toy train --seed {config.seed} --device {config.device}{plant}",
         "config": asdict(config),
         "seconds": round(seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
@@ -168,16 +183,31 @@ def _sample(task: str, seed: int, index: int, config: TrainConfig) -> tuple[Samp
     return sample, frames
 
 
-def _encode(samples: list[tuple[Sample, np.ndarray]], processor) -> Batch:
-    ids, pixels, targets = [], [], []
+def _encode(samples: list[tuple[Sample, np.ndarray]], processor, model) -> Batch:
+    """Inputs as analyses build them: the adapter's prepare (and its role codes when planted)."""
+    loaded = LoadedModel(
+        adapter=LlavaNextVideoAdapter(),
+        model=model,
+        processor=processor,
+        nnsight=None,
+        model_id="training",
+        revision="",
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        attn="sdpa",
+        num_layers=model.config.text_config.num_hidden_layers,
+    )
+    ids, pixels, targets, groups = [], [], [], []
     vocab = processor.tokenizer.get_vocab()
     for sample, frames in samples:
-        prompt = EVAL_MVBENCH.render(sample, processor.video_token).text
-        enc = processor(text=prompt, videos=[frames], return_tensors="pt")
-        ids.append(enc["input_ids"][0])
-        pixels.append(enc["pixel_values_videos"][0])
+        inputs = loaded.adapter.prepare(loaded, sample, frames).inputs
+        ids.append(inputs["input_ids"][0])
+        pixels.append(inputs["pixel_values_videos"][0])
+        if "token_groups" in inputs:
+            groups.append(inputs["token_groups"][0])
         targets.append(vocab[sample.option_letters()[sample.answer_index()]])
-    return Batch(ids, torch.stack(pixels), torch.tensor(targets), [s.task for s, _ in samples])
+    tasks = [s.task for s, _ in samples]
+    return Batch(ids, torch.stack(pixels), torch.tensor(targets), tasks, groups or None)
 
 
 def _last_logits(model, data: Batch, rows: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -188,10 +218,17 @@ def _last_logits(model, data: Batch, rows: torch.Tensor, pad_id: int) -> torch.T
         ids[r, : len(s)] = s  # right padding keeps every real token's causal context intact
     mask = (torch.arange(ids.shape[1])[None] < lengths[:, None]).long()
     device = model.device
+    extra = {}
+    if data.groups is not None:
+        groups = torch.full(ids.shape, PAD, dtype=torch.long)
+        for r, i in enumerate(rows.tolist()):
+            groups[r, : len(data.groups[i])] = data.groups[i]
+        extra["token_groups"] = groups.to(device)
     out = model(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         pixel_values_videos=data.pixels[rows].to(device),
+        **extra,
     )
     return out.logits[torch.arange(len(seqs)), lengths - 1].float().cpu()
 

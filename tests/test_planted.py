@@ -1,0 +1,165 @@
+"""A model with planted routes: its masks are the rules, and every analysis respects them.
+
+The model is random (tiny, 8 layers, the shipped ROUTES); what is checked is the plant's
+construction and that knockouts, both engines and the runner compose with a model's own masks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flowtrace.data import read_frames, read_samples
+from flowtrace.edges import blocked_edges
+from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
+from flowtrace.models import load_model
+from flowtrace.models.planted import ROUTES, PlantedLlavaNextVideo, layout_from_groups
+from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+from flowtrace.store import open_cube
+
+LAYERS = 8
+KNOCKOUT_RECIPES = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
+
+
+@pytest.fixture(scope="module")
+def planted_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    from flowtrace.toy.build import build_config, build_processor, build_tokenizer
+
+    prompts = [EVAL_MVBENCH.render(s, "<video>").text for s in read_samples(tiny_data)]
+    tokenizer = build_tokenizer(prompts)
+    config = build_config(tokenizer, layers=LAYERS, hidden=64, heads=4, vision_hidden=32)
+    side = config.vision_config.image_size // config.vision_config.patch_size // 2
+    config.flowtrace_plant = {**ROUTES, "video_grid": [8, side, side]}
+    torch.manual_seed(0)
+    model = PlantedLlavaNextVideo(config)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # a random head is flat; make knockouts visible
+    out = tmp_path_factory.mktemp("planted")
+    model.save_pretrained(out)
+    build_processor(tokenizer).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def loaded(planted_dir: Path):
+    return load_model(str(planted_dir), device="cpu", dtype="float32", attn="sdpa")
+
+
+@pytest.fixture(scope="module")
+def prepared(loaded, tiny_data: Path):
+    sample = read_samples(tiny_data, tasks=["Object Count"])[0]
+    return loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8))
+
+
+def test_layer_masks_are_the_rules(loaded, prepared):
+    """Spot checks against the layout's own groups, written from the rules' prose."""
+    assert isinstance(loaded.model, PlantedLlavaNextVideo)
+    layout = prepared.layout
+    masks = loaded.model.layer_masks(prepared.inputs["token_groups"])
+    open_ = [m[0, 0] == 0 for m in masks]  # (T, T) True where attention may flow
+    last, query = layout["last"][0], layout["query"]
+    frame = [layout[f"frame_{t}"] for t in range(8)]
+
+    def edges(layer, queries, keys):
+        return open_[layer][np.ix_(np.atleast_1d(queries), np.atleast_1d(keys))]
+
+    assert not edges(3, last, query).any() and edges(4, last, query).all()
+    assert edges(2, frame[5], frame[3]).all() and not edges(5, frame[5], frame[3]).any()
+    assert not any(edges(layer, query, frame[0]).any() for layer in range(LAYERS))
+    assert edges(3, query, frame[7]).all() and not edges(6, query, frame[7]).any()
+    assert not any(edges(layer, last, layout["video"]).any() for layer in range(LAYERS))
+    assert not any(edges(layer, layout["prompt_tail"], query).any() for layer in range(LAYERS))
+    # The plant only removes edges: what it leaves is causal, and each token sees itself.
+    causal = torch.ones(layout.seq_len, layout.seq_len, dtype=torch.bool).tril()
+    assert all(bool((o <= causal).all()) and bool(o.diagonal().all()) for o in open_)
+
+
+def test_planted_model_refuses_inputs_without_roles(loaded, prepared):
+    inputs = {k: v for k, v in prepared.inputs.items() if k != "token_groups"}
+    with pytest.raises(ValueError, match="token_groups"):
+        loaded.model(**inputs)
+
+
+@pytest.mark.parametrize("engine", [ReferenceEngine, FastEngine])
+def test_forbidden_edges_change_nothing(engine, loaded, prepared):
+    """Cutting what the plant already cut, layer by layer, leaves the answer exactly as it was."""
+    runner = engine(loaded)
+    clean = runner.clean(prepared.inputs)
+    # The plant's own view of the sequence: it names the tokens of no group "other".
+    codes = prepared.inputs["token_groups"][0].numpy()
+    layout = layout_from_groups(codes, prepared.layout.video_grid)
+    conditions = []
+    for rule in ROUTES["rules"]:
+        blocked = torch.from_numpy(blocked_edges(rule["edges"], layout))
+        conditions += [KnockoutCondition({layer: blocked}) for layer in rule["layers"]]
+    conditions.append(KnockoutCondition({layer: blocked for layer in range(LAYERS)}))
+    probs = runner.knockout(prepared.inputs, conditions)
+    assert float((probs - clean).abs().max()) < 1e-6
+
+
+@pytest.mark.parametrize("style", ["center", "inverse"])
+def test_fast_engine_equals_reference_on_planted_model(style, loaded, prepared):
+    reference, fast = ReferenceEngine(loaded, batch_size=16), FastEngine(loaded)
+    fast.clean(prepared.inputs)
+    for name in KNOCKOUT_RECIPES:
+        knockouts = [
+            c.knockout for c in load_recipe(name).conditions(prepared.layout, LAYERS, 3, style)
+        ]
+        want = reference.knockout(prepared.inputs, knockouts)
+        got = fast.knockout(prepared.inputs, knockouts)
+        assert float((got - want).abs().max()) <= 1e-5, name
+    assert fast.used == {"fast"}
+
+
+def test_knockout_curves_stay_inside_planted_routes(loaded, prepared):
+    """Single-layer knockouts move the answer only where the plant leaves the edge open."""
+    fast = FastEngine(loaded)
+    clean = fast.clean(prepared.inputs)
+    open_layers = {
+        ("cross_frame", "earlier_frames", "frame"): range(0, 4),
+        ("vql_to_ql", "video", "question"): range(2, 6),
+        ("vql_to_ql", "video", "last"): range(0),
+        ("vql_to_ql", "question", "last"): range(4, 8),
+    }
+    for (name, source, target), layers in open_layers.items():
+        conditions = [
+            c
+            for c in load_recipe(name).conditions(prepared.layout, LAYERS, 1, "center")
+            if (c.source, c.target) == (source, target)
+        ]
+        moved = fast.knockout(prepared.inputs, [c.knockout for c in conditions])
+        effect = (moved - clean).abs().amax(-1)
+        for c, e in zip(conditions, effect.tolist(), strict=True):
+            if c.layer not in layers:
+                assert e < 1e-6, f"{source} -> {target} moved the answer at closed layer {c.layer}"
+        if len(layers):
+            assert max(effect.tolist()) > 1e-5, f"{source} -> {target} should matter somewhere"
+
+
+def test_runner_analyses_the_planted_model(planted_dir: Path, tiny_data: Path, tmp_path: Path):
+    options = RunOptions(
+        model=str(planted_dir), data=str(tiny_data), limit=2, sample_mode="all", plot=False
+    )
+    result = run(load_recipe("cross_frame"), RunOptions(**{**vars(options), "out": tmp_path / "a"}))
+    ds = open_cube(result.store)
+    assert result.counts["ok"] == 2
+    late = ds["prob_pred"].sel(layer=[6, 7]).values  # windows 5-7 / 6-7: all planted closed
+    clean = ds["clean_prob_pred"].values[:, None, None, None]
+    np.testing.assert_allclose(late, np.broadcast_to(clean, late.shape), atol=1e-6)
+
+
+def test_training_under_the_plant_writes_a_planted_checkpoint(tmp_path: Path):
+    """`flowtrace toy train --plant` in miniature: the plant is saved in the config, loads back."""
+    from flowtrace.toy.train import TrainConfig, train
+
+    config = TrainConfig(plant=True, steps=2, batch_size=4, heldout_per_task=1, eval_every=2)
+    info = train(tmp_path, config, log=lambda line: None)
+    assert (tmp_path / "planted" / "training.json").exists() and "--plant" in info["command"]
+    loaded = load_model(str(tmp_path / "planted"), device="cpu", dtype="float32")
+    assert isinstance(loaded.model, PlantedLlavaNextVideo)
+    assert loaded.model.config.flowtrace_plant["rules"] == ROUTES["rules"]
