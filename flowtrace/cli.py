@@ -136,6 +136,34 @@ def run(
         str | None,
         typer.Option(help="PEFT LoRA adapter folder, merged into the weights (needs peft)."),
     ] = None,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="serial (this process) or ray: samples sharded over Ray workers, one model per "
+            "GPU (docs/scale.md)."
+        ),
+    ] = "serial",
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray: cluster to join ('auto' on a node of it); default: start one."),
+    ] = None,
+    gpus_per_worker: Annotated[
+        float, typer.Option(help="Ray: GPUs per worker (2 for a model that needs two).")
+    ] = 1.0,
+    workers: Annotated[
+        int | None, typer.Option(help="Ray: at most this many workers (default: every GPU).")
+    ] = None,
+    remote: Annotated[
+        bool,
+        typer.Option(help="Run the traces on NDIF (a model it hosts; key from NDIF_API_KEY)."),
+    ] = False,
+    serve: Annotated[
+        str | None,
+        typer.Option(
+            help="Run the traces on your nnsight server at this URL; 'local' simulates one "
+            "in this process (a check that the recipe's traces serialize)."
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe on a model and dataset; write a zarr cube and its figure."""
     from flowtrace.recipe import load_recipe
@@ -168,6 +196,12 @@ def run(
             random_ratio=random_ratio,
             pooling=pooling,
             lora=lora,
+            executor=executor,
+            address=address,
+            gpus_per_worker=gpus_per_worker,
+            workers=workers,
+            remote=remote,
+            serve=serve,
         )
         started = time.perf_counter()
         columns = (
@@ -208,6 +242,8 @@ def run(
             console.print(f"  {name}: {accuracy:.1f}%", highlight=False)
     if result.resumed:
         console.print(f"resumed: {result.resumed} samples were already in {result.store}")
+    if result.retried:
+        console.print(f"retried: {result.retried} samples after their Ray worker died")
     for reason, n in result.reasons.most_common(5):
         console.print(f"  failed ×{n}: {reason}", highlight=False)
     for figure in result.figures:

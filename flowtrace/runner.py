@@ -17,16 +17,8 @@ import torch
 import xarray as xr
 
 import flowtrace
-from flowtrace.data import (
-    DataSource,
-    Sample,
-    SampleError,
-    parse_data,
-    read_samples,
-    sample_frames,
-    validate_sample,
-)
-from flowtrace.engine import make_engine
+from flowtrace.data import Sample, SampleError, read_frames, read_samples, validate_sample
+from flowtrace.engine import ReferenceEngine, make_engine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.measure import (
@@ -41,6 +33,7 @@ from flowtrace.measure import (
 from flowtrace.models import LoadedModel, load_model
 from flowtrace.plots import chart_for, save_chart
 from flowtrace.recipe import AttentionMap, EffectivePathway, Knockout, Recipe, VideoLogitLens
+from flowtrace.scale.remote import remote_trace_kwargs, route_traces
 from flowtrace.store import CubeStore, open_cube
 
 SAMPLE_MODES = ("correct", "wrong", "all")
@@ -54,7 +47,6 @@ class RunOptions:
     data: str = TOY_DATA
     tasks: list[str] | None = None
     limit: int | None = None
-    ratio: float | None = None  # seeded subset per task, as the reference's --test_ratio
     out: Path | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -73,6 +65,13 @@ class RunOptions:
     random_ratio: float | None = None  # effective_pathway: random baseline's share of edges
     pooling: str | None = None  # PLLaVA video pooling T-H-W (the reference's --pooling_shape)
     lora: str | None = None  # PEFT LoRA adapter folder, merged into the weights
+    # Scale-out (docs/scale.md): where the samples run, and where each trace runs.
+    executor: str = "serial"  # serial (this process) or ray (samples sharded over Ray actors)
+    address: str | None = None  # Ray cluster to join ("auto", "ray://head:10001"); None: start one
+    gpus_per_worker: float = 1.0  # Ray: GPUs per actor, each holding one model copy
+    workers: int | None = None  # Ray: at most this many actors (default: one per GPU, else CPU)
+    remote: bool = False  # run the traces on NDIF (API key from NDIF_API_KEY or nnsight's config)
+    serve: str | None = None  # run the traces on a self-hosted nnsight server at this URL
 
 
 @dataclass
@@ -84,6 +83,7 @@ class RunResult:
     clean_accuracy: float = float("nan")
     task_accuracy: dict[str, float] = field(default_factory=dict)
     resumed: int = 0  # samples found already done in an existing store
+    retried: int = 0  # samples sent again after the Ray worker running them died
 
 
 def resolve_data(data: str) -> DataSource:
@@ -104,7 +104,10 @@ def run(
     progress: Callable[[int, int, str], None] | None = None,
     loaded: LoadedModel | None = None,
 ) -> RunResult:
-    """Run a recipe over the dataset, writing one sample at a time to the store."""
+    """Run a recipe over the dataset, writing one sample at a time to the store.
+
+    `loaded` (a model already in memory) serves the serial executor; Ray workers load their own.
+    """
     if options.sample_mode not in SAMPLE_MODES:
         raise FlowtraceError(
             f"--sample-mode {options.sample_mode}: choose {', '.join(SAMPLE_MODES)}"
@@ -115,16 +118,57 @@ def run(
         )
     if options.limit is not None and options.limit < 1:
         raise FlowtraceError(f"--limit {options.limit}: must be at least 1")
-    source = resolve_data(options.data)
-    root = source.root
+    root = resolve_data(options.data)
     try:
-        samples = read_samples(
-            source, tasks=options.tasks, limit=options.limit, ratio=options.ratio
-        )
+        samples = read_samples(root, tasks=options.tasks, limit=options.limit)
     except ValueError as err:
         raise FlowtraceError(str(err)) from None
     if not samples:
         raise FlowtraceError(f"--data {options.data}: no samples found")
+    remote_trace_kwargs(options)  # refuse a bad --remote / --serve before loading anything
+    if options.executor == "ray":
+        from flowtrace.scale.ray_executor import run_on_ray
+
+        out, resumed, retried = run_on_ray(recipe, options, root, samples, progress)
+    elif options.executor == "serial":
+        analysis = prepare_analysis(recipe, options, root, samples, loaded)
+        out, resumed = _run_serial(analysis, samples, progress)
+        retried = 0
+    else:
+        raise FlowtraceError(f"--executor {options.executor}: choose serial or ray")
+    ds = open_cube(out)
+    result = _summarise(ds, out, resumed)
+    result.retried = retried
+    if options.plot and result.counts["ok"]:
+        result.figures = save_chart(chart_for(ds), out.with_suffix(""))
+    return result
+
+
+@dataclass
+class Analysis:
+    """What a process needs to analyse samples, built once: by the driver, or by each Ray worker."""
+
+    options: RunOptions
+    loaded: LoadedModel
+    engine: ReferenceEngine
+    measure: KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure | AttentionMeasure
+    frames: int
+    attrs: dict[str, str | int | float]  # the store's provenance
+    out: Path
+    # The last sample's inputs, kept alive until the next sample's exist: FastEngine reuses its
+    # clean pass when the input tensors' addresses and shapes match, and a freed sample's
+    # addresses go to the next one of the same length. Drop once the engine keys by identity.
+    last_inputs: dict[str, torch.Tensor] | None = None
+
+
+def prepare_analysis(
+    recipe: Recipe,
+    options: RunOptions,
+    root: Path,
+    samples: list[Sample],
+    loaded: LoadedModel | None = None,
+) -> Analysis:
+    """Load the model (unless given), check the options against it, pick engine and measure."""
     torch.manual_seed(options.seed)
     loaded = loaded or load_model(
         options.model,
@@ -142,11 +186,53 @@ def run(
     frames = options.frames or loaded.adapter.default_frames
     # Only knockouts have a fast path; the other recipes read the clean pass alone.
     knocks_out = isinstance(recipe, Knockout | EffectivePathway) and not options.eval_only
-    engine = make_engine(options.engine if knocks_out else "reference", loaded, options.batch_size)
+    engine_name = options.engine if knocks_out else "reference"
+    trace_kwargs, trace_target = remote_trace_kwargs(options)
+    if trace_kwargs:
+        # Only whole nnsight traces travel to a server; the fast engine runs modules itself.
+        engine_name = "reference"
+    engine = make_engine(engine_name, loaded, options.batch_size)
+    route_traces(loaded, trace_kwargs)
     out = options.out or _default_out(recipe, loaded, options.data)
     attrs = _provenance(recipe, loaded, options, root, window, frames, engine.name)
-    store = CubeStore(out, attrs, overwrite=options.overwrite)
+    attrs.update(executor=options.executor, traces=trace_target)
     measure = _measure_for(recipe, loaded, options, window, samples)
+    return Analysis(options, loaded, engine, measure, frames, attrs, out)
+
+
+def analyse_sample(analysis: Analysis, sample: Sample) -> xr.Dataset:
+    """One sample's cube; the serial loop and every Ray worker call exactly this."""
+    cube = analysis.measure.empty(sample_cube(sample))
+    try:
+        validate_sample(sample)
+        video = read_frames(sample.video, analysis.frames, bound=sample.bound)
+        prepared = analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
+        analysis.last_inputs = prepared.inputs
+        clean = measure_clean(analysis.loaded, analysis.engine, prepared, cube)
+        if analysis.options.eval_only:
+            cube.coords["status"][:] = "ok"
+        elif _excluded(analysis.options.sample_mode, clean.correct):
+            cube.coords["status"][:] = "skipped"
+            verdict = "right" if clean.correct else "wrong"
+            cube.coords["reason"][:] = (
+                f"--sample-mode {analysis.options.sample_mode}: clean answer is {verdict}"
+            )
+        else:
+            analysis.measure.fill(analysis.engine, prepared, clean, cube)
+            cube.coords["engine"][:] = "+".join(sorted(analysis.engine.used))
+            cube.coords["status"][:] = "ok"
+    except SampleError as err:
+        cube.coords["status"][:] = "failed"
+        cube.coords["reason"][:] = str(err)
+    return cube
+
+
+def _run_serial(
+    analysis: Analysis,
+    samples: list[Sample],
+    progress: Callable[[int, int, str], None] | None,
+) -> tuple[Path, int]:
+    store = CubeStore(analysis.out, analysis.attrs, overwrite=analysis.options.overwrite)
     resumed = 0
     for index, sample in enumerate(samples):
         if sample.id in store.done:
@@ -154,35 +240,11 @@ def run(
             if progress:
                 progress(index + 1, len(samples), "resumed")
             continue
-        cube = measure.empty(sample_cube(sample))
-        try:
-            validate_sample(sample)
-            video = sample_frames(sample, frames)  # its bound and the benchmark's rule
-            prepared = loaded.adapter.prepare(loaded, sample, video)
-            clean = measure_clean(loaded, engine, prepared, cube)
-            if options.eval_only:
-                cube.coords["status"][:] = "ok"
-            elif _excluded(options.sample_mode, clean.correct):
-                cube.coords["status"][:] = "skipped"
-                verdict = "right" if clean.correct else "wrong"
-                cube.coords["reason"][:] = (
-                    f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
-                )
-            else:
-                measure.fill(engine, prepared, clean, cube)
-                cube.coords["engine"][:] = "+".join(sorted(engine.used))
-                cube.coords["status"][:] = "ok"
-        except SampleError as err:
-            cube.coords["status"][:] = "failed"
-            cube.coords["reason"][:] = str(err)
+        cube = analyse_sample(analysis, sample)
         store.append(cube)
         if progress:
             progress(index + 1, len(samples), str(cube["status"].values[0]))
-    ds = open_cube(out)
-    result = _summarise(ds, out, resumed)
-    if options.plot and result.counts["ok"]:
-        result.figures = save_chart(chart_for(ds), out.with_suffix(""))
-    return result
+    return analysis.out, resumed
 
 
 def _summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:
@@ -264,11 +326,9 @@ def _provenance(
         "attn": loaded.attn,
         "data": options.data,
         "data_root": str(root),
-        "data_kind": resolve_data(options.data).kind,
         "split": "toy held-out" if options.data == TOY_DATA else root.name,
         "tasks": json.dumps(options.tasks or []),
         "limit": options.limit or 0,
-        "ratio": options.ratio or 0,
         "frames": frames,
         "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, frames))),
         "lora": options.lora or "",
