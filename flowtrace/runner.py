@@ -17,7 +17,15 @@ import torch
 import xarray as xr
 
 import flowtrace
-from flowtrace.data import Sample, SampleError, read_frames, read_samples, validate_sample
+from flowtrace.data import (
+    DataSource,
+    Sample,
+    SampleError,
+    parse_data,
+    read_samples,
+    sample_frames,
+    validate_sample,
+)
 from flowtrace.engine import ReferenceEngine, make_engine
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import FlowtraceError
@@ -47,6 +55,7 @@ class RunOptions:
     data: str = TOY_DATA
     tasks: list[str] | None = None
     limit: int | None = None
+    ratio: float | None = None  # seeded subset per task, as the reference's --test_ratio
     out: Path | None = None
     device: str = "auto"
     dtype: str = "auto"
@@ -118,9 +127,12 @@ def run(
         )
     if options.limit is not None and options.limit < 1:
         raise FlowtraceError(f"--limit {options.limit}: must be at least 1")
-    root = resolve_data(options.data)
+    source = resolve_data(options.data)
+    root = source.root
     try:
-        samples = read_samples(root, tasks=options.tasks, limit=options.limit)
+        samples = read_samples(
+            source, tasks=options.tasks, limit=options.limit, ratio=options.ratio
+        )
     except ValueError as err:
         raise FlowtraceError(str(err)) from None
     if not samples:
@@ -205,7 +217,7 @@ def analyse_sample(analysis: Analysis, sample: Sample) -> xr.Dataset:
     cube = analysis.measure.empty(sample_cube(sample))
     try:
         validate_sample(sample)
-        video = read_frames(sample.video, analysis.frames, bound=sample.bound)
+        video = sample_frames(sample, analysis.frames)  # its bound and the benchmark's rule
         prepared = analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
         analysis.last_inputs = prepared.inputs
         clean = measure_clean(analysis.loaded, analysis.engine, prepared, cube)
@@ -326,9 +338,11 @@ def _provenance(
         "attn": loaded.attn,
         "data": options.data,
         "data_root": str(root),
+        "data_kind": resolve_data(options.data).kind,
         "split": "toy held-out" if options.data == TOY_DATA else root.name,
         "tasks": json.dumps(options.tasks or []),
         "limit": options.limit or 0,
+        "ratio": options.ratio or 0,
         "frames": frames,
         "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, frames))),
         "lora": options.lora or "",
