@@ -77,6 +77,77 @@ def knockout_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
     )
 
 
+def flow_map_table(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.DataFrame:
+    """Mean of `measure` over analysed samples per (layer, source, target) with an edge."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    mean = ok[measure].mean("sample", skipna=True)
+    accuracy = 100 * ok["correct"].where(ok[measure].notnull()).mean("sample", skipna=True)
+    table = xr.Dataset({"mean": mean, "accuracy": accuracy}).to_dataframe().reset_index()
+    return table.dropna(subset=["mean"])
+
+
+def flow_map_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
+    """Source × target heatmap of the knockout effect at the layer the slider picks; click a
+    cell for its layer curve."""
+    table = flow_map_table(ds)
+    sources = [str(s) for s in ds["source"].values]
+    targets = [str(t) for t in ds["target"].values]
+    layers = int(ds.sizes["layer"])
+    # Open on the strongest cell: its layer on the slider, its curve on the right.
+    first = table.loc[table["mean"].abs().idxmax()] if len(table) else None
+    slider = alt.param(
+        name="at_layer",
+        value=int(first["layer"]) if first is not None else 0,
+        bind=alt.binding_range(min=0, max=layers - 1, step=1, name="layer "),
+    )
+    start = [{"source": first["source"], "target": first["target"]}] if first is not None else []
+    pick = alt.selection_point(name="edge", fields=["source", "target"], value=start)
+    limit = float(table["mean"].abs().max()) if len(table) else 1.0
+    heat = (
+        alt.Chart(table)
+        .mark_rect()
+        .encode(
+            x=alt.X("source:N", sort=sources, title="source (keys cut)"),
+            y=alt.Y("target:N", sort=targets, title="target (queries)"),
+            color=alt.Color(
+                "mean:Q",
+                title="Δ p(answer) %",
+                scale=alt.Scale(scheme="redblue", domain=[-limit, limit]),
+            ),
+            stroke=alt.condition(pick, alt.value("black"), alt.value(None)),
+            tooltip=[
+                "source",
+                "target",
+                "layer",
+                alt.Tooltip("mean:Q", format=".2f"),
+                alt.Tooltip("accuracy:Q", format=".1f"),
+            ],
+        )
+        .transform_filter(alt.datum.layer == slider)
+        .add_params(slider, pick)
+        .properties(width=360, height=360, title="relative change of p(answer) at the layer")
+    )
+    curve = (
+        alt.Chart(table)
+        .transform_filter(pick)
+        .transform_calculate(edge="datum.source + ' -/-> ' + datum.target")
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("layer:Q", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("mean:Q", title="relative change in p(answer) (%)"),
+            color=alt.Color("edge:N", title="clicked edge"),
+            tooltip=["edge:N", "layer", alt.Tooltip("mean:Q", format=".2f")],
+        )
+        .properties(width=360, height=240, title="layer curve of the clicked cell")
+    )
+    n = int((ds["status"] == "ok").sum())
+    window = f"window {ds.attrs.get('window')} ({ds.attrs.get('window_style')})"
+    subtitle = f"{ds.attrs.get('model')} · {ds.attrs.get('data')} · {n} samples · {window}"
+    return alt.hconcat(heat, curve).properties(
+        title=alt.TitleParams(title, subtitle=subtitle, anchor="start")
+    )
+
+
 def save_chart(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
     """Write `stem`.html and `stem`.png next to each other."""
     paths = [stem.with_suffix(".html"), stem.with_suffix(".png")]
@@ -318,6 +389,8 @@ def chart_for(ds: xr.Dataset) -> alt.TopLevelMixin:
         return pathway_chart(ds, title)
     if kind == "AttentionMap":
         return attention_chart(ds, title)
+    if kind == "FlowMap":
+        return flow_map_chart(ds, title)
     return knockout_chart(ds, title)
 
 

@@ -45,6 +45,9 @@ class Knockout:
     edges: Mapping[str, str] | Sequence[str]
     description: str = ""
     source_file: str = field(default="", compare=False)
+    # Leave out, per sample, edges naming a group the sample lacks (a flow map's option_D on a
+    # two-option question) instead of failing the sample.
+    skip_absent: bool = False
 
     def edge_map(self) -> dict[str, str]:
         if isinstance(self.edges, Mapping):
@@ -70,6 +73,8 @@ class Knockout:
     ) -> list[Condition]:
         out = []
         for (source, target), expr in zip(self.labels(), self.edge_map().values(), strict=True):
+            if self.skip_absent and not all(g in layout.groups for g in _group_names(expr)):
+                continue
             blocked = torch.from_numpy(blocked_edges(expr, layout))
             for layer in sweep_layers(num_layers, sweep):
                 layers = window_layers(layer, num_layers, window, style)
@@ -128,6 +133,41 @@ class AttentionMap:
             else:
                 names.append(name)
         return names
+
+
+@dataclass(frozen=True)
+class FlowMap:
+    """Every ordered pair of token groups (source before target) knocked out at every layer
+    window: the whole layer × source × target map, of which the paper's sweeps are slices.
+
+    `groups` are in sequence order; `frame[*]` and `option[*]` expand to the model's frames and
+    the data's options.
+    """
+
+    name: str
+    title: str
+    groups: tuple[str, ...] = ("system", "frame[*]", "question", "option[*]", "prompt_tail", "last")
+    description: str = ""
+    source_file: str = field(default="", compare=False)
+
+    def group_names(self, num_frames: int, letters: Sequence[str]) -> list[str]:
+        names = []
+        for name in self.groups:
+            if name == "frame[*]":
+                names += [f"frame_{t}" for t in range(num_frames)]
+            elif name == "option[*]":
+                names += [f"option_{letter}" for letter in letters]
+            else:
+                names.append(name)
+        return names
+
+    def knockout(self, num_frames: int, letters: Sequence[str]) -> Knockout:
+        """The map as one knockout recipe: an edge `a -> b` for each group a before group b."""
+        names = self.group_names(num_frames, letters)
+        edges = {f"{a} -> {b}": f"{a} -> {b}" for i, a in enumerate(names) for b in names[i + 1 :]}
+        return Knockout(
+            self.name, self.title, edges, self.description, self.source_file, skip_absent=True
+        )
 
 
 @dataclass(frozen=True)
@@ -192,7 +232,13 @@ def random_plan(
     return plan
 
 
-Recipe = Knockout | LayerProbe | VideoLogitLens | EffectivePathway | AttentionMap
+def _group_names(expression: str) -> list[str]:
+    """Plain group names an edge expression uses (indexed families are not checked)."""
+    terms = [t.strip() for side in expression.split("->") for t in side.split(",")]
+    return [t for t in terms if t and "[" not in t]
+
+
+Recipe = Knockout | LayerProbe | VideoLogitLens | EffectivePathway | AttentionMap | FlowMap
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -212,7 +258,7 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise FlowtraceError(
             f"recipe file '{path}' defines no `recipe = …` of a recipe kind "
-            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap)"
+            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap, FlowMap)"
         )
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
     return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")

@@ -40,7 +40,14 @@ from flowtrace.measure import (
 )
 from flowtrace.models import LoadedModel, load_model
 from flowtrace.plots import chart_for, save_chart
-from flowtrace.recipe import AttentionMap, EffectivePathway, Knockout, Recipe, VideoLogitLens
+from flowtrace.recipe import (
+    AttentionMap,
+    EffectivePathway,
+    FlowMap,
+    Knockout,
+    Recipe,
+    VideoLogitLens,
+)
 from flowtrace.scale.remote import remote_trace_kwargs, route_traces
 from flowtrace.store import CubeStore, open_cube
 
@@ -197,7 +204,7 @@ def prepare_analysis(
     sweep_layers(loaded.num_layers, options.sweep)  # refuse a bad --sweep before any work
     frames = options.frames or loaded.adapter.default_frames
     # Only knockouts have a fast path; the other recipes read the clean pass alone.
-    knocks_out = isinstance(recipe, Knockout | EffectivePathway) and not options.eval_only
+    knocks_out = isinstance(recipe, Knockout | EffectivePathway | FlowMap) and not options.eval_only
     engine_name = options.engine if knocks_out else "reference"
     trace_kwargs, trace_target = remote_trace_kwargs(options)
     if trace_kwargs:
@@ -285,6 +292,11 @@ def _excluded(sample_mode: str, correct: bool) -> bool:
 def _measure_for(
     recipe: Recipe, loaded: LoadedModel, options: RunOptions, window: int, samples: list[Sample]
 ) -> KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure | AttentionMeasure:
+    if isinstance(recipe, FlowMap):
+        frames = options.frames or loaded.adapter.default_frames
+        num_frames = loaded.adapter.video_grid(loaded, frames)[0]
+        most = max(samples, key=lambda s: len(s.candidates))
+        recipe = recipe.knockout(num_frames, most.option_letters())
     if isinstance(recipe, Knockout):
         return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
     if isinstance(recipe, AttentionMap):

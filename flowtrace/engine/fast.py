@@ -45,7 +45,9 @@ FLAT_TOKENS = 4096
 class CleanCapture:
     """What the clean pass leaves for the recompute, for one input."""
 
-    key: tuple
+    # The input tensors themselves: held, so no later sample can reuse their memory and be
+    # taken for them; compared by identity.
+    source: dict[str, torch.Tensor]
     probs: torch.Tensor  # (V,) float32 at the last position
     inputs: list[torch.Tensor]  # per layer: (1, T, d) residual stream entering the layer
     deltas: list[torch.Tensor | None]  # per layer: next input − this output, if not 0 (DeepStack)
@@ -109,8 +111,7 @@ class FastEngine(ReferenceEngine):
 
     @torch.no_grad()
     def _clean_capture(self, inputs: dict[str, torch.Tensor]) -> CleanCapture:
-        key = _inputs_key(inputs)
-        if self._capture is not None and self._capture.key == key:
+        if self._capture is not None and _same_inputs(self._capture.source, inputs):
             return self._capture
         self._capture = None  # free the last sample's capture before making this one
         from transformers import DynamicCache
@@ -144,7 +145,7 @@ class FastEngine(ReferenceEngine):
             deltas.append(delta if bool(delta.any()) else None)
         deltas.append(None)
         self._capture = CleanCapture(
-            key=key,
+            source=dict(inputs),
             probs=logits[0].float().softmax(-1),
             inputs=list(layer_in),
             deltas=deltas,
@@ -399,5 +400,5 @@ def _suffix_kwargs(kwargs: dict[str, Any], start: int) -> dict[str, Any]:
     return out
 
 
-def _inputs_key(inputs: dict[str, torch.Tensor]) -> tuple:
-    return tuple((k, v.data_ptr(), tuple(v.shape)) for k, v in sorted(inputs.items()))
+def _same_inputs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(a[k] is b[k] for k in a)
