@@ -71,7 +71,13 @@ def main() -> None:
             log = "" if run.returncode == 0 else f"\n{run.stdout[-3000:]}{run.stderr[-3000:]}"
             check(run.returncode == 0, f"the same recipe run on the host{log}")
             host = xr.open_zarr(out).load()
-        print(f"      host:  python {host.attrs.get('python')}, torch {host.attrs.get('torch')}")
+        print(
+            f"      host:  python {host.attrs.get('python')}, torch {host.attrs.get('torch')}, "
+            f"transformers {host.attrs.get('transformers')}, nnsight {host.attrs.get('nnsight')}"
+        )
+        moved = [k for k in ("torch", "transformers", "nnsight") if ds.attrs[k] != host.attrs[k]]
+        if moved:
+            print(f"      note: {', '.join(moved)} differ from the image's (docker/lock.py)")
         check(host.sizes == ds.sizes, f"host run has the same sizes {dict(host.sizes)}")
         digest = [str(d.attrs.get("recipe_source", "")).partition("#")[2] for d in (ds, host)]
         check(digest[0] == digest[1] != "", f"recipe source {digest[0]} as the host run's")
