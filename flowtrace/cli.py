@@ -356,6 +356,20 @@ def plot(
         print(path)
 
 
+@app.command()
+def report(
+    stores: Annotated[list[Path], typer.Argument(help="Stores written by `flowtrace run`.")],
+    out: Annotated[Path, typer.Option(help="The HTML page to write.")] = Path("report.html"),
+    title: Annotated[str, typer.Option(help="The page's title.")] = "flowtrace report",
+) -> None:
+    """One self-contained HTML page (works offline) with every store's figure and provenance."""
+    from flowtrace.report import write_report
+
+    for store in stores:
+        _open_store(store)  # a bad path fails here with one line, before any work
+    print(write_report(stores, out, title))
+
+
 @app.command("query")
 def query_command(
     stores: Annotated[
