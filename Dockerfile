@@ -86,6 +86,8 @@ RUN pip install --no-cache-dir --disable-pip-version-check --no-deps --no-build-
 COPY recipes /work/recipes
 
 ARG VCS_REF=unknown
+# Stores record the commit they were made with; the image has no .git to ask.
+ENV FLOWTRACE_GIT_COMMIT="${VCS_REF}"
 LABEL org.opencontainers.image.title="flowtrace" \
       org.opencontainers.image.description="Map how information flows inside video LLMs" \
       org.opencontainers.image.licenses="Apache-2.0" \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 from collections import Counter
@@ -376,6 +377,7 @@ def _provenance(
 
 
 def _git_commit() -> str:
+    """The checkout's commit; in an image without .git, the one it was built from."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -384,9 +386,10 @@ def _git_commit() -> str:
             text=True,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        commit = out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        commit = ""
+    return commit or os.environ.get("FLOWTRACE_GIT_COMMIT", "unknown")
 
 
 def _device_name(device: torch.device) -> str:
