@@ -102,6 +102,13 @@ def run(
     batch_size: Annotated[
         int, typer.Option(help="Reference engine: knockout conditions per forward.")
     ] = 8,
+    heads: Annotated[
+        str,
+        typer.Option(
+            help="Knockout in every attention head (all), only in listed heads (0,5,7), or in "
+            "each head alone (sweep: the cube gains a head dim)."
+        ),
+    ] = "all",
     engine: Annotated[
         str,
         typer.Option(
@@ -190,6 +197,7 @@ def run(
             frames=frames,
             batch_size=batch_size,
             engine=engine,
+            heads=heads,
             seed=seed,
             overwrite=overwrite,
             eval_only=eval_only,

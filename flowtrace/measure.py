@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,31 +123,47 @@ class KnockoutMeasure:
         window: int,
         style: str,
         sweep: tuple[int, int] | None,
+        heads: Sequence[int] | str | None = None,
     ) -> None:
+        """`heads`: None cuts in every head, a list cuts in those heads together, "sweep" cuts in
+        each head alone (the cube gains a `head` dim)."""
         self.recipe, self.loaded = recipe, loaded
         self.window, self.style, self.sweep = window, style, sweep
+        self.per_head = heads == "sweep"
+        if self.per_head:
+            self.heads: list[Sequence[int] | None] = [(h,) for h in range(loaded.num_heads)]
+        else:
+            self.heads = [None if heads is None else tuple(heads)]
         labels = recipe.labels()
         self.sources = list(dict.fromkeys(s for s, _ in labels))
         self.targets = list(dict.fromkeys(t for _, t in labels))
 
     def empty(self, cube: xr.Dataset) -> xr.Dataset:
-        dims = ("sample", "layer", "source", "target")
-        shape = (1, self.loaded.num_layers, len(self.sources), len(self.targets))
-        edges = np.zeros((1, *shape[2:]), dtype=np.int64)
+        head = ("head",) if self.per_head else ()
+        dims = ("sample", "layer", *head, "source", "target")
+        sizes = {"layer": self.loaded.num_layers, "head": len(self.heads)}
+        shape = (1, *(sizes[d] for d in dims[1:-2]), len(self.sources), len(self.targets))
+        edges = np.zeros((1, len(self.sources), len(self.targets)), dtype=np.int64)
+        coords = {
+            "layer": np.arange(self.loaded.num_layers),
+            "source": np.asarray(self.sources, dtype=object),
+            "target": np.asarray(self.targets, dtype=object),
+        }
+        if self.per_head:
+            coords["head"] = np.arange(len(self.heads))
         return cube.assign(
-            {**answer_variables(dims, shape), "blocked_edges": (dims[0:1] + dims[2:], edges)}
-        ).assign_coords(
-            layer=np.arange(self.loaded.num_layers),
-            source=np.asarray(self.sources, dtype=object),
-            target=np.asarray(self.targets, dtype=object),
-        )
+            {
+                **answer_variables(dims, shape),
+                "blocked_edges": (("sample", "source", "target"), edges),
+            }
+        ).assign_coords(coords)
 
     def fill(
         self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
     ) -> None:
         layout = prepared.layout
         conditions = self.recipe.conditions(
-            layout, self.loaded.num_layers, self.window, self.style, self.sweep
+            layout, self.loaded.num_layers, self.window, self.style, self.sweep, self.heads
         )
         probs = engine.knockout(prepared.inputs, [c.knockout for c in conditions])
         for condition, row in zip(conditions, probs, strict=True):
@@ -155,6 +172,8 @@ class KnockoutMeasure:
                 "target": self.targets.index(condition.target),
             }
             at = {"sample": 0, "layer": condition.layer, **pair}
+            if self.per_head:
+                at["head"] = condition.heads[0]
             record_answer(cube, at, row, clean, self.loaded, layout.true_letter)
             cube["blocked_edges"][{"sample": 0, **pair}] = condition.edges
 

@@ -148,6 +148,52 @@ def flow_map_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
     )
 
 
+def head_chart(ds: xr.Dataset, title: str) -> alt.VConcatChart:
+    """A per-head sweep: heads ranked by their largest effect over layers, per blocked edge,
+    above the layer × head map of the effect."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    effect = ok["rel_change_pred"].mean("sample", skipna=True)
+    table = effect.to_dataframe(name="mean").reset_index().dropna(subset=["mean"])
+    table["edge"] = table["source"].astype(str) + " -/-> " + table["target"].astype(str)
+    table["size"] = table["mean"].abs()
+    peak = table.groupby(["edge", "head"], as_index=False)["size"].max()
+    bars = (
+        alt.Chart(peak)
+        .mark_bar()
+        .encode(
+            x=alt.X("size:Q", title="largest |relative change in p(answer)| over layers (%)"),
+            y=alt.Y("head:N", sort="-x", title="head (ranked)"),
+            tooltip=["edge", "head", alt.Tooltip("size:Q", format=".2f")],
+        )
+        .properties(width=300, height=alt.Step(12))
+        .facet(column=alt.Column("edge:N", title=None))
+        .resolve_scale(y="independent")
+    )
+    limit = float(table["size"].max()) if len(table) else 1.0
+    heat = (
+        alt.Chart(table)
+        .mark_rect()
+        .encode(
+            x=alt.X("layer:O"),
+            y=alt.Y("head:O"),
+            color=alt.Color(
+                "mean:Q",
+                title="Δ p(answer) %",
+                scale=alt.Scale(scheme="redblue", domain=[-limit, limit]),
+            ),
+            tooltip=["edge", "layer", "head", alt.Tooltip("mean:Q", format=".2f")],
+        )
+        .properties(width=300, height=alt.Step(12))
+        .facet(column=alt.Column("edge:N", title=None))
+    )
+    n = int((ds["status"] == "ok").sum())
+    window = f"window {ds.attrs.get('window')} ({ds.attrs.get('window_style')})"
+    subtitle = f"{ds.attrs.get('model')} · {ds.attrs.get('data')} · {n} samples · {window}"
+    return alt.vconcat(bars, heat).properties(
+        title=alt.TitleParams(f"{title}: head by head", subtitle=subtitle, anchor="start")
+    )
+
+
 def save_chart(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
     """Write `stem`.html and `stem`.png next to each other."""
     paths = [stem.with_suffix(".html"), stem.with_suffix(".png")]
@@ -380,6 +426,8 @@ def chart_for(ds: xr.Dataset) -> alt.TopLevelMixin:
     if int(ds.attrs.get("eval_only", 0)):
         return accuracy_chart(ds, title)
     kind = ds.attrs.get("recipe_kind", "Knockout")
+    if "head" in ds.dims and "rel_change_pred" in ds:
+        return head_chart(ds, title)
     if kind == "LayerProbe":
         return gen_prob_chart(ds, title)
     if kind == "VideoLogitLens":

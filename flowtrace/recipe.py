@@ -32,6 +32,7 @@ class Condition:
     layer: int  # the sweep position (window centre for style "center")
     knockout: KnockoutCondition
     edges: int  # (query, key) pairs cut per blocked layer
+    heads: Sequence[int] | None = None  # the heads cut in (None: all)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,9 @@ class Knockout:
         window: int,
         style: str,
         sweep: tuple[int, int] | None = None,
+        heads: Sequence[Sequence[int] | None] = (None,),
     ) -> list[Condition]:
+        """Each edge at each sweep layer, once per entry of `heads` (None: every head)."""
         out = []
         for (source, target), expr in zip(self.labels(), self.edge_map().values(), strict=True):
             if self.skip_absent and not all(g in layout.groups for g in _group_names(expr)):
@@ -78,8 +81,10 @@ class Knockout:
             blocked = torch.from_numpy(blocked_edges(expr, layout))
             for layer in sweep_layers(num_layers, sweep):
                 layers = window_layers(layer, num_layers, window, style)
-                knockout = KnockoutCondition.window(blocked, layers)
-                out.append(Condition(source, target, layer, knockout, int(blocked.sum())))
+                for chosen in heads:
+                    knockout = KnockoutCondition.window(blocked, layers, chosen)
+                    edges = int(blocked.sum())
+                    out.append(Condition(source, target, layer, knockout, edges, chosen))
         return out
 
 

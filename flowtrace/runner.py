@@ -75,6 +75,7 @@ class RunOptions:
     frames: int | None = None
     batch_size: int = 8
     engine: str = "fast"  # knockout path: fast (exact shortcut) or reference (full forwards)
+    heads: str = "all"  # knockout in every head, in a list of heads ("0,3"), or each head alone
     seed: int = 0
     overwrite: bool = False
     plot: bool = True
@@ -286,6 +287,22 @@ def _summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:
     return result
 
 
+def _heads(spec: str, num_heads: int) -> tuple[int, ...] | str | None:
+    """`--heads`: all (None), sweep, or a comma list of head indices cut together."""
+    if spec in ("all", "sweep"):
+        return None if spec == "all" else spec
+    try:
+        heads = tuple(sorted({int(h) for h in spec.split(",")}))
+    except ValueError:
+        heads = ()
+    if not heads or not all(0 <= h < num_heads for h in heads):
+        raise FlowtraceError(
+            f"--heads {spec}: use all, sweep, or head indices such as 0,5,7 "
+            f"(this model has heads 0-{num_heads - 1})"
+        )
+    return heads
+
+
 def _excluded(sample_mode: str, correct: bool) -> bool:
     return (sample_mode == "correct" and not correct) or (sample_mode == "wrong" and correct)
 
@@ -299,7 +316,8 @@ def _measure_for(
         most = max(samples, key=lambda s: len(s.candidates))
         recipe = recipe.knockout(num_frames, most.option_letters())
     if isinstance(recipe, Knockout):
-        return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep)
+        heads = _heads(options.heads, loaded.num_heads)
+        return KnockoutMeasure(recipe, loaded, window, options.window_style, options.sweep, heads)
     if isinstance(recipe, AttentionMap):
         frames = options.frames or loaded.adapter.default_frames
         num_frames = loaded.adapter.video_grid(loaded, frames)[0]
@@ -363,6 +381,7 @@ def _provenance(
         "window_style": options.window_style,
         "sweep": json.dumps(list(options.sweep) if options.sweep else []),
         "sample_mode": options.sample_mode,
+        "heads": options.heads,
         "engine": engine,
         "seed": options.seed,
         "flowtrace_version": flowtrace.__version__,

@@ -230,13 +230,17 @@ class FastEngine(ReferenceEngine):
                 allowed[key] = allowed_attention(blocked.to(device), own)
             return allowed[key]
 
+        # Head-level conditions need a mask per head: (heads, Q, K) flat, (R, heads, S, T) batched.
+        heads = loaded.num_heads if any(r.condition.heads is not None for r in rows) else 0
+        per_head = (heads,) if heads else ()
         if flat:
             total = sum(lengths)
-            masks = torch.zeros(total, prefix_len + total, dtype=torch.bool, device=device)
+            shape = (*per_head, total, prefix_len + total)
             kwargs = _side_by_side_kwargs(capture.layer_kwargs, [r.start for r in rows])
         else:
-            masks = torch.zeros(len(rows), lengths[0], seq_len, dtype=torch.bool, device=device)
+            shape = (len(rows), *per_head, lengths[0], seq_len)
             kwargs = _suffix_kwargs(capture.layer_kwargs, prefix_len)
+        masks = torch.zeros(shape, dtype=torch.bool, device=device)
         layers = loaded.layers(loaded.model)
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
@@ -256,14 +260,29 @@ class FastEngine(ReferenceEngine):
                 if current[i] == key:  # only rows entering or leaving a cut rewrite their mask
                     continue
                 current[i] = key
-                a = edges(own, blocked)[r.start :]
-                if flat:
-                    o, n = offsets[i], lengths[i]
-                    masks[o : o + n, : r.start] = a[:, : r.start]
-                    masks[o : o + n, prefix_len + o : prefix_len + o + n] = a[:, r.start :]
-                else:
-                    masks[i] = a
-            mask = masks[:tokens, : prefix_len + tokens] if flat else masks[:joined]
+                cut = edges(own, blocked)[r.start :]
+                only = r.condition.heads if blocked is not None else None
+                # A head-level row: the cut in its heads, its uncut mask in the others.
+                for chosen, a in [(slice(None), edges(own, None)[r.start :]), (only, cut)]:
+                    if only is None:
+                        chosen, a = slice(None), cut
+                    rows_of = (
+                        (list(chosen) if isinstance(chosen, tuple) else chosen,) if heads else ()
+                    )
+                    if flat:
+                        o, n = offsets[i], lengths[i]
+                        masks[(*rows_of, slice(o, o + n), slice(0, r.start))] = a[:, : r.start]
+                        own_block = slice(prefix_len + o, prefix_len + o + n)
+                        masks[(*rows_of, slice(o, o + n), own_block)] = a[:, r.start :]
+                    else:
+                        masks[(i, *rows_of)] = a
+                    if only is None:
+                        break
+            if flat:
+                mask = masks[..., :tokens, : prefix_len + tokens]
+                mask = mask[None] if heads else mask
+            else:
+                mask = masks[:joined]
             prefix = _PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
@@ -276,7 +295,7 @@ class FastEngine(ReferenceEngine):
             )
             hidden = out[0] if isinstance(out, tuple) else out
             self.work["token_layers"] += tokens if flat else joined * lengths[0]
-            self.work["query_keys"] += mask.numel()
+            self.work["query_keys"] += mask.numel() // max(heads, 1)
             if capture.deltas[index] is not None:
                 delta = capture.deltas[index]
                 if flat:

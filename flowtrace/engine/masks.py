@@ -81,7 +81,21 @@ def model_allowed(mask: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """(…, L, L) bool -> (…, 1, L, L) additive mask, finfo.min where forbidden (as the paper)."""
+    """(rows, L, L) bool -> (rows, 1, L, L) additive mask, finfo.min where forbidden (as the
+    paper); (rows, heads, L, L) keeps its head dim."""
     mask = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-    return mask.unsqueeze(-3)
+    return mask if allowed.dim() == 4 else mask.unsqueeze(-3)
+
+
+def per_head(
+    per_row: torch.Tensor, conditions, layer: int, uncut: torch.Tensor, heads: int
+) -> torch.Tensor:
+    """(rows, L, L) -> (rows, heads, L, L): a head-level condition cuts only in its heads, the
+    others keep `uncut` (the mask without this condition's edges)."""
+    out = per_row[:, None].repeat(1, heads, 1, 1)
+    for row, condition in enumerate(conditions):
+        if condition.heads is not None and layer in condition.blocked:
+            others = [h for h in range(heads) if h not in condition.heads]
+            out[row, others] = uncut
+    return out

@@ -13,21 +13,25 @@ from dataclasses import dataclass
 
 import torch
 
-from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed
+from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed, per_head
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 
 
 @dataclass(frozen=True)
 class KnockoutCondition:
-    """Edges to cut, per layer: layer -> (L, L) bool [query, key]."""
+    """Edges to cut, per layer: layer -> (L, L) bool [query, key]; in every attention head, or
+    only in `heads` (head-level knockout)."""
 
     blocked: Mapping[int, torch.Tensor]
+    heads: tuple[int, ...] | None = None
 
     @classmethod
-    def window(cls, blocked: torch.Tensor, layers: Sequence[int]) -> KnockoutCondition:
+    def window(
+        cls, blocked: torch.Tensor, layers: Sequence[int], heads: Sequence[int] | None = None
+    ) -> KnockoutCondition:
         """The same edges cut in every layer of a window (the paper's sweeps)."""
-        return cls({layer: blocked for layer in layers})
+        return cls({layer: blocked for layer in layers}, None if heads is None else tuple(heads))
 
     @property
     def layers(self) -> tuple[int, ...]:
@@ -140,10 +144,12 @@ class ReferenceEngine:
                 attention = loaded.attention(model, layer)
                 if layer in edited:
                     per_row = torch.stack([allowed[id(c.blocked.get(layer))] for c in chunk])
+                    if any(c.heads is not None for c in chunk):
+                        per_row = per_head(per_row, chunk, layer, causal, loaded.num_heads)
                     args, kwargs = attention.inputs
                     own = model_allowed(kwargs.get("attention_mask"))
                     if own is not None:  # the model's own mask (padding, planted routes) stays
-                        per_row = per_row & own
+                        per_row = per_row & (own[:, None] if per_row.dim() == 4 else own)
                         if not per_row.any(-1).all():
                             raise FlowtraceError(
                                 f"a knockout at layer {layer} leaves a query with no key to "

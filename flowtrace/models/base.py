@@ -99,6 +99,11 @@ class LoadedModel:
     def tokenizer(self) -> Any:
         return self.processor.tokenizer
 
+    @property
+    def num_heads(self) -> int:
+        """Attention heads per decoder layer."""
+        return self.model.config.get_text_config().num_attention_heads
+
     def layers(self, root: Any) -> Any:
         """The decoder-layer list under `root` (the nnsight wrapper or the torch module)."""
         return _walk(root, self.adapter.layers_path)
