@@ -26,7 +26,7 @@ from adapters_fixtures import (
 from safetensors.torch import load_file, save_file
 
 from flowtrace.data import read_frames, read_samples
-from flowtrace.engine import KnockoutCondition, ReferenceEngine
+from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model, pick_adapter
 from flowtrace.models.checkpoint import read_config
@@ -492,6 +492,26 @@ def test_cross_frame_knockout_matches_plain_forward(
         assert torch.allclose(row, want, atol=1e-5, rtol=0), (row - want).abs().max()
         moved = max(moved, float((want - clean).abs().max()))
     assert moved > 1e-5, "the knockout should move the output, or the test proves nothing"
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_fast_engine_equals_reference(family: str, loaded_models: dict, prepared: dict):
+    """Every knockout recipe, two window styles: the shortcut gives the full forward's numbers
+    (M-RoPE, DeepStack, per-frame markers included)."""
+    loaded = loaded_models[family]
+    _, ready = prepared[family]
+    reference, fast = ReferenceEngine(loaded, batch_size=32), FastEngine(loaded)
+    clean = fast.clean(ready.inputs)
+    moved = 0.0
+    for name in ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option"):
+        for style in ("center", "top_down"):
+            conditions = load_recipe(name).conditions(ready.layout, loaded.num_layers, 1, style)
+            knockouts = [c.knockout for c in conditions]
+            want = reference.knockout(ready.inputs, knockouts)
+            got = fast.knockout(ready.inputs, knockouts)
+            assert float((got - want).abs().max()) <= 1e-5, (name, style)
+            moved = max(moved, float((want - clean).abs().max()))
+    assert fast.used == {"fast"} and moved > 1e-5
 
 
 # -- the recipe end to end ------------------------------------------------------------------------
