@@ -365,6 +365,51 @@ def plot(
 
 
 @app.command()
+def pathways(
+    flow_map: Annotated[Path, typer.Argument(help="A store of recipes/flow_map.py.")],
+    thresholds: Annotated[
+        str, typer.Option(help="Shares of each pathway's peak effect that keep a layer.")
+    ] = "0.1,0.25,0.5,0.75",
+    out: Annotated[Path, typer.Option(help="Folder for the runs and the curve.")] = Path(
+        "results/auto_pathway"
+    ),
+    model: Annotated[str | None, typer.Option(help="Default: the flow map's model.")] = None,
+    data: Annotated[str | None, typer.Option(help="Default: the flow map's data.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """Derive effective pathways from a flow map at each threshold, run them against random
+    cuts of the same budget, and draw accuracy against the share of edges kept."""
+    from flowtrace.pathways import curve_chart, pathway_curve
+    from flowtrace.plots import save_chart
+    from flowtrace.runner import RunOptions
+
+    ds = _open_store(flow_map)
+    try:
+        levels = [float(t) for t in thresholds.split(",")]
+    except ValueError:
+        _fail(FlowtraceError(f"--thresholds {thresholds}: give numbers such as 0.1,0.5"))
+        return
+    try:
+        options = RunOptions(
+            model=model or str(ds.attrs["model"]),
+            data=data or str(ds.attrs["data"]),
+            limit=limit,
+            device=device,
+            out=out,
+        )
+        table = pathway_curve(flow_map, levels, options)
+    except FlowtraceError as err:
+        _fail(err)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "curve.csv", index=False)
+    print(table.to_string(index=False))
+    for path in [out / "curve.csv", *save_chart(curve_chart(table), out / "curve")]:
+        print(path)
+
+
+@app.command()
 def report(
     stores: Annotated[list[Path], typer.Argument(help="Stores written by `flowtrace run`.")],
     out: Annotated[Path, typer.Option(help="The HTML page to write.")] = Path("report.html"),

@@ -28,6 +28,11 @@ KNOCKOUT_RECIPES = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_
 
 @pytest.fixture(scope="module")
 def planted_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Path:
+    return build_planted(tmp_path_factory.mktemp("planted"), tiny_data)
+
+
+def build_planted(out: Path, tiny_data: Path) -> Path:
+    """A random planted model with the shipped ROUTES, saved as a checkpoint in `out`."""
     from flowtrace.toy.build import build_config, build_processor, build_tokenizer
 
     prompts = [EVAL_MVBENCH.render(s, "<video>").text for s in read_samples(tiny_data)]
@@ -39,7 +44,6 @@ def planted_dir(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path) -> Pa
     model = PlantedLlavaNextVideo(config)
     with torch.no_grad():
         model.lm_head.weight.mul_(20)  # a random head is flat; make knockouts visible
-    out = tmp_path_factory.mktemp("planted")
     model.save_pretrained(out)
     build_processor(tokenizer).save_pretrained(out)
     return out

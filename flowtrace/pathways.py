@@ -1,0 +1,166 @@
+"""Effective pathways derived from a flow map instead of read off by eye (beyond the paper).
+
+The rule: a pathway's strength at a layer is the largest |mean relative change of p(answer)| over
+the flow-map cells that make it up (cross-frame: frame s → frame t, s < t; video → question:
+frame → question or option; question → last: question or option → last; video → last: frame →
+last). The pathway is kept from the first to the last layer whose strength reaches `threshold`
+times its peak, and cut everywhere else; a pathway that never moves the answer is cut in every
+layer. Changes under NOISE_FLOOR (in %) count as none: the fast path and the clean pass differ by
+float rounding. As in the paper, video → video is kept while video → question may still read it, and
+question → question while question → last may.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from flowtrace.errors import FlowtraceError
+from flowtrace.models import LoadedModel
+from flowtrace.recipe import EffectivePathway
+from flowtrace.runner import RunOptions, run
+from flowtrace.store import open_cube
+
+_FRAME = re.compile(r"^frame_(\d+)$")
+NOISE_FLOOR = 1e-3  # % relative change of p(answer); float32 rounding sits far below
+
+
+def _frame(name: str) -> int | None:
+    match = _FRAME.match(name)
+    return int(match.group(1)) if match else None
+
+
+def _is_query(name: str) -> bool:
+    return name == "question" or name.startswith("option_")
+
+
+# pathway -> (edge expression it keeps or cuts, which flow-map cells (source, target) are it)
+CELLS: dict[str, tuple[str, Callable[[str, str], bool]]] = {
+    "cross_frame": (
+        "frame[<t] -> frame[t]",
+        lambda s, t: _frame(s) is not None and _frame(t) is not None and _frame(s) < _frame(t),
+    ),
+    "video_to_question": ("video -> query", lambda s, t: _frame(s) is not None and _is_query(t)),
+    "question_to_last": ("query -> last", lambda s, t: _is_query(s) and t == "last"),
+    "video_to_last": ("video -> last", lambda s, t: _frame(s) is not None and t == "last"),
+}
+
+
+def pathway_strength(ds: xr.Dataset) -> dict[str, np.ndarray]:
+    """Per pathway, its strength at each layer (see the module's rule)."""
+    if ds.attrs.get("recipe_kind") != "FlowMap":
+        raise FlowtraceError(
+            f"{ds.attrs.get('recipe')}: pathways are derived from a flow-map store "
+            "(flowtrace run recipes/flow_map.py)"
+        )
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    if ok.sizes["sample"] == 0:
+        raise FlowtraceError("the flow-map store has no analysed samples")
+    effect = np.abs(ok["rel_change_pred"].mean("sample", skipna=True))
+    out = {}
+    for name, (_, member) in CELLS.items():
+        cells = [
+            effect.sel(source=s, target=t).values
+            for s in map(str, ds["source"].values)
+            for t in map(str, ds["target"].values)
+            if member(s, t)
+        ]
+        stacked = np.nan_to_num(np.stack(cells)) if cells else np.zeros((1, ds.sizes["layer"]))
+        out[name] = stacked.max(0)
+    return out
+
+
+def derive_ranges(ds: xr.Dataset, threshold: float) -> dict[str, tuple[int, int] | None]:
+    """Per pathway, the kept layers [start, stop) under the rule, or None (cut everywhere)."""
+    if not 0 < threshold <= 1:
+        raise FlowtraceError(f"threshold {threshold}: must be in (0, 1]")
+    ranges: dict[str, tuple[int, int] | None] = {}
+    for name, strength in pathway_strength(ds).items():
+        peak = float(strength.max())
+        strong = np.flatnonzero(strength >= max(threshold * peak, NOISE_FLOOR))
+        ranges[name] = (int(strong[0]), int(strong[-1]) + 1) if len(strong) else None
+    return ranges
+
+
+def derived_recipe(ds: xr.Dataset, threshold: float) -> EffectivePathway:
+    """An effective_pathway recipe whose kept ranges come from the flow map."""
+    layers = ds.sizes["layer"]
+    ranges = derive_ranges(ds, threshold)
+
+    def fraction(span: tuple[int, int] | None) -> tuple[float, float] | None:
+        return None if span is None else (span[0] / layers, span[1] / layers)
+
+    def until_end(span: tuple[int, int] | None) -> tuple[float, float] | None:
+        return None if span is None else (0.0, span[1] / layers)
+
+    pathways = {name: (expr, fraction(ranges[name])) for name, (expr, _) in CELLS.items()}
+    pathways["video_to_video"] = ("video -> video", until_end(ranges["video_to_question"]))
+    pathways["question_to_question"] = ("query -> query", until_end(ranges["question_to_last"]))
+    described = ", ".join(
+        f"{name} {span[0]}-{span[1] - 1}" if span else f"{name} cut"
+        for name, span in ranges.items()
+    )
+    return EffectivePathway(
+        name="auto_pathway",
+        title=f"Pathways derived from the flow map at threshold {threshold:g}: {described}",
+        pathways=pathways,
+        description=f"derived from {ds.attrs.get('recipe')} store, threshold {threshold}",
+    )
+
+
+def pathway_curve(
+    flow_map: Path, thresholds: list[float], options: RunOptions, loaded: LoadedModel | None = None
+) -> pd.DataFrame:
+    """Run the derived effective pathways at each threshold (stores under `options.out`), and
+    tabulate accuracy against the share of edges kept, beside random cuts of equal budget."""
+    ds = open_cube(flow_map)
+    rows = []
+    for threshold in thresholds:
+        recipe = derived_recipe(ds, threshold)
+        out = Path(options.out or "results/auto_pathway") / f"threshold_{threshold:g}.zarr"
+        result = run(recipe, dataclasses.replace(options, out=out, plot=False), loaded=loaded)
+        cube = open_cube(result.store)
+        ok = cube.isel(sample=cube["status"].values == "ok")
+        for condition in map(str, ok["condition"].values):
+            at = ok.sel(condition=condition)
+            rows.append(
+                {
+                    "threshold": threshold,
+                    "condition": condition,
+                    "accuracy": 100 * float(at["correct"].mean()),
+                    "edges_kept_pct": float(at["edges_kept_pct"].mean()),
+                    "clean_accuracy": 100 * float(ok["clean_correct"].mean()),
+                    "samples": int(ok.sizes["sample"]),
+                    "kept_layers": recipe.title.split(": ", 1)[1],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def curve_chart(table: pd.DataFrame) -> alt.LayerChart:
+    """Accuracy against the share of edges kept, one point per threshold."""
+    base = alt.Chart(table).encode(
+        x=alt.X("edges_kept_pct:Q", title="attention edges kept (%)"),
+        y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+        color=alt.Color("condition:N", title="kept"),
+        tooltip=["threshold", "condition", "accuracy", "edges_kept_pct", "kept_layers"],
+    )
+    clean = float(table["clean_accuracy"].iloc[0]) if len(table) else 0.0
+    rule = (
+        alt.Chart(pd.DataFrame({"y": [clean]}))
+        .mark_rule(color="gray", strokeDash=[4, 4])
+        .encode(y="y:Q")
+    )
+    labels = base.mark_text(dy=-8).encode(text="threshold:N")
+    return (base.mark_line(point=True) + labels + rule).properties(
+        width=380,
+        height=260,
+        title="Derived effective pathways vs random cuts of the same budget (label: threshold)",
+    )

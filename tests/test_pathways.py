@@ -1,0 +1,103 @@
+"""Effective pathways derived from a flow map: the rule, the planted ranges, the curve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from flowtrace.models import load_model
+from flowtrace.pathways import derive_ranges, derived_recipe, pathway_curve
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+from flowtrace.store import open_cube
+
+
+def flow_map_cube(effects: dict[tuple[str, str], list[float]], layers: int) -> xr.Dataset:
+    groups = ["system", "frame_0", "frame_1", "question", "option_A", "last"]
+    values = np.full((2, layers, len(groups), len(groups)), np.nan)
+    for (source, target), per_layer in effects.items():
+        values[:, :, groups.index(source), groups.index(target)] = per_layer
+    return xr.Dataset(
+        {"rel_change_pred": (("sample", "layer", "source", "target"), values)},
+        coords={
+            "sample": ["a", "b"],
+            "status": ("sample", ["ok", "ok"]),
+            "layer": np.arange(layers),
+            "source": groups,
+            "target": groups,
+        },
+        attrs={"recipe_kind": "FlowMap", "recipe": "flow_map"},
+    )
+
+
+def test_rule_on_a_hand_made_flow_map():
+    ds = flow_map_cube(
+        {
+            ("frame_0", "frame_1"): [-10, -50, -30, 0, 0, 0],
+            ("frame_1", "question"): [0, 0, 0, -5, -20, -1],
+            ("frame_0", "option_A"): [0, 0, 0, 0, -8, 0],
+            ("question", "last"): [0, 0, 0, 0, 0, 0],
+            ("frame_0", "last"): [1, 0, 0, 0, 0, 2],
+            ("system", "last"): [99, 99, 99, 99, 99, 99],  # in no pathway
+        },
+        layers=6,
+    )
+    assert derive_ranges(ds, 0.5) == {
+        "cross_frame": (1, 3),
+        "video_to_question": (4, 5),
+        "question_to_last": None,
+        "video_to_last": (0, 6),
+    }
+    assert derive_ranges(ds, 0.1)["cross_frame"] == (0, 3)
+    recipe = derived_recipe(ds, 0.5)
+    assert recipe.pathways["cross_frame"] == ("frame[<t] -> frame[t]", (1 / 6, 3 / 6))
+    assert recipe.pathways["question_to_last"] == ("query -> last", None)
+    assert recipe.kept_layers("video_to_video", 6) == range(0, 5)
+
+
+def test_derived_ranges_are_the_planted_ones(tmp_path: Path, tiny_data: Path):
+    """On the planted model (random weights, the shipped rules) the flow map finds the plant."""
+    from test_planted import build_planted
+
+    planted = build_planted(tmp_path / "planted", tiny_data)
+    options = RunOptions(
+        model=str(planted),
+        data=str(tiny_data),
+        tasks=["Object Count"],
+        limit=1,
+        window=1,
+        sample_mode="all",
+        plot=False,
+        out=tmp_path / "map.zarr",
+    )
+    ds = open_cube(run(load_recipe("flow_map"), options).store)
+    assert derive_ranges(ds, 1e-4) == {
+        "cross_frame": (0, 4),
+        "video_to_question": (2, 6),
+        "question_to_last": (4, 8),
+        "video_to_last": None,
+    }
+
+
+def test_curve_runs_each_threshold_against_random(tiny_model_dir, tiny_data, tmp_path):
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=2, sample_mode="all")
+    flow_map = run(
+        load_recipe("flow_map"),
+        RunOptions(window=1, plot=False, out=tmp_path / "map.zarr", **common),
+        loaded=loaded,
+    ).store
+    table = pathway_curve(
+        flow_map, [0.25, 0.75], RunOptions(out=tmp_path / "auto", **common), loaded
+    )
+    assert sorted(table["threshold"].unique()) == [0.25, 0.75]
+    assert set(table["condition"]) == {"pathway", "random"}
+    for _, rows in table.groupby("threshold"):
+        kept = rows.set_index("condition")["edges_kept_pct"]
+        assert abs(kept["pathway"] - kept["random"]) < 1.0  # the same budget
+        assert 0 <= kept["pathway"] <= 100
+    kept = table[table.condition == "pathway"].set_index("threshold")["edges_kept_pct"]
+    assert kept[0.25] >= kept[0.75]  # a lower threshold keeps more layers
+    assert (tmp_path / "auto" / "threshold_0.25.zarr").exists()
