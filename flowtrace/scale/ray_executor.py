@@ -195,7 +195,8 @@ class _Pool:
                 continue
             except errors.RayTaskError as err:
                 raise _cause(err) from None
-            self.live[actor] -= 1
+            if actor in self.live:  # a worker may die after sending this cube: it still counts
+                self.live[actor] -= 1
             ready[index] = cube
             finished += 1
             if progress:
