@@ -176,10 +176,6 @@ class Analysis:
     frames: int
     attrs: dict[str, str | int | float]  # the store's provenance
     out: Path
-    # The last sample's inputs, kept alive until the next sample's exist: FastEngine reuses its
-    # clean pass when the input tensors' addresses and shapes match, and a freed sample's
-    # addresses go to the next one of the same length. Drop once the engine keys by identity.
-    last_inputs: dict[str, torch.Tensor] | None = None
 
 
 def prepare_analysis(
@@ -228,7 +224,6 @@ def analyse_sample(analysis: Analysis, sample: Sample) -> xr.Dataset:
         validate_sample(sample)
         video = sample_frames(sample, analysis.frames)  # its bound and the benchmark's rule
         prepared = analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
-        analysis.last_inputs = prepared.inputs
         clean = measure_clean(analysis.loaded, analysis.engine, prepared, cube)
         if analysis.options.eval_only:
             cube.coords["status"][:] = "ok"
