@@ -159,25 +159,13 @@ def test_a_bad_option_stops_a_ray_run_with_one_clear_error(
 
 # ---- remote traces ------------------------------------------------------------------------
 
-# The reference engine's trace bodies still reference flowtrace objects (LoadedModel, the mask
-# helpers) and save tensors into lists made outside the block: a server can run neither
-# (docs/scale.md, "Remote"). Strict, and only for that error: once the engine is fixed these
-# pass, and this mark must go.
-ENGINE_NOT_REMOTE_SAFE = pytest.mark.xfail(
-    strict=True,
-    raises=ModuleNotFoundError,
-    reason="ReferenceEngine trace bodies ship flowtrace objects (docs/scale.md, Remote)",
-)
-
 
 @pytest.fixture(scope="module")
 def eager(tiny_model_dir: Path):
     return load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="eager")
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param(p.stem, marks=ENGINE_NOT_REMOTE_SAFE) for p in RECIPES_DIR.glob("*.py")]
-)
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.py")))
 def test_every_recipe_gives_the_local_cube_through_a_simulated_server(
     name, loaded, eager, tiny_model_dir, tiny_data, tmp_path
 ):

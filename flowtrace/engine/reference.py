@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import nnsight
 import torch
 
+from flowtrace.engine import masks
 from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed, per_head
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
@@ -38,6 +40,10 @@ class KnockoutCondition:
         return tuple(sorted(self.blocked))
 
 
+# model_allowed and additive_mask run inside trace bodies: ship their source with remote requests.
+nnsight.register(masks)
+
+
 class ReferenceEngine:
     name = "reference"
 
@@ -60,14 +66,15 @@ class ReferenceEngine:
         """Residual stream (layers, len(positions), hidden) after every decoder layer."""
         loaded, model = self.loaded, self.loaded.nnsight
         index = torch.as_tensor(list(positions), device=loaded.device)
-        saved = []
+        layers = list(loaded.layers(model))  # resolved here: no flowtrace object in the body
         with model.trace(**inputs):
-            for layer in loaded.layers(model):
+            saved = nnsight.save([])  # made and saved inside: a server returns saved names only
+            for layer in layers:
                 out = layer.output
                 # transformers 5 decoder layers return a tensor; older ones a tuple.
                 hidden = out[0] if isinstance(out, tuple) else out
-                saved.append(hidden[0, index].save())
-        return torch.stack(list(saved))
+                saved.append(hidden[0, index])
+        return torch.stack(saved)
 
     @torch.no_grad()
     def logit_lens(
@@ -137,30 +144,41 @@ class ReferenceEngine:
         edited = {layer for c in chunk for layer in c.blocked}
         visit = range(loaded.num_layers) if groups is not None else sorted(edited)
         batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
-        masses = []
+        # Everything from flowtrace is resolved before the block: a trace body that runs on a
+        # server may hold only the model's envoys, tensors and plain values (docs/scale.md).
+        attentions = {layer: loaded.attention(model, layer) for layer in visit}
+        cuts = {}
+        for layer in edited:
+            per_row = torch.stack([allowed[id(c.blocked.get(layer))] for c in chunk])
+            if any(c.heads is not None for c in chunk):
+                per_row = per_head(per_row, chunk, layer, causal, loaded.num_heads)
+            cuts[layer] = per_row
+        dtype = loaded.dtype
+        share = groups / groups.sum(-1, keepdim=True) if groups is not None else None
         with model.trace(**batch):
+            masses = nnsight.save([])
+            emptied = nnsight.save([])  # layers where the model's own mask left a query no key
             # nnsight runs interventions in execution order: visit layers ascending.
             for layer in visit:
-                attention = loaded.attention(model, layer)
-                if layer in edited:
-                    per_row = torch.stack([allowed[id(c.blocked.get(layer))] for c in chunk])
-                    if any(c.heads is not None for c in chunk):
-                        per_row = per_head(per_row, chunk, layer, causal, loaded.num_heads)
+                attention = attentions[layer]
+                if layer in cuts:
+                    per_row = cuts[layer]
                     args, kwargs = attention.inputs
                     own = model_allowed(kwargs.get("attention_mask"))
                     if own is not None:  # the model's own mask (padding, planted routes) stays
                         per_row = per_row & (own[:, None] if per_row.dim() == 4 else own)
                         if not per_row.any(-1).all():
-                            raise FlowtraceError(
-                                f"a knockout at layer {layer} leaves a query with no key to "
-                                "attend to under the model's own attention mask"
-                            )
-                    kwargs["attention_mask"] = additive_mask(per_row, loaded.dtype)
+                            emptied.append(layer)
+                    kwargs["attention_mask"] = additive_mask(per_row, dtype)
                     attention.inputs = (args, kwargs)
-                if groups is not None:
+                if share is not None:
                     weights = attention.output[1].float()  # (rows, heads, L, L)
-                    share = groups / groups.sum(-1, keepdim=True)
-                    masses.append((share @ weights @ groups.T).save())
+                    masses.append(share @ weights @ groups.T)
             logits = model.output.logits[:, -1].save()
-        mass = torch.stack(list(masses), dim=1) if masses else None
+        if emptied:
+            raise FlowtraceError(
+                f"a knockout at layer {emptied[0]} leaves a query with no key to attend to "
+                "under the model's own attention mask"
+            )
+        mass = torch.stack(masses, dim=1) if masses else None
         return logits.float().softmax(-1), mass
