@@ -316,11 +316,18 @@ def toy_train(
             "to OUT/planted; see README)."
         ),
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Processes drawing clips ahead of the optimizer (0: none). On a GPU the clips "
+            "bound the speed; the batches are the same."
+        ),
+    ] = 0,
 ) -> None:
     """Train the embedded toy VideoLLM from scratch (see README for time and accuracy)."""
     from flowtrace.toy.train import TrainConfig, train
 
-    config = TrainConfig(seed=seed, device=device, plant=plant)
+    config = TrainConfig(seed=seed, device=device, plant=plant, workers=workers)
     if steps:
         config.steps = steps
     try:

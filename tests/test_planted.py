@@ -167,3 +167,23 @@ def test_training_under_the_plant_writes_a_planted_checkpoint(tmp_path: Path):
     loaded = load_model(str(tmp_path / "planted"), device="cpu", dtype="float32")
     assert isinstance(loaded.model, PlantedLlavaNextVideo)
     assert loaded.model.config.flowtrace_plant["rules"] == ROUTES["rules"]
+
+
+def test_worker_processes_make_the_same_batches(tmp_path: Path):
+    """`--workers` only moves clip drawing into other processes: same clips, same order."""
+    from flowtrace.toy.build import build_config, build_processor, build_tokenizer
+    from flowtrace.toy.train import TrainConfig, _training_batches
+
+    tokenizer = build_tokenizer(["Question : which way ? Options : ( A ) left"])
+    processor = build_processor(tokenizer, 32, 4)
+    model_config = build_config(tokenizer, layers=8, hidden=32, image_size=32, patch_size=4)
+    model_config.flowtrace_plant = {**ROUTES, "video_grid": [8, 4, 4]}
+    serial = list(_training_batches(TrainConfig(steps=2, batch_size=3), processor, model_config))
+    config = TrainConfig(steps=2, batch_size=3, workers=2)
+    pooled = list(_training_batches(config, processor, model_config))
+    assert len(serial) == len(pooled) == 2
+    for a, b in zip(serial, pooled, strict=True):
+        assert a.tasks == b.tasks and torch.equal(a.targets, b.targets)
+        assert all(torch.equal(x, y) for x, y in zip(a.ids, b.ids, strict=True))
+        assert torch.equal(a.pixels, b.pixels) and a.groups is not None
+        assert all(torch.equal(x, y) for x, y in zip(a.groups, b.groups, strict=True))

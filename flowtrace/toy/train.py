@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import platform
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -55,6 +57,9 @@ class TrainConfig:
     # Train under the fixed attention routes of flowtrace.models.planted.ROUTES (ground truth for
     # the analyses); the model is written to OUT/planted instead of OUT/model.
     plant: bool = False
+    # Processes drawing and encoding the clips ahead of the optimizer (0: in this process). On a
+    # GPU the clips, not the model, bound the speed; the batches are the same either way.
+    workers: int = 0
 
 
 @dataclass
@@ -118,18 +123,13 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    tasks = list(synth.TASKS)
     history = []
     log(f"training {config.steps} steps of {config.batch_size} fresh clips …")
-    for step in range(config.steps):
-        first = step * config.batch_size
-        drawn = [
-            _sample(tasks[(first + j) % len(tasks)], config.seed, first + j, config)
-            for j in range(config.batch_size)
-        ]
-        batch = _encode(drawn, processor, model)
+    batches = _training_batches(config, processor, model_config)
+    for step, batch in enumerate(batches):
         model.train()
-        logits = _last_logits(model, batch, torch.arange(len(drawn)), tokenizer.pad_token_id)
+        rows = torch.arange(len(batch.ids))
+        logits = _last_logits(model, batch, rows, tokenizer.pad_token_id)
         loss = torch.nn.functional.cross_entropy(logits, batch.targets.to(logits.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -166,6 +166,39 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     (model_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"held-out accuracy {final['all']:.1f}% (chance {chance['all']:.1f}%) in {seconds:.0f}s")
     return info
+
+
+def _training_batches(config: TrainConfig, processor, model_config) -> Iterator[Batch]:
+    """Each step's batch of fresh clips, in order; made by `config.workers` processes ahead."""
+    state = (config, processor, model_config)
+    if config.workers <= 0:
+        _init_worker(*state, threads=config.threads)
+        yield from map(_step_batch, range(config.steps))
+        return
+    # spawn: the parent may hold CUDA, which a forked child must not inherit.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(config.workers, initializer=_init_worker, initargs=state) as pool:
+        yield from pool.imap(_step_batch, range(config.steps), chunksize=2)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(config: TrainConfig, processor, model_config, threads: int = 1) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(config=config, processor=processor, model=SimpleNamespace(config=model_config))
+
+
+def _step_batch(step: int) -> Batch:
+    """Step `step`'s clips: task j of the step is task (first + j) mod 4, clip index first + j."""
+    config = _WORKER["config"]
+    tasks = list(synth.TASKS)
+    first = step * config.batch_size
+    drawn = [
+        _sample(tasks[(first + j) % len(tasks)], config.seed, first + j, config)
+        for j in range(config.batch_size)
+    ]
+    return _encode(drawn, _WORKER["processor"], _WORKER["model"])
 
 
 def _sample(task: str, seed: int, index: int, config: TrainConfig) -> tuple[Sample, np.ndarray]:
