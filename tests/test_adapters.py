@@ -496,7 +496,7 @@ def test_cross_frame_knockout_matches_plain_forward(
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fast_engine_equals_reference(family: str, loaded_models: dict, prepared: dict):
-    """Every knockout recipe, two window styles: the shortcut gives the full forward's numbers
+    """Every knockout recipe and window style: the shortcut gives the full forward's numbers
     (M-RoPE, DeepStack, per-frame markers included)."""
     loaded = loaded_models[family]
     _, ready = prepared[family]
@@ -504,7 +504,7 @@ def test_fast_engine_equals_reference(family: str, loaded_models: dict, prepared
     clean = fast.clean(ready.inputs)
     moved = 0.0
     for name in ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option"):
-        for style in ("center", "top_down"):
+        for style in ("center", "inverse", "top_down", "bottom_up"):
             conditions = load_recipe(name).conditions(ready.layout, loaded.num_layers, 1, style)
             knockouts = [c.knockout for c in conditions]
             want = reference.knockout(ready.inputs, knockouts)
