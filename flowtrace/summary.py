@@ -6,9 +6,10 @@ import numpy as np
 import xarray as xr
 
 PROVENANCE = (
-    "recipe", "recipe_kind", "model", "model_revision", "adapter", "dtype", "attn", "data",
-    "split", "frames", "pooling", "window", "window_style", "sample_mode", "engine", "seed",
-    "device", "flowtrace_version", "git_commit", "created",
+    "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
+    "data_kind", "split", "ratio", "frames", "pooling", "window", "window_style", "sample_mode",
+    "engine", "heads", "executor", "traces", "seed", "device", "flowtrace_version", "git_commit",
+    "created",
 )  # fmt: skip
 
 
@@ -45,11 +46,15 @@ def knockout_table(ds: xr.Dataset) -> list[str]:
             change = ok["rel_change_pred"].sel(source=source, target=target)
             if bool(change.isnull().all()):
                 continue
-            per_layer = change.mean("sample").values
+            mean = change.mean("sample")
+            # A per-head sweep: thirds over the mean of the heads; worst as (layer, head).
+            per_layer = (mean.mean("head") if "head" in mean.dims else mean).values
             parts = [float(np.nanmean(per_layer[np.isin(layers, part)])) for part in thirds]
-            worst = int(layers[int(np.nanargmin(per_layer))])
-            correct = ok["correct"].sel(source=source, target=target, layer=worst)
+            cell = np.unravel_index(int(np.nanargmin(mean.values)), mean.shape)
+            where = {dim: int(mean[dim].values[i]) for dim, i in zip(mean.dims, cell, strict=True)}
+            correct = ok["correct"].sel(source=source, target=target, **where)
             accuracy = 100 * float(correct.mean())
+            worst = "/".join(f"{'h' if dim == 'head' else ''}{v}" for dim, v in where.items())
             edge = f"{source} -/-> {target}"
             lines.append(
                 f"{edge:<34}{parts[0]:>9.1f}{parts[1]:>9.1f}{parts[2]:>9.1f}{worst:>13}{accuracy:>10.1f}%"

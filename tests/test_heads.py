@@ -15,6 +15,7 @@ from flowtrace.plots import chart_for
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.summary import describe
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,9 @@ def test_head_cells_are_plain_per_head_knockouts(
     cell = ds["prob_true"].sel(sample=sample_id, source="question", target="last", layer=2)
     if heads == "sweep":
         assert ds.sizes["head"] == loaded.num_heads == 4
+        # `flowtrace show` names the worst (layer, head) cell of each edge.
+        table = [line for line in describe(ds) if line.startswith("question -/-> last")]
+        assert len(table) == 1 and "/h" in table[0]
         for head in (0, 3):
             want = cell_reference(loaded, tiny_data, sample_id, "last", "query", 2, 1, (head,))
             assert abs(float(cell.sel(head=head)) - want) < 1e-5
