@@ -9,6 +9,7 @@ engine, and prints seconds per sample (clean pass + four sweeps) for each, the r
 against the weights.
 
     python benchmarks/knockout_sweep.py --shape 7b --device cuda     # H100 table: README
+    python benchmarks/knockout_sweep.py --shape 7b --flow-map 64 --generate 32  # flow map, replies
     python benchmarks/knockout_sweep.py --shape toy --device cpu
 """
 
@@ -61,6 +62,22 @@ def main() -> None:
     parser.add_argument("--profile", default="", help="a sweep to profile, e.g. vql_to_ql")
     parser.add_argument(
         "--breakdown", default="", help="token budgets (e.g. 8192,16384) for per-sweep timings"
+    )
+    parser.add_argument(
+        "--flow-map",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time the flow map (fast engine, whole sample) against the reference engine "
+        "on its first N conditions, extrapolated",
+    )
+    parser.add_argument(
+        "--generate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time recipes/open_ended.py: an N-token greedy reply clean and under each "
+        "knockout (reference engine, batch 8)",
     )
     args = parser.parse_args()
     cuda = args.device.startswith("cuda")
@@ -140,6 +157,10 @@ def main() -> None:
         print(json.dumps({**base, **row}), flush=True)
     if args.breakdown:
         breakdown(args, loaded, inputs, layout, window, base)
+    if args.flow_map:
+        flow_map(args, loaded, sample, inputs, layout, window, base)
+    if args.generate:
+        generation(args, loaded, inputs, layout, window, base)
     if args.profile:
         profile(args, loaded, inputs, layout, window)
 
@@ -163,6 +184,58 @@ def profile(args, loaded, inputs, layout, window) -> None:
     for key in ("self_cpu_time_total", "self_device_time_total" if "cuda" in args.device else ""):
         if key:
             print(prof.key_averages().table(sort_by=key, row_limit=12, max_name_column_width=40))
+
+
+def flow_map(args, loaded, sample, inputs, layout, window, base) -> None:
+    """Seconds per sample of the flow map: every group pair at every window, fast engine; the
+    reference engine (batch 8) timed on the first `args.flow_map` conditions and extrapolated."""
+    grid = loaded.adapter.video_grid(loaded, 8)
+    recipe = load_recipe("flow_map").knockout(grid[0], sample.option_letters())
+    conditions = [
+        c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
+    ]
+    fast = FastEngine(loaded)
+    fast.clean(inputs)
+    fast.knockout(inputs, conditions[:64])  # warm-up
+    fast_s, fast_probs = timed(args.device, lambda: fast.knockout(inputs, conditions), 1)
+    subset = conditions[: args.flow_map]
+    reference = ReferenceEngine(loaded, batch_size=8)
+    reference.knockout(inputs, subset[:8])  # warm-up
+    ref_s, ref_probs = timed(args.device, lambda: reference.knockout(inputs, subset), 1)
+    ref_total = ref_s / len(subset) * len(conditions)
+    row = {
+        "recipe": "flow_map",
+        "conditions": len(conditions),
+        "fast_s_per_sample": round(fast_s, 2),
+        "reference_b8_s_per_sample_extrapolated": round(ref_total, 1),
+        "fast_speedup": round(ref_total / fast_s, 1),
+        "max_abs_dp_any_on_subset": float((fast_probs[: len(subset)] - ref_probs).abs().max()),
+    }
+    print(json.dumps({**base, **row}), flush=True)
+
+
+def generation(args, loaded, inputs, layout, window, base) -> None:
+    """Seconds per sample of the open-ended recipe: greedy replies under every knockout."""
+    from flowtrace.engine import KnockoutCondition
+
+    recipe = load_recipe("open_ended")
+    knockouts = [c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")]
+    conditions = [KnockoutCondition({}), *knockouts]
+    engine = ReferenceEngine(loaded, batch_size=8)
+    engine.generate(inputs, conditions[:8], 2)  # warm-up
+    seconds, (_, ids) = timed(
+        args.device, lambda: engine.generate(inputs, conditions, args.generate), 1
+    )
+    steps = int((ids >= 0).sum(-1).max())
+    row = {
+        "recipe": "open_ended",
+        "conditions": len(conditions),
+        "max_new_tokens": args.generate,
+        "longest_reply": steps,
+        "s_per_sample": round(seconds, 2),
+        "ms_per_condition_token": round(1000 * seconds / len(conditions) / max(steps, 1), 2),
+    }
+    print(json.dumps({**base, **row}), flush=True)
 
 
 def breakdown(args, loaded, inputs, layout, window, base) -> None:
