@@ -209,12 +209,13 @@ def assemble_layout(
         raise FlowtraceError("the prompt does not end with its answer prefix; cannot find `last`")
     groups["prompt_tail"] = tail[tail != last]
     groups["last"] = np.asarray([last], dtype=np.int64)
-    option_groups = [groups[f"option_{letter}"] for letter in option_letters]
-    groups["options"] = np.concatenate(option_groups)
-    groups["true_option"] = groups[f"option_{true_letter}"]
-    groups["false_options"] = np.concatenate(
-        [groups[f"option_{x}"] for x in option_letters if x != true_letter]
-    )
+    if option_letters:  # open-ended prompts show no options: no option groups
+        option_groups = [groups[f"option_{letter}"] for letter in option_letters]
+        groups["options"] = np.concatenate(option_groups)
+        groups["true_option"] = groups[f"option_{true_letter}"]
+        groups["false_options"] = np.concatenate(
+            [groups[f"option_{x}"] for x in option_letters if x != true_letter]
+        )
     grids = tuple((int(h), int(w)) for h, w in frame_grids)
     first = grids[0] if grids else (0, 0)
     return TokenLayout(

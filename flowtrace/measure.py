@@ -32,16 +32,27 @@ LENSES = ("norm", "raw")  # logit lens with the final norm (as the model does) a
 class Clean:
     probs: torch.Tensor  # (V,) at the last token
     pred: int
-    true_id: int
-    correct: bool
+    true_id: int  # the true option's letter, or the first token of an open-ended reference answer
+    letter: str  # the true option's letter; "" for an open-ended sample
+    text: str  # the prediction, decoded
+
+    @property
+    def correct(self) -> bool:
+        return self.is_correct(self.pred, self.text)
+
+    def is_correct(self, token_id: int, text: str) -> bool:
+        """A letter is right whatever the spacing of its token (the reference compares words);
+        an open-ended answer is right when its first token is the reference answer's."""
+        if self.letter:
+            return text.strip().lower() == self.letter.lower()
+        return token_id == self.true_id
 
 
 def sample_cube(sample: Sample) -> xr.Dataset:
     """One sample's coordinates (task, video, question, …) and its clean-pass slots."""
-    letters = sample.option_letters() if sample.candidates else ()
     try:
-        answer_letter = letters[sample.answer_index()]
-    except (SampleError, IndexError):
+        answer_letter = sample.answer_letter
+    except SampleError:  # the sample fails validation with this reason
         answer_letter = ""
 
     def per_sample(value: object) -> tuple[str, np.ndarray]:
@@ -70,19 +81,25 @@ def sample_cube(sample: Sample) -> xr.Dataset:
 
 
 def measure_clean(
-    loaded: LoadedModel, engine: ReferenceEngine, prepared: Prepared, cube: xr.Dataset
+    loaded: LoadedModel,
+    engine: ReferenceEngine,
+    prepared: Prepared,
+    sample: Sample,
+    cube: xr.Dataset,
 ) -> Clean:
     probs = engine.clean(prepared.inputs)
     pred = int(probs.argmax())
-    true_letter = prepared.layout.true_letter
-    true_id = loaded.letter_id(true_letter)
-    text = loaded.decode(pred)
-    correct = text.strip().lower() == true_letter.lower()
-    cube.coords["clean_pred"][:] = text
-    cube.coords["clean_correct"][:] = correct
+    letter = prepared.layout.true_letter
+    if sample.open_ended:
+        true_id = loaded.continuation_id(prepared.prompt, sample.answer)
+    else:
+        true_id = loaded.letter_id(letter)
+    clean = Clean(probs, pred, true_id, letter, loaded.decode(pred))
+    cube.coords["clean_pred"][:] = clean.text
+    cube.coords["clean_correct"][:] = clean.correct
     cube["clean_prob_pred"][:] = float(probs[pred])
     cube["clean_prob_true"][:] = float(probs[true_id])
-    return Clean(probs, pred, true_id, correct)
+    return clean
 
 
 def answer_variables(dims: tuple[str, ...], shape: tuple[int, ...]) -> dict:
@@ -99,10 +116,11 @@ def answer_variables(dims: tuple[str, ...], shape: tuple[int, ...]) -> dict:
 
 
 def record_answer(
-    cube: xr.Dataset, at: dict, probs: torch.Tensor, clean: Clean, loaded: LoadedModel, true: str
+    cube: xr.Dataset, at: dict, probs: torch.Tensor, clean: Clean, loaded: LoadedModel
 ) -> None:
     """Fill the answer slots at `at` from next-token probabilities under an intervention."""
-    new_text = loaded.decode(int(probs.argmax()))
+    new_id = int(probs.argmax())
+    new_text = loaded.decode(new_id)
     p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
     new_pred, new_true = float(probs[clean.pred]), float(probs[clean.true_id])
     cube["prob_pred"][at] = new_pred
@@ -110,7 +128,7 @@ def record_answer(
     cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
     cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
     cube["new_pred"][at] = new_text
-    cube["correct"][at] = new_text.strip().lower() == true.lower()
+    cube["correct"][at] = clean.is_correct(new_id, new_text)
 
 
 class KnockoutMeasure:
@@ -134,6 +152,7 @@ class KnockoutMeasure:
             self.heads: list[Sequence[int] | None] = [(h,) for h in range(loaded.num_heads)]
         else:
             self.heads = [None if heads is None else tuple(heads)]
+        self.generate = recipe.generate
         labels = recipe.labels()
         self.sources = list(dict.fromkeys(s for s, _ in labels))
         self.targets = list(dict.fromkeys(t for _, t in labels))
@@ -151,9 +170,16 @@ class KnockoutMeasure:
         }
         if self.per_head:
             coords["head"] = np.arange(len(self.heads))
+        replies = {}
+        if self.generate:
+            replies = {
+                "clean_text": ("sample", np.full(1, "", dtype=object)),
+                "new_text": (dims, np.full(shape, "", dtype=object)),
+            }
         return cube.assign(
             {
                 **answer_variables(dims, shape),
+                **replies,
                 "blocked_edges": (("sample", "source", "target"), edges),
             }
         ).assign_coords(coords)
@@ -162,11 +188,32 @@ class KnockoutMeasure:
         self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
     ) -> None:
         layout = prepared.layout
+        absent = [] if self.recipe.skip_absent else self.recipe.absent_groups(layout)
+        if absent:
+            why = " (an open-ended prompt shows no options)" if not layout.option_letters else ""
+            raise SampleError(
+                f"this sample's prompt has no group {', '.join(absent)}, which the recipe's "
+                f"edges name{why}"
+            )
         conditions = self.recipe.conditions(
             layout, self.loaded.num_layers, self.window, self.style, self.sweep, self.heads
         )
-        probs = engine.knockout(prepared.inputs, [c.knockout for c in conditions])
-        for condition, row in zip(conditions, probs, strict=True):
+        knockouts = [c.knockout for c in conditions]
+        texts: list[str] = []
+        if self.generate:
+            # The clean reply comes first, as one more row of the same batched generation.
+            probs, ids = engine.generate(
+                prepared.inputs,
+                [KnockoutCondition({}), *knockouts],
+                self.generate,
+                self.loaded.stop_ids(),
+            )
+            texts = [self.loaded.reply(row) for row in ids.tolist()]
+            cube["clean_text"][0] = texts.pop(0)
+            probs = probs[1:]
+        else:
+            probs = engine.knockout(prepared.inputs, knockouts)
+        for index, (condition, row) in enumerate(zip(conditions, probs, strict=True)):
             pair = {
                 "source": self.sources.index(condition.source),
                 "target": self.targets.index(condition.target),
@@ -174,7 +221,9 @@ class KnockoutMeasure:
             at = {"sample": 0, "layer": condition.layer, **pair}
             if self.per_head:
                 at["head"] = condition.heads[0]
-            record_answer(cube, at, row, clean, self.loaded, layout.true_letter)
+            record_answer(cube, at, row, clean, self.loaded)
+            if texts:
+                cube["new_text"][at] = texts[index]
             cube["blocked_edges"][{"sample": 0, **pair}] = condition.edges
 
 
@@ -266,7 +315,7 @@ class PathwayMeasure:
         for index, (plan, row) in enumerate(zip(plans, probs, strict=True)):
             at = {"sample": 0, "condition": index}
             cut = sum(int((blocked & counted).sum()) for blocked in plan.values())
-            record_answer(cube, at, row, clean, self.loaded, layout.true_letter)
+            record_answer(cube, at, row, clean, self.loaded)
             cube["edges_kept_pct"][at] = 100 * (1 - cut / total)
 
 

@@ -49,6 +49,8 @@ class Knockout:
     # Leave out, per sample, edges naming a group the sample lacks (a flow map's option_D on a
     # two-option question) instead of failing the sample.
     skip_absent: bool = False
+    # Greedy reply tokens generated clean and under every condition (0: the first token only).
+    generate: int = 0
 
     def edge_map(self) -> dict[str, str]:
         if isinstance(self.edges, Mapping):
@@ -64,6 +66,12 @@ class Knockout:
             out.append((parts[0], parts[1]))
         return out
 
+    def absent_groups(self, layout: TokenLayout) -> list[str]:
+        """Plain group names the edges use that this layout lacks (an open-ended prompt's
+        options)."""
+        names = [g for expr in self.edge_map().values() for g in _group_names(expr)]
+        return [g for g in dict.fromkeys(names) if g not in layout.groups]
+
     def conditions(
         self,
         layout: TokenLayout,
@@ -76,7 +84,7 @@ class Knockout:
         """Each edge at each sweep layer, once per entry of `heads` (None: every head)."""
         out = []
         for (source, target), expr in zip(self.labels(), self.edge_map().values(), strict=True):
-            if self.skip_absent and not all(g in layout.groups for g in _group_names(expr)):
+            if self.skip_absent and any(g not in layout.groups for g in _group_names(expr)):
                 continue
             blocked = torch.from_numpy(blocked_edges(expr, layout))
             for layer in sweep_layers(num_layers, sweep):

@@ -81,6 +81,7 @@ class RunOptions:
     plot: bool = True
     eval_only: bool = False
     random_ratio: float | None = None  # effective_pathway: random baseline's share of edges
+    generate: int | None = None  # knockout recipes: greedy reply tokens (None: the recipe's own)
     pooling: str | None = None  # PLLaVA video pooling T-H-W (the reference's --pooling_shape)
     lora: str | None = None  # PEFT LoRA adapter folder, merged into the weights
     # Scale-out (docs/scale.md): where the samples run, and where each trace runs.
@@ -176,6 +177,7 @@ class Analysis:
     frames: int
     attrs: dict[str, str | int | float]  # the store's provenance
     out: Path
+    open_ended: bool = False  # whether the recipe analyses open-ended samples
 
 
 def prepare_analysis(
@@ -187,6 +189,7 @@ def prepare_analysis(
 ) -> Analysis:
     """Load the model (unless given), check the options against it, pick engine and measure."""
     torch.manual_seed(options.seed)
+    recipe = _with_generate(recipe, options.generate)
     loaded = loaded or load_model(
         options.model,
         device=options.device,
@@ -203,7 +206,9 @@ def prepare_analysis(
     frames = options.frames or loaded.adapter.default_frames
     # Only knockouts have a fast path; the other recipes read the clean pass alone.
     knocks_out = isinstance(recipe, Knockout | EffectivePathway | FlowMap) and not options.eval_only
-    engine_name = options.engine if knocks_out else "reference"
+    # Generation has no shortcut (DESIGN §4): its replies run the reference path.
+    generates = isinstance(recipe, Knockout) and recipe.generate > 0
+    engine_name = options.engine if knocks_out and not generates else "reference"
     trace_kwargs, trace_target = remote_trace_kwargs(options)
     if trace_kwargs:
         # Only whole nnsight traces travel to a server; the fast engine runs modules itself.
@@ -214,17 +219,20 @@ def prepare_analysis(
     attrs = _provenance(recipe, loaded, options, root, window, frames, engine.name)
     attrs.update(executor=options.executor, traces=trace_target)
     measure = _measure_for(recipe, loaded, options, window, samples)
-    return Analysis(options, loaded, engine, measure, frames, attrs, out)
+    # Recipes that read the answer token at the last position or the video tokens take
+    # open-ended samples (the reference answer's first token); letter-scoring ones do not.
+    open_ended = isinstance(recipe, Knockout | FlowMap | VideoLogitLens)
+    return Analysis(options, loaded, engine, measure, frames, attrs, out, open_ended)
 
 
 def analyse_sample(analysis: Analysis, sample: Sample) -> xr.Dataset:
     """One sample's cube; the serial loop and every Ray worker call exactly this."""
     cube = analysis.measure.empty(sample_cube(sample))
     try:
-        validate_sample(sample)
+        validate_sample(sample, allow_open_ended=analysis.open_ended)
         video = sample_frames(sample, analysis.frames)  # its bound and the benchmark's rule
         prepared = analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
-        clean = measure_clean(analysis.loaded, analysis.engine, prepared, cube)
+        clean = measure_clean(analysis.loaded, analysis.engine, prepared, sample, cube)
         if analysis.options.eval_only:
             cube.coords["status"][:] = "ok"
         elif _excluded(analysis.options.sample_mode, clean.correct):
@@ -298,6 +306,20 @@ def _heads(spec: str, num_heads: int) -> tuple[int, ...] | str | None:
     return heads
 
 
+def _with_generate(recipe: Recipe, generate: int | None) -> Recipe:
+    """The recipe with `--generate N` applied (knockout recipes only)."""
+    if generate is None:
+        return recipe
+    if not isinstance(recipe, Knockout):
+        raise FlowtraceError(
+            f"--generate: recipe {recipe.name} is a {type(recipe).__name__}; greedy replies "
+            "under knockout are for knockout recipes (e.g. recipes/open_ended.py)"
+        )
+    if generate < 0:
+        raise FlowtraceError(f"--generate {generate}: give the reply's length in tokens (≥ 0)")
+    return dataclasses.replace(recipe, generate=generate)
+
+
 def _excluded(sample_mode: str, correct: bool) -> bool:
     return (sample_mode == "correct" and not correct) or (sample_mode == "wrong" and correct)
 
@@ -355,6 +377,7 @@ def _provenance(
         "recipe_title": recipe.title,
         "recipe_source": recipe.source_file,
         "edges": json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
+        "generate": recipe.generate if isinstance(recipe, Knockout) else 0,
         "eval_only": int(options.eval_only),
         "overlay_layers": json.dumps(getattr(recipe, "overlay_layers", [])),
         "model": loaded.model_id,

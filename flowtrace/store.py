@@ -27,7 +27,7 @@ RESUME_KEYS = (
     "recipe", "recipe_kind", "recipe_source", "edges", "model", "model_revision", "adapter",
     "dtype", "attn", "data", "data_root", "tasks", "limit", "frames", "pooling", "window",
     "window_style", "sweep", "sample_mode", "eval_only", "engine", "seed", "overlay_layers",
-    "data_kind", "ratio", "heads",
+    "data_kind", "ratio", "heads", "generate",
 )  # fmt: skip
 
 

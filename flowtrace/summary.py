@@ -8,8 +8,8 @@ import xarray as xr
 PROVENANCE = (
     "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
     "data_kind", "split", "ratio", "frames", "pooling", "window", "window_style", "sample_mode",
-    "engine", "heads", "executor", "traces", "seed", "device", "flowtrace_version", "git_commit",
-    "created",
+    "engine", "heads", "generate", "executor", "traces", "seed", "device", "flowtrace_version",
+    "git_commit", "created",
 )  # fmt: skip
 
 
@@ -30,6 +30,27 @@ def describe(ds: xr.Dataset) -> list[str]:
         lines.append(f"clean accuracy: {100 * correct.mean():.1f}% of {correct.size}")
     if "rel_change_pred" in ds and "source" in ds.dims:
         lines += ["", *knockout_table(ds)]
+    if "clean_text" in ds:
+        lines += ["", *reply_examples(ds)]
+    return lines
+
+
+def reply_examples(ds: xr.Dataset, samples: int = 3) -> list[str]:
+    """A few greedy replies, clean and under each edge's knockout at its worst layer."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    change = ok["rel_change_pred"].mean("sample")
+    lines = ["greedy replies (clean, then with the edge cut at its worst layer):"]
+    for index in range(min(samples, ok.sizes["sample"])):
+        at = ok.isel(sample=index)
+        lines.append(f"{at['sample'].item()}  clean: {at['clean_text'].item()!r}")
+        for source in ok["source"].values:
+            for target in ok["target"].values:
+                curve = change.sel(source=source, target=target)
+                if bool(curve.isnull().all()) or "head" in curve.dims:
+                    continue
+                layer = int(curve["layer"].values[int(np.nanargmin(curve.values))])
+                text = at["new_text"].sel(source=source, target=target, layer=layer).item()
+                lines.append(f"    {source} -/-> {target} @ {layer}: {text!r}")
     return lines
 
 

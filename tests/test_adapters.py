@@ -26,6 +26,7 @@ from adapters_fixtures import (
 from safetensors.torch import load_file, save_file
 
 from flowtrace.data import read_frames, read_samples
+from flowtrace.edges import blocked_edges
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model, pick_adapter
@@ -512,6 +513,86 @@ def test_fast_engine_equals_reference(family: str, loaded_models: dict, prepared
             assert float((got - want).abs().max()) <= 1e-5, (name, style)
             moved = max(moved, float((want - clean).abs().max()))
     assert fast.used == {"fast"} and moved > 1e-5
+
+
+def plain_greedy(model, layers, inputs: dict, pairs: list, layer_ids, steps: int):
+    """Greedy decoding written without flowtrace and without a cache: every step is a full
+    forward over prompt + reply so far, with a hand-built mask in the listed layers whose reply
+    rows copy the last prompt token's cuts (the reference code's rule) and are causal among
+    themselves. Returns the first step's probabilities and the reply ids."""
+    ids = inputs["input_ids"]
+    prompt_len = ids.shape[1]
+    reply: list[int] = []
+    first = None
+    for _ in range(steps):
+        seq_len = prompt_len + len(reply)
+        keep = torch.ones(seq_len, seq_len).tril()
+        for queries, keys in pairs:
+            keep[np.ix_(queries, keys)] = 0
+        keep[prompt_len:, :prompt_len] = keep[prompt_len - 1, :prompt_len]
+        mask = ((1.0 - keep) * torch.finfo(torch.float32).min)[None, None]
+
+        def swap(module, args, kwargs, mask=mask):
+            kwargs["attention_mask"] = mask
+            return args, kwargs
+
+        grown = {}
+        for name, value in inputs.items():
+            if value.dim() >= 2 and value.shape[1] == prompt_len and not name.startswith("pixel"):
+                extra = torch.tensor([reply], dtype=value.dtype) if name == "input_ids" else None
+                if extra is None:  # attention mask: ones; token type ids: text (0)
+                    fill = 1 if name == "attention_mask" else 0
+                    extra = torch.full((1, len(reply)), fill, dtype=value.dtype)
+                value = torch.cat([value, extra], dim=1)
+            grown[name] = value
+        handles = [
+            layers[i].self_attn.register_forward_pre_hook(swap, with_kwargs=True) for i in layer_ids
+        ]
+        try:
+            with torch.no_grad():
+                logits = model(**grown).logits[0, -1].float()
+        finally:
+            for h in handles:
+                h.remove()
+        if first is None:
+            first = logits.softmax(-1)
+        reply.append(int(logits.argmax()))
+    return first, reply
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_generation_under_knockout_matches_plain_greedy_decoding(
+    family: str, loaded_models: dict, prepared: dict
+):
+    """The K/V-cached generation of every family (M-RoPE positions of the reply included)
+    equals uncached greedy decoding with a hand-built mask, for the clean model and a cut."""
+    loaded, spec = loaded_models[family], FAMILIES[family]
+    _, prep = prepared[family]
+    layout = prep.layout
+    video, last = layout["video"].tolist(), layout["last"].tolist()
+    cut = KnockoutCondition.window(torch.from_numpy(blocked_edges("video -> last", layout)), (0, 1))
+    steps = 4
+    # A random model may reply with the video placeholder, which the uncached reference cannot
+    # feed back; both paths run the same model with that token's logit removed.
+    media = loaded.tokenizer.convert_tokens_to_ids(spec["placeholder"])
+
+    def no_media(module, args, output):
+        output[..., media] = torch.finfo(output.dtype).min
+        return output
+
+    handle = loaded.lm_head().register_forward_hook(no_media)
+    try:
+        probs, ids = ReferenceEngine(loaded, batch_size=2).generate(
+            prep.inputs, [KnockoutCondition({}), cut], steps
+        )
+        layers = spec["layers"](loaded.model)
+        for row, pairs in enumerate([[], [(last, video)]]):
+            first, reply = plain_greedy(loaded.model, layers, prep.inputs, pairs, (0, 1), steps)
+            assert torch.allclose(probs[row], first, atol=1e-5, rtol=0)
+            assert ids[row].tolist() == reply
+    finally:
+        handle.remove()
+    assert float((probs[1] - probs[0]).abs().max()) > 1e-5, "the cut should move the answer"
 
 
 # -- the recipe end to end ------------------------------------------------------------------------

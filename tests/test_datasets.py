@@ -794,17 +794,17 @@ def test_a_run_records_each_bad_sample_and_goes_on(tmp_path: Path):
     assert ds.attrs["data_kind"] == "tvbench" and ds.attrs["ratio"] == 0
 
 
-def test_a_knockout_on_open_ended_samples_fails_them_with_the_reason(vcgbench: Path, tmp_path):
+def test_a_letter_scoring_recipe_fails_open_ended_samples_with_the_reason(vcgbench: Path, tmp_path):
     from flowtrace.recipe import load_recipe
     from flowtrace.runner import RunOptions, run
 
     options = RunOptions(
-        data=f"vcgbench:{vcgbench}", out=tmp_path / "ko.zarr", ratio=1, plot=False, device="cpu"
+        data=f"vcgbench:{vcgbench}", out=tmp_path / "probe.zarr", ratio=1, plot=False, device="cpu"
     )
-    result = run(load_recipe("recipes/cross_frame.py"), options)
+    result = run(load_recipe("recipes/gen_prob.py"), options)
     assert result.counts == {"failed": 3}  # one per task (--ratio 1)
     assert all("is open-ended" in reason for reason in result.reasons)
-    assert xr.open_zarr(tmp_path / "ko.zarr").attrs["ratio"] == 1
+    assert xr.open_zarr(tmp_path / "probe.zarr").attrs["ratio"] == 1
 
 
 def test_a_run_reads_frames_by_the_benchmarks_rule(tmp_path: Path):

@@ -23,6 +23,9 @@ EXPECTED = {
     ("false_options", "last"): [("last", "false_options")],
     ("question", "true_option"): [("true_option", "question")],
     ("video", "true_option"): [("true_option", "video")],
+    # open_ended: the reply so far is the prompt tail (the answer prompt)
+    ("video", "reply"): [("prompt_tail", "video")],
+    ("reply", "last"): [("last", "prompt_tail")],
 }
 
 

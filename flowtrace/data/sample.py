@@ -73,5 +73,13 @@ class Sample:
             ) from None
 
     def option_letters(self) -> tuple[str, ...]:
-        """("A", "B", ...), one letter per candidate."""
+        """("A", "B", ...), one letter per option shown; none for open-ended samples (their
+        candidates are never shown)."""
+        if self.open_ended:
+            return ()
         return tuple(chr(ord("A") + i) for i in range(len(self.candidates)))
+
+    @property
+    def answer_letter(self) -> str:
+        """The correct option's letter; "" for open-ended samples."""
+        return self.option_letters()[self.answer_index()] if not self.open_ended else ""

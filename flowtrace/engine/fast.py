@@ -19,7 +19,6 @@ the shortcut cannot give (attention weights), the reference path runs instead.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -96,10 +95,6 @@ class FastEngine(ReferenceEngine):
         # Recomputed (token, layer) pairs and (query, key) pairs since the last clean pass:
         # the benchmark turns them into FLOPs.
         self.work = {"token_layers": 0, "query_keys": 0}
-        layer = loaded.layers(loaded.model)[0]
-        params = inspect.signature(layer.forward).parameters
-        # transformers renamed the decoder layers' `past_key_values` to `cache` (5.2x).
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     # -- clean pass -------------------------------------------------------------------------
 
@@ -120,7 +115,6 @@ class FastEngine(ReferenceEngine):
         cache = DynamicCache()
         layer_in, layer_out, own = [], [], []
         first_kwargs: dict[str, Any] = {}
-        # The model's forward takes the cache under the same name as its decoder layers.
         with model.trace(**inputs, use_cache=True, **{self._cache_kwarg: cache}):
             for index, layer in enumerate(loaded.layers(model)):
                 args, kwargs = layer.inputs

@@ -8,6 +8,7 @@ a plain forward wrapper exactly, and per-row masks make batching conditions exac
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +52,11 @@ class ReferenceEngine:
         self.loaded = loaded
         self.batch_size = max(1, batch_size)
         self.used: set[str] = set()  # knockout paths that served the current sample
+        layer = loaded.layers(loaded.model)[0]
+        params = inspect.signature(layer.forward).parameters
+        # transformers renamed `past_key_values` to `cache` (5.2x); the model's forward takes the
+        # cache under the same name as its decoder layers.
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
     @torch.no_grad()
     def clean(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -106,6 +112,82 @@ class ReferenceEngine:
         return torch.cat(out) if out else torch.zeros(0)
 
     @torch.no_grad()
+    def generate(
+        self,
+        inputs: dict[str, torch.Tensor],
+        conditions: Sequence[KnockoutCondition],
+        max_new_tokens: int,
+        stop_ids: Sequence[int] = (),
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuations under each knockout: the first step's probabilities (C, V), as
+        `knockout` gives them, and the generated ids (C, max_new_tokens), -1 after a stop id.
+
+        A generated token is cut from what the last prompt token is cut from (its row of the
+        mask) and sees every token generated before it, as the reference code's generation.
+        Each step is one nnsight trace over the K/V cache of all rows of a chunk.
+        """
+        if getattr(self.loaded.model.config, "flowtrace_plant", None):
+            raise FlowtraceError(
+                "greedy generation does not run on a planted model (its routes are built for the "
+                "prompt alone); drop --generate"
+            )
+        self.used.add("reference")
+        first, tokens = [], []
+        for i in range(0, len(conditions), self.batch_size):
+            chunk = conditions[i : i + self.batch_size]
+            probs, ids = self._generate_rows(inputs, chunk, max_new_tokens, stop_ids)
+            first.append(probs)
+            tokens.append(ids)
+        if not first:
+            return torch.zeros(0), torch.zeros(0, max_new_tokens, dtype=torch.long)
+        return torch.cat(first), torch.cat(tokens)
+
+    def _generate_rows(
+        self,
+        inputs: dict[str, torch.Tensor],
+        chunk: Sequence[KnockoutCondition],
+        max_new_tokens: int,
+        stop_ids: Sequence[int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        loaded, model = self.loaded, self.loaded.nnsight
+        keep: dict = {}
+        probs, _ = self._rows(inputs, chunk, keep=keep)
+        cache, last_rows = keep["cache"], keep["last_rows"]
+        rows, device = len(chunk), loaded.device
+        seq_len = next(iter(inputs.values())).shape[1]
+        stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+        out = torch.full((rows, max_new_tokens), -1, dtype=torch.long)
+        done = torch.zeros(rows, dtype=torch.bool, device=device)
+        token = probs.argmax(-1).to(device)
+        attentions = {layer: loaded.attention(model, layer) for layer in sorted(last_rows)}
+        for step in range(max_new_tokens):
+            out[:, step] = torch.where(done, -1, token).cpu()
+            done |= torch.isin(token, stop)
+            if bool(done.all()) or step + 1 == max_new_tokens:
+                break
+            keys = seq_len + step + 1
+            # The new token's row: the last prompt token's cuts, every generated token allowed.
+            masks = {
+                layer: torch.cat([last, last.new_ones(*last.shape[:-1], step + 1)], dim=-1)
+                for layer, last in last_rows.items()
+            }
+            dtype = loaded.dtype
+            # The step's position as generate() gives it (M-RoPE models derive theirs from it).
+            with model.trace(
+                input_ids=token[:, None],
+                cache_position=torch.tensor([keys - 1], device=device),
+                use_cache=True,
+                **{self._cache_kwarg: cache},
+            ):
+                for layer, attention in attentions.items():
+                    args, kwargs = attention.inputs
+                    kwargs["attention_mask"] = additive_mask(masks[layer], dtype)
+                    attention.inputs = (args, kwargs)
+                logits = model.output.logits[:, -1].save()
+            token = logits.argmax(-1)
+        return probs, out
+
+    @torch.no_grad()
     def attention_mass(
         self,
         inputs: dict[str, torch.Tensor],
@@ -128,7 +210,13 @@ class ReferenceEngine:
         inputs: dict[str, torch.Tensor],
         chunk: Sequence[KnockoutCondition],
         groups: torch.Tensor | None = None,
+        keep: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Next-token probabilities of a chunk of conditions, one row each (and group masses).
+
+        `keep` (a dict) receives the K/V cache and, per cut layer, the last query's allowed keys,
+        which a greedy continuation extends (`generate`).
+        """
         loaded, model = self.loaded, self.loaded.nnsight
         rows = len(chunk)
         device = loaded.device
@@ -155,9 +243,16 @@ class ReferenceEngine:
             cuts[layer] = per_row
         dtype = loaded.dtype
         share = groups / groups.sum(-1, keepdim=True) if groups is not None else None
-        with model.trace(**batch):
+        extra = {}
+        if keep is not None:
+            from transformers import DynamicCache
+
+            keep["cache"] = DynamicCache()  # filled in place by the pass
+            extra = {"use_cache": True, self._cache_kwarg: keep["cache"]}
+        with model.trace(**batch, **extra):
             masses = nnsight.save([])
             emptied = nnsight.save([])  # layers where the model's own mask left a query no key
+            last_rows = nnsight.save({})
             # nnsight runs interventions in execution order: visit layers ascending.
             for layer in visit:
                 attention = attentions[layer]
@@ -171,6 +266,7 @@ class ReferenceEngine:
                             emptied.append(layer)
                     kwargs["attention_mask"] = additive_mask(per_row, dtype)
                     attention.inputs = (args, kwargs)
+                    last_rows[layer] = per_row[..., -1:, :]
                 if share is not None:
                     weights = attention.output[1].float()  # (rows, heads, L, L)
                     masses.append(share @ weights @ groups.T)
@@ -180,5 +276,7 @@ class ReferenceEngine:
                 f"a knockout at layer {emptied[0]} leaves a query with no key to attend to "
                 "under the model's own attention mask"
             )
+        if keep is not None:
+            keep["last_rows"] = dict(last_rows)
         mass = torch.stack(masses, dim=1) if masses else None
         return logits.float().softmax(-1), mass

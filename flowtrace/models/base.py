@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from flowtrace.data import Sample
+from flowtrace.data import Sample, SampleError
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import TokenLayout
 from flowtrace.models.prompts import PromptTemplate
@@ -128,8 +128,35 @@ class LoadedModel:
             self._letter_ids[letter] = vocab[letter]
         return self._letter_ids[letter]
 
+    def continuation_id(self, prompt: str, answer: str) -> int:
+        """The first token of `answer` as the reply that continues `prompt` (open-ended samples:
+        the reference answer's first token, whose probability the knockouts measure)."""
+        tokenizer = self.tokenizer
+        joined = answer if prompt.endswith((" ", "\n")) or answer.startswith(" ") else " " + answer
+        head = tokenizer(prompt)["input_ids"]
+        full = tokenizer(prompt + joined)["input_ids"]
+        if len(full) > len(head) and full[: len(head)] == head:
+            return int(full[len(head)])
+        # The answer's first piece merged with the prompt's end: take the answer's own first token.
+        alone = tokenizer(joined, add_special_tokens=False)["input_ids"]
+        if not alone:
+            raise SampleError(f"the reference answer {answer!r} has no token to measure")
+        return int(alone[0])
+
+    def stop_ids(self) -> list[int]:
+        """Token ids that end a greedy reply: the generation config's and the tokenizer's EOS."""
+        ids = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted(set(ids))
+
     def decode(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
+
+    def reply(self, ids: list[int]) -> str:
+        """A generated reply's text (ids after a stop are -1), special tokens dropped."""
+        return self.tokenizer.decode([i for i in ids if i >= 0], skip_special_tokens=True).strip()
 
 
 def _walk(root: Any, path: str) -> Any:

@@ -101,7 +101,6 @@ def prompt_layout(
 ) -> TokenLayout:
     """TokenLayout of a processed prompt: text spans through the tokenizer's offsets."""
     text = tokenizer(prompt.text, return_offsets_mapping=True)
-    letters = sample.option_letters()
     return layout_from_ids(
         text_ids=list(text["input_ids"]),
         text_token_spans=[tuple(x) for x in text["offset_mapping"]],
@@ -109,8 +108,8 @@ def prompt_layout(
         spans=prompt.spans,
         frames=frames,
         frame_grids=frame_grids,
-        option_letters=letters,
-        true_letter=letters[sample.answer_index()],
+        option_letters=sample.option_letters(),
+        true_letter=sample.answer_letter,
     )
 
 

@@ -91,7 +91,7 @@ class LlavaNextVideoAdapter(Adapter):
             placeholder_token=p,
             video_grid=grid,
             option_letters=sample.option_letters(),
-            true_letter=sample.option_letters()[sample.answer_index()],
+            true_letter=sample.answer_letter,
         )
         if getattr(loaded.model.config, "flowtrace_plant", None):
             from flowtrace.models.planted import token_groups
