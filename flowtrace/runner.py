@@ -210,6 +210,12 @@ def prepare_analysis(
     generates = isinstance(recipe, Knockout) and recipe.generate > 0
     engine_name = options.engine if knocks_out and not generates else "reference"
     trace_kwargs, trace_target = remote_trace_kwargs(options)
+    if trace_kwargs and generates:
+        raise FlowtraceError(
+            f"--generate {recipe.generate} with --remote/--serve: a reply's steps share a K/V "
+            "cache that would stay on the server between traces; generate locally, or pass "
+            "--generate 0 for the first-token scores alone"
+        )
     if trace_kwargs:
         # Only whole nnsight traces travel to a server; the fast engine runs modules itself.
         engine_name = "reference"
