@@ -54,7 +54,11 @@ def _parse_sweep(sweep: str | None) -> tuple[int, int] | None:
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe file, e.g. recipes/cross_frame.py.")],
     model: Annotated[
-        str, typer.Option(help="'toy' (embedded), a local checkpoint folder or a Hugging Face id.")
+        str,
+        typer.Option(
+            help="'toy' (embedded), 'planted' (the toy with planted routes), a local checkpoint "
+            "folder or a Hugging Face id."
+        ),
     ] = "toy",
     data: Annotated[
         str,
@@ -133,6 +137,13 @@ def run(
     eval_only: Annotated[
         bool, typer.Option(help="Only the clean pass: accuracy per task, no knockout.")
     ] = False,
+    generate: Annotated[
+        int | None,
+        typer.Option(
+            help="Knockout recipes: also generate a greedy reply of up to N tokens, clean and "
+            "under every knockout (reference engine; default: the recipe's own, 0 for most)."
+        ),
+    ] = None,
     pooling: Annotated[
         str | None,
         typer.Option(
@@ -202,6 +213,7 @@ def run(
             overwrite=overwrite,
             eval_only=eval_only,
             random_ratio=random_ratio,
+            generate=generate,
             pooling=pooling,
             lora=lora,
             executor=executor,
@@ -323,11 +335,22 @@ def toy_train(
             "bound the speed; the batches are the same."
         ),
     ] = 0,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start from this trained toy checkpoint (weights, tokenizer, processor) "
+            "instead of random weights, e.g. flowtrace/toy/embedded/model with --plant."
+        ),
+    ] = None,
 ) -> None:
-    """Train the embedded toy VideoLLM from scratch (see README for time and accuracy)."""
+    """Train the embedded toy VideoLLM (see README for time and accuracy)."""
     from flowtrace.toy.train import TrainConfig, train
 
-    config = TrainConfig(seed=seed, device=device, plant=plant, workers=workers)
+    if init is not None and not (init / "config.json").is_file():
+        _fail(FlowtraceError(f"--init {init}: no config.json there; give a toy checkpoint folder"))
+    config = TrainConfig(
+        seed=seed, device=device, plant=plant, workers=workers, init=str(init) if init else None
+    )
     if steps:
         config.steps = steps
     try:

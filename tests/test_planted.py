@@ -15,6 +15,7 @@ import torch
 from flowtrace.data import read_frames, read_samples
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
+from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.models.planted import ROUTES, PlantedLlavaNextVideo, layout_from_groups
 from flowtrace.models.prompts import EVAL_MVBENCH
@@ -187,3 +188,27 @@ def test_worker_processes_make_the_same_batches(tmp_path: Path):
         assert all(torch.equal(x, y) for x, y in zip(a.ids, b.ids, strict=True))
         assert torch.equal(a.pixels, b.pixels) and a.groups is not None
         assert all(torch.equal(x, y) for x, y in zip(a.groups, b.groups, strict=True))
+
+
+def test_generation_is_refused_on_a_planted_model(loaded, prepared):
+    with pytest.raises(FlowtraceError, match="planted model"):
+        ReferenceEngine(loaded).generate(prepared.inputs, [KnockoutCondition({})], 2)
+
+
+def test_training_can_start_from_a_trained_checkpoint(tmp_path: Path):
+    """--init: training starts from the given weights (the plant holds whatever the start: it
+    is in every forward)."""
+    from flowtrace.toy import EMBEDDED_MODEL
+    from flowtrace.toy.train import TrainConfig, train
+
+    config = TrainConfig(
+        plant=True, steps=1, batch_size=2, heldout_per_task=1, eval_every=1, lr=0.0,
+        init=str(EMBEDDED_MODEL),
+    )  # fmt: skip
+    info = train(tmp_path, config, log=lambda line: None)
+    assert f"--init {EMBEDDED_MODEL}" in info["command"]
+    trained = load_model(str(tmp_path / "planted"), device="cpu", dtype="float32").model
+    start = load_model("toy", device="cpu", dtype="float32").model.state_dict()
+    # lr 0: the weights are the start's, under the planted class and its saved names.
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(tensor, start[name]), name

@@ -34,6 +34,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     )
 }
 TOY = "toy"
+PLANTED = "planted"  # the toy trained under planted routes (README: Planted routes)
 _HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 __all__ = ["ADAPTERS", "Adapter", "LoadedModel", "Prepared", "load_model", "resolve_device"]
@@ -70,7 +71,7 @@ def load_model(
     pooling: tuple[int, int, int] | str | None = None,
     lora: str | None = None,
 ) -> LoadedModel:
-    """Load `spec` (`toy`, a local checkpoint folder or a Hugging Face id) with its adapter.
+    """Load `spec` (`toy`, `planted`, a local checkpoint folder or a Hugging Face id).
 
     The adapter is chosen from the checkpoint's config.json (never from its name); `adapter`
     forces one. `lora` is a PEFT adapter folder merged into the weights before tracing.
@@ -80,15 +81,15 @@ def load_model(
 
     hf_logging.disable_progress_bar()  # flowtrace shows its own progress
 
-    from flowtrace.toy import EMBEDDED_MODEL
+    from flowtrace.toy import EMBEDDED_MODEL, EMBEDDED_PLANTED
 
-    source = str(EMBEDDED_MODEL) if spec == TOY else spec
+    source = {TOY: str(EMBEDDED_MODEL), PLANTED: str(EMBEDDED_PLANTED)}.get(spec, spec)
     local = Path(source).expanduser()
     if not local.exists() and not _HF_ID.match(source):
         raise FlowtraceError(
             f"--model {spec}: no such folder, and not a Hugging Face id (org/name); "
             "pass a local checkpoint folder, an id such as llava-hf/LLaVA-NeXT-Video-7B-hf, "
-            "or 'toy'"
+            "'toy' or 'planted'"
         )
     if local.exists():
         source = str(local.resolve())

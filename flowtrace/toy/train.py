@@ -22,7 +22,11 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from transformers import LlavaNextVideoForConditionalGeneration
+from transformers import (
+    LlavaNextVideoConfig,
+    LlavaNextVideoForConditionalGeneration,
+    LlavaNextVideoProcessor,
+)
 
 from flowtrace.data import Sample, read_frames, read_samples, segment_indices, synth
 from flowtrace.models.base import LoadedModel
@@ -60,6 +64,9 @@ class TrainConfig:
     # Processes drawing and encoding the clips ahead of the optimizer (0: in this process). On a
     # GPU the clips, not the model, bound the speed; the batches are the same either way.
     workers: int = 0
+    # Start from a trained toy checkpoint (its weights, tokenizer and processor) instead of
+    # random weights. A plant's routes hold whatever the start: its masks are in every forward.
+    init: str | None = None
 
 
 @dataclass
@@ -89,24 +96,35 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         shuffle=config.shuffle_candidates,
     )
     heldout_samples = read_samples(heldout_dir)
-    # The vocabulary: every word the generator can emit, from a generous draw of each task.
-    vocab_draw = [_sample(task, config.seed, i, config) for task in synth.TASKS for i in range(200)]
-    tokenizer = build_tokenizer([EVAL_MVBENCH.render(s, "<video>").text for s, _ in vocab_draw])
-    processor = build_processor(tokenizer, config.image_size, config.patch_size)
-    model_config = build_config(
-        tokenizer,
-        layers=config.layers,
-        hidden=config.hidden,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-    )
+    if config.init:
+        init = Path(config.init)
+        processor = LlavaNextVideoProcessor.from_pretrained(init)
+        tokenizer = processor.tokenizer
+        model_config = LlavaNextVideoConfig.from_pretrained(init)
+    else:
+        # The vocabulary: every word the generator can emit, from a generous draw of each task.
+        drawn = [_sample(task, config.seed, i, config) for task in synth.TASKS for i in range(200)]
+        tokenizer = build_tokenizer([EVAL_MVBENCH.render(s, "<video>").text for s, _ in drawn])
+        processor = build_processor(tokenizer, config.image_size, config.patch_size)
+        model_config = build_config(
+            tokenizer,
+            layers=config.layers,
+            hidden=config.hidden,
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+        )
     model_config._attn_implementation = "sdpa"
     model_class = LlavaNextVideoForConditionalGeneration
     if config.plant:
         side = config.image_size // config.patch_size // model_config.spatial_pool_stride
         model_config.flowtrace_plant = {**ROUTES, "video_grid": [FRAMES, side, side]}
         model_class = PlantedLlavaNextVideo
-    model = model_class(model_config).to(config.device)
+    model = model_class(model_config)
+    if config.init:
+        # Through the base class, whose checkpoint key conversion a subclass does not inherit.
+        start = LlavaNextVideoForConditionalGeneration.from_pretrained(config.init)
+        model.load_state_dict(start.state_dict())
+    model = model.to(config.device)
     heldout = _encode(
         [(s, read_frames(s.video, FRAMES, bound=s.bound)) for s in heldout_samples],
         processor,
@@ -152,9 +170,11 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         shutil.rmtree(model_dir)
     model.save_pretrained(model_dir)
     processor.save_pretrained(model_dir)
-    plant = " --plant" if config.plant else ""
+    flags = " --plant" if config.plant else ""
+    flags += f" --init {config.init}" if config.init else ""
+    flags += f" --steps {config.steps}" if config.steps != TrainConfig.steps else ""
     info = {
-        "command": f"flowtrace toy train --seed {config.seed} --device {config.device}{plant}",
+        "command": f"flowtrace toy train --seed {config.seed} --device {config.device}{flags}",
         "config": asdict(config),
         "seconds": round(seconds, 1),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
@@ -238,7 +258,7 @@ def _encode(samples: list[tuple[Sample, np.ndarray]], processor, model) -> Batch
         pixels.append(inputs["pixel_values_videos"][0])
         if "token_groups" in inputs:
             groups.append(inputs["token_groups"][0])
-        targets.append(vocab[sample.option_letters()[sample.answer_index()]])
+        targets.append(vocab[sample.answer_letter])
     tasks = [s.task for s, _ in samples]
     return Batch(ids, torch.stack(pixels), torch.tensor(targets), tasks, groups or None)
 
