@@ -318,6 +318,7 @@ def toy_train(
     ),
     seed: Annotated[int, typer.Option(help="Seed for data, init and batches.")] = 0,
     steps: Annotated[int, typer.Option(help="Optimizer steps (0: the default).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Fresh clips per step (0: the default, 32).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda (the same recipe, minutes faster).")] = (
         "cpu"
     ),
@@ -335,6 +336,13 @@ def toy_train(
             "bound the speed; the batches are the same."
         ),
     ] = 0,
+    last_frame_loss: Annotated[
+        float,
+        typer.Option(
+            help="With --plant: weight of a second loss on the answer read off the last frame "
+            "after the last layer where frames may interact (speeds up learning the routes)."
+        ),
+    ] = 0.0,
     init: Annotated[
         Path | None,
         typer.Option(
@@ -349,10 +357,17 @@ def toy_train(
     if init is not None and not (init / "config.json").is_file():
         _fail(FlowtraceError(f"--init {init}: no config.json there; give a toy checkpoint folder"))
     config = TrainConfig(
-        seed=seed, device=device, plant=plant, workers=workers, init=str(init) if init else None
+        seed=seed,
+        device=device,
+        plant=plant,
+        workers=workers,
+        init=str(init) if init else None,
+        last_frame_loss=last_frame_loss,
     )
     if steps:
         config.steps = steps
+    if batch_size:
+        config.batch_size = batch_size
     try:
         train(out, config, log=lambda line: console.print(line, highlight=False))
     except FlowtraceError as err:

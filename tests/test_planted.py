@@ -212,3 +212,27 @@ def test_training_can_start_from_a_trained_checkpoint(tmp_path: Path):
     # lr 0: the weights are the start's, under the planted class and its saved names.
     for name, tensor in trained.state_dict().items():
         assert torch.equal(tensor, start[name]), name
+
+
+def test_last_frame_loss_reads_the_last_frame_where_frames_stop_interacting(loaded, prepared):
+    """--last-frame-loss: the second loss's logits are the last frame's last token after layer 3
+    (ROUTES lets frames read earlier frames in layers 0-3), through the final norm and LM head."""
+    from flowtrace.toy.train import Batch, _frames_close, _last_logits
+
+    assert _frames_close(loaded.model.config) == 3
+    inputs = prepared.inputs
+    batch = Batch(
+        ids=[inputs["input_ids"][0]],
+        pixels=inputs["pixel_values_videos"],
+        targets=torch.tensor([0]),
+        tasks=["Object Count"],
+        groups=[inputs["token_groups"][0]],
+    )
+    with torch.no_grad():
+        last, relay = _last_logits(loaded.model, batch, torch.arange(1), 0, relay_layer=3)
+        out = loaded.model(**inputs, output_hidden_states=True)
+        position = int(prepared.layout["frame_7"].max())
+        language = loaded.model.model.language_model
+        want = loaded.model.lm_head(language.norm(out.hidden_states[4][0, position]))
+    torch.testing.assert_close(relay[0], want, atol=1e-5, rtol=0)
+    torch.testing.assert_close(last[0], out.logits[0, -1], atol=1e-5, rtol=0)

@@ -31,7 +31,7 @@ from transformers import (
 from flowtrace.data import Sample, read_frames, read_samples, segment_indices, synth
 from flowtrace.models.base import LoadedModel
 from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
-from flowtrace.models.planted import PAD, ROUTES, PlantedLlavaNextVideo
+from flowtrace.models.planted import FRAME, PAD, ROUTES, PlantedLlavaNextVideo
 from flowtrace.models.prompts import EVAL_MVBENCH
 from flowtrace.toy.build import build_config, build_processor, build_tokenizer
 
@@ -67,6 +67,12 @@ class TrainConfig:
     # Start from a trained toy checkpoint (its weights, tokenizer and processor) instead of
     # random weights. A plant's routes hold whatever the start: its masks are in every forward.
     init: str | None = None
+    # Planted training: weight of a second loss, the answer letter read (final norm, LM head)
+    # off the last frame's last token after the last layer where frames may exchange
+    # information. The plant's masks, not the loss, fix which routes exist; this loss only
+    # tells the frames early what the answer needs, which a three-hop route otherwise learns
+    # slowly (frames -> last frame -> question -> last token).
+    last_frame_loss: float = 0.0
 
 
 @dataclass
@@ -141,14 +147,18 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         return 0.5 * (1 + math.cos(math.pi * progress))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    relay_layer = _frames_close(model_config) if config.plant and config.last_frame_loss else None
     history = []
     log(f"training {config.steps} steps of {config.batch_size} fresh clips …")
     batches = _training_batches(config, processor, model_config)
     for step, batch in enumerate(batches):
         model.train()
         rows = torch.arange(len(batch.ids))
-        logits = _last_logits(model, batch, rows, tokenizer.pad_token_id)
-        loss = torch.nn.functional.cross_entropy(logits, batch.targets.to(logits.device))
+        logits, relay = _last_logits(model, batch, rows, tokenizer.pad_token_id, relay_layer)
+        targets = batch.targets.to(logits.device)
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        if relay is not None:
+            loss = loss + config.last_frame_loss * torch.nn.functional.cross_entropy(relay, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -172,7 +182,11 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     processor.save_pretrained(model_dir)
     flags = " --plant" if config.plant else ""
     flags += f" --init {config.init}" if config.init else ""
+    flags += f" --last-frame-loss {config.last_frame_loss:g}" if config.last_frame_loss else ""
     flags += f" --steps {config.steps}" if config.steps != TrainConfig.steps else ""
+    flags += (
+        f" --batch-size {config.batch_size}" if config.batch_size != TrainConfig.batch_size else ""
+    )
     info = {
         "command": f"flowtrace toy train --seed {config.seed} --device {config.device}{flags}",
         "config": asdict(config),
@@ -263,7 +277,23 @@ def _encode(samples: list[tuple[Sample, np.ndarray]], processor, model) -> Batch
     return Batch(ids, torch.stack(pixels), torch.tensor(targets), tasks, groups or None)
 
 
-def _last_logits(model, data: Batch, rows: torch.Tensor, pad_id: int) -> torch.Tensor:
+def _frames_close(model_config) -> int:
+    """The last layer in which the plant lets frames read earlier frames."""
+    layers = model_config.text_config.num_hidden_layers
+    closed = {
+        layer
+        for rule in model_config.flowtrace_plant["rules"]
+        if rule["edges"] == "frame[<t] -> frame[t]"
+        for layer in rule["layers"]
+    }
+    return max(layer for layer in range(layers) if layer not in closed)
+
+
+def _last_logits(
+    model, data: Batch, rows: torch.Tensor, pad_id: int, relay_layer: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits at each row's last token; with `relay_layer`, also the logits read off the last
+    frame's last token after that layer (the planted training's second loss)."""
     seqs = [data.ids[i] for i in rows.tolist()]
     lengths = torch.tensor([len(s) for s in seqs])
     ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
@@ -281,9 +311,19 @@ def _last_logits(model, data: Batch, rows: torch.Tensor, pad_id: int) -> torch.T
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         pixel_values_videos=data.pixels[rows].to(device),
+        output_hidden_states=relay_layer is not None,
         **extra,
     )
-    return out.logits[torch.arange(len(seqs)), lengths - 1].float().cpu()
+    last = out.logits[torch.arange(len(seqs)), lengths - 1].float().cpu()
+    if relay_layer is None:
+        return last, None
+    frames = int(model.config.flowtrace_plant["video_grid"][0])
+    # The first position where the running count of last-frame tokens peaks: its last token.
+    last_frame = (extra["token_groups"] == FRAME + frames - 1).int().cumsum(-1).argmax(-1)
+    hidden = out.hidden_states[relay_layer + 1][torch.arange(len(seqs)), last_frame]
+    language = model.model.language_model
+    relay = model.lm_head(language.norm(hidden))
+    return last, relay.float().cpu()
 
 
 @torch.no_grad()
@@ -292,7 +332,7 @@ def _accuracy(model, data: Batch, pad_id: int) -> dict[str, float]:
     hits: dict[str, list[bool]] = {}
     for start in range(0, len(data.ids), 64):
         rows = torch.arange(start, min(start + 64, len(data.ids)))
-        pred = _last_logits(model, data, rows, pad_id).argmax(-1)
+        pred = _last_logits(model, data, rows, pad_id)[0].argmax(-1)
         for r, p in zip(rows.tolist(), pred.tolist(), strict=True):
             hits.setdefault(data.tasks[r], []).append(p == int(data.targets[r]))
     result = {task: 100 * float(np.mean(v)) for task, v in sorted(hits.items())}
