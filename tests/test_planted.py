@@ -6,6 +6,7 @@ construction and that knockouts, both engines and the runner compose with a mode
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +208,8 @@ def test_training_can_start_from_a_trained_checkpoint(tmp_path: Path):
     )  # fmt: skip
     info = train(tmp_path, config, log=lambda line: None)
     assert f"--init {EMBEDDED_MODEL}" in info["command"]
+    record = json.loads((EMBEDDED_MODEL / "training.json").read_text())
+    assert info["started_from"]["command"] == record["command"]  # the chain of runs is kept
     trained = load_model(str(tmp_path / "planted"), device="cpu", dtype="float32").model
     start = load_model("toy", device="cpu", dtype="float32").model.state_dict()
     # lr 0: the weights are the start's, under the planted class and its saved names.

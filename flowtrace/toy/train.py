@@ -102,8 +102,11 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         shuffle=config.shuffle_candidates,
     )
     heldout_samples = read_samples(heldout_dir)
+    started_from = None  # the record of the run this one starts from, and so on back
     if config.init:
         init = Path(config.init)
+        if (init / "training.json").is_file():
+            started_from = json.loads((init / "training.json").read_text())
         processor = LlavaNextVideoProcessor.from_pretrained(init)
         tokenizer = processor.tokenizer
         model_config = LlavaNextVideoConfig.from_pretrained(init)
@@ -197,6 +200,8 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
         "heldout_chance": chance,
         "history": history,
     }
+    if started_from is not None:
+        info["started_from"] = started_from
     (model_dir / "training.json").write_text(json.dumps(info, indent=2) + "\n")
     log(f"held-out accuracy {final['all']:.1f}% (chance {chance['all']:.1f}%) in {seconds:.0f}s")
     return info
