@@ -374,6 +374,40 @@ def toy_train(
         _fail(err)
 
 
+@toy_app.command("results")
+def toy_results(
+    out: Annotated[Path, typer.Option(help="Folder to write (the committed one: results).")] = (
+        Path("results")
+    ),
+    model: Annotated[
+        list[str] | None, typer.Option(help="toy and/or planted (repeat); default both.")
+    ] = None,
+    recipe: Annotated[
+        list[str] | None, typer.Option(help="Shipped recipe names (repeat); default all.")
+    ] = None,
+) -> None:
+    """Regenerate the reference results: every shipped recipe on the embedded models."""
+    from flowtrace.toy.results import MODELS, SAMPLES, regenerate
+
+    unknown = sorted(set(model or ()) - set(MODELS)) + sorted(set(recipe or ()) - set(SAMPLES))
+    if unknown:
+        _fail(
+            FlowtraceError(
+                f"unknown {', '.join(unknown)}: models are {', '.join(MODELS)}, recipes "
+                f"{', '.join(SAMPLES)}"
+            )
+        )
+    try:
+        regenerate(
+            out,
+            tuple(model or MODELS),
+            tuple(recipe or SAMPLES),
+            log=lambda line: console.print(line, highlight=False),
+        )
+    except FlowtraceError as err:
+        _fail(err)
+
+
 @app.command()
 def show(
     store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],

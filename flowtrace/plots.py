@@ -194,11 +194,11 @@ def head_chart(ds: xr.Dataset, title: str) -> alt.VConcatChart:
     )
 
 
-def save_chart(chart: alt.TopLevelMixin, stem: Path) -> list[Path]:
-    """Write `stem`.html and `stem`.png next to each other."""
+def save_chart(chart: alt.TopLevelMixin, stem: Path, scale: float = 2) -> list[Path]:
+    """Write `stem`.html and `stem`.png (at `scale` × the chart's size) next to each other."""
     paths = [stem.with_suffix(".html"), stem.with_suffix(".png")]
     chart.save(str(paths[0]))
-    chart.save(str(paths[1]), scale_factor=2)
+    chart.save(str(paths[1]), scale_factor=scale)
     return paths
 
 

@@ -84,6 +84,22 @@ class CubeStore:
         self._written += ds.sizes[SAMPLE]
 
 
+def compact(path: Path | str) -> None:
+    """Rewrite a finished store with one chunk per array instead of one per appended sample:
+    the same Dataset in a few dozen files (for stores kept in git). It is not resumed after."""
+    path = Path(path)
+    ds = _vlen_strings(open_cube(path).load())
+    for name in ds.variables:
+        ds[name].encoding = {}
+    staging = path.with_name(path.name + ".compact")
+    shutil.rmtree(staging, ignore_errors=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        ds.to_zarr(staging, mode="w-", zarr_format=3, consolidated=True)
+    shutil.rmtree(path)
+    staging.rename(path)
+
+
 def _truncate(path: Path, length: int) -> None:
     """Cut every sample-indexed array back to `length` (a killed append may have grown some)."""
     group = zarr.open_group(path, mode="r+", use_consolidated=False)

@@ -169,3 +169,25 @@ def test_fast_engine_equals_reference_on_the_trained_model(planted):
             got = fast.knockout(prepared.inputs, knockouts)
             assert float((got - want).abs().max()) <= 1e-5, name
     assert fast.used == {"fast"}
+
+
+def test_pathways_derived_from_the_flow_map_are_the_planted_ones(planted, tmp_path: Path):
+    """Single-layer flow map, every change above the noise floor counted: the derived kept
+    layers are exactly where the plant leaves each route open."""
+    from flowtrace.pathways import derive_ranges
+
+    options = RunOptions(
+        model="planted",
+        tasks=["Moving Direction", "Object Count"],
+        limit=2,
+        window=1,
+        plot=False,
+        out=tmp_path / "map.zarr",
+    )
+    ds = open_cube(run(load_recipe("flow_map"), options, loaded=planted).store)
+    assert derive_ranges(ds, 1e-4) == {
+        "cross_frame": (0, 4),
+        "video_to_question": (2, 6),
+        "question_to_last": (4, 8),
+        "video_to_last": None,
+    }

@@ -129,7 +129,7 @@ class ReferenceEngine:
         if getattr(self.loaded.model.config, "flowtrace_plant", None):
             raise FlowtraceError(
                 "greedy generation does not run on a planted model (its routes are built for the "
-                "prompt alone); drop --generate"
+                "prompt alone); pass --generate 0 for the first-token scores alone"
             )
         self.used.add("reference")
         first, tokens = [], []
@@ -171,7 +171,6 @@ class ReferenceEngine:
                 layer: torch.cat([last, last.new_ones(*last.shape[:-1], step + 1)], dim=-1)
                 for layer, last in last_rows.items()
             }
-            dtype = loaded.dtype
             # The step's position as generate() gives it (M-RoPE models derive theirs from it).
             with model.trace(
                 input_ids=token[:, None],
@@ -181,7 +180,7 @@ class ReferenceEngine:
             ):
                 for layer, attention in attentions.items():
                     args, kwargs = attention.inputs
-                    kwargs["attention_mask"] = additive_mask(masks[layer], dtype)
+                    kwargs["attention_mask"] = additive_mask(masks[layer], loaded.dtype)
                     attention.inputs = (args, kwargs)
                 logits = model.output.logits[:, -1].save()
             token = logits.argmax(-1)

@@ -1,0 +1,155 @@
+"""The committed reference results: every shipped recipe on the embedded models.
+
+`flowtrace toy results` runs each recipe on the default toy and on the planted toy over the
+embedded held-out split and writes `results/<model>/<recipe>.zarr` with its figures, then derives
+effective pathways from each flow map (`results/<model>/auto_pathway/`) and writes
+`results/README.md`, an index with each store's headline. Costly recipes run on fewer samples
+(SAMPLES), so the whole set stays small and takes about half an hour on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from flowtrace.models import PLANTED, TOY, load_model
+from flowtrace.recipe import RECIPES_DIR, load_recipe
+from flowtrace.runner import RunOptions, run
+from flowtrace.store import compact, open_cube
+
+MODELS = (TOY, PLANTED)
+# Samples per recipe (None: the whole 64-sample held-out split), spread over the four tasks.
+SAMPLES: dict[str, int | None] = {
+    "cross_frame": None,
+    "vql_to_ql": None,
+    "question_options_to_last": None,
+    "vq_to_true_option": None,
+    "gen_prob": None,
+    "effective_pathway": None,
+    "logit_lens": 8,
+    "attention_map": 8,
+    "open_ended": 8,
+    "flow_map": 16,
+}
+THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
+
+
+def regenerate(
+    out: Path = Path("results"),
+    models: tuple[str, ...] = MODELS,
+    recipes: tuple[str, ...] = tuple(SAMPLES),
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Run `recipes` on `models` into `out`; returns the stores written."""
+    from flowtrace.pathways import curve_chart, pathway_curve
+    from flowtrace.plots import chart_for, save_chart
+
+    stores = []
+    for model in models:
+        loaded = load_model(model, device="cpu")
+        for name in recipes:
+            recipe = load_recipe(RECIPES_DIR / f"{name}.py")
+            store = out / model / f"{name}.zarr"
+            # The attention map needs eager attention: the runner loads that model itself.
+            given = None if name == "attention_map" else loaded
+            options = RunOptions(
+                model=model, limit=SAMPLES.get(name), out=store, overwrite=True, device="cpu"
+            )
+            if getattr(recipe, "generate", 0) and model == PLANTED:
+                options.generate = 0  # a planted model does not generate: first-token scores
+            options.plot = False
+            result = run(recipe, options, loaded=given)
+            compact(store)  # a few dozen files instead of one per sample and variable
+            figures = save_chart(chart_for(open_cube(store)), store.with_suffix(""), scale=1)
+            log(f"{store}: {result.counts['ok']} analysed, {', '.join(map(str, figures))}")
+            stores.append(store)
+        if "flow_map" in recipes:
+            folder = out / model / "auto_pathway"
+            shutil.rmtree(folder, ignore_errors=True)
+            options = RunOptions(model=model, out=folder, overwrite=True, device="cpu")
+            flow_map = out / model / "flow_map.zarr"
+            table = pathway_curve(flow_map, list(THRESHOLDS), options, loaded=loaded)
+            for threshold_store in folder.glob("*.zarr"):
+                compact(threshold_store)
+            folder.mkdir(parents=True, exist_ok=True)
+            table.to_csv(folder / "curve.csv", index=False)
+            save_chart(curve_chart(table), folder / "curve", scale=1)
+            log(f"{folder}: curve over thresholds {', '.join(map(str, THRESHOLDS))}")
+    # The index covers every model with results in `out`, not only the ones just rerun.
+    (out / "README.md").write_text(index(out, tuple(m for m in MODELS if (out / m).is_dir())))
+    return stores
+
+
+def headline(ds: xr.Dataset) -> str:
+    """One line on what a store shows, computed from the store."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    if "rel_change_pred" in ok and "source" in ok.dims and "head" not in ok.dims:
+        change = ok["rel_change_pred"].mean("sample")
+        worst = []
+        for source in map(str, ok["source"].values):
+            for target in map(str, ok["target"].values):
+                curve = change.sel(source=source, target=target)
+                if bool(curve.isnull().all()):
+                    continue
+                layer = int(np.nanargmin(curve.values))
+                worst.append((float(curve.values[layer]), f"{source} -/-> {target}", layer))
+        worst.sort()
+        return "; ".join(
+            f"{edge}: {value:.1f}% at layer {layer}" for value, edge, layer in worst[:3]
+        )
+    if "edges_kept_pct" in ok:
+        parts = []
+        for condition in map(str, ok["condition"].values):
+            at = ok.sel(condition=condition)
+            accuracy = 100 * float(at["correct"].mean())
+            kept = float(at["edges_kept_pct"].mean())
+            parts.append(f"{condition}: {accuracy:.0f}% accuracy with {kept:.0f}% of edges")
+        return "; ".join(parts)
+    if "prob_true" in ok and "lens" in ok.dims:
+        p_true = ok["prob_true"].sel(lens="norm").mean("sample").values
+        above = np.flatnonzero(p_true > 0.5)
+        first = f"layer {int(above[0])}" if above.size else "no layer"
+        return f"p(true letter) passes 0.5 at {first}; {p_true[-1]:.2f} at the last layer"
+    if "attention" in ok:
+        mass = ok["attention"].sel(condition="clean").mean(("sample", "head"))
+        frames = [s for s in mass["source"].values if str(s).startswith("frame_")]
+        on_video = mass.sel(target="last", source=frames).sum("source").values
+        by_layer = ", ".join(f"{float(x):.2f}" for x in on_video)
+        return f"last token's attention mass on the frames, layer by layer: {by_layer}"
+    if "top_token" in ok and "frame" in ok.dims:
+        top = ok["top_token"].isel(k=0, layer=-1).values.ravel()
+        words, counts = np.unique([str(w).strip() for w in top], return_counts=True)
+        best = words[np.argsort(-counts)[:3]]
+        return f"last layer's most frequent top-1 words on video tokens: {', '.join(best)}"
+    return ""
+
+
+def index(out: Path, models: tuple[str, ...]) -> str:
+    lines = [
+        "# results/",
+        "",
+        "Reference results of every shipped recipe on the two embedded models, over the embedded",
+        "held-out split. Regenerate them all with `flowtrace toy results` (about half an hour on",
+        "two CPU cores); `flowtrace show STORE` prints any store's provenance and summary.",
+        "`flowtrace run` writes its own stores under `results/RECIPE/` (not committed).",
+        "",
+    ]
+    for model in models:
+        what = "the default toy" if model == TOY else "the toy trained under planted routes"
+        lines += [f"## `{model}`: {what}", "", "| recipe | samples | figure | what it shows |"]
+        lines.append("|---|---|---|---|")
+        for store in sorted((out / model).glob("*.zarr")):
+            ds = open_cube(store)
+            ok = int((ds["status"].values == "ok").sum())
+            figure = store.with_suffix(".png").relative_to(out)
+            lines.append(f"| `{store.stem}` | {ok} | [png]({figure}) | {headline(ds)} |")
+        curve = out / model / "auto_pathway" / "curve.csv"
+        if curve.exists():
+            table, figure = curve.relative_to(out), curve.with_suffix(".png").relative_to(out)
+            lines += ["", f"Derived effective pathways: [{table}]({table}), [figure]({figure})."]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,62 @@
+"""The committed reference results (results/): complete, current, and indexed truthfully."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowtrace.models import load_model
+from flowtrace.recipe import RECIPES_DIR
+from flowtrace.store import open_cube
+from flowtrace.toy.results import MODELS, SAMPLES, headline, regenerate
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_every_shipped_recipe_has_a_current_result(model: str):
+    """One store per shipped recipe and model, made from today's recipe file and weights: a
+    changed recipe or a retrained model fails here until `flowtrace toy results` is rerun."""
+    shipped = {p.stem for p in RECIPES_DIR.glob("*.py")}
+    assert set(SAMPLES) == shipped
+    revision = load_model(model, device="cpu", dtype="float32").revision
+    for name in sorted(shipped):
+        store = RESULTS / model / f"{name}.zarr"
+        ds = open_cube(store)
+        digest = hashlib.sha256((RECIPES_DIR / f"{name}.py").read_bytes()).hexdigest()[:16]
+        assert ds.attrs["recipe_source"].endswith(digest), f"{store}: rerun flowtrace toy results"
+        assert ds.attrs["model_revision"] == revision, f"{store}: rerun flowtrace toy results"
+        assert (ds["status"].values == "ok").sum() >= 4
+        assert store.with_suffix(".png").is_file()
+    assert (RESULTS / model / "auto_pathway" / "curve.csv").is_file()
+
+
+def test_the_index_headline_is_what_the_store_says(tmp_path: Path):
+    regenerate(tmp_path, models=("toy",), recipes=("cross_frame",), log=lambda line: None)
+    ds = open_cube(tmp_path / "toy" / "cross_frame.zarr")
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    curve = ok["rel_change_pred"].sel(source="earlier_frames", target="frame").values
+    mean = np.nanmean(curve, axis=0)
+    worst = int(np.argmin(mean))
+    want = f"earlier_frames -/-> frame: {mean[worst]:.1f}% at layer {worst}"
+    assert headline(ds) == want
+    assert want in (tmp_path / "README.md").read_text()
+
+
+def test_compacting_a_store_keeps_the_dataset(tmp_path: Path):
+    """The committed stores are compacted (one chunk per array): the same Dataset, fewer files."""
+    import shutil
+
+    import xarray as xr
+
+    from flowtrace.store import compact
+
+    store = tmp_path / "cube.zarr"
+    shutil.copytree(RESULTS / "toy" / "cross_frame.zarr", store)
+    before = open_cube(store).load()
+    compact(store)
+    xr.testing.assert_identical(open_cube(store).load(), before)
+    assert len(list(store.rglob("*"))) < 80
