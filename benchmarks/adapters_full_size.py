@@ -4,11 +4,12 @@ For the paper's four models and the transformers families, write config.json (th
 own format: PLLaVA's and InternVL chat's originals, transformers' for the rest), a word-level
 tokenizer with the family's special tokens and the processor files into a temporary folder; build
 the model there with seeded random bf16 weights directly on the device (uninitialised then filled
-in place: no checkpoint, no CPU copy); then on one generated 8-frame video run one clean pass and
-a cross-frame sweep (window 9, the ReferenceEngine) and print a table: model, video tokens,
-sequence length, peak GPU memory, seconds per condition.
+in place: no checkpoint, no CPU copy); then on one 8-frame video (an mp4 decoded by decord: a
+generated clip, or `--video`) run one clean pass and a cross-frame sweep (window 9) on the
+ReferenceEngine and on the FastEngine, and print a table: model, video tokens, sequence length,
+peak GPU memory, seconds per condition of each engine, the fast engine's max |Δp| to the reference.
 
-    python benchmarks/adapters_full_size.py --device cuda            # H100: full shapes
+    python benchmarks/adapters_full_size.py --device cuda            # GPU: full shapes
     python benchmarks/adapters_full_size.py --device cpu --shape tiny  # smoke test, seconds
 """
 
@@ -28,8 +29,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from flowtrace.data import Sample
-from flowtrace.data.synth import make_clip
-from flowtrace.engine import ReferenceEngine
+from flowtrace.data.synth import make_clip, write_mp4
+from flowtrace.data.video import read_frames
+from flowtrace.engine import FastEngine, ReferenceEngine
 from flowtrace.models import ADAPTERS, LoadedModel, pick_adapter
 from flowtrace.models.checkpoint import read_config
 from flowtrace.recipe import load_recipe
@@ -433,20 +435,55 @@ def load_random(folder: Path, device: str, dtype: torch.dtype) -> LoadedModel:
     )
 
 
-def video(size: int) -> tuple[Sample, np.ndarray]:
-    clip = make_clip("Moving Direction", seed=0, index=0, num_frames=FRAMES, size=size)
+def video(path: Path | None, folder: Path, size: int) -> tuple[Sample, np.ndarray]:
+    """A Moving Direction sample and its 8 frames decoded from an mp4 (decord, as in a real run).
+
+    Without `path`, a 32-frame generated clip is written as an mp4 into `folder` first.
+    """
+    clip = make_clip("Moving Direction", seed=0, index=0, num_frames=4 * FRAMES, size=size)
+    if path is None:
+        path = folder / "moving_direction.mp4"
+        write_mp4(path, clip.frames, fps=8)
     sample = Sample(
         id="bench/0",
         task="Moving Direction",
-        video=Path("generated"),
+        video=path,
         question=clip.question,
         candidates=tuple(clip.candidates),
         answer=clip.answer,
     )
-    return sample, clip.frames
+    return sample, read_frames(path, FRAMES)
 
 
-def bench(name: str, folder: Path, device: str, batch: int) -> dict[str, Any]:
+def fast_sweep(loaded, inputs, knockouts, reference: torch.Tensor, sync) -> dict[str, Any]:
+    """The same sweep on the fast engine: seconds per condition and max |Δp| to the reference.
+
+    A family the fast path cannot serve is a row entry, not a crash of the whole table.
+    """
+    cuda = loaded.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        fast = FastEngine(loaded)
+        fast.clean(inputs)
+        fast.knockout(inputs, knockouts)  # warm-up and the once-per-model self-check
+        sync()
+        started = time.perf_counter()
+        fast.clean(inputs)
+        probs = fast.knockout(inputs, knockouts)
+        sync()
+        seconds = time.perf_counter() - started
+    except Exception as err:  # noqa: BLE001 - reported in the table
+        return {"fast_s_per_condition": f"failed: {type(err).__name__}: {err}"[:120]}
+    return {
+        "fast_s_per_condition": round(seconds / max(1, len(knockouts)), 4),
+        "fast_path": ",".join(sorted(fast.used)),
+        "fast_max_abs_dp": float((probs.float() - reference.float()).abs().max()),
+        "fast_peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 1) if cuda else None,
+    }
+
+
+def bench(name: str, folder: Path, device: str, batch: int, clip: Path | None) -> dict[str, Any]:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -454,7 +491,7 @@ def bench(name: str, folder: Path, device: str, batch: int) -> dict[str, Any]:
     started = time.perf_counter()
     loaded = load_random(folder, device, dtype)
     build_s = time.perf_counter() - started
-    sample, frames = video(size=448 if device.startswith("cuda") else 64)
+    sample, frames = video(clip, folder, size=448 if device.startswith("cuda") else 64)
     prepared = loaded.adapter.prepare(loaded, sample, frames)
     engine = ReferenceEngine(loaded, batch_size=batch)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -468,11 +505,13 @@ def bench(name: str, folder: Path, device: str, batch: int) -> dict[str, Any]:
     conditions = load_recipe("cross_frame").conditions(
         prepared.layout, loaded.num_layers, window, "center"
     )
+    knockouts = [c.knockout for c in conditions]
     started = time.perf_counter()
-    engine.knockout(prepared.inputs, [c.knockout for c in conditions])
+    reference = engine.knockout(prepared.inputs, knockouts)
     sync()
     sweep_s = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    fast_row = fast_sweep(loaded, prepared.inputs, knockouts, reference, sync)
     row = {
         "model": name,
         "adapter": loaded.adapter.name,
@@ -484,6 +523,7 @@ def bench(name: str, folder: Path, device: str, batch: int) -> dict[str, Any]:
         "clean_s": round(clean_s, 3),
         "s_per_condition": round(sweep_s / max(1, len(conditions)), 3),
         "peak_gib": round(peak, 1),
+        **fast_row,
     }
     del engine, loaded, prepared
     return row
@@ -496,6 +536,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), help=", ".join(MODELS))
     parser.add_argument("--batch-size", type=int, default=4, help="conditions per forward")
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument(
+        "--video", type=Path, help="an mp4 to decode (default: a generated clip, written as mp4)"
+    )
     args = parser.parse_args()
     unknown = set(args.models) - set(MODELS)
     if unknown:
@@ -504,7 +547,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             folder = MODELS[name](Path(tmp) / name, args.shape == "full")
-            row = bench(name, folder, args.device, args.batch_size)
+            row = bench(name, folder, args.device, args.batch_size, args.video)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.device.startswith("cuda"):
