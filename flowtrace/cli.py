@@ -343,6 +343,14 @@ def toy_train(
             "after the last layer where frames may interact (speeds up learning the routes)."
         ),
     ] = 0.0,
+    control_cut: Annotated[
+        float,
+        typer.Option(
+            help="With --plant: share of the single-frame control clips (Object Color) trained "
+            "with cross-frame attention cut wherever the plant leaves it open."
+        ),
+    ] = 0.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (0: the default, 1e-3).")] = 0.0,
     init: Annotated[
         Path | None,
         typer.Option(
@@ -363,7 +371,10 @@ def toy_train(
         workers=workers,
         init=str(init) if init else None,
         last_frame_loss=last_frame_loss,
+        control_cut=control_cut,
     )
+    if lr:
+        config.lr = lr
     if steps:
         config.steps = steps
     if batch_size:
@@ -456,6 +467,13 @@ def pathways(
     data: Annotated[str | None, typer.Option(help="Default: the flow map's data.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    noise_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Smallest % change of p(answer) that counts (default 1e-3; raise it for bf16 "
+            "stores, lower it for faint float32 effects)."
+        ),
+    ] = None,
 ) -> None:
     """Derive effective pathways from a flow map at each threshold, run them against random
     cuts of the same budget, and draw accuracy against the share of edges kept."""
@@ -477,7 +495,7 @@ def pathways(
             device=device,
             out=out,
         )
-        table = pathway_curve(flow_map, levels, options)
+        table = pathway_curve(flow_map, levels, options, floor=noise_floor)
     except FlowtraceError as err:
         _fail(err)
         return

@@ -5,9 +5,9 @@ the flow-map cells that make it up (cross-frame: frame s → frame t, s < t; vid
 frame → question or option; question → last: question or option → last; video → last: frame →
 last). The pathway is kept from the first to the last layer whose strength reaches `threshold`
 times its peak, and cut everywhere else; a pathway that never moves the answer is cut in every
-layer. Changes under NOISE_FLOOR (in %) count as none: the fast path and the clean pass differ by
-float rounding. As in the paper, video → video is kept while video → question may still read it, and
-question → question while question → last may.
+layer. Changes under a noise floor (NOISE_FLOOR, in %) count as none: the fast path and the
+clean pass round differently. As in the paper, video → video is kept while video → question may
+still read it, and question → question while question → last may.
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
 
 _FRAME = re.compile(r"^frame_(\d+)$")
-NOISE_FLOOR = 1e-3  # % relative change of p(answer); float32 rounding sits far below
+# % relative change of p(answer) that counts as none by default. The fast path recomputes with
+# other shapes than the clean pass and rounds differently: on float32 models with large logits
+# a cut of nothing measurable moves p by up to ~1e-4 %; in bf16 far more (pass a larger floor).
+NOISE_FLOOR = 1e-3
 
 
 def _frame(name: str) -> int | None:
@@ -77,22 +80,32 @@ def pathway_strength(ds: xr.Dataset) -> dict[str, np.ndarray]:
     return out
 
 
-def derive_ranges(ds: xr.Dataset, threshold: float) -> dict[str, tuple[int, int] | None]:
-    """Per pathway, the kept layers [start, stop) under the rule, or None (cut everywhere)."""
+def derive_ranges(
+    ds: xr.Dataset, threshold: float, floor: float | None = None
+) -> dict[str, tuple[int, int] | None]:
+    """Per pathway, the kept layers [start, stop) under the rule, or None (cut everywhere).
+
+    `floor`: the noise floor in % (default NOISE_FLOOR).
+    """
     if not 0 < threshold <= 1:
         raise FlowtraceError(f"threshold {threshold}: must be in (0, 1]")
+    if floor is not None and floor < 0:
+        raise FlowtraceError(f"noise floor {floor}: must be ≥ 0 (a % change of p)")
+    floor = NOISE_FLOOR if floor is None else floor
     ranges: dict[str, tuple[int, int] | None] = {}
     for name, strength in pathway_strength(ds).items():
         peak = float(strength.max())
-        strong = np.flatnonzero(strength >= max(threshold * peak, NOISE_FLOOR))
+        strong = np.flatnonzero(strength >= max(threshold * peak, floor))
         ranges[name] = (int(strong[0]), int(strong[-1]) + 1) if len(strong) else None
     return ranges
 
 
-def derived_recipe(ds: xr.Dataset, threshold: float) -> EffectivePathway:
+def derived_recipe(
+    ds: xr.Dataset, threshold: float, floor: float | None = None
+) -> EffectivePathway:
     """An effective_pathway recipe whose kept ranges come from the flow map."""
     layers = ds.sizes["layer"]
-    ranges = derive_ranges(ds, threshold)
+    ranges = derive_ranges(ds, threshold, floor)
 
     def fraction(span: tuple[int, int] | None) -> tuple[float, float] | None:
         return None if span is None else (span[0] / layers, span[1] / layers)
@@ -116,14 +129,18 @@ def derived_recipe(ds: xr.Dataset, threshold: float) -> EffectivePathway:
 
 
 def pathway_curve(
-    flow_map: Path, thresholds: list[float], options: RunOptions, loaded: LoadedModel | None = None
+    flow_map: Path,
+    thresholds: list[float],
+    options: RunOptions,
+    loaded: LoadedModel | None = None,
+    floor: float | None = None,
 ) -> pd.DataFrame:
     """Run the derived effective pathways at each threshold (stores under `options.out`), and
     tabulate accuracy against the share of edges kept, beside random cuts of equal budget."""
     ds = open_cube(flow_map)
     rows = []
     for threshold in thresholds:
-        recipe = derived_recipe(ds, threshold)
+        recipe = derived_recipe(ds, threshold, floor)
         out = Path(options.out or "results/auto_pathway") / f"threshold_{threshold:g}.zarr"
         result = run(recipe, dataclasses.replace(options, out=out, plot=False), loaded=loaded)
         cube = open_cube(result.store)

@@ -57,6 +57,14 @@ def test_rule_on_a_hand_made_flow_map():
     assert recipe.kept_layers("video_to_video", 6) == range(0, 5)
 
 
+def test_noise_floor_drops_faint_layers_unless_lowered():
+    faint = {("frame_0", "frame_1"): [-10, -3e-4, 0], ("question", "last"): [0, 0, 0]}
+    ds = flow_map_cube(faint, layers=3)
+    assert derive_ranges(ds, 1e-6)["cross_frame"] == (0, 1)  # 3e-4 % < NOISE_FLOOR
+    assert derive_ranges(ds, 1e-6, floor=1e-4)["cross_frame"] == (0, 2)
+    assert derived_recipe(ds, 1e-6, 1e-4).pathways["cross_frame"][1] == (0, 2 / 3)
+
+
 def test_derived_ranges_are_the_planted_ones(tmp_path: Path, tiny_data: Path):
     """On the planted model (random weights, the shipped rules) the flow map finds the plant."""
     from test_planted import build_planted

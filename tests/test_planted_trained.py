@@ -27,6 +27,7 @@ from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_PLANTED
 LAYERS = 8
 CROSS_FRAME_OPEN = range(0, 4)
 MULTI_FRAME = ("Moving Direction", "Event Order", "Object Count")
+CONTROL = "Object Color"  # the same object in every frame: any one frame answers it
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +70,8 @@ def test_forbidden_edges_change_nothing_on_the_trained_model(planted):
 
 def test_cutting_cross_frame_in_the_planted_layers_leaves_chance(planted, fresh_data: Path):
     """Frames cut from earlier frames in layers 0-3, where the plant lets them interact: the
-    multi-frame tasks fall to chance (± 10 points). (The single-frame control falls too, to
-    about 35%: this model also reads the colour across frames, and even with the earlier
-    frames blank it needs its attention to them; README, Planted routes.)"""
+    multi-frame tasks fall to chance (± 10 points) and the single-frame control (Object Color,
+    readable off the last frame alone) keeps its clean accuracy (± 2 points)."""
     engine = FastEngine(planted)
     hits: dict[str, list[tuple[bool, bool]]] = {}
     for sample, prepared in prepared_samples(planted, fresh_data, 48):
@@ -83,12 +83,15 @@ def test_cutting_cross_frame_in_the_planted_layers_leaves_chance(planted, fresh_
         )
         pair = (int(clean.argmax()) == true, int(knocked.argmax()) == true)
         hits.setdefault(sample.task, []).append(pair)
+    assert set(hits) == {*MULTI_FRAME, CONTROL}
     for task, pairs in hits.items():
         clean_acc, cut_acc = (100 * np.mean([p[i] for p in pairs]) for i in (0, 1))
         assert clean_acc >= 90, (task, clean_acc)
         if task in MULTI_FRAME:
             chance = 100 / len(synth.make_clip(task, 0, 0).candidates)
             assert abs(cut_acc - chance) <= 10, (task, cut_acc, chance)
+        else:
+            assert abs(cut_acc - clean_acc) <= 2, (task, cut_acc, clean_acc)
 
 
 @pytest.fixture(scope="module")
@@ -172,8 +175,10 @@ def test_fast_engine_equals_reference_on_the_trained_model(planted):
 
 
 def test_pathways_derived_from_the_flow_map_are_the_planted_ones(planted, tmp_path: Path):
-    """Single-layer flow map, every change above the noise floor counted: the derived kept
-    layers are exactly where the plant leaves each route open."""
+    """Single-layer flow map, every change above float32 noise counted: the derived kept layers
+    are exactly where the plant leaves each route open. The floor is 1e-4 %, not the default
+    1e-3 %: on this model a cut of edges the plant forbids moves p by exactly 0, and the last
+    token reads the query in layer 4 only faintly (a mean change of about 7e-4 %)."""
     from flowtrace.pathways import derive_ranges
 
     options = RunOptions(
@@ -185,7 +190,7 @@ def test_pathways_derived_from_the_flow_map_are_the_planted_ones(planted, tmp_pa
         out=tmp_path / "map.zarr",
     )
     ds = open_cube(run(load_recipe("flow_map"), options, loaded=planted).store)
-    assert derive_ranges(ds, 1e-4) == {
+    assert derive_ranges(ds, 1e-4, floor=1e-4) == {
         "cross_frame": (0, 4),
         "video_to_question": (2, 6),
         "question_to_last": (4, 8),
