@@ -239,3 +239,34 @@ def test_last_frame_loss_reads_the_last_frame_where_frames_stop_interacting(load
         want = loaded.model.lm_head(language.norm(out.hidden_states[4][0, position]))
     torch.testing.assert_close(relay[0], want, atol=1e-5, rtol=0)
     torch.testing.assert_close(last[0], out.logits[0, -1], atol=1e-5, rtol=0)
+
+
+def test_control_cut_clips_train_under_the_cross_frame_knockout(loaded, prepared, tiny_data):
+    """--control-cut: a chosen control clip's forward is the model under the cross-frame
+    knockout in layers 0-3 (the ReferenceEngine's), with padding of a longer row beside it;
+    unchosen rows are the clean model."""
+    from flowtrace.toy.train import Batch, _control_cuts, _last_logits
+
+    other = read_samples(tiny_data, tasks=["Object Color"])[0]
+    longer = loaded.adapter.prepare(loaded, other, read_frames(other.video, 8)).inputs
+    rows = [prepared.inputs, longer]
+    batch = Batch(
+        ids=[r["input_ids"][0] for r in rows],
+        pixels=torch.cat([r["pixel_values_videos"] for r in rows]),
+        targets=torch.tensor([0, 0]),
+        tasks=["Object Color", "Object Color"],
+        groups=[r["token_groups"][0] for r in rows],
+    )
+    assert len(batch.ids[1]) != len(batch.ids[0])  # padding is exercised
+    config = loaded.model.config
+    assert _control_cuts(batch, [False, False], config) is None
+    cuts = _control_cuts(batch, [True, False], config)
+    with torch.no_grad():
+        logits, _ = _last_logits(loaded.model, batch, torch.arange(2), 0, extra_cuts=cuts)
+    engine = ReferenceEngine(loaded)
+    cut = torch.from_numpy(blocked_edges("frame[<t] -> frame[t]", prepared.layout))
+    (knocked,) = engine.knockout(prepared.inputs, [KnockoutCondition.window(cut, range(4))])
+    assert float((knocked - engine.clean(prepared.inputs)).abs().max()) > 1e-3  # a real cut
+    torch.testing.assert_close(logits[0].softmax(-1), knocked, atol=1e-5, rtol=0)
+    clean = engine.clean(longer)
+    torch.testing.assert_close(logits[1].softmax(-1), clean, atol=1e-5, rtol=0)

@@ -125,28 +125,40 @@ class PlantedLlavaNextVideo(LlavaNextVideoForConditionalGeneration):
 
         return swap
 
-    def forward(self, *args: Any, token_groups: torch.Tensor | None = None, **kwargs: Any):
+    def forward(
+        self,
+        *args: Any,
+        token_groups: torch.Tensor | None = None,
+        extra_cuts: torch.Tensor | None = None,
+        **kwargs: Any,
+    ):
+        """`extra_cuts`: (B, layers, T, T) bool edges cut on top of the plant (training only)."""
         if token_groups is None:
             raise ValueError(
                 "this planted model needs `token_groups` (each token's role) with its inputs; "
                 "load it through flowtrace (flowtrace.models.load_model), which adds them"
             )
         padding = kwargs.get("attention_mask")
-        self._layer_masks = self.layer_masks(token_groups, padding)
+        self._layer_masks = self.layer_masks(token_groups, padding, extra_cuts)
         try:
             return super().forward(*args, **kwargs)
         finally:
             self._layer_masks = None
 
     def layer_masks(
-        self, token_groups: torch.Tensor, padding: torch.Tensor | None = None
+        self,
+        token_groups: torch.Tensor,
+        padding: torch.Tensor | None = None,
+        extra_cuts: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
-        """Per layer, the additive (B, 1, T, T) mask: causal, padding and the plant."""
+        """Per layer, the additive (B, 1, T, T) mask: causal, padding, the plant, `extra_cuts`."""
         config = self.config
         layers = config.text_config.num_hidden_layers
         grid = tuple(config.flowtrace_plant["video_grid"])
         rows = [self._row_blocked(codes, layers, grid) for codes in token_groups.cpu().numpy()]
         blocked = torch.from_numpy(np.stack(rows)).to(token_groups.device)  # (B, layers, T, T)
+        if extra_cuts is not None:
+            blocked = blocked | extra_cuts.to(blocked.device)
         seq_len = token_groups.shape[1]
         allowed = torch.ones(seq_len, seq_len, dtype=torch.bool, device=blocked.device).tril()
         allowed = allowed & (token_groups != PAD)[:, None, :]  # (B, T, T): no padding keys

@@ -29,14 +29,23 @@ from transformers import (
 )
 
 from flowtrace.data import Sample, read_frames, read_samples, segment_indices, synth
+from flowtrace.edges import blocked_edges
 from flowtrace.models.base import LoadedModel
 from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
-from flowtrace.models.planted import FRAME, PAD, ROUTES, PlantedLlavaNextVideo
+from flowtrace.models.planted import (
+    FRAME,
+    PAD,
+    ROUTES,
+    PlantedLlavaNextVideo,
+    layout_from_groups,
+)
 from flowtrace.models.prompts import EVAL_MVBENCH
 from flowtrace.toy.build import build_config, build_processor, build_tokenizer
 
 FRAMES = 8
 HELDOUT_SEED_OFFSET = 10_000
+CONTROL_TASK = "Object Color"  # answered by any one frame: the single-frame control
+CROSS_FRAME = "frame[<t] -> frame[t]"
 
 
 @dataclass
@@ -73,6 +82,12 @@ class TrainConfig:
     # tells the frames early what the answer needs, which a three-hop route otherwise learns
     # slowly (frames -> last frame -> question -> last token).
     last_frame_loss: float = 0.0
+    # Planted training: the share of single-frame control clips (CONTROL_TASK) trained with
+    # cross-frame attention cut in every layer where the plant leaves it open. The plant lets
+    # every task read across frames, and a model that does so for colour too fails the
+    # control under a cross-frame knockout; these clips teach it to read colour off the last
+    # frame alone, so the control measures what it claims. Multi-frame clips are never cut.
+    control_cut: float = 0.0
 
 
 @dataclass
@@ -151,13 +166,22 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     relay_layer = _frames_close(model_config) if config.plant and config.last_frame_loss else None
+    cut_rng = np.random.default_rng([config.seed, 7])  # which control clips train cut
     history = []
     log(f"training {config.steps} steps of {config.batch_size} fresh clips …")
     batches = _training_batches(config, processor, model_config)
     for step, batch in enumerate(batches):
         model.train()
         rows = torch.arange(len(batch.ids))
-        logits, relay = _last_logits(model, batch, rows, tokenizer.pad_token_id, relay_layer)
+        cuts = None
+        if config.plant and config.control_cut:
+            chosen = [
+                t == CONTROL_TASK and cut_rng.random() < config.control_cut for t in batch.tasks
+            ]
+            cuts = _control_cuts(batch, chosen, model_config)
+        logits, relay = _last_logits(
+            model, batch, rows, tokenizer.pad_token_id, relay_layer, extra_cuts=cuts
+        )
         targets = batch.targets.to(logits.device)
         loss = torch.nn.functional.cross_entropy(logits, targets)
         if relay is not None:
@@ -186,6 +210,8 @@ def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) ->
     flags = " --plant" if config.plant else ""
     flags += f" --init {config.init}" if config.init else ""
     flags += f" --last-frame-loss {config.last_frame_loss:g}" if config.last_frame_loss else ""
+    flags += f" --control-cut {config.control_cut:g}" if config.control_cut else ""
+    flags += f" --lr {config.lr:g}" if config.lr != TrainConfig.lr else ""
     flags += f" --steps {config.steps}" if config.steps != TrainConfig.steps else ""
     flags += (
         f" --batch-size {config.batch_size}" if config.batch_size != TrainConfig.batch_size else ""
@@ -284,21 +310,51 @@ def _encode(samples: list[tuple[Sample, np.ndarray]], processor, model) -> Batch
 
 def _frames_close(model_config) -> int:
     """The last layer in which the plant lets frames read earlier frames."""
+    return max(_frames_open(model_config))
+
+
+def _frames_open(model_config) -> list[int]:
+    """The layers in which the plant lets frames read earlier frames."""
     layers = model_config.text_config.num_hidden_layers
     closed = {
         layer
         for rule in model_config.flowtrace_plant["rules"]
-        if rule["edges"] == "frame[<t] -> frame[t]"
+        if rule["edges"] == CROSS_FRAME
         for layer in rule["layers"]
     }
-    return max(layer for layer in range(layers) if layer not in closed)
+    return [layer for layer in range(layers) if layer not in closed]
+
+
+def _control_cuts(batch: Batch, chosen: list[bool], model_config) -> torch.Tensor | None:
+    """(N, layers, T, T) bool, T the longest row: cross-frame edges cut in the layers where the
+    plant leaves them open, for the chosen rows; None when no row is chosen."""
+    if not any(chosen):
+        return None
+    layers = model_config.text_config.num_hidden_layers
+    grid = tuple(model_config.flowtrace_plant["video_grid"])
+    width = max(len(ids) for ids in batch.ids)
+    cuts = torch.zeros(len(batch.ids), layers, width, width, dtype=torch.bool)
+    open_layers = _frames_open(model_config)
+    for row, pick in enumerate(chosen):
+        if pick:
+            codes = batch.groups[row].numpy()
+            edges = blocked_edges(CROSS_FRAME, layout_from_groups(codes, grid))
+            n = len(codes)  # right padding: the real tokens come first
+            cuts[row, open_layers, :n, :n] = torch.from_numpy(edges)
+    return cuts
 
 
 def _last_logits(
-    model, data: Batch, rows: torch.Tensor, pad_id: int, relay_layer: int | None = None
+    model,
+    data: Batch,
+    rows: torch.Tensor,
+    pad_id: int,
+    relay_layer: int | None = None,
+    extra_cuts: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits at each row's last token; with `relay_layer`, also the logits read off the last
-    frame's last token after that layer (the planted training's second loss)."""
+    frame's last token after that layer (the planted training's second loss). `extra_cuts`
+    (rows of the whole batch, as `_control_cuts` makes them) are cut on top of the plant."""
     seqs = [data.ids[i] for i in rows.tolist()]
     lengths = torch.tensor([len(s) for s in seqs])
     ids = torch.full((len(seqs), int(lengths.max())), pad_id, dtype=torch.long)
@@ -312,6 +368,9 @@ def _last_logits(
         for r, i in enumerate(rows.tolist()):
             groups[r, : len(data.groups[i])] = data.groups[i]
         extra["token_groups"] = groups.to(device)
+        if extra_cuts is not None:
+            width = ids.shape[1]
+            extra["extra_cuts"] = extra_cuts[rows][:, :, :width, :width].to(device)
     out = model(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
