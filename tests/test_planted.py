@@ -270,3 +270,19 @@ def test_control_cut_clips_train_under_the_cross_frame_knockout(loaded, prepared
     torch.testing.assert_close(logits[0].softmax(-1), knocked, atol=1e-5, rtol=0)
     clean = engine.clean(longer)
     torch.testing.assert_close(logits[1].softmax(-1), clean, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"control_cut": 0.5}, "--plant training only"),
+        ({"last_frame_loss": 1.0}, "--plant training only"),
+        ({"plant": True, "control_cut": 1.5}, "a share, from 0 to 1"),
+    ],
+)
+def test_planted_training_options_are_refused_where_they_mean_nothing(tmp_path, settings, message):
+    from flowtrace.toy.train import TrainConfig, train
+
+    with pytest.raises(FlowtraceError, match=message):
+        train(tmp_path, TrainConfig(steps=1, **settings), log=lambda line: None)
+    assert not any(tmp_path.iterdir())  # refused before anything is written

@@ -56,12 +56,16 @@ def regenerate(
             store = out / model / f"{name}.zarr"
             # The attention map needs eager attention: the runner loads that model itself.
             given = None if name == "attention_map" else loaded
+            # A planted model does not generate: its open-ended run keeps first-token scores.
             options = RunOptions(
-                model=model, limit=SAMPLES.get(name), out=store, overwrite=True, device="cpu"
+                model=model,
+                limit=SAMPLES.get(name),
+                out=store,
+                overwrite=True,
+                device="cpu",
+                plot=False,  # drawn below, after compacting, at scale 1
+                generate=0 if model == PLANTED and getattr(recipe, "generate", 0) else None,
             )
-            if getattr(recipe, "generate", 0) and model == PLANTED:
-                options.generate = 0  # a planted model does not generate: first-token scores
-            options.plot = False
             result = run(recipe, options, loaded=given)
             compact(store)  # a few dozen files instead of one per sample and variable
             figures = save_chart(chart_for(open_cube(store)), store.with_suffix(""), scale=1)

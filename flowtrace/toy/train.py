@@ -29,7 +29,7 @@ from transformers import (
 )
 
 from flowtrace.data import Sample, read_frames, read_samples, segment_indices, synth
-from flowtrace.edges import blocked_edges
+from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import LoadedModel
 from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
 from flowtrace.models.planted import (
@@ -37,7 +37,7 @@ from flowtrace.models.planted import (
     PAD,
     ROUTES,
     PlantedLlavaNextVideo,
-    layout_from_groups,
+    plant_blocked,
 )
 from flowtrace.models.prompts import EVAL_MVBENCH
 from flowtrace.toy.build import build_config, build_processor, build_tokenizer
@@ -101,6 +101,10 @@ class Batch:
 
 def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train from scratch; write `out`/model (weights, tokenizer, processor) and `out`/heldout."""
+    if (config.last_frame_loss or config.control_cut) and not config.plant:
+        raise FlowtraceError("--last-frame-loss and --control-cut apply to --plant training only")
+    if not 0 <= config.control_cut <= 1:
+        raise FlowtraceError(f"--control-cut {config.control_cut}: a share, from 0 to 1")
     torch.set_num_threads(config.threads)
     random.seed(config.seed)
     np.random.seed(config.seed)
@@ -332,15 +336,15 @@ def _control_cuts(batch: Batch, chosen: list[bool], model_config) -> torch.Tenso
         return None
     layers = model_config.text_config.num_hidden_layers
     grid = tuple(model_config.flowtrace_plant["video_grid"])
+    # The cut as a plant of one rule, so the plant's own edge builder makes it.
+    control = {"rules": [{"edges": CROSS_FRAME, "layers": _frames_open(model_config)}]}
     width = max(len(ids) for ids in batch.ids)
     cuts = torch.zeros(len(batch.ids), layers, width, width, dtype=torch.bool)
-    open_layers = _frames_open(model_config)
     for row, pick in enumerate(chosen):
         if pick:
             codes = batch.groups[row].numpy()
-            edges = blocked_edges(CROSS_FRAME, layout_from_groups(codes, grid))
             n = len(codes)  # right padding: the real tokens come first
-            cuts[row, open_layers, :n, :n] = torch.from_numpy(edges)
+            cuts[row, :, :n, :n] = torch.from_numpy(plant_blocked(codes, control, layers, grid))
     return cuts
 
 
