@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,13 @@ from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
-from flowtrace.engine.masks import default_window, window_layers
+from flowtrace.engine.masks import FIXED_WINDOW_FROM, WINDOW_RULE, default_window, window_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+EMBEDDED = ROOT / "flowtrace" / "toy" / "embedded"
 
 
 def video_positions(ids: torch.Tensor, video_id: int, frames: int) -> list[list[int]]:
@@ -106,8 +110,30 @@ def test_window_layers_follow_reference_formula():
             assert list(window_layers(layer, num_layers, window, "bottom_up")) == list(
                 range(layer + 1)
             )
-    assert default_window(32) == 9
+
+
+def test_default_window_is_the_references_9_on_real_models():
+    # The reference code's window for PLLaVA-7B/13B, Mini-InternVL and VideoLLaMA3 (32, 40, 28
+    # layers) is 9; the old 9/32-of-depth rule gave 11 at 40 layers.
+    assert [default_window(n) for n in (16, 18, 24, 28, 32, 40, 80)] == [9] * 7
+    # Shallower: round(n * 9 / 32), made odd. 15 -> 4.22 -> 4 -> 5; 8 -> 2.25 -> 2 -> 3;
+    # 6 -> 1.69 -> 2 -> 3; 4 -> 1.13 -> 1; 1 -> 0.28 -> 0 -> 1.
+    assert [default_window(n) for n in (15, 8, 6, 4, 1)] == [5, 3, 3, 1, 1]
+    assert "9" in WINDOW_RULE and str(FIXED_WINDOW_FROM) in WINDOW_RULE
+
+
+@pytest.mark.parametrize("model", ["model", "planted"])
+def test_embedded_toys_keep_the_window_their_results_were_made_with(model: str):
+    """The shipped results/ stores were made with window 3; the toys stay below the threshold."""
+    config = json.loads((EMBEDDED / model / "config.json").read_text())
+    assert config["text_config"]["num_hidden_layers"] == 8
     assert default_window(8) == 3
+    attrs = [
+        json.loads(path.read_text())["attributes"]
+        for path in (ROOT / "results").glob("*/*.zarr/zarr.json")
+    ]
+    windows = {a["window"] for a in attrs if "window" in a}
+    assert windows == {3}
 
 
 def test_starved_query_is_refused(tiny_model_dir: Path):

@@ -1,4 +1,4 @@
-"""Layer windows and knockout attention masks (DESIGN §3)."""
+"""Layer windows and knockout attention masks."""
 
 from __future__ import annotations
 
@@ -12,9 +12,23 @@ WindowStyle = Literal["center", "inverse", "top_down", "bottom_up"]
 WINDOW_STYLES: tuple[str, ...] = ("center", "inverse", "top_down", "bottom_up")
 
 
+# The reference code runs a window of 9 layers on every model it analyses (28, 32 and 40 layers
+# deep), so real models get 9 whatever their depth. Only toy-sized models (the embedded toys have
+# 8 layers; released video LLM backbones have 18 or more) get a window scaled to their depth,
+# where 9 would cover every layer.
+REFERENCE_WINDOW = 9
+FIXED_WINDOW_FROM = 16  # layers; below this the window is scaled
+WINDOW_RULE = (
+    f"{REFERENCE_WINDOW} layers (the reference code's window) for models of {FIXED_WINDOW_FROM} "
+    "layers or more; shallower models get 9/32 of their depth, rounded, made odd (8 layers: 3)"
+)
+
+
 def default_window(num_layers: int) -> int:
-    """The paper's window (9 of 32 layers) scaled to the model's depth, kept odd so it centres."""
-    scaled = round(num_layers * 9 / 32)
+    """The window a sweep uses unless told: see WINDOW_RULE."""
+    if num_layers >= FIXED_WINDOW_FROM:
+        return REFERENCE_WINDOW
+    scaled = round(num_layers * REFERENCE_WINDOW / 32)
     return max(1, scaled if scaled % 2 else scaled + 1)
 
 
