@@ -13,6 +13,34 @@ PROVENANCE = (
 )  # fmt: skip
 
 
+def counted(ds: xr.Dataset) -> xr.Dataset:
+    """The samples every accuracy is over: analysed and skipped ones (failed ones have none)."""
+    return ds.isel(sample=ds["status"].values != "failed")
+
+
+def clean_accuracy(ds: xr.Dataset) -> float:
+    """Clean accuracy in % over every counted sample (NaN when there is none)."""
+    correct = counted(ds)["clean_correct"].values.astype(float)
+    return 100 * float(correct.mean()) if correct.size else float("nan")
+
+
+def accuracy_after(ds: xr.Dataset, measure: str | None = "rel_change_pred") -> xr.DataArray:
+    """Accuracy in % after the intervention, per cell of `correct`, over every counted sample.
+
+    The denominator is the clean line's, as in the reference code: a sample skipped by
+    --sample-mode counts with its clean answer (the knockout would not have run on it), so
+    the curve and the clean accuracy are over the same samples. An analysed sample whose cell
+    `measure` is NaN (a pair it lacks, say an option it has not) drops out of that cell.
+    """
+    ds = counted(ds)
+    analysed = ds["status"] == "ok"
+    correct = ds["correct"].astype(float)
+    if measure is not None and measure in ds:
+        correct = correct.where(ds[measure].notnull())
+    value = xr.where(analysed, correct, ds["clean_correct"].astype(float))
+    return 100 * value.mean("sample", skipna=True)
+
+
 def describe(ds: xr.Dataset) -> list[str]:
     lines = [f"{key}: {ds.attrs[key]}" for key in PROVENANCE if key in ds.attrs]
     status = [str(s) for s in ds["status"].values]
@@ -24,10 +52,9 @@ def describe(ds: xr.Dataset) -> list[str]:
     lines += [f"  failed: {r}" for r in reasons[:5]]
     lines.append("dims: " + ", ".join(f"{d}={n}" for d, n in ds.sizes.items()))
     lines.append("variables: " + ", ".join(sorted(ds.data_vars)))
-    answered = [s != "failed" for s in status]
-    correct = ds["clean_correct"].values[answered]
-    if correct.size:
-        lines.append(f"clean accuracy: {100 * correct.mean():.1f}% of {correct.size}")
+    answered = counted(ds).sizes["sample"]
+    if answered:
+        lines.append(f"clean accuracy: {clean_accuracy(ds):.1f}% of {answered}")
     if "rel_change_pred" in ds and "source" in ds.dims:
         lines += ["", *knockout_table(ds)]
     if "clean_text" in ds:
@@ -56,12 +83,18 @@ def reply_examples(ds: xr.Dataset, samples: int = 3) -> list[str]:
 
 def knockout_table(ds: xr.Dataset) -> list[str]:
     """Mean relative change of p(answer) per edge over the early / middle / late thirds of the
-    layers (the paper's summary), with the layer of the deepest drop and the accuracy there."""
+    layers (the paper's summary), with the layer of the deepest drop and the accuracy there (over
+    every counted sample, skipped ones at their clean answer: see `accuracy_after`)."""
     ok = ds.isel(sample=ds["status"].values == "ok")
+    after = accuracy_after(ds)
     layers = ok["layer"].values
     thirds = np.array_split(layers, 3)
     header = f"{'edge':<34}{'early':>9}{'middle':>9}{'late':>9}{'worst layer':>13}{'acc there':>11}"
-    lines = ["relative change of p(answer), % (mean over analysed samples):", header]
+    lines = [
+        "relative change of p(answer), % (mean over analysed samples); accuracy over all "
+        f"{counted(ds).sizes['sample']} counted samples:",
+        header,
+    ]
     for source in ok["source"].values:
         for target in ok["target"].values:
             change = ok["rel_change_pred"].sel(source=source, target=target)
@@ -73,8 +106,7 @@ def knockout_table(ds: xr.Dataset) -> list[str]:
             parts = [float(np.nanmean(per_layer[np.isin(layers, part)])) for part in thirds]
             cell = np.unravel_index(int(np.nanargmin(mean.values)), mean.shape)
             where = {dim: int(mean[dim].values[i]) for dim, i in zip(mean.dims, cell, strict=True)}
-            correct = ok["correct"].sel(source=source, target=target, **where)
-            accuracy = 100 * float(correct.mean())
+            accuracy = float(after.sel(source=source, target=target, **where))
             worst = "/".join(f"{'h' if dim == 'head' else ''}{v}" for dim, v in where.items())
             edge = f"{source} -/-> {target}"
             lines.append(
