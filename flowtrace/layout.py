@@ -13,6 +13,8 @@ tokens alone, in (t, h, w) order.
 
 from __future__ import annotations
 
+import difflib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,6 +23,41 @@ import numpy as np
 from flowtrace.errors import FlowtraceError
 
 MARKERS = "video_markers"
+# Every plain group name a layout may hold (see assemble_layout and the prompt templates' spans),
+# so that a recipe's names are checked before any model is loaded.
+GROUP_NAMES = (
+    "system",
+    "video",
+    MARKERS,
+    "query",
+    "question",
+    "options",
+    "true_option",
+    "false_options",
+    "prompt_tail",
+    "last",
+)
+# Numbered members of a family (frame_0, frame_1, …) and the family itself, indexed as frame[t].
+FAMILIES = ("frame",)
+_MEMBER = re.compile(r"^(?:frame_\d+|option_[A-Z])$")
+
+
+def is_group_name(name: str) -> bool:
+    """Whether some layout can hold a group of this name (frame_7 and option_F included)."""
+    return name in GROUP_NAMES or bool(_MEMBER.match(name))
+
+
+def did_you_mean(name: str, family: bool = False) -> str:
+    """A hint naming the closest group names, and the vocabulary."""
+    known = list(FAMILIES) if family else [*GROUP_NAMES, *(f"{f}[t]" for f in FAMILIES)]
+    close = difflib.get_close_matches(name, known, n=2, cutoff=0.6)
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    if family:
+        return f"{hint}indexed families: {', '.join(f + '[t]' for f in FAMILIES)}"
+    return (
+        f"{hint}groups are {', '.join(GROUP_NAMES)}, frame_0, frame_1, … (or frame[t], "
+        "frame[<t], frame[2]) and option_A … option_Z"
+    )
 
 
 @dataclass(frozen=True)

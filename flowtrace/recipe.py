@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import re
+import traceback
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,8 @@ import torch
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition
 from flowtrace.engine.masks import sweep_layers, window_layers
-from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
+from flowtrace.errors import RecipeError
+from flowtrace.layout import FAMILIES, TokenLayout, did_you_mean, is_group_name
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -62,7 +64,7 @@ class Knockout:
         for label in self.edge_map():
             parts = [p.strip() for p in label.split("->")]
             if len(parts) != 2 or not all(parts):
-                raise FlowtraceError(f"recipe {self.name}: edge label '{label}' must be 'a -> b'")
+                raise RecipeError(f"recipe {self.name}: edge label '{label}' must be 'a -> b'")
             out.append((parts[0], parts[1]))
         return out
 
@@ -262,16 +264,87 @@ def load_recipe(path: str | Path) -> Recipe:
     if not file.is_file():
         shipped = sorted(p.stem for p in RECIPES_DIR.glob("*.py")) if RECIPES_DIR.exists() else []
         hint = f"; shipped recipes: {', '.join(shipped)}" if shipped else ""
-        raise FlowtraceError(f"recipe file '{path}' does not exist{hint}")
+        raise RecipeError(f"recipe file '{path}' does not exist{hint}")
     spec = importlib.util.spec_from_file_location(f"flowtrace_recipe_{file.stem}", file)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        code = f" ({err.text.strip()!r})" if err.text and err.text.strip() else ""
+        raise RecipeError(
+            f"recipe file '{path}', line {err.lineno}: {err.msg}{code}; fix the Python there"
+        ) from None
+    except Exception as err:  # the recipe's own code failed: point at its line, not ours
+        frames = traceback.extract_tb(err.__traceback__)
+        lines = [f.lineno for f in frames if Path(f.filename).resolve() == file.resolve()]
+        where = f", line {lines[-1]}" if lines else ""
+        raise RecipeError(
+            f"recipe file '{path}'{where}: {type(err).__name__}: {err}; fix the recipe there"
+        ) from None
     recipe = getattr(module, "recipe", None)
     if not isinstance(recipe, Recipe):
-        raise FlowtraceError(
+        raise RecipeError(
             f"recipe file '{path}' defines no `recipe = …` of a recipe kind "
             "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap, FlowMap)"
         )
+    check_groups(recipe, f"recipe file '{path}'")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
     return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")
+
+
+_TERM = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\[(?P<index>[^\]]+)\])?$")
+
+
+def check_groups(recipe: Recipe, where: str = "") -> None:
+    """Refuse a recipe whose edges or groups name a group no layout has (`vidoe -> last`),
+    before any model is loaded, with the closest names."""
+    where = where or f"recipe {recipe.name}"
+    if isinstance(recipe, Knockout):
+        recipe.labels()  # every label reads `a -> b`
+        for expr in recipe.edge_map().values():
+            _check_expression(expr, where)
+    elif isinstance(recipe, EffectivePathway):
+        for expr, _ in recipe.pathways.values():
+            _check_expression(expr, where)
+    elif isinstance(recipe, AttentionMap):
+        _check_expression(recipe.blocked, where)
+        for name in recipe.groups:
+            _check_term(name, f"{where}: group '{name}'", expand=("frame",))
+    elif isinstance(recipe, FlowMap):
+        for name in recipe.groups:
+            _check_term(name, f"{where}: group '{name}'", expand=("frame", "option"))
+
+
+def _check_expression(expression: str, where: str) -> None:
+    sides = expression.split("->")
+    if len(sides) != 2:
+        raise RecipeError(
+            f"{where}: edge '{expression}' must read `source -> target`, e.g. `video -> question`"
+        )
+    for side in sides:
+        for term in side.split(","):
+            _check_term(term.strip(), f"{where}: edge '{expression}'")
+
+
+def _check_term(term: str, where: str, expand: Sequence[str] = ()) -> None:
+    """One group term: a plain name, `family[index]`, or (in a group list) `family[*]`."""
+    if not term:
+        raise RecipeError(f"{where} has an empty group name")
+    match = _TERM.match(term)
+    if not match:
+        raise RecipeError(f"{where}: cannot read group '{term}'; {did_you_mean(term)}")
+    name, index = match["name"], match["index"]
+    if index is None:
+        if not is_group_name(name):
+            raise RecipeError(f"{where} names unknown group '{name}'; {did_you_mean(name)}")
+    elif index == "*" and expand:
+        if name not in expand:
+            raise RecipeError(
+                f"{where}: only {', '.join(f + '[*]' for f in expand)} expand here; "
+                f"{did_you_mean(name, family=True)}"
+            )
+    elif name not in FAMILIES:
+        raise RecipeError(
+            f"{where} names unknown group family '{name}[…]'; {did_you_mean(name, family=True)}"
+        )

@@ -17,6 +17,7 @@ from flowtrace.data import (
     validate_sample,
 )
 from flowtrace.data.synth import BACKGROUND, COLORS, generate
+from flowtrace.errors import DataError, OptionError
 
 
 def test_segment_indices_match_hand_computed_values():
@@ -113,7 +114,7 @@ def test_limit_is_spread_over_tasks(data: Path):
     assert [s.task for s in picked].count("Event Order") == 2
     assert {s.task for s in picked} == set(list_tasks(data))
     assert [s.task for s in read_samples(data, tasks=["1"])] == ["Moving Direction"] * 6
-    with pytest.raises(ValueError, match="0=Event Order"):
+    with pytest.raises(OptionError, match="0=Event Order"):
         read_samples(data, tasks=["Nope"])
 
 
@@ -131,7 +132,7 @@ def test_bad_samples_raise_clear_errors(data: Path, tmp_path: Path):
     wrong = sample.__class__(**{**sample.__dict__, "answer": "purple elephant"})
     with pytest.raises(SampleError, match="'purple elephant' is not among the candidates"):
         validate_sample(wrong)
-    with pytest.raises(ValueError, match="no json/ folder"):
+    with pytest.raises(DataError, match="no json/ folder"):
         read_samples(tmp_path)
 
 
@@ -161,3 +162,74 @@ def test_generator_reproduces_the_embedded_heldout_split(tmp_path: Path):
     sample = read_samples(EMBEDDED_DATA)[5]
     fresh = read_samples(again)[5]
     assert np.array_equal(read_frames(sample.video, 8), read_frames(fresh.video, 8))
+
+
+def _copy_with(data: Path, tmp_path: Path, task_file: str, entries: list[dict]) -> Path:
+    """A copy of the dataset whose one task file holds `entries`."""
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(data, root)
+    for other in (root / "json").glob("*.json"):
+        if other.name != task_file:
+            other.unlink()
+    (root / "json" / task_file).write_text(json.dumps(entries))
+    return root
+
+
+def test_more_options_than_letters_fail_that_sample_alone(data: Path, tmp_path: Path):
+    good = json.loads((data / "json" / "object_count.json").read_text())[0]
+    many = [f"choice {i}" for i in range(30)]
+    root = _copy_with(
+        data, tmp_path, "object_count.json", [good, {**good, "candidates": many, "answer": many[3]}]
+    )
+    first, second = read_samples(root)
+    validate_sample(first)
+    assert first.option_letters() == ("A", "B", "C", "D")
+    # Letters past Z would be '[', '\\', …: the sample fails with its reason, the run goes on.
+    assert second.candidates == ()
+    with pytest.raises(SampleError, match=r"Object Count/0001 has 30 options, more than the 26"):
+        validate_sample(second)
+    exactly = read_samples(
+        _copy_with(
+            data,
+            tmp_path / "b",
+            "object_count.json",
+            [{**good, "candidates": many[:26], "answer": many[25]}],
+        )
+    )[0]
+    validate_sample(exactly)
+    assert exactly.option_letters()[-1] == "Z" and exactly.answer_letter == "Z"
+
+
+def test_a_video_outside_the_dataset_folder_is_refused(data: Path, tmp_path: Path):
+    good = json.loads((data / "json" / "object_count.json").read_text())[0]
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"not yours")
+    entries = [
+        {**good, "video": "../../../secret.mp4"},  # climbs out of video/object_count/
+        {**good, "video": str(secret)},  # an absolute path elsewhere
+        {**good, "video": "../event_order/event_order_0000.mp4"},  # climbs, stays inside
+        {**good, "video": "linked.mp4"},  # a symlink inside the root to another disk
+    ]
+    root = _copy_with(data, tmp_path, "object_count.json", entries)
+    outside = tmp_path / "elsewhere.mp4"
+    (root / "video" / "object_count" / good["video"]).rename(outside)
+    (root / "video" / "object_count" / good["video"]).symlink_to(outside)
+    (root / "video" / "object_count" / "linked.mp4").symlink_to(outside)
+    climbing, absolute, inside, linked = read_samples(root)
+    for sample in (climbing, absolute):
+        with pytest.raises(SampleError, match="names a video outside the dataset folder"):
+            validate_sample(sample)
+    validate_sample(inside)
+    validate_sample(linked)
+
+
+def test_a_file_given_as_data_is_called_a_file(data: Path, tmp_path: Path):
+    file = data / "json" / "object_count.json"
+    with pytest.raises(DataError, match=r"is a file, not a dataset folder; pass the folder"):
+        read_samples(str(file))
+    with pytest.raises(DataError, match=r"is a file, not a folder; give tvbench:FOLDER"):
+        read_samples(f"tvbench:{file}")
+    with pytest.raises(DataError, match=r"is a file; give the dataset's folder"):
+        read_samples(file)

@@ -26,6 +26,7 @@ from flowtrace.data import (
     validate_sample,
 )
 from flowtrace.data.synth import generate, write_mp4
+from flowtrace.errors import DataError, OptionError
 from flowtrace.models.prompts import EVAL_MVBENCH, EVAL_VCGBENCH, SYSTEM_MVBENCH
 
 # decord cannot copy out frames of some tiny widths (16, 24, 48 px); 32 decodes cleanly.
@@ -231,7 +232,7 @@ def test_tasks_by_name_or_index_and_counts(tvbench: Path):
         "Action Antonym",
         "Object Count",
     }
-    with pytest.raises(ValueError, match="3=Moving Direction"):
+    with pytest.raises(OptionError, match="3=Moving Direction"):
         read_samples(spec, tasks=["Nope"])
 
 
@@ -260,7 +261,7 @@ def test_ratio_draws_the_reference_subset_per_task(tmp_path: Path):
     assert len(read_samples(root, tasks=["Action Count"], ratio=0.25)) == 1
     assert len(read_samples(root, ratio=5, limit=3)) == 3
     for bad in (0, -1, 2.5, float("nan")):
-        with pytest.raises(ValueError, match="--ratio"):
+        with pytest.raises(OptionError, match="ratio"):
             read_samples(root, ratio=bad)
 
 
@@ -703,15 +704,15 @@ def test_data_names_from_the_user_config(tvbench: Path, tmp_path: Path, monkeypa
     assert parse_data("open").kind == "tvbench-open"
     assert parse_data("rel").root == tmp_path / "conf" / "vcg"  # relative to the file
     assert read_samples("tv") == read_samples(tvbench)
-    with pytest.raises(ValueError, match="bad = '/no/kind' is not KIND:PATH"):
+    with pytest.raises(DataError, match="bad = '/no/kind' is not KIND:PATH"):
         parse_data("bad")
-    with pytest.raises(ValueError, match=r"no dataset of that name .*names there: bad, open"):
+    with pytest.raises(DataError, match=r"no dataset of that name .*names there: bad, open"):
         parse_data("nothere")
-    with pytest.raises(ValueError, match="unknown dataset kind 'tvbnech'"):
+    with pytest.raises(DataError, match="unknown dataset kind 'tvbnech'"):
         parse_data(f"tvbnech:{tvbench}")
-    with pytest.raises(ValueError, match="no such folder .*nowhere.*json/<task>.json"):
+    with pytest.raises(DataError, match="no such folder .*nowhere.*json/<task>.json"):
         parse_data(f"tvbench:{tmp_path / 'nowhere'}")
-    with pytest.raises(ValueError, match="no lvb_val.json"):
+    with pytest.raises(DataError, match="no lvb_val.json"):
         read_samples(f"longvideobench:{tvbench}")
 
 
@@ -803,7 +804,7 @@ def test_a_letter_scoring_recipe_fails_open_ended_samples_with_the_reason(vcgben
     )
     result = run(load_recipe("recipes/gen_prob.py"), options)
     assert result.counts == {"failed": 3}  # one per task (--ratio 1)
-    assert all("is open-ended" in reason for reason in result.reasons)
+    assert all("is open-ended" in reason for reason in result.reasons), result.reasons
     assert xr.open_zarr(tmp_path / "probe.zarr").attrs["ratio"] == 1
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from flowtrace.data.sample import Sample
+from flowtrace.errors import DataError
 
 
 def sample_id(task: str, index: int) -> str:
@@ -36,13 +37,13 @@ def load_json(file: Path) -> object:
     try:
         return json.loads(Path(file).read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{file}: not valid JSON ({err}); download the file again") from None
+        raise DataError(f"{file}: not valid JSON ({err}); download the file again") from None
 
 
 def json_list(file: Path) -> list[object]:
     entries = load_json(file)
     if not isinstance(entries, list):
-        raise ValueError(f"{file}: expected a JSON list of samples, found {type(entries).__name__}")
+        raise DataError(f"{file}: expected a JSON list of samples, found {type(entries).__name__}")
     return entries
 
 
@@ -55,7 +56,7 @@ def load_parquet(files: Iterable[Path]) -> list[dict[str, object]]:
         try:
             rows += pq.read_table(file).to_pylist()
         except (OSError, ValueError) as err:  # pyarrow's errors derive from these
-            raise ValueError(f"{file}: not a readable Parquet file ({err})") from None
+            raise DataError(f"{file}: not a readable Parquet file ({err})") from None
     return rows
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from flowtrace.data.annotations import broken, json_list, lacking, sample_id, text, text_list
 from flowtrace.data.sample import FrameRule, Sample
+from flowtrace.errors import DataError
 
 ANNOTATION = "lvb_val.json"
 FIELDS = ("video_path", "question", "candidates", "correct_choice", "duration")
@@ -26,7 +27,7 @@ class LongVideoBench:
     def _entries(self, root: Path) -> list[object]:
         file = root / ANNOTATION
         if not file.is_file():
-            raise ValueError(
+            raise DataError(
                 f"{root}: no {ANNOTATION}; a LongVideoBench folder holds {ANNOTATION} and videos/"
             )
         return json_list(file)

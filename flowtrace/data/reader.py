@@ -7,7 +7,9 @@ sample that `validate_sample` fails alone, so one bad entry never stops a run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import random
 import re
 from itertools import zip_longest
@@ -21,7 +23,10 @@ from flowtrace.data.tomato import TOMATO
 from flowtrace.data.tvbench import MVBENCH, TVBENCH, TVBENCH_OPEN
 from flowtrace.data.vcgbench import VCGBENCH
 from flowtrace.data.videomme import VIDEOMME
+from flowtrace.errors import DataError, OptionError
 
+# Options are shown as the letters A–Z, each one token in the tokenizers flowtrace reads.
+MAX_OPTIONS = 26
 # The reference's analysis scripts draw their `--test_ratio` subset with random.seed(42).
 REFERENCE_SEED = 42
 
@@ -50,8 +55,10 @@ def as_source(data: DataSource | Path | str) -> DataSource:
         return data
     if isinstance(data, Path):
         root = data.expanduser().absolute()
+        if root.is_file():
+            raise DataError(f"data={data} is a file; give the dataset's folder (json/ and video/)")
         if not root.is_dir():
-            raise ValueError(f"--data {data}: no such folder")
+            raise DataError(f"data={data}: no such folder")
         return DataSource(kind="tvbench", root=root, spec=str(data))
     return parse_data(data)
 
@@ -92,25 +99,56 @@ def read_samples(
     reader = _reader(source)
     names = sorted(reader.task_names(source.root))
     chosen = sorted({_resolve_task(str(t), names, source) for t in tasks}) if tasks else names
-    per_task = [reader.read_task(source.root, name) for name in chosen]
+    per_task = [
+        [screen(s, source.root) for s in reader.read_task(source.root, name)] for name in chosen
+    ]
     if ratio is not None:
         per_task = [subsample(samples, ratio, seed) for samples in per_task]
     if limit is None:
         return [s for samples in per_task for s in samples]
     if limit < 0:
-        raise ValueError(f"--limit {limit}: must be 0 or more")
+        raise OptionError("limit", f"{limit} is negative; give 0 or more")
     mixed = [s for group in zip_longest(*per_task) for s in group if s is not None]
     picked = {s.id for s in mixed[:limit]}
     # Task order in the output, so results read task by task.
     return [s for samples in per_task for s in samples if s.id in picked]
 
 
+def screen(sample: Sample, root: Path) -> Sample:
+    """The sample, or a copy that fails alone (its `problem` set) where it has more options than
+    there are letters, or names a video outside the dataset's folder."""
+    if sample.problem:
+        return sample
+    if not sample.open_ended and len(sample.candidates) > MAX_OPTIONS:
+        return dataclasses.replace(
+            sample,
+            candidates=(),
+            problem=f"has {len(sample.candidates)} options, more than the {MAX_OPTIONS} letters "
+            "A–Z that name them; keep at most 26 candidates",
+        )
+    if sample.video.name and not inside(sample.video, root):
+        return dataclasses.replace(
+            sample,
+            problem=f"names a video outside the dataset folder {root} ({sample.video}); "
+            "videos must lie under the folder given as data",
+        )
+    return sample
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether `path` lies under `root`: as written (a symlink under the root may point to
+    another disk) or, where it climbs with `..`, once resolved."""
+    if ".." not in path.parts and Path(os.path.abspath(path)).is_relative_to(os.path.abspath(root)):
+        return True
+    return path.resolve().is_relative_to(root.resolve())
+
+
 def subsample(samples: list[Sample], ratio: float, seed: int = REFERENCE_SEED) -> list[Sample]:
     """A seeded subset of one task's samples (see `read_samples`)."""
     if not math.isfinite(ratio) or ratio <= 0:
-        raise ValueError(f"--ratio {ratio}: need a share in (0, 1) or a count ≥ 1 per task")
+        raise OptionError("ratio", f"{ratio}: need a share in (0, 1) or a count ≥ 1 per task")
     if ratio >= 1 and ratio != int(ratio):
-        raise ValueError(f"--ratio {ratio}: a count per task must be a whole number")
+        raise OptionError("ratio", f"{ratio}: a count per task must be a whole number")
     count = int(ratio) if ratio >= 1 else max(1, int(len(samples) * ratio))
     return random.Random(seed).sample(samples, min(count, len(samples)))
 
@@ -126,7 +164,7 @@ def _resolve_task(task: str, names: list[str], source: DataSource) -> str:
         if _normal(name) == _normal(task):
             return name
     listing = ", ".join(f"{i}={n}" for i, n in enumerate(names))
-    raise ValueError(f"--task {task!r} is not a task of {source.spec}; tasks: {listing}")
+    raise OptionError("tasks", f"{task!r} is not a task of {source.spec}; tasks: {listing}")
 
 
 def validate_sample(sample: Sample, allow_open_ended: bool = False) -> None:
@@ -155,6 +193,7 @@ def validate_sample(sample: Sample, allow_open_ended: bool = False) -> None:
                 f"sample {sample.id} has {len(sample.candidates)} candidate; "
                 "a question needs 2 or more"
             )
+        sample.option_letters()  # more options than letters fail here
         if len(set(sample.candidates)) < len(sample.candidates):
             raise SampleError(f"sample {sample.id} repeats a candidate: {list(sample.candidates)}")
         sample.answer_index()
@@ -167,5 +206,5 @@ def validate_sample(sample: Sample, allow_open_ended: bool = False) -> None:
             )
     if not sample.video.exists():
         raise SampleError(
-            f"video not found: {sample.video} — check the dataset root given with --data"
+            f"video not found: {sample.video} — check the dataset folder given as data"
         )

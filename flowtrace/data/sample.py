@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowtrace.errors import DataError
+
 # How the reference code words a sample's question (see flowtrace.models.prompts.question_block):
 #   options  "Question: …\nOptions:\n(A) …"           MVBench, TVBench, TOMATO, LongVideoBench
 #   letters  "Question: …\nOptions:\nA. …\n"          Video-MME (its options carry the letters)
@@ -14,7 +16,7 @@ STYLES = ("options", "letters", "open", "plain")
 OPEN_ENDED_STYLES = ("open", "plain")
 
 
-class SampleError(Exception):
+class SampleError(DataError):
     """A problem with one sample (missing or corrupt video, bad annotation).
 
     The runner records the sample as failed with `str(err)` as the reason and goes on.
@@ -77,6 +79,11 @@ class Sample:
         candidates are never shown)."""
         if self.open_ended:
             return ()
+        if len(self.candidates) > 26:
+            raise SampleError(
+                f"sample {self.id} has {len(self.candidates)} options, more than the 26 letters "
+                "A–Z that name them; keep at most 26 candidates"
+            )
         return tuple(chr(ord("A") + i) for i in range(len(self.candidates)))
 
     @property

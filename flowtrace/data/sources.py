@@ -15,6 +15,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowtrace.errors import DataError
+
 # Dataset kinds and the layout each expects under its root (docs/data.md has the details).
 KINDS = {
     "tvbench": "json/<task>.json and video/<task>/ (FunAILab/TVBench)",
@@ -64,14 +66,20 @@ def parse_data(spec: str, config: Path | None = None) -> DataSource:
     if spec in names:
         return _named(spec, names[spec], config or config_path())
     kinds = ", ".join(KINDS)
+    if Path(spec).expanduser().is_file():
+        raise DataError(
+            f"data={spec} is a file, not a dataset folder; pass the folder that holds the "
+            f"benchmark (TVBench layout: json/<task>.json and video/), KIND:FOLDER ({kinds}), "
+            "'toy' or a name from " + str(config or config_path())
+        )
     if match:
-        raise ValueError(
-            f"--data {spec}: unknown dataset kind {match.group(1)!r}; write KIND:PATH with "
+        raise DataError(
+            f"data={spec}: unknown dataset kind {match.group(1)!r}; write KIND:PATH with "
             f"KIND one of {kinds}"
         )
     known = f" (names there: {', '.join(sorted(names))})" if names else ""
-    raise ValueError(
-        f"--data {spec}: no such folder, and no dataset of that name in "
+    raise DataError(
+        f"data={spec}: no such folder, and no dataset of that name in "
         f"{config or config_path()}{known}; pass 'toy', a folder, KIND:PATH ({kinds}) or a "
         "name from that file"
     )
@@ -81,17 +89,20 @@ def _source(kind: str, path: str, spec: str, base: Path | None = None) -> DataSo
     root = Path(path).expanduser()
     if base is not None and not root.is_absolute():
         root = base / root
-    if not path or not root.is_dir():
-        raise ValueError(
-            f"--data {spec}: no such folder {root}; a {kind} folder holds {KINDS[kind]}"
+    if path and root.is_file():
+        raise DataError(
+            f"data={spec}: {root} is a file, not a folder; give {kind}:FOLDER, the folder "
+            f"that holds {KINDS[kind]}"
         )
+    if not path or not root.is_dir():
+        raise DataError(f"data={spec}: no such folder {root}; a {kind} folder holds {KINDS[kind]}")
     return DataSource(kind=kind, root=root.absolute(), spec=spec)
 
 
 def _named(name: str, value: object, config: Path) -> DataSource:
     match = _KIND_PREFIX.match(value) if isinstance(value, str) else None
     if not match or match.group(1) not in KINDS:
-        raise ValueError(
+        raise DataError(
             f"{config}: {name} = {value!r} is not KIND:PATH; write e.g. "
             f'{name} = "tvbench:/data/TVBench" (kinds: {", ".join(KINDS)})'
         )
@@ -105,4 +116,4 @@ def _config_names(config: Path) -> dict[str, object]:
     try:
         return tomllib.loads(config.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config}: not valid TOML ({err}); fix or remove the file") from None
+        raise DataError(f"{config}: not valid TOML ({err}); fix or remove the file") from None

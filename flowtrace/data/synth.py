@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from flowtrace.data.video import segment_indices
+from flowtrace.errors import DataError
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (230, 30, 30),
@@ -185,7 +186,7 @@ def generate(
     chosen = tasks or list(TASKS)
     unknown = [t for t in chosen if t not in TASKS]
     if unknown:
-        raise ValueError(f"unknown synthetic task(s) {unknown}; choose from {list(TASKS)}")
+        raise DataError(f"unknown synthetic task(s) {unknown}; choose from {list(TASKS)}")
     for task in TASKS:
         if task not in chosen:
             continue

@@ -21,6 +21,7 @@ from flowtrace.data.annotations import (
     text_list,
 )
 from flowtrace.data.sample import Sample
+from flowtrace.errors import DataError
 
 # Task name (the reference's), JSON file, Hugging Face split.
 TASKS = {
@@ -49,7 +50,7 @@ class Tomato:
                 if shards:
                     found[name] = shards
         if not found:
-            raise ValueError(
+            raise DataError(
                 f"{root}: no TOMATO annotations; expected jsons/<task>.json, data/<task>.json or "
                 "data/<task>-*.parquet (count, direction, rotation, shape&trend, "
                 "velocity&frequency, visual_cues) next to videos/"
@@ -64,7 +65,7 @@ class Tomato:
         if files[0].suffix == ".json":
             data = load_json(files[0])
             if not isinstance(data, dict):
-                raise ValueError(f"{files[0]}: expected a JSON object of entries keyed by number")
+                raise DataError(f"{files[0]}: expected a JSON object of entries keyed by number")
             entries = list(data.values())  # file order, as the reference iterates them
         else:
             entries = load_parquet(files)

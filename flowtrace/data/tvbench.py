@@ -15,6 +15,7 @@ from pathlib import Path
 from flowtrace.data.annotations import broken, json_list, lacking, sample_id, seconds, text
 from flowtrace.data.open_ended import open_ended_sample
 from flowtrace.data.sample import FrameRule, Sample
+from flowtrace.errors import DataError
 
 FIELDS = ("video", "question", "candidates", "answer")
 
@@ -86,7 +87,7 @@ class JsonTasks:
     def _tasks(self, root: Path) -> dict[str, Task]:
         folder = root / "json"
         if not folder.is_dir():
-            raise ValueError(
+            raise DataError(
                 f"{root}: no json/ folder with task annotation files; a {self.kind} folder "
                 "holds json/<task>.json and video/ (see docs/data.md)"
             )
@@ -98,12 +99,12 @@ class JsonTasks:
             if task is None:
                 continue
             if task.name in tasks:
-                raise ValueError(
+                raise DataError(
                     f"{tasks[task.name].file} and {file.name} both name the task {task.name!r}"
                 )
             tasks[task.name] = task
         if not tasks:
-            raise ValueError(
+            raise DataError(
                 f"{root / 'json'}: none of the {self.kind} task files "
                 f"({', '.join(sorted(self.known))})"
             )

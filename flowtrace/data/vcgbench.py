@@ -13,6 +13,7 @@ from pathlib import Path
 
 from flowtrace.data.annotations import broken, first_existing, json_list, lacking, sample_id, text
 from flowtrace.data.sample import Sample
+from flowtrace.errors import DataError
 
 TASKS = {
     "consistency_qa": "Q1",
@@ -29,7 +30,7 @@ class VCGBench:
         folder = root / "Benchmarking_QA"
         files = {t: folder / f"{t}.json" for t in TASKS if (folder / f"{t}.json").is_file()}
         if not files:
-            raise ValueError(
+            raise DataError(
                 f"{root}: no Benchmarking_QA/{{generic_qa,temporal_qa,consistency_qa}}.json; a "
                 "VCGBench folder holds Benchmarking_QA/ and Test_Videos/"
             )

@@ -21,6 +21,7 @@ from flowtrace.data.annotations import (
     text_list,
 )
 from flowtrace.data.sample import Sample
+from flowtrace.errors import DataError
 
 FIELDS = ("question", "options", "answer", "task_type")
 VIDEO_SUFFIXES = ("mp4", "avi", "mov", "mkv")
@@ -33,7 +34,7 @@ class VideoMME:
     def _rows(self, root: Path) -> list[dict[str, object]]:
         shards = sorted((root / "videomme").glob("test-*.parquet"))
         if not shards:
-            raise ValueError(
+            raise DataError(
                 f"{root}: no videomme/test-*.parquet; a Video-MME folder holds "
                 "videomme/test-00000-of-00001.parquet and data/ with the videos"
             )
