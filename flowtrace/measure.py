@@ -1,16 +1,22 @@
-"""What each recipe kind measures per sample, written into that sample's slice of the cube."""
+"""What each recipe kind measures per sample, as plain arrays in that sample's record.
+
+A measure declares its `schema` (variables and dims), says per sample which knockouts it needs
+(`plan`: the pass batches them with other recipes' through one engine call) and records the rows
+that come back, or its own reads of the model (`fill`).
+"""
 
 from __future__ import annotations
 
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
-import xarray as xr
 
+from flowtrace.cube import CLEAN_VARIABLES, SampleRecord, Schema, Variable
 from flowtrace.data import Sample, SampleError
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
@@ -48,44 +54,26 @@ class Clean:
         return token_id == self.true_id
 
 
-def sample_cube(sample: Sample) -> xr.Dataset:
-    """One sample's coordinates (task, video, question, …) and its clean-pass slots."""
+def sample_record(sample: Sample, schema: Schema) -> SampleRecord:
+    """One sample's empty row: its coordinates (task, video, question, …) and unmeasured slots."""
     try:
         answer_letter = sample.answer_letter
     except SampleError:  # the sample fails validation with this reason
         answer_letter = ""
-
-    def per_sample(value: object) -> tuple[str, np.ndarray]:
-        return ("sample", np.asarray([value], dtype=object if isinstance(value, str) else None))
-
-    return xr.Dataset(
-        {
-            "clean_prob_pred": ("sample", np.full(1, np.nan, dtype=np.float32)),
-            "clean_prob_true": ("sample", np.full(1, np.nan, dtype=np.float32)),
-        },
-        coords={
-            "sample": np.asarray([sample.id], dtype=object),
-            "task": per_sample(sample.task),
-            "video": per_sample(str(sample.video)),
-            "question": per_sample(sample.question),
-            "candidates": per_sample(json.dumps(list(sample.candidates))),
-            "answer": per_sample(sample.answer),
-            "answer_letter": per_sample(answer_letter),
-            "clean_pred": per_sample(""),
-            "clean_correct": ("sample", np.zeros(1, dtype=bool)),
-            "status": per_sample("failed"),
-            "engine": per_sample(""),  # the knockout path that ran: fast, reference or both
-            "reason": per_sample(""),
-        },
+    record = schema.empty(sample.id)
+    record.coords.update(
+        task=sample.task,
+        video=str(sample.video),
+        question=sample.question,
+        candidates=json.dumps(list(sample.candidates)),
+        answer=sample.answer,
+        answer_letter=answer_letter,
     )
+    return record
 
 
 def measure_clean(
-    loaded: LoadedModel,
-    engine: ReferenceEngine,
-    prepared: Prepared,
-    sample: Sample,
-    cube: xr.Dataset,
+    loaded: LoadedModel, engine: ReferenceEngine, prepared: Prepared, sample: Sample
 ) -> Clean:
     probs = engine.clean(prepared.inputs)
     pred = int(probs.argmax())
@@ -94,41 +82,68 @@ def measure_clean(
         true_id = loaded.continuation_id(prepared.prompt, sample.answer)
     else:
         true_id = loaded.letter_id(letter)
-    clean = Clean(probs, pred, true_id, letter, loaded.decode(pred))
-    cube.coords["clean_pred"][:] = clean.text
-    cube.coords["clean_correct"][:] = clean.correct
-    cube["clean_prob_pred"][:] = float(probs[pred])
-    cube["clean_prob_true"][:] = float(probs[true_id])
-    return clean
+    return Clean(probs, pred, true_id, letter, loaded.decode(pred))
 
 
-def answer_variables(dims: tuple[str, ...], shape: tuple[int, ...]) -> dict:
+def record_clean(record: SampleRecord, clean: Clean) -> None:
+    record.coords["clean_pred"] = clean.text
+    record.coords["clean_correct"] = clean.correct
+    record.values["clean_prob_pred"][()] = float(clean.probs[clean.pred])
+    record.values["clean_prob_true"][()] = float(clean.probs[clean.true_id])
+
+
+ANSWER_VARIABLES = ("prob_pred", "prob_true", "rel_change_pred", "rel_change_true")
+
+
+def answer_variables(dims: tuple[str, ...]) -> dict[str, Variable]:
     """Slots for the answer under an intervention: probabilities, relative change, new argmax."""
-    nan = np.full(shape, np.nan, dtype=np.float32)
-    return {
-        "prob_pred": (dims, nan.copy()),
-        "prob_true": (dims, nan.copy()),
-        "rel_change_pred": (dims, nan.copy()),
-        "rel_change_true": (dims, nan.copy()),
-        "new_pred": (dims, np.full(shape, "", dtype=object)),
-        "correct": (dims, np.zeros(shape, dtype=bool)),
-    }
+    out = {name: Variable(dims, "float32", np.nan) for name in ANSWER_VARIABLES}
+    out["new_pred"] = Variable(dims, "str", "")
+    out["correct"] = Variable(dims, "bool", False)
+    return out
 
 
-def record_answer(
-    cube: xr.Dataset, at: dict, probs: torch.Tensor, clean: Clean, loaded: LoadedModel
+class Decoder:
+    """Token texts by id, decoded once per run (a sweep's argmaxes repeat a few ids)."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self.loaded, self.cache = loaded, {}
+
+    def __call__(self, token_id: int) -> str:
+        if token_id not in self.cache:
+            self.cache[token_id] = self.loaded.decode(token_id)
+        return self.cache[token_id]
+
+
+def record_answers(
+    record: SampleRecord, at: tuple, probs: torch.Tensor, clean: Clean, decode: Decoder
 ) -> None:
-    """Fill the answer slots at `at` from next-token probabilities under an intervention."""
-    new_id = int(probs.argmax())
-    new_text = loaded.decode(new_id)
+    """Fill the answer slots at the index arrays `at` from rows of next-token probabilities
+    (rows × V, on the model's device), read off in one transfer."""
+    picked = torch.stack(
+        [probs[:, clean.pred], probs[:, clean.true_id], probs.argmax(-1).to(probs.dtype)]
+    )
+    new_pred, new_true, new_ids = picked.double().cpu().numpy()
     p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
-    new_pred, new_true = float(probs[clean.pred]), float(probs[clean.true_id])
-    cube["prob_pred"][at] = new_pred
-    cube["prob_true"][at] = new_true
-    cube["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
-    cube["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
-    cube["new_pred"][at] = new_text
-    cube["correct"][at] = clean.is_correct(new_id, new_text)
+    texts = [decode(int(i)) for i in new_ids]
+    values = record.values
+    values["prob_pred"][at] = new_pred
+    values["prob_true"][at] = new_true
+    values["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
+    values["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
+    values["new_pred"][at] = np.asarray(texts, dtype=object)
+    values["correct"][at] = [
+        clean.is_correct(int(i), t) for i, t in zip(new_ids, texts, strict=True)
+    ]
+
+
+@dataclass
+class Plan:
+    """The knockouts a measure asks of the engine for one sample (batched with other recipes'
+    in one pass), and what it needs to record their rows."""
+
+    knockouts: list[KnockoutCondition] = field(default_factory=list)
+    context: Any = None
 
 
 class KnockoutMeasure:
@@ -156,37 +171,25 @@ class KnockoutMeasure:
         labels = recipe.labels()
         self.sources = list(dict.fromkeys(s for s, _ in labels))
         self.targets = list(dict.fromkeys(t for _, t in labels))
-
-    def empty(self, cube: xr.Dataset) -> xr.Dataset:
+        self.decode = Decoder(loaded)
         head = ("head",) if self.per_head else ()
-        dims = ("sample", "layer", *head, "source", "target")
-        sizes = {"layer": self.loaded.num_layers, "head": len(self.heads)}
-        shape = (1, *(sizes[d] for d in dims[1:-2]), len(self.sources), len(self.targets))
-        edges = np.zeros((1, len(self.sources), len(self.targets)), dtype=np.int64)
-        coords = {
-            "layer": np.arange(self.loaded.num_layers),
-            "source": np.asarray(self.sources, dtype=object),
-            "target": np.asarray(self.targets, dtype=object),
+        dims = ("layer", *head, "source", "target")
+        coords: dict[str, Sequence[object]] = {
+            "layer": np.arange(loaded.num_layers),
+            "source": self.sources,
+            "target": self.targets,
         }
         if self.per_head:
             coords["head"] = np.arange(len(self.heads))
-        replies = {}
+        variables = {**CLEAN_VARIABLES, **answer_variables(dims)}
         if self.generate:
-            replies = {
-                "clean_text": ("sample", np.full(1, "", dtype=object)),
-                "new_text": (dims, np.full(shape, "", dtype=object)),
-            }
-        return cube.assign(
-            {
-                **answer_variables(dims, shape),
-                **replies,
-                "blocked_edges": (("sample", "source", "target"), edges),
-            }
-        ).assign_coords(coords)
+            variables["clean_text"] = Variable((), "str", "")
+            variables["new_text"] = Variable(dims, "str", "")
+        # Missing (NaN) where the sample was not analysed: 0 would read as "nothing cut".
+        variables["blocked_edges"] = Variable(("source", "target"), "float64", np.nan)
+        self.schema = Schema(variables, coords)
 
-    def fill(
-        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
-    ) -> None:
+    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
         layout = prepared.layout
         absent = [] if self.recipe.skip_absent else self.recipe.absent_groups(layout)
         if absent:
@@ -198,86 +201,99 @@ class KnockoutMeasure:
         conditions = self.recipe.conditions(
             layout, self.loaded.num_layers, self.window, self.style, self.sweep, self.heads
         )
-        knockouts = [c.knockout for c in conditions]
-        texts: list[str] = []
+        # Replies run their own batched generation; first-token knockouts join the pass's batch.
+        knockouts = [] if self.generate else [c.knockout for c in conditions]
+        return Plan(knockouts, conditions)
+
+    def fill(
+        self,
+        engine: ReferenceEngine,
+        prepared: Prepared,
+        clean: Clean,
+        record: SampleRecord,
+        plan: Plan,
+        probs: torch.Tensor,
+    ) -> None:
+        conditions = plan.context
+        if not conditions:
+            return
         if self.generate:
             # The clean reply comes first, as one more row of the same batched generation.
             probs, ids = engine.generate(
                 prepared.inputs,
-                [KnockoutCondition({}), *knockouts],
+                [KnockoutCondition({}), *(c.knockout for c in conditions)],
                 self.generate,
                 self.loaded.stop_ids(),
             )
             texts = [self.loaded.reply(row) for row in ids.tolist()]
-            cube["clean_text"][0] = texts.pop(0)
+            record.values["clean_text"][()] = texts.pop(0)
             probs = probs[1:]
-        else:
-            probs = engine.knockout(prepared.inputs, knockouts)
-        for index, (condition, row) in enumerate(zip(conditions, probs, strict=True)):
-            pair = {
-                "source": self.sources.index(condition.source),
-                "target": self.targets.index(condition.target),
-            }
-            at = {"sample": 0, "layer": condition.layer, **pair}
-            if self.per_head:
-                at["head"] = condition.heads[0]
-            record_answer(cube, at, row, clean, self.loaded)
-            if texts:
-                cube["new_text"][at] = texts[index]
-            cube["blocked_edges"][{"sample": 0, **pair}] = condition.edges
+        sources = [self.sources.index(c.source) for c in conditions]
+        targets = [self.targets.index(c.target) for c in conditions]
+        layers = [c.layer for c in conditions]
+        head = ([c.heads[0] for c in conditions],) if self.per_head else ()
+        at = (layers, *head, sources, targets)
+        record_answers(record, at, probs, clean, self.decode)
+        if self.generate:
+            record.values["new_text"][at] = np.asarray(texts, dtype=object)
+        record.values["blocked_edges"][sources, targets] = [c.edges for c in conditions]
 
 
-class ProbeMeasure:
+class _ReadsCleanPass:
+    """Measures that ask no knockout of the pass: they run their own reads in `fill`."""
+
+    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
+        return Plan()
+
+
+class ProbeMeasure(_ReadsCleanPass):
     """Logit lens at the last token: option-letter probabilities and top-k tokens per layer."""
 
     def __init__(self, recipe: LayerProbe, loaded: LoadedModel, num_options: int) -> None:
         self.recipe, self.loaded = recipe, loaded
         self.letters = [chr(ord("A") + i) for i in range(num_options)]
-
-    def empty(self, cube: xr.Dataset) -> xr.Dataset:
-        layers, k = self.loaded.num_layers, self.recipe.top_k
-        nan = np.full((1, layers, len(LENSES)), np.nan, dtype=np.float32)
-        return cube.assign(
+        self.decode = Decoder(loaded)
+        lens = ("layer", "lens")
+        self.schema = Schema(
             {
-                "prob_option": (
-                    ("sample", "layer", "lens", "option"),
-                    np.full((1, layers, len(LENSES), len(self.letters)), np.nan, np.float32),
-                ),
-                "prob_true": (("sample", "layer", "lens"), nan.copy()),
-                "prob_false": (("sample", "layer", "lens"), nan.copy()),
-                "top_token": (
-                    ("sample", "layer", "lens", "k"),
-                    np.full((1, layers, len(LENSES), k), "", dtype=object),
-                ),
-                "top_prob": (
-                    ("sample", "layer", "lens", "k"),
-                    np.full((1, layers, len(LENSES), k), np.nan, np.float32),
-                ),
-            }
-        ).assign_coords(
-            layer=np.arange(layers),
-            lens=np.asarray(LENSES, dtype=object),
-            option=np.asarray(self.letters, dtype=object),
-            k=np.arange(k),
+                **CLEAN_VARIABLES,
+                "prob_option": Variable((*lens, "option"), "float32", np.nan),
+                "prob_true": Variable(lens, "float32", np.nan),
+                "prob_false": Variable(lens, "float32", np.nan),
+                "top_token": Variable((*lens, "k"), "str", ""),
+                "top_prob": Variable((*lens, "k"), "float32", np.nan),
+            },
+            {
+                "layer": np.arange(loaded.num_layers),
+                "lens": LENSES,
+                "option": self.letters,
+                "k": np.arange(recipe.top_k),
+            },
         )
 
     def fill(
-        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+        self,
+        engine: ReferenceEngine,
+        prepared: Prepared,
+        clean: Clean,
+        record: SampleRecord,
+        plan: Plan,
+        probs: torch.Tensor,
     ) -> None:
-        layout = prepared.layout
+        layout, values = prepared.layout, record.values
         ids = torch.tensor([self.loaded.letter_id(x) for x in layout.option_letters])
         is_true = torch.tensor([x == layout.true_letter for x in layout.option_letters])
         states = engine.states(prepared.inputs, [-1])[:, 0]  # one forward for both lenses
         for lens_index, lens in enumerate(LENSES):
-            probs = engine.unembed(states, norm=lens == "norm")  # (layers, V)
-            options = probs[:, ids]
-            cube["prob_option"][0, :, lens_index, : len(ids)] = options.numpy()
-            cube["prob_true"][0, :, lens_index] = options[:, is_true].sum(-1).numpy()
-            cube["prob_false"][0, :, lens_index] = options[:, ~is_true].mean(-1).numpy()
-            top = probs.topk(self.recipe.top_k, dim=-1)
-            cube["top_prob"][0, :, lens_index] = top.values.numpy()
-            words = [[self.loaded.decode(int(t)) for t in row] for row in top.indices]
-            cube["top_token"][0, :, lens_index] = np.asarray(words, dtype=object)
+            lensed = engine.unembed(states, norm=lens == "norm").cpu()  # (layers, V)
+            options = lensed[:, ids]
+            values["prob_option"][:, lens_index, : len(ids)] = options.numpy()
+            values["prob_true"][:, lens_index] = options[:, is_true].sum(-1).numpy()
+            values["prob_false"][:, lens_index] = options[:, ~is_true].mean(-1).numpy()
+            top = lensed.topk(self.recipe.top_k, dim=-1)
+            values["top_prob"][:, lens_index] = top.values.numpy()
+            words = [[self.decode(int(t)) for t in row] for row in top.indices]
+            values["top_token"][:, lens_index] = np.asarray(words, dtype=object)
 
 
 class PathwayMeasure:
@@ -287,17 +303,18 @@ class PathwayMeasure:
 
     def __init__(self, recipe: EffectivePathway, loaded: LoadedModel, seed: int) -> None:
         self.recipe, self.loaded, self.seed = recipe, loaded, seed
+        self.decode = Decoder(loaded)
+        dims = ("condition",)
+        self.schema = Schema(
+            {
+                **CLEAN_VARIABLES,
+                **answer_variables(dims),
+                "edges_kept_pct": Variable(dims, "float32", np.nan),
+            },
+            {"condition": self.CONDITIONS},
+        )
 
-    def empty(self, cube: xr.Dataset) -> xr.Dataset:
-        dims, shape = ("sample", "condition"), (1, len(self.CONDITIONS))
-        kept = np.full(shape, np.nan, dtype=np.float32)
-        return cube.assign(
-            {**answer_variables(dims, shape), "edges_kept_pct": (dims, kept)}
-        ).assign_coords(condition=np.asarray(self.CONDITIONS, dtype=object))
-
-    def fill(
-        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
-    ) -> None:
+    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
         layout, layers = prepared.layout, self.loaded.num_layers
         counted = counted_edges(layout)
         total = int(counted.sum()) * layers
@@ -308,79 +325,104 @@ class PathwayMeasure:
             n = int(self.recipe.random_ratio * int(counted.sum()))
             budget = dict.fromkeys(range(layers), n)
         # Seeded by the run seed and the sample, so a rerun draws the same random cuts.
-        seed = zlib.crc32(f"{self.seed}/{cube['sample'].values[0]}".encode())
+        seed = zlib.crc32(f"{self.seed}/{sample_id}".encode())
         random = random_plan(counted, budget, torch.Generator().manual_seed(seed))
         plans = (pathway, random)
-        probs = engine.knockout(prepared.inputs, [KnockoutCondition(p) for p in plans])
-        for index, (plan, row) in enumerate(zip(plans, probs, strict=True)):
-            at = {"sample": 0, "condition": index}
-            cut = sum(int((blocked & counted).sum()) for blocked in plan.values())
-            record_answer(cube, at, row, clean, self.loaded)
-            cube["edges_kept_pct"][at] = 100 * (1 - cut / total)
+        kept = [
+            100 * (1 - sum(int((b & counted).sum()) for b in plan.values()) / total)
+            for plan in plans
+        ]
+        return Plan([KnockoutCondition(p) for p in plans], kept)
+
+    def fill(
+        self,
+        engine: ReferenceEngine,
+        prepared: Prepared,
+        clean: Clean,
+        record: SampleRecord,
+        plan: Plan,
+        probs: torch.Tensor,
+    ) -> None:
+        at = (np.arange(len(self.CONDITIONS)),)
+        record_answers(record, at, probs, clean, self.decode)
+        record.values["edges_kept_pct"][:] = plan.context
 
 
-class VideoLensMeasure:
+class VideoLensMeasure(_ReadsCleanPass):
     """Top-k tokens of the logit lens (with the final norm) at every video token and layer."""
 
     def __init__(self, recipe: VideoLogitLens, loaded: LoadedModel, grid: tuple[int, int, int]):
         self.recipe, self.loaded, self.grid = recipe, loaded, grid
-
-    def empty(self, cube: xr.Dataset) -> xr.Dataset:
-        frames, height, width = self.grid
-        dims = ("sample", "layer", "frame", "h", "w", "k")
-        shape = (1, self.loaded.num_layers, frames, height, width, self.recipe.top_k)
-        return cube.assign(
+        self.decode = Decoder(loaded)
+        frames, height, width = grid
+        dims = ("layer", "frame", "h", "w", "k")
+        self.schema = Schema(
             {
-                "top_token": (dims, np.full(shape, "", dtype=object)),
-                "top_prob": (dims, np.full(shape, np.nan, dtype=np.float32)),
-            }
-        ).assign_coords(
-            layer=np.arange(self.loaded.num_layers),
-            frame=np.arange(frames),
-            h=np.arange(height),
-            w=np.arange(width),
-            k=np.arange(self.recipe.top_k),
+                **CLEAN_VARIABLES,
+                "top_token": Variable(dims, "str", ""),
+                "top_prob": Variable(dims, "float32", np.nan),
+            },
+            {
+                "layer": np.arange(loaded.num_layers),
+                "frame": np.arange(frames),
+                "h": np.arange(height),
+                "w": np.arange(width),
+                "k": np.arange(recipe.top_k),
+            },
         )
 
     def fill(
-        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+        self,
+        engine: ReferenceEngine,
+        prepared: Prepared,
+        clean: Clean,
+        record: SampleRecord,
+        plan: Plan,
+        probs: torch.Tensor,
     ) -> None:
-        layout = prepared.layout
-        positions = layout.video_positions()  # (T, H, W)
-        probs = engine.logit_lens(prepared.inputs, norm=True, positions=positions.ravel().tolist())
-        top = probs.topk(self.recipe.top_k, dim=-1)  # (layers, T·H·W, k)
+        positions = prepared.layout.video_positions()  # (T, H, W)
+        lensed = engine.logit_lens(prepared.inputs, norm=True, positions=positions.ravel().tolist())
+        top = lensed.topk(self.recipe.top_k, dim=-1)  # (layers, T·H·W, k)
         shape = (self.loaded.num_layers, *positions.shape, self.recipe.top_k)
-        words = np.asarray(
-            [self.loaded.decode(int(t)) for t in top.indices.ravel()], dtype=object
-        ).reshape(shape)
-        cube["top_token"][0] = words
-        cube["top_prob"][0] = top.values.reshape(shape).numpy()
+        ids = top.indices.cpu().numpy()
+        unique, inverse = np.unique(ids, return_inverse=True)
+        words = np.asarray([self.decode(int(t)) for t in unique], dtype=object)
+        record.values["top_token"][...] = words[inverse].reshape(shape)
+        record.values["top_prob"][...] = top.values.reshape(shape).cpu().numpy()
 
 
-class AttentionMeasure:
+class AttentionMeasure(_ReadsCleanPass):
     """Group-to-group attention mass per layer and head, clean and with the recipe's cut."""
 
     CONDITIONS = ("clean", "blocked")
 
     def __init__(self, recipe: AttentionMap, loaded: LoadedModel, names: list[str]) -> None:
         self.recipe, self.loaded, self.names = recipe, loaded, names
-
-    def empty(self, cube: xr.Dataset) -> xr.Dataset:
-        heads = self.loaded.model.config.get_text_config().num_attention_heads
-        shape = (1, 2, self.loaded.num_layers, heads, len(self.names), len(self.names))
-        dims = ("sample", "condition", "layer", "head", "target", "source")
-        return cube.assign(
-            {"attention": (dims, np.full(shape, np.nan, dtype=np.float32))}
-        ).assign_coords(
-            condition=np.asarray(self.CONDITIONS, dtype=object),
-            layer=np.arange(self.loaded.num_layers),
-            head=np.arange(heads),
-            target=np.asarray(self.names, dtype=object),
-            source=np.asarray(self.names, dtype=object),
+        heads = loaded.model.config.get_text_config().num_attention_heads
+        self.schema = Schema(
+            {
+                **CLEAN_VARIABLES,
+                "attention": Variable(
+                    ("condition", "layer", "head", "target", "source"), "float32", np.nan
+                ),
+            },
+            {
+                "condition": self.CONDITIONS,
+                "layer": np.arange(loaded.num_layers),
+                "head": np.arange(heads),
+                "target": names,
+                "source": names,
+            },
         )
 
     def fill(
-        self, engine: ReferenceEngine, prepared: Prepared, clean: Clean, cube: xr.Dataset
+        self,
+        engine: ReferenceEngine,
+        prepared: Prepared,
+        clean: Clean,
+        record: SampleRecord,
+        plan: Plan,
+        probs: torch.Tensor,
     ) -> None:
         layout = prepared.layout
         groups = torch.zeros(len(self.names), layout.seq_len)
@@ -392,4 +434,7 @@ class AttentionMeasure:
             KnockoutCondition.window(cut, range(self.loaded.num_layers)),
         ]
         mass = engine.attention_mass(prepared.inputs, groups, conditions)
-        cube["attention"][0] = mass.cpu().numpy()
+        record.values["attention"][...] = mass.cpu().numpy()
+
+
+Measure = KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure | AttentionMeasure

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import xarray as xr
 
+from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
+from flowtrace.pipeline.options import RunOptions
 from flowtrace.recipe import Recipe
-from flowtrace.runner import RunOptions
-from flowtrace.store import SAMPLE, CubeStore
+from flowtrace.store import CubeStore
 
 IN_FLIGHT = 2  # samples queued per worker, so a worker never waits for the driver between two
 MAX_ATTEMPTS = 3  # worker deaths one sample may cause before the run stops
@@ -50,7 +50,7 @@ class SampleWorker:
     def __init__(
         self, recipe: Recipe, options: RunOptions, root: Path, samples: list[Sample], threads: int
     ) -> None:
-        from flowtrace.runner import prepare_analysis
+        from flowtrace.pipeline.analysis import prepare_analysis
 
         if threads:  # CPU workers: one core each, not every core each
             torch.set_num_threads(threads)
@@ -62,14 +62,15 @@ class SampleWorker:
         except Exception as err:  # noqa: BLE001 - re-raised by plan() in the driver
             self.error = err
 
-    def plan(self) -> tuple[dict[str, Any], str, int]:
-        """The store's attrs and path as this worker sees them, and its process id."""
+    def plan(self) -> tuple[dict[str, Any], str, int, Any]:
+        """The store's attrs, path and schema as this worker sees them, and its process id."""
         if self.error is not None:
             raise self.error
-        return self.analysis.attrs, str(self.analysis.out), os.getpid()
+        analysis = self.analysis
+        return analysis.attrs, str(analysis.out), os.getpid(), analysis.measure.schema
 
-    def analyse(self, index: int) -> xr.Dataset:
-        from flowtrace.runner import analyse_sample
+    def analyse(self, index: int) -> SampleRecord:
+        from flowtrace.pipeline.analysis import analyse_sample
 
         return analyse_sample(self.analysis, self.samples[index])
 
@@ -153,8 +154,11 @@ class _Pool:
         self.starting[actor.plan.remote()] = actor
 
     def run(self, progress: Progress | None) -> tuple[Path, int, int]:
+        with self._open_store() as store:
+            return self._run(store, progress)
+
+    def _run(self, store: CubeStore, progress: Progress | None) -> tuple[Path, int, int]:
         ray, errors = self.ray, self.ray.exceptions
-        store = self._open_store()
         todo = [i for i, s in enumerate(self.samples) if s.id not in store.done]
         total, resumed = len(self.samples), len(self.samples) - len(todo)
         for done in range(1, resumed + 1):
@@ -163,9 +167,8 @@ class _Pool:
         queue = deque(todo)
         attempts: Counter[int] = Counter()
         in_flight: dict[Any, tuple[Any, int]] = {}  # analyse() ref -> (actor, sample index)
-        ready: dict[int, xr.Dataset] = {}  # finished, waiting for the samples before them
+        ready: dict[int, SampleRecord] = {}  # finished, waiting for the samples before them
         written, retried, finished = 0, 0, resumed
-        fresh = not store.done
         while written < len(todo):
             for actor in self.live:
                 while self.live[actor] < IN_FLIGHT and queue:
@@ -200,17 +203,13 @@ class _Pool:
             ready[index] = cube
             finished += 1
             if progress:
-                progress(finished, total, str(cube["status"].values[0]))
+                progress(finished, total, cube.status)
             batch = []
             while written < len(todo) and todo[written] in ready:
                 batch.append(ready.pop(todo[written]))
                 written += 1
-            if batch and fresh:
-                # The first write fixes the chunks: one sample each, as in a serial run.
-                store.append(batch.pop(0))
-                fresh = False
             if batch:
-                store.append(batch[0] if len(batch) == 1 else _concat(batch))
+                store.append(batch)  # the store's writer thread batches them further
         return store.path, resumed, retried
 
     def _open_store(self) -> CubeStore:
@@ -221,12 +220,19 @@ class _Pool:
             [ref], _ = self.ray.wait(list(self.starting), num_returns=1)
             plan = self._started(ref)
             if plan is not None:
-                attrs, out, _ = plan
+                attrs, out, _, schema = plan
                 attrs = {
                     **attrs,
                     "executor": f"ray ({len(self.live) + len(self.starting)} workers)",
                 }
-                return CubeStore(self.options.out or Path(out), attrs, self.options.overwrite)
+                return CubeStore(
+                    self.options.out or Path(out),
+                    attrs,
+                    self.options.overwrite,
+                    schema=schema,
+                    flush_samples=self.options.flush_samples,
+                    flush_seconds=self.options.flush_seconds,
+                )
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _started(self, ref: Any) -> tuple[dict[str, Any], str, int] | None:
@@ -278,11 +284,6 @@ def _worker_shape(ray: Any, options: RunOptions, samples: int) -> tuple[int, dic
     if options.workers is not None:
         count = min(count, options.workers)
     return max(1, min(count, samples)), shape, threads
-
-
-def _concat(cubes: list[xr.Dataset]) -> xr.Dataset:
-    # Only per-sample variables gain the sample dim; shared coords (layer, source, …) stay as is.
-    return xr.concat(cubes, dim=SAMPLE, data_vars="minimal", coords="minimal", compat="override")
 
 
 def _cause(err: Exception) -> BaseException:

@@ -28,7 +28,7 @@ from flowtrace.errors import FlowtraceError
 
 if TYPE_CHECKING:
     from flowtrace.models import LoadedModel
-    from flowtrace.runner import RunOptions
+    from flowtrace.pipeline.options import RunOptions
 
 SIMULATED = "local"  # --serve local: the server's side of a request, run in this process
 # What an NDIF server has installed besides the standard library and nnsight's own dependencies

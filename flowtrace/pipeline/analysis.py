@@ -1,0 +1,256 @@
+"""What a process needs to analyse samples, built once (by the driver, or by each Ray worker),
+and one sample analysed by every recipe of a pass."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from flowtrace.cube import SampleRecord
+from flowtrace.data import Sample, SampleError, sample_frames, validate_sample
+from flowtrace.engine import ReferenceEngine, make_engine
+from flowtrace.errors import OptionError
+from flowtrace.measure import (
+    Clean,
+    Measure,
+    Plan,
+    measure_clean,
+    record_clean,
+    sample_record,
+)
+from flowtrace.models import LoadedModel, Prepared, load_model
+from flowtrace.pipeline.kinds import kind_of
+from flowtrace.pipeline.options import RunOptions, default_out, resolve_data, settle
+from flowtrace.pipeline.provenance import provenance
+from flowtrace.recipe import Knockout, Recipe
+from flowtrace.scale.remote import remote_trace_kwargs, route_traces
+
+
+@dataclass
+class Analysis:
+    """One recipe set up on a loaded model: its engine, measure, store path and provenance."""
+
+    recipe: Recipe
+    options: RunOptions
+    loaded: LoadedModel
+    engine: ReferenceEngine
+    measure: Measure
+    frames: int
+    attrs: dict[str, str | int | float]  # the store's provenance
+    out: Path
+    open_ended: bool = False  # whether the recipe analyses open-ended samples
+
+
+def with_generate(recipe: Recipe, generate: int | None) -> Recipe:
+    """The recipe with `generate=N` applied (knockout recipes only)."""
+    if generate is None:
+        return recipe
+    if not isinstance(recipe, Knockout):
+        raise OptionError(
+            "generate",
+            f"recipe {recipe.name} is a {type(recipe).__name__}; greedy replies under knockout "
+            "are for knockout recipes (e.g. recipes/open_ended.py)",
+        )
+    if generate < 0:
+        raise OptionError("generate", f"{generate}: give the reply's length in tokens (≥ 0)")
+    return dataclasses.replace(recipe, generate=generate)
+
+
+def prepare_analyses(
+    recipes: list[Recipe],
+    options: RunOptions,
+    root: Path,
+    samples: list[Sample],
+    loaded: LoadedModel | None = None,
+) -> list[Analysis]:
+    """Load the model once (unless given) and set up each recipe on it; recipes that use the same
+    engine share it, so a pass runs one clean forward per sample for all of them."""
+    torch.manual_seed(options.seed)
+    recipes = [with_generate(r, options.generate) for r in recipes]
+    needs = {kind_of(r).attn for r in recipes} - {None}
+    if needs and len(recipes) > 1:
+        raise OptionError(
+            "recipes",
+            f"{', '.join(r.name for r in recipes if kind_of(r).attn)} needs {needs.pop()} "
+            "attention, which would change the other recipes' numbers: run it on its own",
+        )
+    attn = next(iter(needs)) if needs else options.attn
+    loaded = loaded or load_model(
+        options.model,
+        device=options.device,
+        dtype=options.dtype,
+        attn=attn,
+        adapter=options.adapter,
+        pooling=options.pooling,
+        lora=options.lora,
+    )
+    settled = settle(
+        options,
+        loaded.num_layers,
+        loaded.adapter.default_frames,
+        lambda frames: loaded.adapter.video_grid(loaded, frames)[0],
+    )
+    trace_kwargs, trace_target = remote_trace_kwargs(options)
+    route_traces(loaded, trace_kwargs)
+    source = resolve_data(options.data)
+    engines: dict[str, ReferenceEngine] = {}
+    folder = options.out if len(recipes) > 1 else None
+    names = [r.name for r in recipes]
+    if len(set(names)) < len(names):
+        raise OptionError("recipes", f"{', '.join(names)}: each recipe may appear once in a pass")
+    analyses = []
+    for recipe in recipes:
+        kind = kind_of(recipe)
+        knocks_out = kind.knocks_out and not options.eval_only
+        # Generation has no shortcut (docs/design.md): its replies run the reference path.
+        generates = isinstance(recipe, Knockout) and recipe.generate > 0
+        if trace_kwargs and generates:
+            raise OptionError(
+                "generate",
+                f"{recipe.generate} with remote/serve: a reply's steps share a K/V cache that "
+                "would stay on the server between traces; generate locally, or pass generate 0 "
+                "for the first-token scores alone",
+            )
+        engine_name = options.engine if knocks_out and not generates else "reference"
+        if trace_kwargs:
+            # Only whole nnsight traces travel to a server; the fast engine runs modules itself.
+            engine_name = "reference"
+        if engine_name not in engines:
+            engines[engine_name] = make_engine(engine_name, loaded, options.batch_size)
+        engine = engines[engine_name]
+        if folder is not None or options.out is None:
+            out = default_out(recipe.name, loaded.model_id, options.data, folder)
+        else:
+            out = options.out
+        attrs = provenance(recipe, loaded, options, source.kind, root, settled, engine.name)
+        attrs.update(executor=options.executor, traces=trace_target)
+        measure = kind.measure(recipe, loaded, options, settled, samples)
+        analyses.append(
+            Analysis(
+                recipe,
+                options,
+                loaded,
+                engine,
+                measure,
+                settled.frames,
+                attrs,
+                out,
+                kind.open_ended,
+            )
+        )
+    return analyses
+
+
+def prepare_analysis(
+    recipe: Recipe,
+    options: RunOptions,
+    root: Path,
+    samples: list[Sample],
+    loaded: LoadedModel | None = None,
+) -> Analysis:
+    return prepare_analyses([recipe], options, root, samples, loaded)[0]
+
+
+def load_inputs(analysis: Analysis, sample: Sample) -> Prepared:
+    """Decode the sample's frames (its bound and the benchmark's rule) and build the model's
+    inputs; the prefetcher runs this ahead of the model."""
+    validate_sample(sample, allow_open_ended=True)
+    video = sample_frames(sample, analysis.frames)
+    return analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
+
+
+def analyse_sample(
+    analyses: list[Analysis] | Analysis,
+    sample: Sample,
+    prepared: Prepared | SampleError | None = None,
+) -> list[SampleRecord] | SampleRecord:
+    """One sample's records, a record per analysis; the serial pass and every Ray worker call
+    exactly this. `prepared`: the inputs (or the reason they could not be made) if the
+    prefetcher made them already."""
+    single = not isinstance(analyses, list)
+    group = [analyses] if single else analyses
+    records = [sample_record(sample, a.measure.schema) for a in group]
+    if prepared is None:
+        try:
+            prepared = load_inputs(group[0], sample)
+        except SampleError as err:
+            prepared = err
+    live: list[int] = []
+    for index, analysis in enumerate(group):
+        try:
+            if isinstance(prepared, SampleError):
+                raise prepared
+            if sample.open_ended and not analysis.open_ended:
+                validate_sample(sample, allow_open_ended=False)  # raises with its reason
+            live.append(index)
+        except SampleError as err:
+            _failed(records[index], err)
+    if live and not isinstance(prepared, SampleError):
+        _measure(group, records, live, sample, prepared)
+    return records[0] if single else records
+
+
+def _failed(record: SampleRecord, err: SampleError) -> None:
+    record.coords["status"] = "failed"
+    record.coords["reason"] = str(err)
+
+
+def _measure(
+    group: list[Analysis],
+    records: list[SampleRecord],
+    live: list[int],
+    sample: Sample,
+    prepared: Prepared,
+) -> None:
+    cleans: dict[int, Clean] = {}  # one clean pass per engine
+    plans: dict[int, Plan] = {}
+    for index in list(live):
+        analysis, record = group[index], records[index]
+        options = analysis.options
+        try:
+            key = id(analysis.engine)
+            if key not in cleans:
+                cleans[key] = measure_clean(analysis.loaded, analysis.engine, prepared, sample)
+            clean = cleans[key]
+            record_clean(record, clean)
+            if options.eval_only:
+                record.coords["status"] = "ok"
+            elif excluded(options.sample_mode, clean.correct):
+                record.coords["status"] = "skipped"
+                verdict = "right" if clean.correct else "wrong"
+                record.coords["reason"] = (
+                    f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
+                )
+            else:
+                plans[index] = analysis.measure.plan(prepared, sample.id)
+        except SampleError as err:
+            _failed(record, err)
+    # Every recipe's knockouts on one engine go through it as one batch.
+    by_engine: dict[int, list[int]] = {}
+    for index in plans:
+        by_engine.setdefault(id(group[index].engine), []).append(index)
+    for indices in by_engine.values():
+        engine = group[indices[0]].engine
+        knockouts = [k for i in indices for k in plans[i].knockouts]
+        rows = engine.knockout(prepared.inputs, knockouts) if knockouts else None
+        start = 0
+        for index in indices:
+            analysis, record, plan = group[index], records[index], plans[index]
+            count = len(plan.knockouts)
+            mine = rows[start : start + count] if rows is not None else None
+            start += count
+            try:
+                clean = cleans[id(engine)]
+                analysis.measure.fill(engine, prepared, clean, record, plan, mine)
+                record.coords["engine"] = "+".join(sorted(engine.used))
+                record.coords["engine_note"] = getattr(engine, "fallback_reason", "") or ""
+                record.coords["status"] = "ok"
+            except SampleError as err:
+                _failed(record, err)
+
+
+def excluded(sample_mode: str, correct: bool) -> bool:
+    return (sample_mode == "correct" and not correct) or (sample_mode == "wrong" and correct)

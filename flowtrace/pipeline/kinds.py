@@ -1,0 +1,117 @@
+"""Each recipe kind's measure, in one registry: the runner asks it, never an isinstance chain.
+
+A new kind registers here (and its figure with `flowtrace.plots`): `register_kind(MyRecipe,
+Kind(make_measure, knocks_out=…, open_ended=…))`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from flowtrace.data import Sample
+from flowtrace.errors import OptionError, RecipeError
+from flowtrace.measure import (
+    AttentionMeasure,
+    KnockoutMeasure,
+    Measure,
+    PathwayMeasure,
+    ProbeMeasure,
+    VideoLensMeasure,
+)
+from flowtrace.models import LoadedModel
+from flowtrace.pipeline.options import RunOptions, Settled
+from flowtrace.recipe import (
+    AttentionMap,
+    EffectivePathway,
+    FlowMap,
+    Knockout,
+    LayerProbe,
+    Recipe,
+    VideoLogitLens,
+)
+
+MakeMeasure = Callable[[Recipe, LoadedModel, RunOptions, Settled, list[Sample]], Measure]
+
+
+@dataclass(frozen=True)
+class Kind:
+    measure: MakeMeasure
+    knocks_out: bool = False  # runs knockouts (the fast engine applies)
+    open_ended: bool = False  # analyses open-ended samples (the reference answer's first token)
+    attn: str | None = None  # the attention implementation it needs (eager: attention weights)
+
+
+def _heads(spec: str, num_heads: int) -> tuple[int, ...] | str | None:
+    """heads: all (None), sweep, or a comma list of head indices cut together."""
+    if spec in ("all", "sweep"):
+        return None if spec == "all" else spec
+    try:
+        heads = tuple(sorted({int(h) for h in spec.split(",")}))
+    except ValueError:
+        heads = ()
+    if not heads or not all(0 <= h < num_heads for h in heads):
+        raise OptionError(
+            "heads",
+            f"{spec}: use all, sweep, or head indices such as 0,5,7 "
+            f"(this model has heads 0-{num_heads - 1})",
+        )
+    return heads
+
+
+def _knockout(recipe, loaded, options, settled, samples) -> KnockoutMeasure:
+    heads = _heads(options.heads, loaded.num_heads)
+    return KnockoutMeasure(
+        recipe, loaded, settled.window, options.window_style, options.sweep, heads
+    )
+
+
+def _flow_map(recipe, loaded, options, settled, samples) -> KnockoutMeasure:
+    most = max(samples, key=lambda s: len(s.candidates))
+    knockout = recipe.knockout(settled.num_frames, most.option_letters())
+    return _knockout(knockout, loaded, options, settled, samples)
+
+
+def _probe(recipe, loaded, options, settled, samples) -> ProbeMeasure:
+    return ProbeMeasure(recipe, loaded, max(len(s.candidates) for s in samples))
+
+
+def _video_lens(recipe, loaded, options, settled, samples) -> VideoLensMeasure:
+    return VideoLensMeasure(recipe, loaded, loaded.adapter.video_grid(loaded, settled.frames))
+
+
+def _attention(recipe, loaded, options, settled, samples) -> AttentionMeasure:
+    return AttentionMeasure(recipe, loaded, recipe.group_names(settled.num_frames))
+
+
+def _pathway(recipe, loaded, options, settled, samples) -> PathwayMeasure:
+    if options.random_ratio is not None:
+        if not 0 <= options.random_ratio <= 1:
+            raise OptionError("random_ratio", f"{options.random_ratio}: must be in [0, 1]")
+        recipe = dataclasses.replace(recipe, random_ratio=options.random_ratio)
+    return PathwayMeasure(recipe, loaded, options.seed)
+
+
+KINDS: dict[type, Kind] = {
+    Knockout: Kind(_knockout, knocks_out=True, open_ended=True),
+    FlowMap: Kind(_flow_map, knocks_out=True, open_ended=True),
+    EffectivePathway: Kind(_pathway, knocks_out=True),
+    LayerProbe: Kind(_probe),
+    VideoLogitLens: Kind(_video_lens, open_ended=True),
+    AttentionMap: Kind(_attention, attn="eager"),
+}
+
+
+def register_kind(recipe_type: type, kind: Kind) -> None:
+    KINDS[recipe_type] = kind
+
+
+def kind_of(recipe: Recipe) -> Kind:
+    try:
+        return KINDS[type(recipe)]
+    except KeyError:
+        raise RecipeError(
+            f"recipe {getattr(recipe, 'name', recipe)!r}: no measure is registered for its kind "
+            f"{type(recipe).__name__}"
+        ) from None

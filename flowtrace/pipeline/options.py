@@ -1,0 +1,125 @@
+"""A run's options as the user gave them, and every default settled once against the model."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowtrace.data import DataSource, parse_data
+from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
+from flowtrace.errors import DataError, OptionError
+
+SAMPLE_MODES = ("correct", "wrong", "all")
+ENGINES = ("fast", "reference")
+EXECUTORS = ("serial", "ray")
+TOY_DATA = "toy"
+
+
+@dataclass
+class RunOptions:
+    model: str = "toy"
+    adapter: str | None = None
+    data: str = TOY_DATA
+    tasks: list[str] | None = None
+    limit: int | None = None
+    ratio: float | None = None  # seeded subset per task, as the reference's --test_ratio
+    out: Path | None = None  # one recipe: the store; several: the folder of NAME.zarr stores
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "sdpa"
+    window: int | None = None
+    window_style: str = "center"
+    sweep: tuple[int, int] | None = None
+    sample_mode: str = "correct"
+    frames: int | None = None
+    batch_size: int = 8
+    engine: str = "fast"  # knockout path: fast (exact shortcut) or reference (full forwards)
+    heads: str = "all"  # knockout in every head, in a list of heads ("0,3"), or each head alone
+    seed: int = 0
+    overwrite: bool = False
+    plot: bool = True
+    eval_only: bool = False
+    random_ratio: float | None = None  # effective_pathway: random baseline's share of edges
+    generate: int | None = None  # knockout recipes: greedy reply tokens (None: the recipe's own)
+    pooling: str | None = None  # PLLaVA video pooling T-H-W (the reference's --pooling_shape)
+    lora: str | None = None  # PEFT LoRA adapter folder, merged into the weights
+    # Scale-out (docs/scale.md): where the samples run, and where each trace runs.
+    executor: str = "serial"  # serial (this process) or ray (samples sharded over Ray actors)
+    address: str | None = None  # Ray cluster to join ("auto", "ray://head:10001"); None: start one
+    gpus_per_worker: float = 1.0  # Ray: GPUs per actor, each holding one model copy
+    workers: int | None = None  # Ray: at most this many actors (default: one per GPU, else CPU)
+    remote: bool = False  # run the traces on NDIF (API key from NDIF_API_KEY or nnsight's config)
+    serve: str | None = None  # run the traces on a self-hosted nnsight server at this URL
+    # The pipeline: samples decoded ahead of the model, and how often the store is written.
+    prefetch: int = 2  # samples decoded and processed ahead (0: in line)
+    flush_samples: int = 16  # write the store every this many samples…
+    flush_seconds: float = 2.0  # …or this many seconds, whichever comes first
+
+
+def check_options(options: RunOptions) -> None:
+    """What can be refused before anything is read or loaded."""
+    choices = {
+        "sample_mode": (options.sample_mode, SAMPLE_MODES),
+        "window_style": (options.window_style, WINDOW_STYLES),
+        "engine": (options.engine, ENGINES),
+        "executor": (options.executor, EXECUTORS),
+    }
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise OptionError(name, f"{value!r}: choose {', '.join(allowed)}")
+    at_least_one = {
+        "limit": options.limit,
+        "frames": options.frames,
+        "batch_size": options.batch_size,
+        "window": options.window,
+        "flush_samples": options.flush_samples,
+    }
+    for name, value in at_least_one.items():
+        if value is not None and value < 1:
+            raise OptionError(name, f"{value}: must be at least 1")
+    if options.prefetch < 0:
+        raise OptionError("prefetch", f"{options.prefetch}: must be 0 or more")
+    if options.flush_seconds <= 0:
+        raise OptionError("flush_seconds", f"{options.flush_seconds}: must be above 0")
+
+
+def resolve_data(data: str) -> DataSource:
+    """'toy', KIND:PATH, a folder (TVBench layout) or a name from the user's data.toml."""
+    from flowtrace.toy import EMBEDDED_DATA
+
+    if data == TOY_DATA:
+        return DataSource(kind="tvbench", root=EMBEDDED_DATA, spec=data)
+    try:
+        return parse_data(data)
+    except ValueError as err:
+        raise DataError(str(err)) from None
+
+
+@dataclass(frozen=True)
+class Settled:
+    """The defaults of a run, decided once against the loaded model."""
+
+    window: int
+    frames: int
+    num_frames: int  # frames the model sees after temporal pooling
+
+
+def settle(options: RunOptions, num_layers: int, default_frames: int, video_frames) -> Settled:
+    """Window (the reference's rule unless given), frames (the adapter's unless given), sweep."""
+    window = default_window(num_layers) if options.window is None else options.window
+    if not 1 <= window <= num_layers:
+        raise OptionError("window", f"{window}: must be between 1 and {num_layers}")
+    sweep_layers(num_layers, options.sweep)  # refuse a bad sweep before any work
+    frames = options.frames or default_frames
+    return Settled(window, frames, video_frames(frames))
+
+
+def default_out(recipe_name: str, model_id: str, data: str, folder: Path | None = None) -> Path:
+    """results/RECIPE/MODEL__DATA__STAMP.zarr, or FOLDER/RECIPE.zarr for a pass of several."""
+    if folder is not None:
+        return folder / f"{recipe_name}.zarr"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    model = Path(model_id).name or "model"
+    data_name = Path(data.split(":", 1)[-1]).name or "data"
+    return Path("results") / recipe_name / f"{model}__{data_name}__{stamp}.zarr"

@@ -1,0 +1,57 @@
+"""The serial pass: samples prefetched, each analysed by every recipe at once, records written by
+each store's writer thread. Killed at any point, a rerun resumes where the stores stop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
+
+from flowtrace.data import Sample
+from flowtrace.pipeline.analysis import Analysis, analyse_sample, load_inputs
+from flowtrace.pipeline.prefetch import prefetched
+from flowtrace.store import CubeStore
+
+Progress = Callable[[int, int, str], None]
+
+
+def run_pass(
+    analyses: list[Analysis], samples: list[Sample], progress: Progress | None = None
+) -> tuple[list[Path], int]:
+    """Every analysis over `samples` into its own store; returns the stores and how many samples
+    all of them held already."""
+    options = analyses[0].options
+    with ExitStack() as stack:
+        # Closing flushes what is buffered, also on Ctrl-C or an error: nothing analysed is lost.
+        stores = [
+            stack.enter_context(
+                CubeStore(
+                    a.out,
+                    a.attrs,
+                    overwrite=options.overwrite,
+                    schema=a.measure.schema,
+                    flush_samples=options.flush_samples,
+                    flush_seconds=options.flush_seconds,
+                )
+            )
+            for a in analyses
+        ]
+        done = [set(s.done) for s in stores]
+        todo = [s for s in samples if any(s.id not in d for d in done)]
+        resumed = len(samples) - len(todo)
+        finished = 0
+        for _ in range(resumed):
+            finished += 1
+            if progress:
+                progress(finished, len(samples), "resumed")
+        for sample, prepared in prefetched(
+            todo, lambda s: load_inputs(analyses[0], s), options.prefetch
+        ):
+            wanted = [i for i, d in enumerate(done) if sample.id not in d]
+            records = analyse_sample([analyses[i] for i in wanted], sample, prepared)
+            for i, record in zip(wanted, records, strict=True):
+                stores[i].append(record)
+            finished += 1
+            if progress:
+                progress(finished, len(samples), records[0].status)
+    return [a.out for a in analyses], resumed

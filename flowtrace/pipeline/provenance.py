@@ -1,0 +1,95 @@
+"""Where a store's numbers come from: recipe, model, data, settings, software, machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import flowtrace
+from flowtrace.engine import masks
+from flowtrace.models import LoadedModel
+from flowtrace.pipeline.options import TOY_DATA, RunOptions, Settled
+from flowtrace.recipe import Knockout, Recipe
+
+
+def provenance(
+    recipe: Recipe,
+    loaded: LoadedModel,
+    options: RunOptions,
+    data_kind: str,
+    root: Path,
+    settled: Settled,
+    engine: str,
+) -> dict[str, str | int | float]:
+    import nnsight
+    import transformers
+
+    return {
+        "recipe": recipe.name,
+        "recipe_kind": type(recipe).__name__,
+        "recipe_title": recipe.title,
+        "recipe_source": recipe.source_file,
+        "edges": json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
+        "generate": recipe.generate if isinstance(recipe, Knockout) else 0,
+        "eval_only": int(options.eval_only),
+        "overlay_layers": json.dumps(getattr(recipe, "overlay_layers", [])),
+        "model": loaded.model_id,
+        "model_revision": loaded.revision,
+        "adapter": loaded.adapter.name,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "attn": loaded.attn,
+        "data": options.data,
+        "data_root": str(root),
+        "data_kind": data_kind,
+        "split": "toy held-out" if options.data == TOY_DATA else root.name,
+        "tasks": json.dumps(options.tasks or []),
+        "limit": options.limit or 0,
+        "ratio": options.ratio or 0,
+        "frames": settled.frames,
+        "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, settled.frames))),
+        "lora": options.lora or "",
+        "window": settled.window,
+        "window_default": getattr(masks, "WINDOW_RULE", "9 of 32 layers, scaled to depth"),
+        "window_style": options.window_style,
+        "sweep": json.dumps(list(options.sweep) if options.sweep else []),
+        "sample_mode": options.sample_mode,
+        "heads": options.heads,
+        "engine": engine,
+        "seed": options.seed,
+        "flowtrace_version": flowtrace.__version__,
+        "git_commit": git_commit(),
+        "device": device_name(loaded.device),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "nnsight": getattr(nnsight, "__version__", "unknown"),
+        "python": platform.python_version(),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def git_commit() -> str:
+    """The checkout's commit; in an image without .git, the one it was built from."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(flowtrace.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        commit = out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return commit or os.environ.get("FLOWTRACE_GIT_COMMIT", "unknown")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()}"
