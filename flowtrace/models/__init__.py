@@ -11,7 +11,12 @@ import torch
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
-from flowtrace.models.checkpoint import quiet_transformers, read_config, resolve_file
+from flowtrace.models.checkpoint import (
+    check_weights,
+    quiet_transformers,
+    read_config,
+    resolve_file,
+)
 from flowtrace.models.hf_families import InternVLAdapter, LlavaOnevisionAdapter, VideoLlama3Adapter
 from flowtrace.models.internvl_chat import InternVLChatAdapter
 from flowtrace.models.llava_next_video import LlavaNextVideoAdapter
@@ -96,6 +101,7 @@ def load_model(
     if attn not in ("sdpa", "eager"):
         raise FlowtraceError(f"--attn {attn!r}: choose sdpa or eager")
     raw = read_config(source)
+    check_weights(source)  # a truncated, garbage or pickle file fails here, named
     chosen = pick_adapter(raw, adapter, spec)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)

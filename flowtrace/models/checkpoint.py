@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import ModelError
 
 
 def resolve_file(source: str, name: str, required: bool = True) -> Path | None:
@@ -26,20 +27,37 @@ def resolve_file(source: str, name: str, required: bool = True) -> Path | None:
         if path.exists():
             return path
         if required:
-            raise FlowtraceError(f"--model {source}: the folder has no {name}")
+            raise ModelError(f"model={source}: the folder has no {name}")
         return None
+    from huggingface_hub.errors import LocalEntryNotFoundError
     from transformers.utils import cached_file
 
     try:
-        found = cached_file(source, name, _raise_exceptions_for_missing_entries=False)
+        # Missing entries raise too, so that "not there" and "Hub not reachable" differ.
+        found = cached_file(source, name)
     except (OSError, ValueError) as err:
-        raise FlowtraceError(
-            f"--model {source}: could not fetch {name} ({_first_line(err)}); check the id, your "
-            "network and HF_TOKEN, or download the checkpoint and pass its folder"
-        ) from None
+        if isinstance(err.__cause__, LocalEntryNotFoundError):
+            raise ModelError(_unreachable(source, name)) from None
+        if "does not appear to have a file named" not in str(err):
+            raise ModelError(
+                f"model={source}: could not fetch {name} ({_first_line(err)}); check the id, "
+                "your network and HF_TOKEN, or download the checkpoint and pass its folder"
+            ) from None
+        found = None
     if found is None and required:
-        raise FlowtraceError(f"--model {source}: the repository has no {name}")
+        raise ModelError(f"model={source}: the Hub repository has no {name}")
     return Path(found) if found else None
+
+
+def _unreachable(source: str, name: str) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    why = "HF_HUB_OFFLINE is set" if offline else "no network, or the Hub is down"
+    return (
+        f"model={source}: could not reach the Hugging Face Hub for {name} ({why}) and it is not "
+        "in the local cache. Download the checkpoint where there is network "
+        f"(`hf download {source} --local-dir DIR`, or snapshot_download in Python) and pass "
+        "that folder as the model, e.g. --model DIR"
+    )
 
 
 def read_config(source: str) -> dict[str, Any]:
@@ -48,7 +66,7 @@ def read_config(source: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise FlowtraceError(f"--model {source}: config.json is not valid JSON ({err})") from None
+        raise ModelError(f"model={source}: config.json is not valid JSON ({err})") from None
 
 
 def weight_files(source: str) -> list[Path]:
@@ -59,7 +77,13 @@ def weight_files(source: str) -> list[Path]:
     ):
         index = resolve_file(source, index_name, required=False)
         if index is not None:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            try:
+                shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+                raise ModelError(
+                    f"model={source}: {index_name} is not a shard index ({_first_line(err)}); "
+                    "it needs a weight_map of tensor names to shard files"
+                ) from None
             return [resolve_file(source, shard) for shard in shards]
         path = resolve_file(source, single, required=False)
         if path is not None:
@@ -70,10 +94,75 @@ def weight_files(source: str) -> list[Path]:
         shards = sorted(local.glob("model-*.safetensors"))
         if shards:
             return shards
-    raise FlowtraceError(
-        f"--model {source}: no weights found (model.safetensors, a sharded index, or "
-        "pytorch_model.bin)"
+    held = ", ".join(sorted(p.name for p in local.iterdir())[:8]) if local.is_dir() else ""
+    raise ModelError(
+        f"model={source}: no weights found: looked for model.safetensors, "
+        "model.safetensors.index.json, model-*.safetensors and pytorch_model.bin"
+        + (f"; the folder holds {held}" if held else "; the folder is empty")
+        + ". Point at the folder the checkpoint was downloaded or saved to"
     )
+
+
+# A pickle checkpoint holds Python objects that loading would run; torch's safe loader refuses
+# those, and flowtrace never unpickles them. Converting once (in an environment you trust) helps.
+CONVERT = (
+    'convert it to safetensors once, where you trust the file: python -c "import torch; '
+    "from safetensors.torch import save_file; "
+    "s = torch.load('pytorch_model.bin', weights_only=False); s = s.get('model', s); "
+    "save_file({k: v.contiguous() for k, v in s.items()}, 'model.safetensors')\" "
+    "and remove the .bin"
+)
+
+
+def check_weights(source: str) -> list[Path]:
+    """The weight files of a local checkpoint, each readable: refuse a truncated or garbage
+    safetensors file or a pickle that torch's safe loader cannot read, naming the file, before
+    any model is built. Hub checkpoints are checked by the download."""
+    if not Path(source).is_dir():
+        return []
+    files = weight_files(source)
+    for path in files:
+        if path.suffix == ".safetensors":
+            _check_safetensors(path, source)
+        else:
+            _load_bin(path, source, mmap=True)
+    return files
+
+
+def _check_safetensors(path: Path, source: str) -> None:
+    from safetensors import SafetensorError, safe_open
+
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as err:
+        raise ModelError(
+            f"model={source}: {path.name} is not a readable safetensors file ({size} bytes: "
+            f"{_first_line(err)}); it is truncated or not safetensors — download or save it again"
+        ) from None
+
+
+def _load_bin(path: Path, source: str, mmap: bool = False) -> Any:
+    import pickle
+
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not mmap or "mmap" not in str(err):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
+    except pickle.UnpicklingError:
+        raise ModelError(
+            f"model={source}: {path.name} is a pickle checkpoint holding more than tensors; "
+            f"flowtrace does not load pickle weights (loading would run its code). {CONVERT}"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as err:
+        raise ModelError(
+            f"model={source}: {path.name} is not a readable PyTorch checkpoint "
+            f"({_first_line(err)}); it is truncated or damaged — download or save it again"
+        ) from None
 
 
 def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -82,11 +171,12 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
+            _check_safetensors(path, str(path.parent))
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
                     yield key, handle.get_tensor(key)
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = _load_bin(path, str(path.parent))
             # The reference code's checkpoints sometimes nest the weights under "model".
             state = state.get("model", state) if isinstance(state, dict) else state
             yield from state.items()
@@ -137,8 +227,8 @@ def load_tokenizer(source: str) -> Any:
         with quiet_transformers():
             return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise FlowtraceError(
-            f"--model {source}: could not load its tokenizer ({_first_line(err)}); flowtrace "
+        raise ModelError(
+            f"model={source}: could not load its tokenizer ({_first_line(err)}); flowtrace "
             "needs a fast tokenizer (tokenizer.json) and runs no remote tokenizer code"
         ) from None
 
@@ -186,8 +276,8 @@ def load_strict(
                 unexpected.append(original)
                 continue
             if tuple(target.shape) != tuple(tensor.shape):
-                raise FlowtraceError(
-                    f"--model {source}: weight {original} has shape {tuple(tensor.shape)}, the "
+                raise ModelError(
+                    f"model={source}: weight {original} has shape {tuple(tensor.shape)}, the "
                     f"config implies {tuple(target.shape)}; config.json and weights disagree"
                 )
             target.data.copy_(tensor)
@@ -199,8 +289,8 @@ def load_strict(
             parts.append(f"missing {len(missing)} weights (e.g. {', '.join(missing[:3])})")
         if unexpected:
             parts.append(f"{len(unexpected)} unknown weights (e.g. {', '.join(unexpected[:3])})")
-        raise FlowtraceError(
-            f"--model {source}: checkpoint does not fit the architecture its config describes: "
+        raise ModelError(
+            f"model={source}: checkpoint does not fit the architecture its config describes: "
             f"{'; '.join(parts)}. Is it the right --adapter?"
         )
 
