@@ -1,4 +1,7 @@
-"""Fixtures: a tiny random LLaVA-NeXT-Video saved like a real checkpoint, and a tiny dataset."""
+"""Fixtures: a tiny random LLaVA-NeXT-Video saved like a real checkpoint, and a tiny dataset.
+
+Also: an unexpected fast-engine fall-back fails the test, and the slow tests are marked `slow`.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,24 @@ from flowtrace.data import read_samples, synth
 from flowtrace.models.prompts import EVAL_MVBENCH
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Tests that take more than about 10 s on the 2-core CI machine, by file (every test in it) or by
+# node id (a test and all its parameters). `pytest -m "not slow"` runs the rest.
+SLOW_FILES: set[str] = set()
+SLOW_TESTS: set[str] = set()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Here rather than in pyproject's filterwarnings: see the comment there.
+    config.addinivalue_line("filterwarnings", "error::flowtrace.engine.fast.FastEngineFallback")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        base = item.nodeid.split("[")[0]
+        if Path(path).name in SLOW_FILES or base in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

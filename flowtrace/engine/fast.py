@@ -1,4 +1,4 @@
-"""Fast exact knockout engine: recompute only what a knockout can change (DESIGN §4).
+"""Fast exact knockout engine: recompute only what a knockout can change.
 
 Causality gives two invariants. If every blocked query sits at position ≥ p, positions < p keep
 their clean hidden states and K/V at every layer; and every position enters the first blocked layer
@@ -12,9 +12,15 @@ over a prefix cache shared by every row), so nnsight has no trace to express it 
 
 Conditions that share p run as rows of one batch; rows enter the batch at their own l0, so no row
 recomputes a clean layer. The shared prefix K/V is broadcast into each layer's attention and
-dropped after it, never stored per row. A per-model self-check (a no-op condition must give back
-the clean pass) guards the structural assumptions; where it fails, or where a request needs what
-the shortcut cannot give (attention weights), the reference path runs instead.
+dropped after it, never stored per row.
+
+A self-check guards the structural assumptions: a no-op condition must give back the clean pass
+(once per model), and every kind of shortcut a sample takes (its first cut query, its first cut
+layer, the pattern of edge sets over its layers, the flat or batched path, head-level or not) is
+compared with a full forward the first time that kind is seen. Where a check fails, the sample and
+every later one run on the reference path, with a FastEngineFallback warning and the reason in
+`fallback_reason`; where a request needs what the shortcut cannot give (attention weights), the
+reference path runs too.
 """
 
 from __future__ import annotations
@@ -62,6 +68,10 @@ class CleanCapture:
         return self.inputs[0].shape[1]
 
 
+class FastEngineFallback(UserWarning):
+    """The fast engine's self-check failed: knockouts run on the reference path instead."""
+
+
 class _PrefixCache:
     """Duck-typed cache for one layer call: prepends the clean prefix K/V, keeps nothing.
 
@@ -91,7 +101,11 @@ class FastEngine(ReferenceEngine):
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         self._capture: CleanCapture | None = None
         self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
-        self._verified: bool | None = None  # the self-check's verdict, once per model
+        # Kinds of shortcut a full forward has confirmed (see _kinds), kept for the model's life.
+        self._verified: set[tuple] = set()
+        self._broken = ""  # why the shortcut is off for this model ("" while it holds)
+        self.fallback_reason = ""  # why this sample's knockouts fell back ("" when none did)
+        self.checked_rows = 0  # rows the self-check has re-run on the reference path, in all
         # Recomputed (token, layer) pairs and (query, key) pairs since the last clean pass:
         # the benchmark turns them into FLOPs.
         self.work = {"token_layers": 0, "query_keys": 0}
@@ -101,6 +115,7 @@ class FastEngine(ReferenceEngine):
     @torch.no_grad()
     def clean(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         self.used = set()
+        self.fallback_reason = ""
         self.work = dict.fromkeys(self.work, 0)
         return self._clean_capture(inputs).probs
 
@@ -171,9 +186,10 @@ class FastEngine(ReferenceEngine):
                 rows.append(_Row(index, condition, start, condition.layers[0]))
         if not rows:
             return torch.stack(out)  # type: ignore[arg-type]
-        if not self._shortcut_is_exact(inputs, capture, rows[0]):
-            return super().knockout(inputs, conditions)
-        self.used.add("fast")
+        if not self._broken:
+            self._check_noop(capture)
+        if self._broken:
+            return self._fall_back(inputs, conditions, self._broken)
         rows.sort(key=lambda r: r.entry)
         flat_limit = FLAT_TOKENS if self.flat_tokens is None else self.flat_tokens
 
@@ -194,10 +210,17 @@ class FastEngine(ReferenceEngine):
         for start, group in by_start.items():
             size = max(1, self.token_budget // (seq_len - start))
             chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
+        flat_of: dict[int, bool] = {}
         for chunk, flat in chunks:
             probs = self._recompute(capture, chunk, flat)
             for row, p in zip(chunk, probs, strict=True):
                 out[row.index] = p
+                flat_of[row.index] = flat
+        failure = self._check_kinds(inputs, rows, flat_of, out, seq_len)
+        if failure:
+            self._broken = failure
+            return self._fall_back(inputs, conditions, failure)
+        self.used.add("fast")
         return torch.stack(out)  # type: ignore[arg-type]
 
     def _recompute(self, capture: CleanCapture, rows: Sequence[_Row], flat: bool) -> torch.Tensor:
@@ -301,28 +324,73 @@ class FastEngine(ReferenceEngine):
             last = hidden[:, -1]
         return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
 
-    def _shortcut_is_exact(
-        self, inputs: dict[str, torch.Tensor], capture: CleanCapture, probe: _Row
-    ) -> bool:
-        """Checked once per model: a condition that cuts nothing must give back the clean pass,
-        and `probe` (a real condition) must give the reference path's answer."""
-        if self._verified is None:
-            noop = _Row(0, KnockoutCondition({}), capture.seq_len - 1, 0)
-            want = [capture.probs, self._rows(inputs, [probe.condition])[0][0]]
-            got = [self._recompute(capture, [noop], True)[0]]
-            got.append(self._recompute(capture, [probe], False)[0])
-            gap = max(float((a - b).abs().max()) for a, b in zip(got, want, strict=True))
-            tolerance = SELF_CHECK_TOLERANCE.get(self.loaded.dtype, HALF_PRECISION_TOLERANCE)
-            self._verified = gap <= tolerance
-            if not self._verified:
-                warnings.warn(
-                    f"fast engine: the shortcut differs from a full forward by {gap:.2e} "
-                    f"(> {tolerance:.0e}) on {self.loaded.model_id}; this model breaks an "
-                    "assumption of the shortcut, so knockouts run on the reference path "
-                    "(the store's per-sample `engine` says which ran)",
-                    stacklevel=3,
-                )
-        return self._verified
+    # -- self-check -------------------------------------------------------------------------
+
+    def _tolerance(self) -> float:
+        return SELF_CHECK_TOLERANCE.get(self.loaded.dtype, HALF_PRECISION_TOLERANCE)
+
+    def _check_noop(self, capture: CleanCapture) -> None:
+        """Once per model: a condition that cuts nothing must give back the clean pass."""
+        if ("noop",) in self._verified:
+            return
+        noop = _Row(0, KnockoutCondition({}), capture.seq_len - 1, 0)
+        gap = float((self._recompute(capture, [noop], True)[0] - capture.probs).abs().max())
+        if gap > self._tolerance():
+            self._broken = (
+                f"a knockout that cuts nothing differs from the clean pass by {gap:.2e} "
+                f"(max |Δp|, tolerance {self._tolerance():.0e})"
+            )
+        else:
+            self._verified.add(("noop",))
+
+    def _check_kinds(
+        self,
+        inputs: dict[str, torch.Tensor],
+        rows: Sequence[_Row],
+        flat_of: dict[int, bool],
+        out: list[torch.Tensor | None],
+        seq_len: int,
+    ) -> str:
+        """Re-run on the reference path one row of every kind not yet confirmed; the reason
+        for falling back, or "" when the shortcut's answers hold."""
+        probes: list[tuple[_Row, set[tuple]]] = []
+        pending: set[tuple] = set()
+        for row in rows:
+            kinds = _kinds(row, flat_of[row.index], seq_len)
+            if not kinds <= self._verified | pending:
+                probes.append((row, kinds))
+                pending |= kinds
+        tolerance = self._tolerance()
+        for i in range(0, len(probes), self.batch_size):
+            chunk = probes[i : i + self.batch_size]
+            want, _ = self._rows(inputs, [row.condition for row, _ in chunk])
+            self.checked_rows += len(chunk)
+            for (row, kinds), expected in zip(chunk, want, strict=True):
+                gap = float((out[row.index] - expected).abs().max())  # type: ignore[operator]
+                if gap > tolerance:
+                    return (
+                        f"the shortcut ({_describe(kinds)}) differs from a full forward by "
+                        f"{gap:.2e} (max |Δp|, tolerance {tolerance:.0e})"
+                    )
+                self._verified |= kinds
+        return ""
+
+    def _fall_back(
+        self,
+        inputs: dict[str, torch.Tensor],
+        conditions: Sequence[KnockoutCondition],
+        reason: str,
+    ) -> torch.Tensor:
+        self.fallback_reason = reason
+        warnings.warn(
+            FastEngineFallback(
+                f"fast engine on {self.loaded.model_id}: {reason}; this model breaks an "
+                "assumption of the shortcut, so this and later samples run on the reference "
+                "path (the store's per-sample `engine` says which ran)"
+            ),
+            stacklevel=3,
+        )
+        return super().knockout(inputs, conditions)
 
 
 @dataclass(frozen=True, eq=False)
@@ -333,6 +401,43 @@ class _Row:
     condition: KnockoutCondition
     start: int
     entry: int
+
+
+def _kinds(row: _Row, flat: bool, seq_len: int) -> set[tuple]:
+    """What kind of shortcut `row` takes, as the features a full forward must have confirmed.
+
+    A first cut query is named by its position, or "last" for the last token alone (its
+    position moves with every prompt, its computation does not). The edge pattern is the
+    sequence of distinct edge sets over the row's layers from its first cut on, runs collapsed
+    and a layer without cuts as -1: a window sweep is (0,), an inverse window (0, -1, 0), a
+    pathway plan that changes edges per layer (0, 1, -1, 2).
+    """
+    condition = row.condition
+    slots: dict[int, int] = {}
+    pattern: list[int] = []
+    for layer in range(row.entry, max(condition.blocked) + 1):
+        blocked = condition.blocked.get(layer)
+        slot = -1 if blocked is None else slots.setdefault(id(blocked), len(slots))
+        if not pattern or pattern[-1] != slot:
+            pattern.append(slot)
+    start = "last" if row.start == seq_len - 1 else row.start
+    path = ("flat" if flat else "batched", "heads" if condition.heads is not None else "all")
+    return {
+        ("path", *path),
+        ("start", start),
+        ("entry", row.entry),
+        ("edges", tuple(pattern)),
+    }
+
+
+def _describe(kinds: set[tuple]) -> str:
+    named = dict((k[0], k[1:]) for k in kinds)
+    path, heads = named["path"]
+    return (
+        f"{path} path, {'some heads' if heads == 'heads' else 'all heads'}, first cut query "
+        f"{named['start'][0]}, first cut layer {named['entry'][0]}, edge pattern "
+        f"{named['edges'][0]}"
+    )
 
 
 def _chunks_by_tokens(rows: list[_Row], seq_len: int, limit: int) -> list[list[_Row]]:

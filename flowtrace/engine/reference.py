@@ -2,8 +2,8 @@
 
 The knockout happens inside an nnsight trace: at each chosen layer the attention module's
 `attention_mask` kwarg is replaced by an additive (rows, 1, L, L) mask (causal minus the blocked
-edges for rows whose window covers that layer, plain causal for the others). DESIGN §8: this equals
-a plain forward wrapper exactly, and per-row masks make batching conditions exact.
+edges for rows whose window covers that layer, plain causal for the others). This equals a plain
+forward wrapper exactly, and per-row masks make batching conditions exact.
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ nnsight.register(masks)
 
 class ReferenceEngine:
     name = "reference"
+    # Why a sample's knockouts left the fast path (FastEngine sets it); "" here: nothing to leave.
+    fallback_reason = ""
 
     def __init__(self, loaded: LoadedModel, batch_size: int = 8) -> None:
         self.loaded = loaded
