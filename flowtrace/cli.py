@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import re
+import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, OptionError, StoreError
 
 app = typer.Typer(
     help="Map how information flows inside video LLMs (attention knockout, logit lens, …).",
@@ -26,9 +29,39 @@ app.add_typer(toy_app, name="toy")
 console = Console(stderr=True)
 
 
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+def _fail(err: Exception, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {_as_flags(err)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _as_flags(err: Exception) -> str:
+    """The library names parameters (`frames: …`, `data=x …`); say them as this command's flags."""
+    text = str(err)
+    params = _option_flags()
+    if isinstance(err, OptionError):
+        name, rest = err.option, text[len(err.option) :]
+    else:
+        match = re.match(r"^([a-z_]+)=", text)
+        if not match:
+            return text
+        name, rest = match[1], " " + text[match.end() :]
+    flag = params.get(name) or params.get(name.removesuffix("s"))  # tasks -> --task
+    return flag + rest if flag else text
+
+
+@functools.cache
+def _option_flags() -> dict[str, str]:
+    """Parameter name -> its flag, over every command (one name means one flag throughout)."""
+    flags: dict[str, str] = {}
+    groups = [typer.main.get_command(app)]
+    while groups:
+        group = groups.pop()
+        for command in getattr(group, "commands", {}).values():
+            groups.append(command)
+            for param in command.params:
+                if param.param_type_name == "option":
+                    flags.setdefault(param.name, max(param.opts, key=len))
+    return flags
 
 
 def _open_store(path: Path):
@@ -52,7 +85,15 @@ def _parse_sweep(sweep: str | None) -> tuple[int, int] | None:
 
 @app.command()
 def run(
-    recipe: Annotated[str, typer.Argument(help="Recipe file, e.g. recipes/cross_frame.py.")],
+    ctx: typer.Context,
+    recipes: Annotated[
+        list[str],
+        typer.Argument(
+            help="Recipe files or shipped names, e.g. recipes/cross_frame.py; several run in one "
+            "pass over the data.",
+            show_default=False,
+        ),
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -72,7 +113,7 @@ def run(
         list[str] | None, typer.Option(help="Task name or index; repeat for several. Default all.")
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="At most this many samples, spread over the tasks.")
+        int | None, typer.Option(min=1, help="At most this many samples, spread over the tasks.")
     ] = None,
     ratio: Annotated[
         float | None,
@@ -82,29 +123,40 @@ def run(
         ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Zarr store to write. Default results/RECIPE/….zarr")
+        Path | None,
+        typer.Option(
+            help="Zarr store to write (with several recipes: a folder of RECIPE.zarr stores). "
+            "Default results/RECIPE/….zarr"
+        ),
     ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dtype: Annotated[
-        str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16.")
+        Literal["auto", "float32", "bfloat16", "float16"],
+        typer.Option(help="auto: bfloat16 on GPU, float32 on CPU."),
     ] = "auto",
-    attn: Annotated[str, typer.Option(help="Attention implementation: sdpa or eager.")] = "sdpa",
+    attn: Annotated[
+        Literal["sdpa", "eager"], typer.Option(help="Attention implementation.")
+    ] = "sdpa",
     window: Annotated[
         int | None,
         typer.Option(help="Layers blocked per sweep step. Default: 9 of 32 scaled, odd."),
     ] = None,
     window_style: Annotated[
-        str, typer.Option(help="center, inverse, top_down or bottom_up (as the paper).")
+        Literal["center", "inverse", "top_down", "bottom_up"],
+        typer.Option(help="Where the blocked window sits around each sweep layer (as the paper)."),
     ] = "center",
     sweep: Annotated[
         str | None, typer.Option(help="Sweep only layers START-STOP (stop excluded).")
     ] = None,
     sample_mode: Annotated[
-        str, typer.Option(help="Analyse samples the model answers: correct, wrong or all.")
+        Literal["correct", "wrong", "all"],
+        typer.Option(help="Analyse the samples the model answers right, wrong, or all."),
     ] = "correct",
-    frames: Annotated[int | None, typer.Option(help="Frames per video (adapter default).")] = None,
+    frames: Annotated[
+        int | None, typer.Option(min=1, help="Frames per video (adapter default).")
+    ] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Reference engine: knockout conditions per forward.")
+        int, typer.Option(min=1, help="Reference engine: knockout conditions per forward.")
     ] = 8,
     heads: Annotated[
         str,
@@ -114,7 +166,7 @@ def run(
         ),
     ] = "all",
     engine: Annotated[
-        str,
+        Literal["fast", "reference"],
         typer.Option(
             help="Knockout path: fast (recomputes only what a knockout changes; same numbers) "
             "or reference (one full forward per condition)."
@@ -155,7 +207,7 @@ def run(
         typer.Option(help="PEFT LoRA adapter folder, merged into the weights (needs peft)."),
     ] = None,
     executor: Annotated[
-        str,
+        Literal["serial", "ray"],
         typer.Option(
             help="serial (this process) or ray: samples sharded over Ray workers, one model per "
             "GPU (docs/scale.md)."
@@ -169,7 +221,8 @@ def run(
         float, typer.Option(help="Ray: GPUs per worker (2 for a model that needs two).")
     ] = 1.0,
     workers: Annotated[
-        int | None, typer.Option(help="Ray: at most this many workers (default: every GPU).")
+        int | None,
+        typer.Option(min=1, help="Ray: at most this many workers (default: every GPU)."),
     ] = None,
     remote: Annotated[
         bool,
@@ -183,13 +236,15 @@ def run(
         ),
     ] = None,
 ) -> None:
-    """Run a recipe on a model and dataset; write a zarr cube and its figure."""
+    """Run recipes on a model and dataset; write a zarr cube and a figure per recipe."""
     from flowtrace.recipe import load_recipe
     from flowtrace.runner import RunOptions
     from flowtrace.runner import run as run_recipe
 
+    started_at = time.time()
+    loaded_recipes = []
     try:
-        loaded_recipe = load_recipe(recipe)
+        loaded_recipes = [load_recipe(recipe) for recipe in recipes]
         options = RunOptions(
             model=model,
             adapter=adapter,
@@ -233,7 +288,7 @@ def run(
         )
         # The bar starts with the first sample, so set-up errors print as a single line.
         bar = Progress(*columns, console=console)
-        job = bar.add_task(loaded_recipe.name, total=None, status="")
+        job = bar.add_task(", ".join(r.name for r in loaded_recipes), total=None, status="")
         counts: dict[str, int] = {}
 
         def update(done: int, total: int, status: str) -> None:
@@ -244,22 +299,38 @@ def run(
             bar.update(job, completed=done, total=total, status=text)
 
         try:
-            result = run_recipe(loaded_recipe, options, progress=update)
+            # One recipe: one RunResult; several: one pass over the data, a result per recipe.
+            single = len(loaded_recipes) == 1
+            target = loaded_recipes[0] if single else loaded_recipes
+            answer = run_recipe(target, options, progress=update)
+            results = [answer] if single else list(answer)
         finally:
             bar.stop()
     except FlowtraceError as err:
         _fail(err)
         return
+    except KeyboardInterrupt:
+        _interrupted(ctx, [r.name for r in loaded_recipes], out, started_at)
+        return
     seconds = time.perf_counter() - started
+    several = len(results) > 1
+    for loaded_recipe, result in zip(loaded_recipes, results, strict=True):
+        _summary(loaded_recipe.name if several else "", result, sample_mode, eval_only, seconds)
+
+
+def _summary(name: str, result, sample_mode: str, eval_only: bool, seconds: float) -> None:
+    """One recipe's block: counts, accuracy, resumed and failed samples, figures, store."""
     counts = dict(result.counts)
+    head = f"{name}: " if name else ""
     console.print(
-        f"samples: {counts.get('ok', 0)} analysed, {counts.get('skipped', 0)} skipped "
+        f"{head}samples: {counts.get('ok', 0)} analysed, {counts.get('skipped', 0)} skipped "
         f"(--sample-mode {sample_mode}), {counts.get('failed', 0)} failed · clean accuracy "
-        f"{result.clean_accuracy:.1f}% · {seconds:.1f}s"
+        f"{result.clean_accuracy:.1f}% · {seconds:.1f}s",
+        highlight=False,
     )
     if eval_only or len(result.task_accuracy) > 1:
-        for name, accuracy in result.task_accuracy.items():
-            console.print(f"  {name}: {accuracy:.1f}%", highlight=False)
+        for task_name, accuracy in result.task_accuracy.items():
+            console.print(f"  {task_name}: {accuracy:.1f}%", highlight=False)
     if result.resumed:
         console.print(f"resumed: {result.resumed} samples were already in {result.store}")
     if result.retried:
@@ -269,6 +340,81 @@ def run(
     for figure in result.figures:
         console.print(f"figure: {figure}")
     print(f"store: {result.store}")
+
+
+def _interrupted(ctx: typer.Context, names: list[str], out: Path | None, since: float) -> None:
+    """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130."""
+    stores = _stores(names, out, since)
+    for name, store in stores.items():
+        console.print(
+            f"interrupted: {_kept(store)} samples of {name} are kept in {store}", highlight=False
+        )
+    if not stores:
+        console.print("interrupted before any store was written", highlight=False)
+    if out is not None or len(stores) <= 1:
+        store = next(iter(stores.values()), None) if out is None else None
+        console.print(f"resume with: {_command_line(ctx, out=store)}", highlight=False)
+    else:  # several recipes in default stores: each resumes on its own
+        for name, store in stores.items():
+            command = _command_line(ctx, out=store, recipes=[_recipe_arg(ctx, names, name)])
+            console.print(f"resume {name} with: {command}", highlight=False)
+    raise typer.Exit(130)
+
+
+def _stores(names: list[str], out: Path | None, since: float) -> dict[str, Path]:
+    """Where each recipe's samples went: --out (a folder of NAME.zarr with several recipes), or
+    the newest default store the run created."""
+    if out is not None:
+        chosen = {names[0]: out} if len(names) == 1 else {n: out / f"{n}.zarr" for n in names}
+        return {n: p for n, p in chosen.items() if p.exists()}
+    found = {}
+    for name in names:
+        fresh = [p for p in Path("results", name).glob("*.zarr") if p.stat().st_mtime >= since - 1]
+        if fresh:
+            found[name] = max(fresh, key=lambda p: p.stat().st_mtime)
+    return found
+
+
+def _kept(store: Path) -> int:
+    from flowtrace.store import open_cube
+
+    try:
+        return int(open_cube(store).sizes.get("sample", 0))
+    except Exception:  # a store killed before its first sample holds none
+        return 0
+
+
+def _recipe_arg(ctx: typer.Context, names: list[str], name: str) -> str:
+    return ctx.params["recipes"][names.index(name)]
+
+
+def _command_line(
+    ctx: typer.Context, out: Path | None = None, recipes: list[str] | None = None
+) -> str:
+    """This command as typed (the options given on the command line), without --overwrite, and
+    with `out` when the store was a default one."""
+    words = ["flowtrace", ctx.info_name or "run"]
+    for param in ctx.command.params:
+        name, value = param.name, ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            values = recipes if name == "recipes" and recipes else value
+            words += [str(v) for v in (values if isinstance(values, list | tuple) else [values])]
+            continue
+        if name == "out" and out is not None:
+            value = out
+        elif name == "overwrite" or getattr(ctx.get_parameter_source(name), "name", "") != (
+            "COMMANDLINE"
+        ):
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            words.append(flag if value else max(param.secondary_opts, key=len))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 @data_app.command("synth")
@@ -427,6 +573,42 @@ def show(
     from flowtrace.summary import describe
 
     print("\n".join(describe(_open_store(store))))
+
+
+@app.command()
+def check(
+    store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],
+) -> None:
+    """Verify every chunk of a store against its checksum (exit 1: damaged, 2: unreadable)."""
+    from flowtrace import store as stores
+
+    check_store = getattr(stores, "check_store", None)
+    if check_store is None:  # pragma: no cover - only until the store ships its checks
+        _fail(FlowtraceError("this flowtrace cannot verify stores yet (no store.check_store)"))
+        return
+    try:
+        problems = check_store(store)
+        ds = stores.open_cube(store) if not problems else None
+    except StoreError as err:
+        _fail(err)
+        return
+    except FlowtraceError as err:
+        _fail(err, 1)
+        return
+    if problems:
+        for problem in problems:
+            console.print(f"damaged: {problem}", highlight=False, soft_wrap=True)
+        console.print(f"{len(problems)} problems in {store}", highlight=False)
+        raise typer.Exit(1)
+    print(f"ok: {ds.sizes.get('sample', 0)} samples, {_chunks(store)} chunks verified")
+
+
+def _chunks(store: Path) -> int:
+    """Chunks the store holds (written ones, over every array)."""
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    return sum(int(array.nchunks_initialized) for _, array in group.arrays())
 
 
 @app.command()
