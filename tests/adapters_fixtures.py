@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -523,7 +524,8 @@ def build_videollama3(out: Path, prompts: list[str]) -> Path:
 
     specials = CHATML + ["<|image_pad|>", "<|video_pad|>"]
     tokenizer = word_tokenizer(
-        prompts + ["Time 0.0s : 1.0s 2.0s 3.0s 4.0s 5.0s 6.0s 7.0s , s"],
+        # "Time 12.3s:" splits into Time, 12, ., 3s, : (any time under 100 s).
+        prompts + ["Time : , ."] + [f"{i} {i % 10}s" for i in range(100)],
         specials,
         bos=None,
         extra={"video_token": "<|video_pad|>", "image_token": "<|image_pad|>"},
@@ -550,3 +552,16 @@ def build_videollama3(out: Path, prompts: list[str]) -> Path:
         tokenizer=tokenizer,
     )
     return save_hf(out, model, processor)
+
+
+def videollama3_ranges(tokenizer, ids: list[int]) -> tuple[list[int], list[list[int]]]:
+    """The reference's VideoLLaMA3 video range and frame ranges, from the ids alone: everything
+    between its two borders, split at the commas (a comma starts the next frame). The word-level
+    tokenizer has no newline token, so the borders are the token after the role `user` and the
+    token after the last frame token, where the real tokenizer's first two newlines are."""
+    video_pad = tokenizer.convert_tokens_to_ids("<|video_pad|>")
+    comma = tokenizer.convert_tokens_to_ids(",")
+    start = ids.index(tokenizer.convert_tokens_to_ids("user")) + 1
+    stop = max(i for i, t in enumerate(ids) if t == video_pad) + 1
+    cuts = [start, *(i for i in range(start, stop) if ids[i] == comma), stop]
+    return list(range(start, stop)), [list(range(a, b)) for a, b in pairwise(cuts)]

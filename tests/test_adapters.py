@@ -22,10 +22,11 @@ from adapters_fixtures import (
     build_pllava,
     build_qwen,
     build_videollama3,
+    videollama3_ranges,
 )
 from safetensors.torch import load_file, save_file
 
-from flowtrace.data import read_frames, read_samples
+from flowtrace.data import read_frames, read_samples, sample_frames
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
@@ -127,7 +128,8 @@ FAMILIES.update(
             "tail": "Answer with the option's letter from the given choices directly and only "
             "give the best option.<|im_end|><|im_start|>",
             "last": "assistant",
-            "grid": (8, 12, 12),
+            "grid": (8, 8, 8),  # 64×64 frames kept whole (under 12×12 tokens a frame)
+            "video_text": True,  # the video and frame groups hold the timestamps and commas
         },
     }
 )
@@ -154,9 +156,11 @@ def loaded_models(checkpoints: dict[str, Path]) -> dict:
 @pytest.fixture(scope="session")
 def prepared(loaded_models: dict, tiny_data: Path) -> dict:
     sample = read_samples(tiny_data, tasks=["Moving Direction"])[0]
-    video = read_frames(sample.video, FRAMES)
     return {
-        name: (sample, loaded.adapter.prepare(loaded, sample, video))
+        name: (
+            sample,
+            loaded.adapter.prepare(loaded, sample, sample_frames(sample, FRAMES, loaded.adapter)),
+        )
         for name, loaded in loaded_models.items()
     }
 
@@ -255,13 +259,19 @@ def test_groups_decode_to_their_prompt_parts(family: str, loaded_models: dict, p
     assert int(layout["last"][0]) == ids.shape[0] - 1
     assert text("system").endswith(squash(spec["system_end"]))
     placeholder = loaded.tokenizer.convert_tokens_to_ids(spec["placeholder"])
-    assert bool((ids[layout["video"]] == placeholder).all())
+    assert bool((ids[layout.video_positions().ravel()] == placeholder).all())
     trailing = spec.get("trailing", 0)
     assert int((ids == placeholder).sum()) == int(np.prod(spec["grid"])) + trailing
     assert layout.video_grid == spec["grid"]
     t, h, w = spec["grid"]
     assert layout.video_positions().shape == (t, h, w)
-    assert (layout.video_positions()[2].ravel() == layout["frame_2"]).all()
+    assert (layout.video_positions()[2] == layout.frame_positions(2)).all()
+    if spec.get("video_text"):
+        video, frames = videollama3_ranges(loaded.tokenizer, ids.tolist())
+        assert layout["video"].tolist() == video
+        assert [layout[f"frame_{t}"].tolist() for t in range(t)] == frames
+    else:
+        assert (layout.video_positions()[2].ravel() == layout["frame_2"]).all()
 
 
 # -- frame features computed without the adapter -------------------------------------------------
@@ -325,7 +335,7 @@ def test_changing_one_frame_changes_exactly_its_group(
     at all of its tokens, and nowhere else (each frame is encoded on its own in these models)."""
     loaded = loaded_models[family]
     sample = read_samples(tiny_data, tasks=["Moving Direction"])[0]
-    video = read_frames(sample.video, FRAMES)
+    video = sample_frames(sample, FRAMES, loaded.adapter)
     dark = video.copy()
     dark[5] = 0
     clean = loaded.adapter.prepare(loaded, sample, video)
@@ -335,7 +345,7 @@ def test_changing_one_frame_changes_exactly_its_group(
     moved = moved.amax(-1) > 1e-6
     group = 5 * clean.layout.num_frames // FRAMES
     expected = torch.zeros_like(moved)
-    expected[clean.layout[f"frame_{group}"]] = True
+    expected[clean.layout.frame_positions(group).ravel()] = True
     assert torch.equal(moved, expected), (moved.nonzero().ravel(), clean.layout[f"frame_{group}"])
 
 
@@ -474,6 +484,8 @@ def test_cross_frame_knockout_matches_plain_forward(
     positions = positions[: len(positions) - spec.get("trailing", 0)]
     per = len(positions) // spec["grid"][0]
     frames = [positions[i * per : (i + 1) * per] for i in range(spec["grid"][0])]
+    if spec.get("video_text"):  # the reference's frames: its comma-split video range
+        frames = videollama3_ranges(loaded.tokenizer, ids[0].tolist())[1]
     pairs = [(frames[t], [p for f in frames[:t] for p in f]) for t in range(1, len(frames))]
     recipe = load_recipe("cross_frame")
     blocked = recipe.conditions(prep.layout, loaded.num_layers, 1, "center")[0].knockout.blocked[0]

@@ -71,6 +71,12 @@ class Adapter:
                 "frame are fixed by the model); drop --pooling and choose frames with --frames"
             )
 
+    def frame_indices(self, count: int, n: int) -> np.ndarray | None:
+        """Which of the `count` frames of a video (or of its bound) this model's reference code
+        reads when asked for `n`; None: the dataset's own rule (flowtrace.data.sample_frames
+        asks this first)."""
+        return None
+
     def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
         raise NotImplementedError
 

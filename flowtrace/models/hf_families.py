@@ -4,11 +4,15 @@
   embedding after the last frame (→ video_markers).
 - InternVL (HF): "<video>" becomes "Frame1: <img><IMG_CONTEXT>×256</img>\\n…"; the frame text and
   delimiters go to video_markers.
-- VideoLLaMA3: "Time 0.0s:" + tokens per frame, frames joined by ","; token compression off and
-  frames stamped at 1 fps, as the reference's VideoLLaMA3 runs (which counted the time text and
-  commas inside the frame ranges; here they are video_markers). Its template is the reference's
-  single user turn ending "Answer with the option's letter … only give the best option." and no
-  answer prefix.
+- VideoLLaMA3: fed as the reference's VideoLLaMA3 analysis feeds it. Frames: evenly spaced over
+  the video or its bound, both ends included (`frame_indices`, whatever the benchmark), each
+  stamped with its time as the reference's loader stamps it ("Time 1.4s:" + its tokens, frames
+  joined by ","); token compression off; frames keep their aspect ratio, resized to at most
+  12×12 tokens per frame on average (1152 for 8 frames) and no crop. The video group is the
+  whole region between the "\n" after the user role and the "\n" after the last frame, and each
+  frame group holds its timestamp text and the comma before it, as the reference cuts them.
+  Its template is the reference's single user turn ending "Answer with the option's letter …
+  only give the best option." and no answer prefix.
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from flowtrace.data import SampleError
+from flowtrace.errors import FlowtraceError
+from flowtrace.layout import TokenLayout
 from flowtrace.models.base import LoadedModel
 from flowtrace.models.hf_video import HFVideoAdapter
+from flowtrace.models.inputs import frames_with_text
 from flowtrace.models.templates import EVAL_MVBENCH_CHATML, VIDEOLLAMA3_TVBENCH
 
 
@@ -59,17 +67,27 @@ class InternVLAdapter(HFVideoAdapter):
         return (frames, side, side)
 
 
+# The reference runs VideoLLaMA3 with max_visual_tokens = frames × 12 × 12, and its image
+# processor's least tokens per frame (min_tokens) is 16.
+TOKENS_PER_FRAME = 12 * 12
+MIN_TOKENS = 16
+
+
 class VideoLlama3Adapter(HFVideoAdapter):
     name = "video_llama_3"
     model_types = ("video_llama_3",)
     model_class = "VideoLlama3ForConditionalGeneration"
     template = VIDEOLLAMA3_TVBENCH
-    grid_side = 12
+    grid_side = 12  # the grid of a square video, for `video_grid`; frames are not cropped to it
+    square_crop = False
     videos_kwargs: ClassVar[dict[str, Any]] = {
         "do_sample_frames": False,
         "use_token_compression": False,
     }
-    summary = "VideoLLaMA3 (HF): 'Time t s:' + 12×12 tokens per frame, no token compression"
+    summary = (
+        "VideoLLaMA3 (HF): 'Time t s:' + tokens per frame, aspect ratio kept within "
+        "12×12 tokens a frame, no token compression"
+    )
     needs = (
         "transformers-format checkpoint (model_type 'video_llama_3', e.g. *VideoLLaMA3*-hf); "
         "the original remote-code release is refused"
@@ -77,7 +95,7 @@ class VideoLlama3Adapter(HFVideoAdapter):
 
     def pixel_side(self, loaded: LoadedModel) -> int:
         patch = loaded.model.config.vision_config.patch_size
-        return self.grid_side * patch * loaded.processor.video_processor.merge_size
+        return self.grid_side * patch * self._merge(loaded)
 
     def frame_grid(
         self, loaded: LoadedModel, inputs: dict[str, Any], frames: int
@@ -86,7 +104,39 @@ class VideoLlama3Adapter(HFVideoAdapter):
         merge = int(inputs["video_merge_sizes"][0])
         return (t, h // merge, w // merge)
 
-    def extra_kwargs(self, frames: np.ndarray) -> dict[str, Any]:
-        count = len(frames)
-        metadata = {"fps": 1.0, "frames_indices": list(range(count)), "total_num_frames": count}
-        return {"video_metadata": [metadata]}
+    def frame_indices(self, count: int, n: int) -> np.ndarray:
+        """n frames evenly spaced over all `count`, both ends included, rounded down."""
+        if count < n:
+            # The reference's loader would hand over fewer frames than asked for.
+            raise SampleError(
+                f"the video (or its bound) holds {count} frames, fewer than the {n} that "
+                f"VideoLLaMA3 reads; ask for at most {count} frames (--frames)"
+            )
+        return np.floor(np.linspace(0, count - 1, n)).astype(np.int64)
+
+    def extra_kwargs(self, loaded: LoadedModel, frames: np.ndarray) -> dict[str, Any]:
+        times = getattr(frames, "times", None)
+        if times is None:
+            raise FlowtraceError(
+                "VideoLLaMA3 writes each frame's time into the prompt, and these frames carry "
+                "none; read them with flowtrace.data.read_frames or sample_frames"
+            )
+        factor = loaded.model.config.vision_config.patch_size * self._merge(loaded)
+        size = {
+            "shortest_edge": MIN_TOKENS * factor**2,
+            "longest_edge": len(frames) * TOKENS_PER_FRAME * factor**2,
+        }
+        # The processor writes frame_index / fps: index = the time itself at fps 1.
+        metadata = {
+            "fps": 1.0,
+            "frames_indices": [float(t) for t in times],
+            "total_num_frames": len(frames),
+        }
+        return {"video_metadata": [metadata], "size": size}
+
+    def group_layout(self, layout: TokenLayout) -> TokenLayout:
+        return frames_with_text(layout)
+
+    @staticmethod
+    def _merge(loaded: LoadedModel) -> int:
+        return int(loaded.processor.video_processor.merge_size)

@@ -5,10 +5,11 @@ delimiters, a trailing newline embedding); the layout is read back from its ids:
 the `video_token_id` positions, chunked per temporal frame, the rest of the video region goes to
 `video_markers`.
 
-Variable-resolution models (Qwen-VL, VideoLLaMA3) get frames centre-cropped and resized to a fixed
-side first (`grid_side` merged tokens, 12 as the paper's 12×12 pooling), so every sample of a run
-has the same (T, H, W) grid and the cubes stack; the grid per frame is still read from the
-processor's output, not assumed.
+Variable-resolution models may get frames centre-cropped and resized to a fixed side first
+(`grid_side` merged tokens, 12 as the paper's 12×12 pooling; Qwen-VL), so every sample of a run
+has the same (T, H, W) grid and the cubes stack; those that follow their reference's resizing
+(`square_crop` False: VideoLLaMA3) keep each video's aspect ratio, and their grid varies with it.
+The grid per frame is always read from the processor's output, not assumed.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import numpy as np
 import torch
 
 from flowtrace.data import Sample
+from flowtrace.data.video import VideoFrames
 from flowtrace.errors import FlowtraceError
+from flowtrace.layout import TokenLayout
 from flowtrace.models.base import Adapter, LoadedModel, Prepared
 from flowtrace.models.checkpoint import build_empty, init_random, quiet_transformers
 from flowtrace.models.inputs import placeholder_frames, prompt_layout, to_device
@@ -35,6 +38,7 @@ class HFVideoAdapter(Adapter):
     videos_kwargs: ClassVar[dict[str, Any]] = {}
     trailing_tokens: ClassVar[int] = 0  # video placeholders after the frames (no frame of theirs)
     grid_side: ClassVar[int | None] = None  # fixed merged tokens per frame side (variable-res)
+    square_crop: ClassVar[bool] = True  # with grid_side: crop and resize frames to that square
     frame_token_attr: ClassVar[str] = "video_token_id"  # processor attribute: frame placeholder
 
     def load(
@@ -83,8 +87,13 @@ class HFVideoAdapter(Adapter):
         """Frame side in pixels for `grid_side` merged tokens."""
         raise NotImplementedError
 
-    def extra_kwargs(self, frames: np.ndarray) -> dict[str, Any]:
+    def extra_kwargs(self, loaded: LoadedModel, frames: np.ndarray) -> dict[str, Any]:
+        """Processor keyword arguments that depend on the frames (metadata, sizes)."""
         return {}
+
+    def group_layout(self, layout: TokenLayout) -> TokenLayout:
+        """The layout as this family's reference groups the video region (default: as built)."""
+        return layout
 
     # -- shared ----------------------------------------------------------------------------------
 
@@ -100,22 +109,23 @@ class HFVideoAdapter(Adapter):
                 videos=[blank],
                 return_tensors="pt",
                 **self.videos_kwargs,
-                **self.extra_kwargs(blank),
+                **self.extra_kwargs(loaded, VideoFrames(blank, times=np.arange(frames))),
             )
             cache[frames] = self.frame_grid(loaded, inputs, frames)
         return cache[frames]
 
     def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
         processor = loaded.processor
-        if self.grid_side is not None:
+        extra = self.extra_kwargs(loaded, frames)
+        if self.grid_side is not None and self.square_crop:
             frames = square_frames(frames, self.pixel_side(loaded))
         prompt = self.template.render(sample, self.media or processor.video_token)
         inputs = processor(
             text=prompt.text,
-            videos=[frames],
+            videos=[np.asarray(frames)],
             return_tensors="pt",
             **self.videos_kwargs,
-            **self.extra_kwargs(frames),
+            **extra,
         )
         ids = inputs["input_ids"]
         grid = self.frame_grid(loaded, inputs, len(frames))
@@ -124,6 +134,7 @@ class HFVideoAdapter(Adapter):
         layout = prompt_layout(
             processor.tokenizer, prompt, ids, positions, [grid[1:]] * grid[0], sample
         )
+        layout = self.group_layout(layout)
         return Prepared(
             inputs=to_device(dict(inputs), loaded.device, loaded.dtype),
             layout=layout,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ from transformers import BatchFeature
 
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout, layout_from_ids
+from flowtrace.layout import MARKERS, TokenLayout, layout_from_ids
 from flowtrace.models.prompts import RenderedPrompt
 
 
@@ -111,6 +112,46 @@ def prompt_layout(
         option_letters=sample.option_letters(),
         true_letter=sample.answer_letter,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class TextInFramesLayout(TokenLayout):
+    """A layout whose `video` and `frame_t` groups also hold the text between the frames.
+
+    For models whose reference code cuts that text with the frames (VideoLLaMA3's timestamps
+    and commas). The (T, H, W) grids still read the frame tokens alone: `frame_tokens`.
+    """
+
+    frame_tokens: tuple[np.ndarray, ...] = ()
+
+    def video_positions(self) -> np.ndarray:
+        if len(set(self.grids)) > 1:
+            return super().video_positions()  # raises, naming the grids
+        return np.concatenate(self.frame_tokens).reshape(self.video_grid)
+
+    def frame_positions(self, t: int) -> np.ndarray:
+        return self.frame_tokens[t].reshape(self.grids[t])
+
+
+def frames_with_text(layout: TokenLayout) -> TextInFramesLayout:
+    """`layout` with the video region's text given to the frames: frame t runs from just after
+    frame t−1's last token (frame 0: the region's start) to its own last token, the last frame
+    to the region's end, so the separator before a frame's text is that frame's (the reference's
+    split at the commas); `video` is the whole region and no `video_markers` remain."""
+    tokens = [layout[f"frame_{t}"] for t in range(layout.num_frames)]
+    system = layout.groups["system"]
+    start = int(system[-1]) + 1 if system.size else 0
+    region = [layout["video"]] + ([layout[MARKERS]] if MARKERS in layout.groups else [])
+    stop = int(max(int(r.max()) for r in region)) + 1
+    groups = {k: v for k, v in layout.groups.items() if k != MARKERS}
+    begin = start
+    for t, own in enumerate(tokens):
+        end = stop if t == len(tokens) - 1 else int(own.max()) + 1
+        groups[f"frame_{t}"] = np.arange(begin, end, dtype=np.int64)
+        begin = end
+    groups["video"] = np.arange(start, stop, dtype=np.int64)
+    fields = {f.name: getattr(layout, f.name) for f in dataclasses.fields(TokenLayout)}
+    return TextInFramesLayout(**{**fields, "groups": groups}, frame_tokens=tuple(tokens))
 
 
 def to_device(inputs: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict:

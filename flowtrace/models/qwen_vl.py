@@ -44,7 +44,7 @@ class Qwen25VLAdapter(HFVideoAdapter):
         merge = loaded.model.config.vision_config.spatial_merge_size
         return (t, h // merge, w // merge)
 
-    def extra_kwargs(self, frames: np.ndarray) -> dict[str, Any]:
+    def extra_kwargs(self, loaded: LoadedModel, frames: np.ndarray) -> dict[str, Any]:
         return {"return_mm_token_type_ids": True}
 
 
@@ -56,7 +56,7 @@ class Qwen3VLAdapter(Qwen25VLAdapter):
     needs = "transformers-format checkpoint (model_type 'qwen3_vl') with its processor files"
     final_norm_path = "model.language_model.norm"
 
-    def extra_kwargs(self, frames: np.ndarray) -> dict[str, Any]:
+    def extra_kwargs(self, loaded: LoadedModel, frames: np.ndarray) -> dict[str, Any]:
         count = len(frames)
         # Frames come without times; stamp them at 1 fps so the prompt's timestamps exist.
         metadata = {"fps": 1.0, "frames_indices": list(range(count)), "total_num_frames": count}
