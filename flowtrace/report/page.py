@@ -1,0 +1,236 @@
+"""The single-file report: sections per store, side by side, and the script that draws them."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import altair as alt
+import xarray as xr
+
+from flowtrace.errors import OptionError
+from flowtrace.plots import chart_for
+from flowtrace.report.browser import FRAMES, sample_browser
+from flowtrace.report.frames import thumbnails
+from flowtrace.store import open_cube
+from flowtrace.summary import clean_accuracy, counted, describe
+
+PAGE_BUDGET = 5 * 2**20  # a single-file report (runtime included)
+SITE_PAGE_BUDGET = 5 * 2**20  # one page's data file in a site (the runtime is shared)
+SINGLE_SAMPLES = 64  # samples per store in a single file's browser
+SITE_SAMPLES = 200  # samples per store in a site's browser (the figures use every sample)
+THUMB = 64  # thumbnail side, px
+
+# Draws every figure; the same code runs in a single file (bundled with the runtime) and in a
+# site page (after the shared runtime and the page's data file).
+GLUE = """
+const FT = window.FT_DATA || JSON.parse(document.getElementById("ft-data").textContent);
+window.ftViews = {};
+const withFrames = (spec) => {
+  const copy = JSON.parse(JSON.stringify(spec));
+  copy.datasets = Object.assign(copy.datasets || {}, {FRAMES_NAME: FT.frames});
+  return copy;
+};
+const show = (target, key) =>
+  vegaEmbed("#" + target, withFrames(FT.specs[key]), {renderer: "svg", actions: false})
+    .then((result) => { window.ftViews[target] = result.view; });
+const pending = FT.embeds.map(([target, key]) => show(target, key));
+for (const select of document.querySelectorAll("select.ft-side")) {
+  const draw = () => show(select.dataset.target, select.value);
+  select.addEventListener("change", draw);
+  pending.push(draw());
+}
+Promise.all(pending).then(
+  () => { document.body.dataset.drawn = String(pending.length); },
+  (error) => { console.error(error); document.body.dataset.drawn = "error"; },
+);
+""".replace("FRAMES_NAME", json.dumps(FRAMES))
+
+STYLE = (
+    "body{font-family:sans-serif;margin:2em;max-width:1500px}section{margin-bottom:3em}"
+    "pre{font-size:12px;background:#f6f6f6;padding:1em}.pair{display:flex;gap:2em;"
+    "flex-wrap:wrap}.pair>div{flex:1;min-width:480px;overflow-x:auto}"
+    ".muted{color:#666;font-size:90%}table.gallery td,table.gallery th{padding:.3em 1em;"
+    "text-align:left;border-bottom:1px solid #ddd}"
+)
+
+
+@dataclass
+class Entry:
+    """One store on a page: its label (group/name), path and cube."""
+
+    label: str
+    path: Path
+    ds: xr.Dataset = field(repr=False)
+
+    @property
+    def key(self) -> str:
+        return self.label.replace("/", "__")
+
+
+def collect_stores(paths: Sequence[Path]) -> list[Entry]:
+    """Stores named directly, and every store under a folder that is not one (recursively)."""
+    entries = []
+    for path in map(Path, paths):
+        if _is_store(path):
+            entries.append(Entry(f"{path.parent.name}/{path.stem}", path, open_cube(path)))
+            continue
+        if not path.is_dir():
+            raise OptionError("stores", f"{path} is neither a store nor a folder of stores")
+        found = [p for p in sorted(path.rglob("*.zarr")) if not _inside_store(p, path)]
+        if not found:
+            raise OptionError("stores", f"no store (*.zarr) under {path}")
+        for store in found:
+            label = str(store.relative_to(path).with_suffix(""))
+            entries.append(Entry(label, store, open_cube(store)))
+    return entries
+
+
+def _is_store(path: Path) -> bool:
+    return path.suffix == ".zarr" or (path / "zarr.json").exists()
+
+
+def _inside_store(path: Path, root: Path) -> bool:
+    return any(parent.suffix == ".zarr" for parent in path.relative_to(root).parents)
+
+
+def headline(ds: xr.Dataset) -> str:
+    """Counts and clean accuracy, for the gallery and the section headers."""
+    status = [str(s) for s in ds["status"].values]
+    parts = [f"{status.count('ok')} analysed", f"{status.count('skipped')} skipped"]
+    if status.count("failed"):
+        parts.append(f"{status.count('failed')} failed")
+    if counted(ds).sizes["sample"]:
+        parts.append(f"clean accuracy {clean_accuracy(ds):.1f}%")
+    return " · ".join(parts)
+
+
+def store_parts(entry: Entry, samples: int | None) -> tuple[str, dict, list, dict[str, int]]:
+    """A store's section (HTML), its specs by key, its embeds (target, key), and the frames
+    its browser shows per video."""
+    ds, key = entry.ds, entry.key
+    specs, embeds, videos = {}, [], {}
+    name = html.escape(entry.path.name)
+    parts = [
+        f'<section id="{key}"><h2>{name}</h2>',
+        f'<p class="muted">{html.escape(entry.label)} · {html.escape(headline(ds))}</p>',
+        "<details><summary>provenance and counts</summary><pre>"
+        f"{html.escape(chr(10).join(describe(ds)))}</pre></details>",
+    ]
+    if (ds["status"] == "ok").any():
+        specs[f"{key}-figure"] = chart_for(ds).to_dict()
+        embeds.append((f"figure-{key}", f"{key}-figure"))
+        parts.append(f'<div id="figure-{key}" class="figure"></div>')
+    else:
+        parts.append("<p>No analysed samples in this store (see the counts above): no figure.</p>")
+    if counted(ds).sizes["sample"]:
+        browser, videos = sample_browser(ds, samples)
+        # The browser's rows are per sample (its budget is the page's, checked below).
+        with alt.data_transformers.disable_max_rows():
+            specs[f"{key}-browser"] = browser.to_dict()
+        embeds.append((f"browser-{key}", f"{key}-browser"))
+        parts.append(f'<h3>samples</h3><div id="browser-{key}" class="browser"></div>')
+    parts.append("</section>")
+    return "\n".join(parts), specs, embeds, videos
+
+
+def side_by_side(entries: Sequence[Entry], specs: dict) -> str:
+    """Two columns, each with a picker over every figure and browser of the page."""
+    if len(entries) < 2 or not specs:
+        return ""
+    options = [(k, k.replace("__", "/").rsplit("-", 1)) for k in specs]
+    first, second = default_pair(entries)
+    columns = []
+    for side, entry in (("a", first), ("b", second)):
+        wanted = f"{entry.key}-figure" if f"{entry.key}-figure" in specs else next(iter(specs))
+        choices = "".join(
+            f'<option value="{html.escape(k)}"{" selected" if k == wanted else ""}>'
+            f"{html.escape(label)} · {what}</option>"
+            for k, (label, what) in options
+        )
+        columns.append(
+            f'<div><select class="ft-side" data-target="side-{side}">{choices}</select>'
+            f'<div id="side-{side}"></div></div>'
+        )
+    return (
+        '<section id="side-by-side"><h2>Side by side</h2><p class="muted">Pick any figure or '
+        "sample browser of this page for each column (two models, or knockout beside "
+        f'patching).</p><div class="pair">{"".join(columns)}</div></section>'
+    )
+
+
+def default_pair(entries: Sequence[Entry]) -> tuple[Entry, Entry]:
+    """The first two stores of one recipe from different folders (two models), else the first
+    two stores."""
+    # A knockout pair reads best side by side; any recipe shared by two folders will do.
+    knockout_first = sorted(entries, key=lambda e: e.ds.attrs.get("recipe_kind") != "Knockout")
+    for i, a in enumerate(knockout_first):
+        for b in knockout_first[i + 1 :]:
+            same = a.ds.attrs.get("recipe") == b.ds.attrs.get("recipe")
+            if same and a.path.parent != b.path.parent and (a.ds["status"] == "ok").any():
+                return a, b
+    return entries[0], entries[1]
+
+
+def page_data(specs: dict, embeds: list, videos: dict[str, int]) -> dict:
+    """What a page's script reads: specs, where to draw them, and the thumbnails (a video
+    that cannot be read shows no frames; its samples still show their data)."""
+    frames, _missing = thumbnails(videos, THUMB)
+    return {"specs": specs, "embeds": embeds, "frames": frames}
+
+
+def script_json(data: dict) -> str:
+    """JSON that may sit inside a <script> element."""
+    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+
+
+def html_page(title: str, body: str, tail: str) -> str:
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>\n{body}\n{tail}</body></html>\n"
+    )
+
+
+def write_report(
+    stores: Sequence[Path],
+    out: Path,
+    title: str = "flowtrace report",
+    samples: int | None = SINGLE_SAMPLES,
+    budget: int = PAGE_BUDGET,
+) -> Path:
+    """Write `out` (HTML, self-contained): per store its provenance, counts, interactive
+    figure and sample browser (at most `samples` samples), then two stores side by side.
+    Refuses a page over `budget` bytes, naming the fix."""
+    import vl_convert
+
+    entries = collect_stores(stores)
+    sections, specs, embeds, videos = [], {}, [], {}
+    for entry in entries:
+        section, more_specs, more_embeds, more_videos = store_parts(entry, samples)
+        sections.append(section)
+        specs.update(more_specs)
+        embeds += more_embeds
+        videos.update(more_videos)
+    body = side_by_side(entries, specs) + "\n" + "\n".join(sections)
+    data = script_json(page_data(specs, embeds, videos))
+    tail = (
+        f'<script type="application/json" id="ft-data">{data}</script>\n'
+        f'<script type="module">{vl_convert.javascript_bundle(GLUE)}</script>'
+    )
+    page = html_page(title, body, tail)
+    size = len(page.encode("utf-8"))
+    if size > budget:
+        raise OptionError(
+            "samples",
+            f"the report page would be {size / 2**20:.1f} MB, over its {budget / 2**20:.0f} MB "
+            "budget; show fewer samples per store (samples=, --samples) or write a site "
+            "(write_site, --site DIR)",
+        )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return out

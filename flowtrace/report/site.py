@@ -1,0 +1,137 @@
+"""A report site for a full benchmark: a gallery, one page per store, side-by-side pages.
+
+Each page loads the shared runtime (`assets/vega.js`) and its own data file with classic
+scripts, so the folder opens from disk (file://) as well as from any static host.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from pathlib import Path
+
+from flowtrace.errors import OptionError
+from flowtrace.report.page import (
+    GLUE,
+    SITE_PAGE_BUDGET,
+    SITE_SAMPLES,
+    Entry,
+    collect_stores,
+    headline,
+    html_page,
+    page_data,
+    script_json,
+    side_by_side,
+    store_parts,
+)
+
+
+def _page(out: Path, name: str, title: str, body: str, data: dict, depth: int, budget: int):
+    """Write `name`.html and its data file `name`.data.js under `out`."""
+    up = "../" * depth
+    script = "window.FT_DATA = " + script_json(data) + ";\n"
+    size = len(script.encode("utf-8"))
+    if size > budget:
+        raise OptionError(
+            "samples",
+            f"the site page {name}.html's data would be {size / 2**20:.1f} MB, over its "
+            f"{budget / 2**20:.0f} MB budget; show fewer samples per store (--samples)",
+        )
+    target = out / f"{name}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.data.js").write_text(script, encoding="utf-8")
+    stem = Path(name).name
+    tail = (
+        f'<script src="{up}assets/vega.js"></script>'
+        f'<script src="{html.escape(stem)}.data.js"></script><script>{GLUE}</script>'
+    )
+    nav = f'<p><a href="{up}index.html">← gallery</a></p>'
+    target.write_text(html_page(title, nav + body, tail), encoding="utf-8")
+    return target
+
+
+def write_site(
+    stores: Sequence[Path],
+    out: Path,
+    title: str = "flowtrace report",
+    samples: int | None = SITE_SAMPLES,
+    budget: int = SITE_PAGE_BUDGET,
+) -> Path:
+    """Write the site into folder `out`; returns its index.html."""
+    import vl_convert
+
+    entries = collect_stores(stores)
+    out = Path(out)
+    (out / "assets").mkdir(parents=True, exist_ok=True)
+    (out / "assets" / "vega.js").write_text(
+        vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"), encoding="utf-8"
+    )
+    by_recipe: dict[str, list[Entry]] = {}
+    for entry in entries:
+        section, specs, embeds, videos = store_parts(entry, samples)
+        depth = entry.label.count("/")
+        _page(out, entry.label, f"{entry.label} · {title}", section,
+              page_data(specs, embeds, videos), depth, budget)  # fmt: skip
+        by_recipe.setdefault(str(entry.ds.attrs.get("recipe", entry.path.stem)), []).append(entry)
+    compared = {}
+    for recipe, group in by_recipe.items():
+        if len(group) < 2:
+            continue
+        specs, videos = {}, {}
+        for entry in group:
+            _, more_specs, _, more_videos = store_parts(entry, min(samples or 32, 32))
+            specs.update(more_specs)
+            videos.update(more_videos)
+        body = side_by_side(group, specs)
+        name = f"compare/{recipe}"
+        _page(out, name, f"{recipe} side by side · {title}", body,
+              page_data(specs, [], videos), 1, budget)  # fmt: skip
+        compared[recipe] = name
+    (out / "index.html").write_text(gallery(entries, by_recipe, compared, title), "utf-8")
+    return out / "index.html"
+
+
+def gallery(
+    entries: Sequence[Entry], by_recipe: dict[str, list[Entry]], compared: dict, title: str
+) -> str:
+    """The index: one row per recipe, one column per folder of stores (a model)."""
+    groups = list(
+        dict.fromkeys(e.label.rsplit("/", 1)[0] if "/" in e.label else "" for e in entries)
+    )
+    models = {
+        g: next((str(e.ds.attrs.get("model")) for e in entries if e.label.startswith(g + "/")), "")
+        for g in groups
+    }
+    head = "".join(
+        f"<th>{html.escape(g or '.')}<br><span class='muted'>{html.escape(models[g])}</span></th>"
+        for g in groups
+    )
+    rows = []
+    for recipe, group in by_recipe.items():
+        cells = []
+        for g in groups:
+            found = [e for e in group if (e.label.rsplit("/", 1)[0] if "/" in e.label else "") == g]
+            cells.append(
+                "<td>"
+                + "<br>".join(
+                    f'<a href="{html.escape(e.label)}.html">{html.escape(e.path.stem)}</a>'
+                    f"<br><span class='muted'>{html.escape(headline(e.ds))}</span>"
+                    for e in found
+                )
+                + "</td>"
+            )
+        side = (
+            f'<a href="{html.escape(compared[recipe])}.html">side by side</a>'
+            if recipe in compared
+            else ""
+        )
+        rows.append(f"<tr><th>{html.escape(recipe)}</th>{''.join(cells)}<td>{side}</td></tr>")
+    table = f"<table class='gallery'><tr><th>recipe</th>{head}<th></th></tr>{''.join(rows)}</table>"
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em}}"
+        ".muted{color:#666;font-size:85%}td,th{padding:.4em 1em;text-align:left;"
+        "vertical-align:top;border-bottom:1px solid #ddd}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1><p>{len(entries)} stores. Each page: provenance, the "
+        f"figure, a sample browser.</p>{table}</body></html>\n"
+    )
