@@ -346,18 +346,23 @@ def _interrupted(ctx: typer.Context, names: list[str], out: Path | None, since: 
     """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130."""
     stores = _stores(names, out, since)
     for name, store in stores.items():
+        kept = _kept(store)
         console.print(
-            f"interrupted: {_kept(store)} samples of {name} are kept in {store}", highlight=False
+            f"interrupted: {kept} sample{'' if kept == 1 else 's'} of {name} kept in {store}",
+            highlight=False,
+            soft_wrap=True,
         )
     if not stores:
         console.print("interrupted before any store was written", highlight=False)
     if out is not None or len(stores) <= 1:
         store = next(iter(stores.values()), None) if out is None else None
-        console.print(f"resume with: {_command_line(ctx, out=store)}", highlight=False)
+        console.print(
+            f"resume with: {_command_line(ctx, out=store)}", highlight=False, soft_wrap=True
+        )
     else:  # several recipes in default stores: each resumes on its own
         for name, store in stores.items():
             command = _command_line(ctx, out=store, recipes=[_recipe_arg(ctx, names, name)])
-            console.print(f"resume {name} with: {command}", highlight=False)
+            console.print(f"resume {name} with: {command}", highlight=False, soft_wrap=True)
     raise typer.Exit(130)
 
 
@@ -690,16 +695,38 @@ def pathways(
 
 @app.command()
 def report(
-    stores: Annotated[list[Path], typer.Argument(help="Stores written by `flowtrace run`.")],
+    stores: Annotated[
+        list[Path],
+        typer.Argument(help="Stores written by `flowtrace run`, or folders holding them."),
+    ],
     out: Annotated[Path, typer.Option(help="The HTML page to write.")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="The page's title.")] = "flowtrace report",
+    site: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a folder site instead (gallery, a page per store, side-by-side pages, "
+            "data split and downsampled): for a full benchmark."
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(min=1, help="Samples per store in its sample browser [default: 64; "
+                     "200 with --site]."),
+    ] = None,
 ) -> None:
-    """One self-contained HTML page (works offline) with every store's figure and provenance."""
-    from flowtrace.report import write_report
+    """A viewer of stores that works offline: per store its provenance, figure and sample
+    browser, two stores side by side; one HTML page (at most 5 MB) or a --site folder."""
+    from flowtrace.report import SINGLE_SAMPLES, SITE_SAMPLES, collect_stores, write_report
+    from flowtrace.report import write_site
 
-    for store in stores:
-        _open_store(store)  # a bad path fails here with one line, before any work
-    print(write_report(stores, out, title))
+    try:
+        collect_stores(stores)  # a bad path fails here with one line, before any work
+        if site is not None:
+            print(write_site(stores, site, title, samples=samples or SITE_SAMPLES))
+        else:
+            print(write_report(stores, out, title, samples=samples or SINGLE_SAMPLES))
+    except FlowtraceError as err:
+        _fail(err)
 
 
 @app.command("query")

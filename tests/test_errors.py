@@ -1,0 +1,316 @@
+"""Bad input through the CLI, one row per case: argv -> exit code -> message -> the store after.
+
+Adding a case is one line in CASES. `{name}` in argv is a fixture path (see `paths`); `{common}`
+is a run on the tiny model and data writing `{out}`. What the store holds after:
+  "no store"             nothing was written at --out
+  "unchanged"            --out held a finished store before; it is byte for byte the same after
+  "N samples"            the store holds N samples
+  "N samples, K failed"  … of which K failed (each with its reason)
+Rows run in-process through typer's CliRunner; a row with `env` runs in a subprocess, for
+settings read when a library is imported. docs/errors.md lists the same errors with their fixes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from typer.testing import CliRunner
+
+from flowtrace.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Case(NamedTuple):
+    name: str
+    argv: str
+    code: int
+    fragment: str
+    after: str
+    env: dict[str, str] | None = None  # run in a subprocess with these variables
+    repeat: int = 1  # run this many times, check the last (resume)
+    interrupt_after: int | None = None  # Ctrl-C once this many samples are done
+
+
+RUN = "run cross_frame {common}"
+CASES = [
+    # recipes: checked before the model loads (the model given here does not exist)
+    Case("missing recipe", "run recipes/nope.py --out {out}", 2,
+         "recipe file 'recipes/nope.py' does not exist; shipped recipes:", "no store"),
+    Case("recipe syntax error", "run {syntax_recipe} --model /no/such/model --out {out}", 2,
+         "syntax.py', line 3: '(' was never closed", "no store"),
+    Case("recipe name error", "run {name_recipe} --model /no/such/model --out {out}", 2,
+         "undefined.py', line 2: NameError: name 'EDGES' is not defined", "no store"),
+    Case("unknown group", "run {typo_recipe} --model /no/such/model --out {out}", 2,
+         "edge 'vidoe -> last' names unknown group 'vidoe'; did you mean 'video'?", "no store"),
+    Case("unknown family", "run {family_recipe} --model /no/such/model --out {out}", 2,
+         "unknown group family 'frames[…]'; did you mean 'frame'?", "no store"),
+    Case("unknown group, store kept", "run {typo_recipe} --out {out}", 2,
+         "names unknown group 'vidoe'", "unchanged"),
+    # options refused by the CLI before anything runs
+    Case("frames 0", f"{RUN} --frames 0", 2,
+         "Invalid value for '--frames': Input should be greater than or equal to 1", "no store"),
+    Case("frames negative", f"{RUN} --frames -3", 2, "Invalid value for '--frames'", "no store"),
+    Case("batch size 0", f"{RUN} --batch-size 0", 2, "Invalid value for '--batch-size'",
+         "no store"),
+    Case("limit 0", f"{RUN} --limit 0", 2, "Invalid value for '--limit'", "no store"),
+    Case("sample mode", f"{RUN} --sample-mode best", 2,
+         "'best' is not one of 'correct', 'wrong', 'all'", "no store"),
+    Case("window style", f"{RUN} --window-style diagonal", 2,
+         "'diagonal' is not one of 'center', 'inverse', 'top_down', 'bottom_up'", "no store"),
+    Case("engine", f"{RUN} --engine turbo", 2, "'turbo' is not one of 'fast', 'reference'",
+         "no store"),
+    Case("executor", f"{RUN} --executor dask", 2, "'dask' is not one of 'serial', 'ray'",
+         "no store"),
+    Case("attn", f"{RUN} --attn flash", 2, "'flash' is not one of 'sdpa', 'eager'", "no store"),
+    Case("dtype", f"{RUN} --dtype int8", 2,
+         "'int8' is not one of 'auto', 'float32', 'bfloat16', 'float16'", "no store"),
+    Case("task", f"{RUN} --task nope", 2, "--task: 'nope' is not a task of", "no store"),
+    Case("ratio", f"{RUN} --ratio 2.5", 2, "--ratio: 2.5 is above 1 but not a whole count",
+         "no store"),
+    # data
+    Case("data is a file", "run cross_frame --model {model} --data {annotation} --out {out}", 2,
+         "--data {annotation} is a file, not a dataset folder; pass the folder", "no store"),
+    Case("data kind with a file", "run cross_frame --data tvbench:{annotation} --out {out}", 2,
+         "is a file, not a folder; give tvbench:FOLDER", "no store"),
+    Case("data missing", "run cross_frame --data /no/such/data --out {out}", 2,
+         "--data /no/such/data: no such folder", "no store"),
+    # checkpoints: refused before the model is built, naming the file
+    Case("garbage safetensors", "run cross_frame {common_with_model} {garbage_model}", 2,
+         "model.safetensors is not a readable safetensors file", "no store"),
+    Case("truncated safetensors", "run cross_frame {common_with_model} {truncated_model}", 2,
+         "incomplete metadata, file not fully covered", "no store"),
+    Case("no weights", "run cross_frame {common_with_model} {weightless_model}", 2,
+         "no weights found: looked for model.safetensors", "no store"),
+    Case("pickle weights", "run cross_frame {common_with_model} {pickle_model}", 2,
+         "pytorch_model.bin is a pickle checkpoint holding more than tensors; flowtrace does "
+         "not load pickle weights", "no store"),
+    Case("hub offline", "run cross_frame --model someorg/no-such-model --out {out}", 2,
+         "could not reach the Hugging Face Hub for config.json (HF_HUB_OFFLINE is set)",
+         "no store", env={"HF_HUB_OFFLINE": "1"}),
+    # one bad entry fails alone, with its reason; the run goes on and resumes past it
+    Case("30 options", "run cross_frame {common_bad} --sample-mode all", 0,
+         "has 30 options, more than the 26 letters A–Z", "3 samples, 2 failed"),
+    Case("video outside the root", "run cross_frame {common_bad} --sample-mode all", 0,
+         "names a video outside the dataset folder", "3 samples, 2 failed"),
+    Case("resume past bad entries", "run cross_frame {common_bad} --sample-mode all", 0,
+         "resumed: 3 samples were already in", "3 samples, 2 failed", repeat=2),
+    # Ctrl-C keeps what is written and says how to go on
+    Case("ctrl-c", f"{RUN} --limit 3", 130,
+         "interrupted: 1 sample of cross_frame kept in {out} resume with: flowtrace run "
+         "cross_frame", "1 samples", interrupt_after=1),
+    Case("ctrl-c with --overwrite", f"{RUN} --limit 3 --overwrite", 130,
+         "--limit 3 --out {out}", "1 samples", interrupt_after=1),
+    # check
+    Case("check a good store", "check {store}", 0, "ok: 2 samples,", "no store"),
+    Case("check no store", "check {out}", 2, "error:", "no store"),
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_model_dir: Path):
+    import torch
+
+    base = tmp_path_factory.mktemp("errors")
+    found = {"data": tiny_data, "model": tiny_model_dir}
+    found["annotation"] = next((tiny_data / "json").glob("*.json"))
+    recipes = {
+        "syntax": '\nrecipe = Knockout("s", "s", ["video -> last"]\n',
+        "undefined": 'recipe = Knockout("u", "u", EDGES)\n',
+        "typo": 'recipe = Knockout("t", "t", ["vidoe -> last"])\n',
+        "family": 'recipe = Knockout("f", "f", ["frames[<t] -> frame[t]"])\n',
+    }
+    header = "from flowtrace.recipe import Knockout\n"
+    for name, text in recipes.items():
+        (base / f"{name}.py").write_text(header + text)
+    found |= {
+        "syntax_recipe": base / "syntax.py",
+        "name_recipe": base / "undefined.py",
+        "typo_recipe": base / "typo.py",
+        "family_recipe": base / "family.py",
+    }
+
+    def model_copy(name: str) -> Path:
+        folder = base / name
+        shutil.copytree(tiny_model_dir, folder)
+        return folder
+
+    weights = (tiny_model_dir / "model.safetensors").read_bytes()
+    (model_copy("garbage") / "model.safetensors").write_bytes(os.urandom(4096))
+    (model_copy("truncated") / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    (model_copy("weightless") / "model.safetensors").unlink()
+    pickled = model_copy("pickled")
+    (pickled / "model.safetensors").unlink()
+    torch.save({"w": torch.zeros(2), "args": argparse_namespace()}, pickled / "pytorch_model.bin")
+    for name in ("garbage", "truncated", "weightless"):
+        found[f"{name}_model"] = base / name
+    found["pickle_model"] = pickled
+    found["bad_data"] = bad_entries(tiny_data, base / "bad_data")
+    return found
+
+
+def argparse_namespace():
+    import argparse
+
+    return argparse.Namespace(lr=1e-3)  # what training scripts often pickle beside the weights
+
+
+def bad_entries(data: Path, root: Path) -> Path:
+    """One task: a good entry, one with 30 options, one whose video climbs out of the root."""
+    shutil.copytree(data, root)
+    keep = root / "json" / "object_count.json"
+    for other in (root / "json").glob("*.json"):
+        if other != keep:
+            other.unlink()
+    good = json.loads(keep.read_text())[0]
+    many = [f"choice {i}" for i in range(30)]
+    entries = [good, {**good, "candidates": many, "answer": many[0]}]
+    entries.append({**good, "video": "../../../../../../../../etc/passwd"})
+    keep.write_text(json.dumps(entries))
+    return root
+
+
+@pytest.fixture(scope="module")
+def store(paths, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished two-sample store (what `unchanged` rows find at --out, and `check` reads)."""
+    out = tmp_path_factory.mktemp("reference") / "store.zarr"
+    args = shlex.split(_expand(f"{RUN} --limit 2", paths, out))
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    return out
+
+
+def _expand(argv: str, paths: dict[str, Path], out: Path) -> str:
+    common = "--model {model} --data {data} --device cpu --out {out}"
+    common_bad = "--model {model} --data {bad_data} --device cpu --out {out}"
+    text = argv.replace("{common_with_model}", "--data {data} --device cpu --out {out} --model")
+    text = text.replace("{common_bad}", common_bad).replace("{common}", common)
+    return text.format(out=out, **{k: str(v) for k, v in paths.items()})
+
+
+def _digest(folder: Path) -> str:
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(str(file.relative_to(folder)).encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
+def _flat(text: str) -> str:
+    """Output with rich's box drawing removed and whitespace collapsed (boxes wrap lines)."""
+    return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+
+def _invoke(case: Case, args: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
+    if case.env is not None:
+        env = {**os.environ, "COLUMNS": "200", **case.env}
+        env["HF_HOME"] = str(Path(args[args.index("--out") + 1]).parent / "hf-home")
+        done = subprocess.run(
+            [sys.executable, "-m", "flowtrace", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode, done.stdout + done.stderr
+    if case.interrupt_after is not None:
+        _interrupt_after(case.interrupt_after, monkeypatch)
+    done = CliRunner().invoke(app, args, env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
+    if done.exception is not None and not isinstance(done.exception, SystemExit):
+        raise done.exception  # a traceback is a failed case
+    return done.exit_code, done.output
+
+
+def _interrupt_after(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C as the user presses it: during the run, once `n` samples are done."""
+    import flowtrace.runner
+
+    real = flowtrace.runner.run
+
+    def run(recipe, options, progress=None, **kwargs):
+        def pressed(done: int, total: int, status: str) -> None:
+            if progress:
+                progress(done, total, status)
+            if done >= n:
+                raise KeyboardInterrupt
+
+        return real(recipe, options, progress=pressed, **kwargs)
+
+    monkeypatch.setattr(flowtrace.runner, "run", run)
+
+
+def _held(out: Path) -> str:
+    """What the store at `out` holds, in the table's words."""
+    if not out.exists():
+        return "no store"
+    import xarray as xr
+
+    ds = xr.open_zarr(out)
+    failed = int((ds["status"].values == "failed").sum())
+    n = ds.sizes["sample"]
+    return f"{n} samples, {failed} failed" if failed else f"{n} samples"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_error_case(case: Case, paths, store: Path, tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default stores (results/…) land here, never in the repo
+    out = tmp_path / "out.zarr"
+    paths = {**paths, "store": store}
+    if case.after == "unchanged":
+        shutil.copytree(store, out)
+        before = _digest(out)
+    args = shlex.split(_expand(case.argv, paths, out))
+    for _ in range(case.repeat):
+        code, output = _invoke(case, args, monkeypatch)
+    assert code == case.code, output
+    fragment = _expand(case.fragment, paths, out)
+    assert _flat(fragment) in _flat(output), output
+    if case.code == 2 and "Invalid value for" not in output:  # typer's own usage box aside
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert lines[-1].startswith("error:") and len(lines) == 1, output  # one clear line
+    if case.after == "unchanged":
+        assert _digest(out) == before
+    else:
+        assert _held(out) == case.after
+
+
+def test_the_resume_command_printed_after_ctrl_c_finishes_the_store(
+    paths, tmp_path: Path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    # No --out: the store is the default one under results/, which the command must name.
+    argv = f"run cross_frame --model {paths['model']} --data {paths['data']} --limit 3 --overwrite"
+    _interrupt_after(1, monkeypatch)
+    done = CliRunner().invoke(app, shlex.split(argv))
+    assert done.exit_code == 130, done.output
+    (store,) = Path("results", "cross_frame").glob("*.zarr")
+    assert f"interrupted: 1 sample of cross_frame kept in {store}" in _flat(done.output)
+    command = next(line for line in done.output.splitlines() if line.startswith("resume with:"))
+    words = shlex.split(command.removeprefix("resume with:"))
+    assert words[:3] == ["flowtrace", "run", "cross_frame"]
+    assert "--overwrite" not in words and words[words.index("--out") + 1] == str(store)
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    again = CliRunner().invoke(app, words[1:])
+    assert again.exit_code == 0, again.output
+    assert "resumed: 1 samples were already in" in again.output
+    assert _held(store) == "3 samples"
+
+
+def test_every_case_is_in_the_docs():
+    """docs/errors.md lists each case of the table (by its name) with its fix."""
+    text = (ROOT / "docs" / "errors.md").read_text()
+    missing = [c.name for c in CASES if f"<!-- case: {c.name} -->" not in text]
+    assert not missing, f"docs/errors.md lacks {missing}"
