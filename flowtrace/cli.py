@@ -710,14 +710,20 @@ def report(
     ] = None,
     samples: Annotated[
         int | None,
-        typer.Option(min=1, help="Samples per store in its sample browser [default: 64; "
-                     "200 with --site]."),
+        typer.Option(
+            min=1, help="Samples per store in its sample browser [default: 64; 200 with --site]."
+        ),
     ] = None,
 ) -> None:
     """A viewer of stores that works offline: per store its provenance, figure and sample
     browser, two stores side by side; one HTML page (at most 5 MB) or a --site folder."""
-    from flowtrace.report import SINGLE_SAMPLES, SITE_SAMPLES, collect_stores, write_report
-    from flowtrace.report import write_site
+    from flowtrace.report import (
+        SINGLE_SAMPLES,
+        SITE_SAMPLES,
+        collect_stores,
+        write_report,
+        write_site,
+    )
 
     try:
         collect_stores(stores)  # a bad path fails here with one line, before any work
