@@ -711,7 +711,7 @@ def report(
     samples: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Samples per store in its sample browser [default: 64; 200 with --site]."
+            min=1, help="Samples per store in its sample browser (default 64; 200 with --site)."
         ),
     ] = None,
 ) -> None:
