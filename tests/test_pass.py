@@ -1,0 +1,84 @@
+"""Several recipes in one pass: each video decoded once, one clean pass, one engine call per
+sample, and each store equal to the store of running its recipe alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flowtrace.pipeline.analysis as analysis_module
+from flowtrace.engine.fast import FastEngine
+from flowtrace.errors import OptionError
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+from flowtrace.store import open_cube
+
+RECIPES = ("cross_frame", "vql_to_ql", "logit_lens")
+LIMIT = 4
+
+
+def options(out: Path, **kw) -> RunOptions:
+    return RunOptions(out=out, limit=LIMIT, sample_mode="all", plot=False, **kw)
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    counts = {"decode": 0, "clean": 0, "knockout": 0}
+    frames, clean, knockout = (
+        analysis_module.sample_frames,
+        FastEngine.clean,
+        FastEngine.knockout,
+    )
+
+    def count(name, fn):
+        def wrapped(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(analysis_module, "sample_frames", count("decode", frames))
+    monkeypatch.setattr(FastEngine, "clean", count("clean", clean))
+    monkeypatch.setattr(FastEngine, "knockout", count("knockout", knockout))
+    return counts
+
+
+def test_one_pass_equals_each_recipe_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    recipes = [load_recipe(name) for name in RECIPES]
+    alone = {r.name: run(r, options(tmp_path / f"{r.name}.zarr")).store for r in recipes}
+    counts = counting(monkeypatch)
+    results = run(recipes, options(tmp_path / "pass"))
+    # logit_lens reads the model through its own (reference) engine: its clean pass is its own.
+    assert counts == {"decode": LIMIT, "clean": LIMIT, "knockout": LIMIT}
+    assert [r.store for r in results] == [tmp_path / "pass" / f"{n}.zarr" for n in RECIPES]
+    for recipe, result in zip(recipes, results, strict=True):
+        a, b = open_cube(alone[recipe.name]), open_cube(result.store)
+        assert a.sizes == b.sizes and set(a.variables) == set(b.variables)
+        assert (a["status"].values == "ok").all()
+        for name in a.variables:
+            x, y = a[name].values, b[name].values
+            if x.dtype.kind == "f":
+                np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=name)
+            else:
+                assert (x == y).all(), name
+        differ = {k for k in a.attrs if a.attrs[k] != b.attrs.get(k)}
+        assert differ <= {"created", "git_commit"}, differ  # others commit while it runs
+
+
+def test_a_recipe_needing_eager_attention_runs_alone(tmp_path: Path):
+    recipes = [load_recipe("cross_frame"), load_recipe("attention_map")]
+    with pytest.raises(OptionError, match="attention_map needs eager attention"):
+        run(recipes, options(tmp_path / "pass"))
+
+
+def test_skipped_samples_store_no_edge_count(tmp_path: Path):
+    """A sample left out by sample_mode has blocked_edges missing, not 0 ("nothing cut")."""
+    out = tmp_path / "wrong.zarr"
+    run(load_recipe("cross_frame"), RunOptions(out=out, limit=LIMIT, sample_mode="wrong"))
+    ds = open_cube(out)
+    skipped = ds["status"].values == "skipped"
+    assert skipped.all()  # the toy answers every held-out sample right
+    assert np.isnan(ds["blocked_edges"].values).all()
+    analysed = open_cube(run(load_recipe("cross_frame"), options(tmp_path / "all.zarr")).store)
+    assert (analysed["blocked_edges"].values > 0).all()
