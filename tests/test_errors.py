@@ -93,8 +93,8 @@ CASES = [
     Case("no weights", "run cross_frame {common_with_model} {weightless_model}", 2,
          "no weights found: looked for model.safetensors", "no store"),
     Case("pickle weights", "run cross_frame {common_with_model} {pickle_model}", 2,
-         "pytorch_model.bin is a pickle checkpoint holding more than tensors; flowtrace does "
-         "not load pickle weights", "no store"),
+         "pytorch_model.bin is a pickle checkpoint holding Python objects beside its tensors; "
+         "flowtrace does not unpickle them", "no store"),
     Case("hub offline", "run cross_frame --model someorg/no-such-model --out {out}", 2,
          "could not reach the Hugging Face Hub for config.json (HF_HUB_OFFLINE is set)",
          "no store", env={"HF_HUB_OFFLINE": "1"}),
@@ -150,8 +150,11 @@ def paths(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_model_
     (model_copy("truncated") / "model.safetensors").write_bytes(weights[: len(weights) // 2])
     (model_copy("weightless") / "model.safetensors").unlink()
     pickled = model_copy("pickled")
+    from safetensors.torch import load_file
+
+    state = load_file(pickled / "model.safetensors")
     (pickled / "model.safetensors").unlink()
-    torch.save({"w": torch.zeros(2), "args": argparse_namespace()}, pickled / "pytorch_model.bin")
+    torch.save({**state, "args": argparse_namespace()}, pickled / "pytorch_model.bin")
     for name in ("garbage", "truncated", "weightless"):
         found[f"{name}_model"] = base / name
     found["pickle_model"] = pickled
@@ -314,3 +317,17 @@ def test_every_case_is_in_the_docs():
     text = (ROOT / "docs" / "errors.md").read_text()
     missing = [c.name for c in CASES if f"<!-- case: {c.name} -->" not in text]
     assert not missing, f"docs/errors.md lacks {missing}"
+
+
+def test_the_conversion_the_pickle_error_prints_makes_a_loadable_checkpoint(paths, tmp_path: Path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(paths["pickle_model"], folder)
+    argv = f"run cross_frame --model {folder} --data {paths['data']} --limit 1 --out {tmp_path}/o"
+    done = CliRunner().invoke(app, shlex.split(argv))
+    assert done.exit_code == 2
+    command = _flat(done.output).split('python -c "', 1)[1].split('" and remove', 1)[0]
+    subprocess.run([sys.executable, "-c", command], cwd=folder, check=True, timeout=120)
+    (folder / "pytorch_model.bin").unlink()
+    again = CliRunner().invoke(app, shlex.split(argv))
+    assert again.exit_code == 0, again.output
+    assert _held(tmp_path / "o") == "1 samples"

@@ -109,7 +109,8 @@ CONVERT = (
     'convert it to safetensors once, where you trust the file: python -c "import torch; '
     "from safetensors.torch import save_file; "
     "s = torch.load('pytorch_model.bin', weights_only=False); s = s.get('model', s); "
-    "save_file({k: v.contiguous() for k, v in s.items()}, 'model.safetensors')\" "
+    "save_file({k: v.clone().contiguous() for k, v in s.items() if isinstance(v, torch.Tensor)}, "
+    "'model.safetensors')\" "
     "and remove the .bin"
 )
 
@@ -155,8 +156,9 @@ def _load_bin(path: Path, source: str, mmap: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except pickle.UnpicklingError:
         raise ModelError(
-            f"model={source}: {path.name} is a pickle checkpoint holding more than tensors; "
-            f"flowtrace does not load pickle weights (loading would run its code). {CONVERT}"
+            f"model={source}: {path.name} is a pickle checkpoint holding Python objects beside "
+            "its tensors; flowtrace does not unpickle them (loading would run code from the "
+            f"file). {CONVERT}"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ModelError(
