@@ -11,6 +11,7 @@ import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,8 +55,10 @@ class Clean:
         return token_id == self.true_id
 
 
-def sample_record(sample: Sample, schema: Schema) -> SampleRecord:
-    """One sample's empty row: its coordinates (task, video, question, …) and unmeasured slots."""
+def sample_record(sample: Sample, schema: Schema, root: Path | None = None) -> SampleRecord:
+    """One sample's empty row: its coordinates (task, video, question, …) and unmeasured slots.
+
+    With `root`, the video is written relative to it (a shared store names no home folder)."""
     try:
         answer_letter = sample.answer_letter
     except SampleError:  # the sample fails validation with this reason
@@ -63,13 +66,22 @@ def sample_record(sample: Sample, schema: Schema) -> SampleRecord:
     record = schema.empty(sample.id)
     record.coords.update(
         task=sample.task,
-        video=str(sample.video),
+        video=_relative(Path(sample.video), root),
         question=sample.question,
         candidates=json.dumps(list(sample.candidates)),
         answer=sample.answer,
         answer_letter=answer_letter,
     )
     return record
+
+
+def _relative(video: Path, root: Path | None) -> str:
+    if root is not None:
+        try:
+            return video.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:  # outside the root (a symlinked file): keep it as the data names it
+            pass
+    return str(video)
 
 
 def measure_clean(

@@ -42,6 +42,9 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 from flowtrace.cube import SAMPLE, SampleRecord, Schema, stack
 from flowtrace.errors import StoreError
 
+# The lock and marker files beside the arrays are ours; zarr lists them when it walks the group.
+warnings.filterwarnings("ignore", message="Object at .flowtrace", category=UserWarning)
+
 __all__ = ["SAMPLE", "CubeStore", "check_store", "compact", "is_flowtrace_store", "open_cube"]
 
 MARKER = ".flowtrace-store"  # written at creation: this folder is a store flowtrace started

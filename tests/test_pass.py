@@ -82,3 +82,51 @@ def test_skipped_samples_store_no_edge_count(tmp_path: Path):
     assert np.isnan(ds["blocked_edges"].values).all()
     analysed = open_cube(run(load_recipe("cross_frame"), options(tmp_path / "all.zarr")).store)
     assert (analysed["blocked_edges"].values > 0).all()
+
+
+def test_prefetch_loads_the_next_samples_while_the_caller_works():
+    """The loader runs ahead in its thread: while the caller holds sample i, samples up to
+    i + ahead are loading or loaded; a SampleError comes back in order instead of stopping."""
+    import threading
+
+    from flowtrace.data import SampleError
+    from flowtrace.pipeline.prefetch import prefetched
+
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def load(i: int) -> int:
+        with lock:
+            started.append(i)
+        if i == 3:
+            raise SampleError("bad video")
+        return i * 10
+
+    seen = []
+    for i, (sample, got) in enumerate(prefetched(range(8), load, ahead=2)):
+        deadline = 50
+        while len(started) < min(8, i + 3) and deadline:  # the two after it were submitted
+            threading.Event().wait(0.01)
+            deadline -= 1
+        assert len(started) >= min(8, i + 3), (i, started)
+        seen.append((sample, str(got) if isinstance(got, SampleError) else got))
+    assert seen == [(0, 0), (1, 10), (2, 20), (3, "bad video"), (4, 40), (5, 50), (6, 60), (7, 70)]
+    assert started == list(range(8))  # one worker: in order
+
+
+def test_stores_name_no_absolute_path_unless_asked(tmp_path: Path):
+    """A shared store carries no home folder: videos relative to the data root, the data and the
+    model as the user named them; absolute paths only with absolute_paths."""
+    from flowtrace.pipeline.options import resolve_data, video_file
+
+    root = str(resolve_data("toy").root)
+    shared = open_cube(run(load_recipe("logit_lens"), options(tmp_path / "a.zarr")).store)
+    texts = [str(v) for v in shared.attrs.values()] + [str(v) for v in shared["video"].values]
+    assert not [t for t in texts if root in t or str(Path.home()) in t]
+    first = str(shared["video"].values[0])
+    assert not Path(first).is_absolute() and first.endswith(".mp4")
+    assert video_file(shared.attrs, first).is_file()
+    full = run(load_recipe("logit_lens"), options(tmp_path / "b.zarr", absolute_paths=True))
+    absolute = open_cube(full.store)
+    assert absolute.attrs["data_root"] == root
+    assert Path(str(absolute["video"].values[0])) == video_file(shared.attrs, first)

@@ -42,6 +42,7 @@ class Analysis:
     attrs: dict[str, str | int | float]  # the store's provenance
     out: Path
     open_ended: bool = False  # whether the recipe analyses open-ended samples
+    root: Path | None = None  # videos are stored relative to it (None: as the data names them)
 
 
 def with_generate(recipe: Recipe, generate: int | None) -> Recipe:
@@ -139,6 +140,7 @@ def prepare_analyses(
                 attrs,
                 out,
                 kind.open_ended,
+                None if options.absolute_paths else root,
             )
         )
     return analyses
@@ -172,7 +174,7 @@ def analyse_sample(
     prefetcher made them already."""
     single = not isinstance(analyses, list)
     group = [analyses] if single else analyses
-    records = [sample_record(sample, a.measure.schema) for a in group]
+    records = [sample_record(sample, a.measure.schema, a.root) for a in group]
     if prepared is None:
         try:
             prepared = load_inputs(group[0], sample)

@@ -55,6 +55,8 @@ class RunOptions:
     prefetch: int = 2  # samples decoded and processed ahead (0: in line)
     flush_samples: int = 16  # write the store every this many samples…
     flush_seconds: float = 2.0  # …or this many seconds, whichever comes first
+    # Provenance names the data root and videos as the user did (relative); True: absolute paths.
+    absolute_paths: bool = False
 
 
 def check_options(options: RunOptions) -> None:
@@ -94,6 +96,18 @@ def resolve_data(data: str) -> DataSource:
         return parse_data(data)
     except ValueError as err:
         raise DataError(str(err)) from None
+
+
+def video_file(attrs: dict, video: str) -> Path:
+    """A store's `video` coordinate as a file: relative ones lie under the run's data root."""
+    path = Path(video)
+    if path.is_absolute():
+        return path
+    try:
+        root = resolve_data(str(attrs["data"])).root
+    except (KeyError, DataError):
+        root = Path(str(attrs.get("data_root", ".")))
+    return root / path
 
 
 @dataclass(frozen=True)

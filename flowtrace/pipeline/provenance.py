@@ -45,7 +45,7 @@ def provenance(
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "attn": loaded.attn,
         "data": options.data,
-        "data_root": str(root),
+        "data_root": str(root) if options.absolute_paths else _as_named(options.data),
         "data_kind": data_kind,
         "split": "toy held-out" if options.data == TOY_DATA else root.name,
         "tasks": json.dumps(options.tasks or []),
@@ -71,6 +71,11 @@ def provenance(
         "python": platform.python_version(),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def _as_named(data: str) -> str:
+    """The data's root as the user wrote it (KIND:PATH → PATH), so no home folder is stored."""
+    return data.split(":", 1)[1] if ":" in data else data
 
 
 def git_commit() -> str:

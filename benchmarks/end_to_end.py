@@ -1,0 +1,176 @@
+"""What users run, timed: the paper's four sweeps through `flowtrace.runner.run` (the path of
+`flowtrace run`, figures off) as four runs and as one pass, beside the engine alone, in one process.
+
+Writes realistic clips first (640×360 mp4, 10 s at 24 fps, TVBench layout: decoding and the
+processor cost what they cost on real data), loads one model (`--shape toy`: the embedded toy;
+`--shape 7b`: LLaVA-NeXT-7B-Video-FT's shape with random weights, as benchmarks/knockout_sweep.py),
+and prints one JSON line per measurement: seconds per sample, the ratio to the engine alone, and
+the share of wall time the GPU was busy (NVML utilisation sampled every 50 ms; CUDA only).
+
+    python benchmarks/end_to_end.py --shape 7b --device cuda --samples 24
+    python benchmarks/end_to_end.py --shape toy --device cpu --samples 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from reference_engine import build, sync
+
+from flowtrace.data import read_samples, sample_frames
+from flowtrace.data.sources import DataSource
+from flowtrace.data.synth import TASKS, make_clip, slug, write_mp4
+from flowtrace.engine import FastEngine
+from flowtrace.engine.masks import default_window
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+
+SWEEPS = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
+
+
+def write_clips(root: Path, samples: int, width: int = 640, height: int = 360) -> Path:
+    """`samples` clips spread over the synthetic tasks, each 10 s at 24 fps, letterboxed."""
+    per_task = -(-samples // len(TASKS))
+    for task in TASKS:
+        entries = []
+        for i in range(per_task):
+            clip = make_clip(task, seed=0, index=i, num_frames=240, size=height)
+            pad = (width - height) // 2
+            frames = np.pad(clip.frames, ((0, 0), (0, 0), (pad, width - height - pad), (0, 0)))
+            name = f"{slug(task)}_{i:04d}.mp4"
+            write_mp4(root / "video" / slug(task) / name, frames, fps=24)
+            entries.append(
+                {
+                    "video": name,
+                    "question": clip.question,
+                    "candidates": clip.candidates,
+                    "answer": clip.answer,
+                }
+            )
+        (root / "json").mkdir(parents=True, exist_ok=True)
+        (root / "json" / f"{slug(task)}.json").write_text(json.dumps(entries))
+    return root
+
+
+class GpuBusy:
+    """NVML utilisation sampled in a thread: the share of time a kernel ran."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.samples, self._stop = device, [], threading.Event()
+        self.available = device.startswith("cuda")
+        if self.available:
+            try:
+                torch.cuda.utilization()
+            except Exception:  # noqa: BLE001 - pynvml missing
+                self.available = False
+
+    def __enter__(self) -> GpuBusy:
+        if self.available:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(torch.cuda.utilization())
+            time.sleep(0.05)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    @property
+    def share(self) -> float | None:
+        return float(np.mean(self.samples)) / 100 if self.samples else None
+
+
+def engine_only(loaded, recipes, data: Path, frames: int, window: int, device: str) -> float:
+    """Seconds per sample of the clean pass and every recipe's conditions through the fast
+    engine, inputs prepared beforehand (no decoding, no recording)."""
+    samples = read_samples(DataSource(kind="tvbench", root=data, spec=str(data)))
+    engine = FastEngine(loaded)
+    prepared = [loaded.adapter.prepare(loaded, s, sample_frames(s, frames)) for s in samples]
+    total = 0.0
+    for index, inputs in enumerate(prepared):
+        sync(device)
+        started = time.perf_counter()
+        engine.clean(inputs.inputs)
+        for recipe in recipes:
+            conditions = recipe.conditions(inputs.layout, loaded.num_layers, window, "center")
+            engine.knockout(inputs.inputs, [c.knockout for c in conditions])
+        sync(device)
+        if index:  # the first sample warms kernels and the self-check up
+            total += time.perf_counter() - started
+    return total / max(1, len(prepared) - 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shape", choices=["toy", "7b"], default="toy")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--work", type=Path, help="Folder for clips and stores (default: temp).")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="flowtrace-e2e-"))
+    data = write_clips(work / "data", args.samples)
+    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    loaded = build(args.shape, args.device, dtype, args.attn)
+    recipes = [load_recipe(name) for name in SWEEPS]
+    window = default_window(loaded.num_layers)
+    frames = loaded.adapter.default_frames
+    count = len(read_samples(DataSource(kind="tvbench", root=data, spec=str(data))))
+
+    def options(out: Path) -> RunOptions:
+        return RunOptions(
+            data=str(data),
+            out=out,
+            sample_mode="all",
+            plot=False,
+            device=args.device,
+            window=window,
+        )
+
+    # Warm-up: kernels, the fast engine's self-check, the tokenizer's caches.
+    run(recipes[0], options(work / "warm.zarr"), loaded=loaded)
+    base = engine_only(loaded, recipes, data, frames, window, args.device)
+    print(json.dumps({"measure": "engine_only", "s_per_sample": round(base, 4), "samples": count}))
+    rows = {}
+    for name, chosen in [*((r.name, [r]) for r in recipes), ("one_pass", recipes)]:
+        out = work / name
+        shutil.rmtree(out, ignore_errors=True)
+        sync(args.device)
+        with GpuBusy(args.device) as busy:
+            started = time.perf_counter()
+            run(chosen if name == "one_pass" else chosen[0], options(out), loaded=loaded)
+            sync(args.device)
+            seconds = (time.perf_counter() - started) / count
+        rows[name] = seconds
+        print(
+            json.dumps({"measure": name, "s_per_sample": round(seconds, 4), "gpu_busy": busy.share})
+        )
+    four = sum(rows[r.name] for r in recipes)
+    summary = {
+        "measure": "summary",
+        "shape": args.shape,
+        "device": args.device,
+        "samples": count,
+        "engine_only_s": round(base, 4),
+        "four_runs_s": round(four, 4),
+        "one_pass_s": round(rows["one_pass"], 4),
+        "four_runs_over_engine": round(four / base, 2),
+        "one_pass_over_engine": round(rows["one_pass"] / base, 2),
+        "four_runs_over_one_pass": round(four / rows["one_pass"], 2),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
