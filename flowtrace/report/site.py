@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flowtrace.errors import OptionError
+from flowtrace.plots import compare_chart
 from flowtrace.report.page import (
     GLUE,
     SITE_PAGE_BUDGET,
@@ -67,8 +68,9 @@ def write_site(
         vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"), encoding="utf-8"
     )
     by_recipe: dict[str, list[Entry]] = {}
+    parts = {}
     for entry in entries:
-        section, specs, embeds, videos = store_parts(entry, samples)
+        section, specs, embeds, videos = parts[entry.key] = store_parts(entry, samples)
         depth = entry.label.count("/")
         _page(out, entry.label, f"{entry.label} · {title}", section,
               page_data(specs, embeds, videos), depth, budget)  # fmt: skip
@@ -79,16 +81,31 @@ def write_site(
             continue
         specs, videos = {}, {}
         for entry in group:
-            _, more_specs, _, more_videos = store_parts(entry, min(samples or 32, 32))
+            _, more_specs, _, more_videos = parts[entry.key]
             specs.update(more_specs)
             videos.update(more_videos)
-        body = side_by_side(group, specs)
+        body, embeds = side_by_side(group, specs), []
+        if all(_plain_knockout(e) for e in group):
+            # Knockout curves of every store in one figure, above the two columns.
+            specs["overlay"] = compare_chart({e.label: e.ds for e in group}).to_dict()
+            embeds.append(("overlay", "overlay"))
+            body = '<div id="overlay" class="figure"></div>' + body
         name = f"compare/{recipe}"
         _page(out, name, f"{recipe} side by side · {title}", body,
-              page_data(specs, [], videos), 1, budget)  # fmt: skip
+              page_data(specs, embeds, videos), 1, budget)  # fmt: skip
         compared[recipe] = name
     (out / "index.html").write_text(gallery(entries, by_recipe, compared, title), "utf-8")
     return out / "index.html"
+
+
+def _plain_knockout(entry: Entry) -> bool:
+    ds = entry.ds
+    return (
+        ds.attrs.get("recipe_kind", "Knockout") == "Knockout"
+        and not int(ds.attrs.get("eval_only", 0))
+        and "head" not in ds.dims
+        and bool((ds["status"] == "ok").any())
+    )
 
 
 def gallery(
