@@ -23,17 +23,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from flowtrace.data import Sample
 from flowtrace.data.synth import make_clip, write_mp4
-from flowtrace.data.video import read_frames
+from flowtrace.data.video import sample_frames
 from flowtrace.engine import FastEngine, ReferenceEngine
-from flowtrace.models import ADAPTERS, LoadedModel, pick_adapter
-from flowtrace.models.checkpoint import read_config
+from flowtrace.models import ADAPTERS, LoadedModel, load_model
 from flowtrace.recipe import load_recipe
 
 FRAMES = 8
@@ -410,33 +408,13 @@ MODELS: dict[str, Callable[[Path, bool], Path]] = {
 
 
 def load_random(folder: Path, device: str, dtype: torch.dtype) -> LoadedModel:
-    """A LoadedModel with random weights (flowtrace.models.load_model minus the checkpoint)."""
-    from nnsight.modeling.transformers import TransformersModel
-
-    from flowtrace.models.checkpoint import quiet_transformers
-
-    adapter = pick_adapter(read_config(str(folder)), None, str(folder))
-    model, processor = adapter.load(
-        str(folder), device=device, dtype=dtype, attn="sdpa", weights=False
-    )
-    with quiet_transformers(50):
-        wrapped = TransformersModel(model, task="image-text-to-text", processor=processor)
-    return LoadedModel(
-        adapter=adapter,
-        model=model,
-        processor=processor,
-        nnsight=wrapped,
-        model_id=folder.name,
-        revision="random",
-        device=torch.device(device),
-        dtype=dtype,
-        attn="sdpa",
-        num_layers=model.config.get_text_config().num_hidden_layers,
-    )
+    """A LoadedModel of the folder's architecture with seeded random weights."""
+    name = str(dtype).removeprefix("torch.")
+    return load_model(str(folder), device=device, dtype=name, weights=False)
 
 
-def video(path: Path | None, folder: Path, size: int) -> tuple[Sample, np.ndarray]:
-    """A Moving Direction sample and its 8 frames decoded from an mp4 (decord, as in a real run).
+def video(path: Path | None, folder: Path, size: int) -> Sample:
+    """A Moving Direction sample whose video is an mp4 (decoded by decord, as in a real run).
 
     Without `path`, a 32-frame generated clip is written as an mp4 into `folder` first.
     """
@@ -452,7 +430,7 @@ def video(path: Path | None, folder: Path, size: int) -> tuple[Sample, np.ndarra
         candidates=tuple(clip.candidates),
         answer=clip.answer,
     )
-    return sample, read_frames(path, FRAMES)
+    return sample
 
 
 def fast_sweep(loaded, inputs, knockouts, reference: torch.Tensor, sync) -> dict[str, Any]:
@@ -491,8 +469,9 @@ def bench(name: str, folder: Path, device: str, batch: int, clip: Path | None) -
     started = time.perf_counter()
     loaded = load_random(folder, device, dtype)
     build_s = time.perf_counter() - started
-    sample, frames = video(clip, folder, size=448 if device.startswith("cuda") else 64)
-    prepared = loaded.adapter.prepare(loaded, sample, frames)
+    sample = video(clip, folder, size=448 if device.startswith("cuda") else 64)
+    # Frames as the runner reads them: the adapter's own choice where it makes one.
+    prepared = loaded.adapter.prepare(loaded, sample, sample_frames(sample, FRAMES, loaded.adapter))
     engine = ReferenceEngine(loaded, batch_size=batch)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     engine.clean(prepared.inputs)  # warm-up
@@ -516,7 +495,7 @@ def bench(name: str, folder: Path, device: str, batch: int, clip: Path | None) -
         "model": name,
         "adapter": loaded.adapter.name,
         "grid": "×".join(map(str, prepared.layout.video_grid)),
-        "video_tokens": int(prepared.layout["video"].size),
+        "video_tokens": int(prepared.layout.video_positions().size),
         "seq_len": prepared.layout.seq_len,
         "layers": loaded.num_layers,
         "build_s": round(build_s, 1),

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
 from flowtrace.models.checkpoint import (
     check_weights,
     quiet_transformers,
@@ -75,11 +75,13 @@ def load_model(
     adapter: str | None = None,
     pooling: tuple[int, int, int] | str | None = None,
     lora: str | None = None,
+    weights: bool = True,
 ) -> LoadedModel:
     """Load `spec` (`toy`, `planted`, a local checkpoint folder or a Hugging Face id).
 
     The adapter is chosen from the checkpoint's config.json (never from its name); `adapter`
     forces one. `lora` is a PEFT adapter folder merged into the weights before tracing.
+    `weights=False`: config.json's architecture with seeded random weights (revision "random").
     """
     from nnsight.modeling.transformers import TransformersModel
     from transformers.utils import logging as hf_logging
@@ -101,17 +103,13 @@ def load_model(
     if attn not in ("sdpa", "eager"):
         raise FlowtraceError(f"--attn {attn!r}: choose sdpa or eager")
     raw = read_config(source)
-    check_weights(source)  # a truncated, garbage or pickle file fails here, named
-    chosen = pick_adapter(raw, adapter, spec)
+    chosen = pick_adapter(raw, adapter, spec)  # a config no adapter reads fails first
+    if weights:
+        check_weights(source)  # a truncated, garbage or pickle file fails here, named
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
-    model, processor = chosen.load(
-        source,
-        device=str(torch_device),
-        dtype=torch_dtype,
-        attn=attn,
-        pooling=parse_pooling(pooling),
-    )
+    options = LoadOptions(str(torch_device), torch_dtype, attn, parse_pooling(pooling), weights)
+    model, processor = chosen.load(source, options)
     if lora is not None:
         model = merge_lora(model, lora)
     # transformers' pipeline logs that our own classes are "not supported" for the task; they
@@ -124,7 +122,7 @@ def load_model(
         processor=processor,
         nnsight=wrapped,
         model_id=spec,
-        revision=_revision(source, local if local.exists() else None),
+        revision=_revision(source, local if local.exists() else None) if weights else "random",
         device=torch_device,
         dtype=torch_dtype,
         attn=attn,

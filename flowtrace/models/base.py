@@ -14,6 +14,22 @@ from flowtrace.layout import TokenLayout
 from flowtrace.models.prompts import PromptTemplate
 
 
+@dataclass(frozen=True)
+class LoadOptions:
+    """How an adapter loads a checkpoint.
+
+    `pooling` is PLLaVA's T-H-W (others refuse it). `weights=False` builds the architecture of
+    config.json with seeded random weights (the folder needs no weight files): benchmarks and
+    dry runs of full-size shapes.
+    """
+
+    device: str
+    dtype: torch.dtype
+    attn: str = "sdpa"
+    pooling: tuple[int, int, int] | None = None
+    weights: bool = True
+
+
 @dataclass
 class Prepared:
     """One sample turned into model inputs plus the map of its token groups."""
@@ -46,21 +62,8 @@ class Adapter:
         """Whether this adapter reads a checkpoint with this raw config.json."""
         return config.get("model_type") in cls.model_types
 
-    def load(
-        self,
-        source: str,
-        *,
-        device: str,
-        dtype: torch.dtype,
-        attn: str,
-        pooling: tuple[int, int, int] | None = None,
-        weights: bool = True,
-    ) -> tuple[Any, Any]:
-        """Return (model, processor) for a local folder or a Hugging Face id.
-
-        `weights=False` builds the architecture of config.json with seeded random weights (the
-        folder needs no weight files): benchmarks and dry runs of full-size shapes.
-        """
+    def load(self, source: str, options: LoadOptions) -> tuple[Any, Any]:
+        """Return (model, processor) for a local folder or a Hugging Face id."""
         raise NotImplementedError
 
     def refuse_pooling(self, pooling: tuple[int, int, int] | None) -> None:

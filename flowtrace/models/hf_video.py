@@ -18,13 +18,12 @@ import importlib
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from flowtrace.data import Sample
 from flowtrace.data.video import VideoFrames
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import TokenLayout
-from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
 from flowtrace.models.checkpoint import build_empty, init_random, quiet_transformers
 from flowtrace.models.inputs import placeholder_frames, prompt_layout, to_device
 
@@ -41,39 +40,21 @@ class HFVideoAdapter(Adapter):
     square_crop: ClassVar[bool] = True  # with grid_side: crop and resize frames to that square
     frame_token_attr: ClassVar[str] = "video_token_id"  # processor attribute: frame placeholder
 
-    def load(
-        self,
-        source: str,
-        *,
-        device: str,
-        dtype: torch.dtype,
-        attn: str,
-        pooling: tuple[int, int, int] | None = None,
-        weights: bool = True,
-    ) -> tuple[Any, Any]:
+    def load(self, source: str, options: LoadOptions) -> tuple[Any, Any]:
         import transformers
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoProcessor
 
-        self.refuse_pooling(pooling)
+        self.refuse_pooling(options.pooling)
         cls = getattr(transformers, self.model_class, None)
         if cls is None:
             raise FlowtraceError(
                 f"this transformers ({transformers.__version__}) has no {self.model_class}; "
                 "upgrade transformers to use the " + self.name + " adapter"
             )
-        if weights:
-            model = cls.from_pretrained(source, dtype=dtype, attn_implementation=attn).to(device)
-        else:
-            config = AutoConfig.from_pretrained(source)
-            model = build_empty(
-                lambda: cls._from_config(config, attn_implementation=attn, dtype=dtype),
-                device,
-                dtype,
-            )
-            model = init_random(model).eval()
+        model = hf_model(cls, source, options)
         with quiet_transformers():
             processor = AutoProcessor.from_pretrained(source)
-        return model.eval(), processor
+        return model, processor
 
     # -- per family ------------------------------------------------------------------------------
 
@@ -140,6 +121,26 @@ class HFVideoAdapter(Adapter):
             layout=layout,
             prompt=prompt.text,
         )
+
+
+def hf_model(cls: Any, source: str, options: LoadOptions) -> Any:
+    """A transformers model class's checkpoint on the device, or (`options.weights` False) its
+    config.json's architecture with seeded random weights, in eval mode."""
+    if options.weights:
+        model = cls.from_pretrained(
+            source, dtype=options.dtype, attn_implementation=options.attn
+        ).to(options.device)
+    else:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(source)
+        model = build_empty(
+            lambda: cls._from_config(config, attn_implementation=options.attn, dtype=options.dtype),
+            options.device,
+            options.dtype,
+        )
+        init_random(model)
+    return model.eval()
 
 
 def square_frames(frames: np.ndarray, side: int) -> np.ndarray:

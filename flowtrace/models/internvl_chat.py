@@ -12,25 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
-
-from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
-from flowtrace.models.base import Adapter, LoadedModel, Prepared
-from flowtrace.models.checkpoint import (
-    build_empty,
-    init_random,
-    iter_tensors,
-    load_strict,
-    load_tokenizer,
-    read_config,
-    resolve_file,
-    weight_files,
-)
-from flowtrace.models.inputs import FramesProcessor, placeholder_frames, prompt_layout, to_device
-from flowtrace.models.internvl_chat_model import InternVLChatConfig, InternVLChatForVideo
-from flowtrace.models.pllava import resize_longshort
+from flowtrace.models.base import LoadedModel, LoadOptions
+from flowtrace.models.checkpoint import load_tokenizer, read_config
+from flowtrace.models.internvl_chat_network import InternVLChatConfig, InternVLChatForVideo
+from flowtrace.models.original_layout import OriginalLayoutAdapter, build_model, frames_processor
 from flowtrace.models.templates import EVAL_MVBENCH_INTERNVL, EVAL_MVBENCH_PHI3, INTERNVL_MEDIA
 
 IMG_CONTEXT = "<IMG_CONTEXT>"
@@ -38,13 +24,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class InternVLChatAdapter(Adapter):
+class InternVLChatAdapter(OriginalLayoutAdapter):
     name = "internvl_chat"
     model_types = ("internvl_chat",)
     layers_path = "language_model.model.layers"
     final_norm_path = "language_model.model.norm"
     lm_head_path = "language_model.lm_head"
     template = EVAL_MVBENCH_PHI3
+    media = INTERNVL_MEDIA
     default_frames = 8
     summary = (
         "InternVL chat (Mini-InternVL-4B-Video-FT of the paper): InternViT + pixel shuffle + "
@@ -55,24 +42,14 @@ class InternVLChatAdapter(Adapter):
         "OpenGVLab's layout; tokenizer with <img>, <IMG_CONTEXT>, </img>; not InternLM2 LLMs"
     )
 
-    def load(
-        self,
-        source: str,
-        *,
-        device: str,
-        dtype: torch.dtype,
-        attn: str,
-        pooling: tuple[int, int, int] | None = None,
-        weights: bool = True,
-    ) -> tuple[Any, Any]:
-        from transformers import CLIPImageProcessor
-
+    def load(self, source: str, options: LoadOptions) -> tuple[Any, Any]:
         raw = read_config(source)
         tokenizer = load_tokenizer(source)
         context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
         if context_id is None or context_id == tokenizer.unk_token_id:
             raise FlowtraceError(f"--model {source}: its tokenizer has no {IMG_CONTEXT} token")
         config = InternVLChatConfig.from_raw(raw, context_id)
+        pooling = options.pooling
         if pooling is not None:
             side = int(config.tokens_per_frame**0.5)
             if tuple(pooling[1:]) != (side, side):
@@ -81,52 +58,26 @@ class InternVLChatAdapter(Adapter):
                     f"tokens per frame and no pooling; pass {pooling[0]}-{side}-{side} or --frames"
                 )
             self.default_frames = pooling[0]
-        model = build_empty(
-            lambda: InternVLChatForVideo(config, attn=attn, dtype=dtype), device, dtype
+        model = build_model(
+            lambda: InternVLChatForVideo(config, attn=options.attn, dtype=options.dtype),
+            source,
+            options,
         )
-        if weights:
-            load_strict(model, iter_tensors(weight_files(source)), source)
-        else:
-            init_random(model)
         self.template = EVAL_MVBENCH_PHI3 if _is_phi3(config) else EVAL_MVBENCH_INTERNVL
-        side = config.vision_config.image_size
-        if resolve_file(source, "preprocessor_config.json", required=False):
-            image_processor = CLIPImageProcessor.from_pretrained(source)
-        else:
-            # The reference's fallback when the checkpoint has no processor files.
-            image_processor = CLIPImageProcessor(
-                size={"shortest_edge": side},
-                crop_size={"height": side, "width": side},
-                image_mean=IMAGENET_MEAN,
-                image_std=IMAGENET_STD,
-            )
-        shortest = image_processor.size.get("shortest_edge", side)
-        processor = FramesProcessor(
+        processor = frames_processor(
+            source,
             tokenizer,
-            image_processor,
+            side=config.vision_config.image_size,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
             video_token=IMG_CONTEXT,
             tokens_for=lambda frames: config.tokens_per_frame * frames,
-            prepare_frames=lambda frames: resize_longshort(frames, shortest),
         )
         return model.eval(), processor
 
     def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
         side = int(round(loaded.model.config.tokens_per_frame**0.5))
         return (frames, side, side)
-
-    def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
-        processor = loaded.processor
-        prompt = self.template.render(sample, INTERNVL_MEDIA)
-        inputs = processor(text=prompt.text, videos=[frames])
-        ids = inputs["input_ids"]
-        grid = self.video_grid(loaded, len(frames))
-        positions = placeholder_frames(ids, processor.video_token_id, grid)
-        layout = prompt_layout(
-            processor.tokenizer, prompt, ids, positions, [grid[1:]] * grid[0], sample
-        )
-        return Prepared(
-            inputs=to_device(inputs, loaded.device, loaded.dtype), layout=layout, prompt=prompt.text
-        )
 
 
 def _is_phi3(config: InternVLChatConfig) -> bool:

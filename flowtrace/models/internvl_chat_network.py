@@ -25,7 +25,7 @@ from transformers.activations import ACT2FN
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.models.composed import ComposedConfig, ComposedVideoLM
-from flowtrace.models.pllava_model import sub_config
+from flowtrace.models.pllava_network import sub_config
 
 # OpenGVLab InternVisionConfig defaults (a saved vision_config holds only what differs).
 VISION_DEFAULTS: dict[str, Any] = {

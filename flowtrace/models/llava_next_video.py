@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import build_layout
-from flowtrace.models.base import Adapter, LoadedModel, Prepared
+from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
+from flowtrace.models.hf_video import hf_model
 from flowtrace.models.prompts import EVAL_MVBENCH
 
 
@@ -27,15 +27,7 @@ class LlavaNextVideoAdapter(Adapter):
     summary = "LLaVA-NeXT-Video (HF; the embedded toy): CLIP, 2×2 pooling per frame, Llama/Vicuna"
     needs = "transformers-format checkpoint (model_type 'llava_next_video') with its processor"
 
-    def load(
-        self,
-        source: str,
-        *,
-        device: str,
-        dtype: torch.dtype,
-        attn: str,
-        pooling: tuple[int, int, int] | None = None,
-    ) -> tuple[Any, Any]:
+    def load(self, source: str, options: LoadOptions) -> tuple[Any, Any]:
         from transformers import (
             AutoConfig,
             LlavaNextVideoForConditionalGeneration,
@@ -44,15 +36,15 @@ class LlavaNextVideoAdapter(Adapter):
 
         from flowtrace.models.planted import PlantedLlavaNextVideo
 
-        self.refuse_pooling(pooling)
+        self.refuse_pooling(options.pooling)
         config = AutoConfig.from_pretrained(source)
         # A config with a plant (fixed attention routes, flowtrace's ground-truth toy) needs the
         # class that applies it.
         planted = getattr(config, "flowtrace_plant", None)
         cls = PlantedLlavaNextVideo if planted else LlavaNextVideoForConditionalGeneration
-        model = cls.from_pretrained(source, dtype=dtype, attn_implementation=attn).to(device)
+        model = hf_model(cls, source, options)
         processor = LlavaNextVideoProcessor.from_pretrained(source)
-        return model.eval(), processor
+        return model, processor
 
     def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
         config = loaded.model.config

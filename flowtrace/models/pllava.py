@@ -14,21 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowtrace.data import Sample
-from flowtrace.errors import FlowtraceError
-from flowtrace.models.base import Adapter, LoadedModel, Prepared
-from flowtrace.models.checkpoint import (
-    build_empty,
-    init_random,
-    iter_tensors,
-    load_strict,
-    load_tokenizer,
-    read_config,
-    resolve_file,
-    weight_files,
-)
-from flowtrace.models.inputs import FramesProcessor, placeholder_frames, prompt_layout, to_device
-from flowtrace.models.pllava_model import PAPER_POOLING, PllavaConfig, PllavaForVideo
+from flowtrace.models.base import LoadedModel, LoadOptions
+from flowtrace.models.checkpoint import load_tokenizer, read_config
+from flowtrace.models.original_layout import OriginalLayoutAdapter, build_model, frames_processor
+from flowtrace.models.pllava_network import PAPER_POOLING, PllavaConfig, PllavaForVideo
 from flowtrace.models.prompts import EVAL_MVBENCH
 
 PLLAVA_KEYS = ("pooling_shape", "frame_shape", "use_pooling", "pooling_method")
@@ -38,7 +27,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 UNUSED = ("image_newline",)
 
 
-class PllavaAdapter(Adapter):
+class PllavaAdapter(OriginalLayoutAdapter):
     name = "pllava"
     model_types = ("llava",)
     layers_path = "language_model.model.layers"
@@ -59,65 +48,30 @@ class PllavaAdapter(Adapter):
             pllava_arch or any(k in config for k in PLLAVA_KEYS)
         )
 
-    def load(
-        self,
-        source: str,
-        *,
-        device: str,
-        dtype: torch.dtype,
-        attn: str,
-        pooling: tuple[int, int, int] | None = None,
-        weights: bool = True,
-    ) -> tuple[Any, Any]:
-        from transformers import CLIPImageProcessor
-
-        pooling = tuple(pooling or PAPER_POOLING)
+    def load(self, source: str, options: LoadOptions) -> tuple[Any, Any]:
+        pooling = tuple(options.pooling or PAPER_POOLING)
         config = PllavaConfig.from_raw(read_config(source), pooling)
-        model = build_empty(lambda: PllavaForVideo(config, attn=attn, dtype=dtype), device, dtype)
-        if weights:
-            load_strict(
-                model, iter_tensors(weight_files(source)), source, rename=clip_renamer(model)
-            )
-        else:
-            init_random(model)
+        model = build_model(
+            lambda: PllavaForVideo(config, attn=options.attn, dtype=options.dtype),
+            source,
+            options,
+            rename=clip_renamer,
+        )
         self.default_frames = pooling[0]
         tokenizer = load_tokenizer(source)
-        if resolve_file(source, "preprocessor_config.json", required=False):
-            image_processor = CLIPImageProcessor.from_pretrained(source)
-        else:
-            side = config.vision_config.image_size
-            image_processor = CLIPImageProcessor(
-                size={"shortest_edge": side},
-                crop_size={"height": side, "width": side},
-                image_mean=CLIP_MEAN,
-                image_std=CLIP_STD,
-            )
-        shortest = image_processor.size.get("shortest_edge", config.vision_config.image_size)
-        processor = FramesProcessor(
+        processor = frames_processor(
+            source,
             tokenizer,
-            image_processor,
+            side=config.vision_config.image_size,
+            mean=CLIP_MEAN,
+            std=CLIP_STD,
             video_token=tokenizer.convert_ids_to_tokens(config.video_token_id),
             tokens_for=lambda frames: int(np.prod(pooling)),
-            prepare_frames=lambda frames: resize_longshort(frames, shortest),
         )
         return model.eval(), processor
 
     def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:
         return tuple(loaded.model.config.pooling_shape)
-
-    def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:
-        processor = loaded.processor
-        prompt = self.template.render(sample, processor.video_token)
-        inputs = processor(text=prompt.text, videos=[frames])
-        ids = inputs["input_ids"]
-        grid = self.video_grid(loaded, len(frames))
-        positions = placeholder_frames(ids, processor.video_token_id, grid)
-        layout = prompt_layout(
-            processor.tokenizer, prompt, ids, positions, [grid[1:]] * grid[0], sample
-        )
-        return Prepared(
-            inputs=to_device(inputs, loaded.device, loaded.dtype), layout=layout, prompt=prompt.text
-        )
 
 
 def clip_renamer(model: torch.nn.Module) -> Callable[[str], str | None]:
@@ -136,25 +90,3 @@ def clip_renamer(model: torch.nn.Module) -> Callable[[str], str | None]:
         return key
 
     return rename
-
-
-def resize_longshort(frames: np.ndarray, clip_resolution: int) -> list[np.ndarray]:
-    """PllavaProcessor.resize_crop_longshort for one video: bicubic resize of the short side.
-
-    The short side goes to max(clip_resolution, min(short, 640 / aspect)) keeping the aspect
-    ratio; the CLIP image processor then resizes and centre-crops to its input size. With one
-    video the reference's crop of the long side is empty.
-    """
-    from PIL import Image
-
-    if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise FlowtraceError(f"frames must be (T, H, W, 3) RGB, got shape {frames.shape}")
-    height, width = frames.shape[1:3]
-    short, long = min(height, width), max(height, width)
-    rate = long / short
-    target = max(min(short, int(min(640, long) / rate)), clip_resolution)
-    new_long = int(target * rate)
-    size = (new_long, target) if width >= height else (target, new_long)  # PIL: (width, height)
-    if (width, height) == size:
-        return list(frames)
-    return [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BICUBIC)) for f in frames]
