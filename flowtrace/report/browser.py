@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from flowtrace.report.frames import full_path
+
 FRAMES = "ft_frames"  # the page-wide named dataset of thumbnails: {key, url}
 SIZE = 64  # thumbnail side in the figure, px
 
@@ -87,10 +89,15 @@ def _info_rows(ds: xr.Dataset) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _videos(ds: xr.Dataset) -> list[str]:
+    root = ds.attrs.get("data_root")
+    return [full_path(str(v), root) for v in ds["video"].values]
+
+
 def _strip_rows(ds: xr.Dataset, frames: int) -> pd.DataFrame:
     rows = [
-        {"s": i, "frame": t, "key": frame_key(str(v), t)}
-        for i, v in enumerate(ds["video"].values)
+        {"s": i, "frame": t, "key": frame_key(v, t)}
+        for i, v in enumerate(_videos(ds))
         for t in range(frames)
     ]
     return pd.DataFrame(rows)
@@ -342,5 +349,5 @@ def sample_browser(
             ).properties(width=max(width, 480), height=200, title="this sample's curves")
         )
     chart = alt.vconcat(info, frames_chart, *below).add_params(*params)
-    videos = {str(v): frames for v in ds["video"].values}
+    videos = dict.fromkeys(_videos(ds), frames)
     return chart.properties(title="sample browser"), videos
