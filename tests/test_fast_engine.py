@@ -1,4 +1,8 @@
-"""The fast engine gives the reference engine's numbers (DESIGN §4) and falls back when it can't."""
+"""The fast engine gives the reference engine's numbers and falls back, loudly, when it can't.
+
+Numbers are checked on the trained toy where the knockouts move the answer far more than the
+tolerance; every test says which path ran (`engine.used`).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +15,17 @@ from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
+from flowtrace.engine.fast import (
+    SELF_CHECK_TOLERANCE,
+    FastEngineFallback,
+    _first_blocked_query,
+    _Row,
+)
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.toy import EMBEDDED_DATA
 
 KNOCKOUT_RECIPES = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
 STYLES = ("center", "inverse", "top_down", "bottom_up")
@@ -29,6 +40,25 @@ def loaded(tiny_model_dir: Path):
 def prepared(loaded, tiny_data: Path):
     sample = read_samples(tiny_data, tasks=["Event Order"])[0]
     return loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8))
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """The trained toy: knockouts move its answer by up to 1, not by 1e-6 as on random weights."""
+    return load_model("toy", device="cpu", dtype="float32", attn="sdpa")
+
+
+def toy_sample(toy, task: str = "Event Order", index: int = 0):
+    sample = read_samples(EMBEDDED_DATA, tasks=[task])[index]
+    return toy.adapter.prepare(toy, sample, read_frames(sample.video, 8))
+
+
+@pytest.fixture(scope="module")
+def toy_prepared(toy):
+    return toy_sample(toy)
+
+
+TOLERANCE = SELF_CHECK_TOLERANCE[torch.float32]
 
 
 @pytest.mark.parametrize("rows", ["auto", "batched", "side_by_side"])
@@ -49,8 +79,9 @@ def test_every_knockout_recipe_matches_reference(style: str, rows: str, loaded, 
     assert fast.used == {"fast"}
 
 
-def test_per_layer_edges_and_mixed_starts_match_plain_pytorch(loaded, prepared):
+def test_per_layer_edges_and_mixed_starts_match_plain_pytorch(toy, toy_prepared):
     """Pathway plans cut other edges in each layer; rows of one call start at other positions."""
+    loaded, prepared = toy, toy_prepared
     layout = prepared.layout
     seq_len = layout.seq_len
     video, question, last = layout["video"], layout["question"], layout["last"]
@@ -63,22 +94,28 @@ def test_per_layer_edges_and_mixed_starts_match_plain_pytorch(loaded, prepared):
         return m
 
     cross = [(frames[t], np.concatenate(frames[:t])) for t in range(1, len(frames))]
-    plans = [
-        {0: cross, 1: [(question, video)], 3: [(last, question)]},
-        {2: [(last, video)], 3: [(last, video), (last, question)]},
-        {1: [(question, video)], 2: cross},
+    options = layout["options"]
+    plans = [  # other edges per layer, gaps, starts at a frame, the question and the last token
+        {0: cross, 1: cross + [(question, video)], 2: [(question, video)], 3: [(last, question)]},
+        {2: [(last, video)], 3: [(last, video), (last, question)], 4: [(last, video)]},
+        {1: [(question, video)], 2: cross + [(last, video)], 3: [(last, video)]},
+        {3: [(question, video)], 4: [(last, video)], 6: [(last, options)]},
         {3: [(last, last[:0])]},  # lists layer 3 but cuts nothing: the clean answer
     ]
     conditions = [KnockoutCondition({k: matrix(v) for k, v in p.items()}) for p in plans]
     wants = [plain_per_layer_probs(loaded.model, prepared.inputs, plan) for plan in plans]
+    clean = plain_per_layer_probs(loaded.model, prepared.inputs, {})
+    for want in wants[:-1]:  # each plan moves the answer by far more than the tolerance
+        assert (want - clean).abs().max() > 100 * TOLERANCE
     for flat_tokens in (0, 10**9):
         fast = FastEngine(loaded, token_budget=40)  # forces several chunks
         fast.flat_tokens = flat_tokens
-        clean = fast.clean(prepared.inputs)
+        fast.clean(prepared.inputs)
         got = fast.knockout(prepared.inputs, conditions)
+        assert fast.used == {"fast"} and fast.fallback_reason == ""
         for row, want in zip(got, wants, strict=True):
-            assert torch.allclose(row, want, atol=1e-5, rtol=0), (row - want).abs().max()
-        assert torch.equal(got[-1], clean)
+            assert torch.allclose(row, want, atol=TOLERANCE, rtol=0), (row - want).abs().max()
+        assert torch.allclose(got[-1], clean, atol=TOLERANCE, rtol=0)
 
 
 def test_falls_back_to_reference_when_the_model_breaks_causality(tiny_model_dir, tiny_data):
@@ -101,12 +138,13 @@ def test_falls_back_to_reference_when_the_model_breaks_causality(tiny_model_dir,
         ]
         fast = FastEngine(loaded)
         fast.clean(prepared.inputs)
-        with pytest.warns(UserWarning, match="reference path"):
+        with pytest.warns(FastEngineFallback, match="reference path"):
             got = fast.knockout(prepared.inputs, knockouts)
         want = ReferenceEngine(loaded).knockout(prepared.inputs, knockouts)
     finally:
         handle.remove()
     assert fast.used == {"reference"}
+    assert "differs" in fast.fallback_reason
     assert torch.allclose(got, want, atol=1e-6, rtol=0)
 
 
@@ -124,14 +162,16 @@ def test_runner_engines_write_the_same_cube(tiny_model_dir: Path, tiny_data: Pat
 
 
 @pytest.mark.parametrize("flat_tokens", [0, 10**9])
-def test_head_level_knockouts_match_plain_pytorch(flat_tokens, loaded, prepared):
+def test_head_level_knockouts_match_plain_pytorch(flat_tokens, toy, toy_prepared):
     """Cut in some heads only: both engines against a per-head mask built by hand."""
+    loaded, prepared = toy, toy_prepared
     layout = prepared.layout
     cases = [  # (target, source, layers, heads)
-        ("last", "question", [1, 2], (0,)),
+        ("last", "video", [1, 2, 3], (0,)),
         ("frame_3", "frame_1", [0], (1, 3)),
-        ("question", "video", [2, 3], (2,)),
-        ("last", "question", [1, 2], None),
+        ("last", "video", [2, 3, 4], (0, 3)),
+        ("last", "video", [1, 2, 3], (3,)),
+        ("last", "video", [1, 2, 3], None),
     ]
     conditions = []
     for target, source, layers, heads in cases:
@@ -140,12 +180,95 @@ def test_head_level_knockouts_match_plain_pytorch(flat_tokens, loaded, prepared)
         conditions.append(KnockoutCondition.window(blocked, layers, heads))
     fast = FastEngine(loaded)
     fast.flat_tokens = flat_tokens
-    fast.clean(prepared.inputs)
+    clean = fast.clean(prepared.inputs)
     got = fast.knockout(prepared.inputs, conditions)
+    assert fast.used == {"fast"}
     reference = ReferenceEngine(loaded).knockout(prepared.inputs, conditions)
     for row, ref_row, (target, source, layers, heads) in zip(got, reference, cases, strict=True):
         pairs = [(layout[target].tolist(), layout[source].tolist())]
         want = plain_knockout_probs(loaded.model, prepared.inputs, pairs, layers, heads)
-        assert torch.allclose(row, want, atol=1e-5, rtol=0)
-        assert torch.allclose(ref_row, want, atol=1e-5, rtol=0)
-    assert (got[0] - got[3]).abs().max() > 1e-5, "one head is not all heads"
+        assert torch.allclose(row, want, atol=TOLERANCE, rtol=0)
+        assert torch.allclose(ref_row, want, atol=TOLERANCE, rtol=0)
+    moved = (got - clean).abs().amax(-1)
+    assert (moved > 10 * TOLERANCE).all(), moved  # every case moves the answer past the tolerance
+    assert (got[0] - got[4]).abs().max() > 100 * TOLERANCE, "one head is not all heads"
+
+
+def _off_by_one_flat(monkeypatch):
+    """Plant the bug the old once-per-model check missed: the side-by-side path reuses the clean
+    pass for one position too many (the first cut query keeps its clean state)."""
+    real = FastEngine._recompute
+
+    def recompute(self, capture, rows, flat):
+        if flat:
+            rows = [
+                _Row(r.index, r.condition, r.start + 1, r.entry)
+                if r.start < capture.seq_len - 1
+                else r
+                for r in rows
+            ]
+        return real(self, capture, rows, flat)
+
+    monkeypatch.setattr(FastEngine, "_recompute", recompute)
+
+
+def test_a_wrong_shortcut_of_one_kind_falls_back_loudly(toy, monkeypatch):
+    prepared = toy_sample(toy)
+    recipe = load_recipe("vql_to_ql")
+    sweep = (0, 4)  # first cut layers 0..2: enough kinds, half the reference passes
+    conditions = recipe.conditions(prepared.layout, toy.num_layers, 3, "center", sweep)
+    knockouts = [c.knockout for c in conditions]
+    want = ReferenceEngine(toy).knockout(prepared.inputs, knockouts)
+    _off_by_one_flat(monkeypatch)
+
+    # The bug moves numbers well past the tolerance, but not those the old check probed: the
+    # first condition on the batched path, and a no-op condition (it starts at the last token).
+    unchecked = FastEngine(toy)
+    unchecked._check_kinds = lambda *args: ""
+    unchecked.clean(prepared.inputs)
+    wrong = unchecked.knockout(prepared.inputs, knockouts)
+    assert (wrong - want).abs().max() > 5 * TOLERANCE
+    first = _Row(0, knockouts[0], _first_blocked_query(knockouts[0]), knockouts[0].layers[0])
+    with torch.no_grad():
+        batched = unchecked._recompute(unchecked._clean_capture(prepared.inputs), [first], False)
+    assert (batched[0] - want[0]).abs().max() <= TOLERANCE
+
+    fast = FastEngine(toy)
+    fast.clean(prepared.inputs)
+    with pytest.warns(FastEngineFallback, match="flat path") as caught:
+        got = fast.knockout(prepared.inputs, knockouts)
+    assert "vql_to_ql" not in str(caught[0].message) and "differs from a full forward" in str(
+        caught[0].message
+    )
+    assert fast.used == {"reference"} and "flat path" in fast.fallback_reason
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+    # The next sample starts clean, then falls back again for the same reason.
+    other = toy_sample(toy, "Moving Direction")
+    fast.clean(other.inputs)
+    assert fast.used == set() and fast.fallback_reason == ""
+    other_knockouts = recipe.conditions(other.layout, toy.num_layers, 3, "center", (0, 2))
+    with pytest.warns(FastEngineFallback):
+        fast.knockout(other.inputs, [c.knockout for c in other_knockouts])
+    assert fast.used == {"reference"} and "flat path" in fast.fallback_reason
+
+
+def test_self_check_runs_once_per_kind(toy):
+    """A sample whose kinds of shortcut were all confirmed re-runs nothing on the reference path;
+    a condition of a new kind (an unseen first cut layer here) is checked once."""
+    fast = FastEngine(toy)
+    runs = []
+    for index in (0, 1):
+        prepared = toy_sample(toy, "Object Color", index)
+        conditions = load_recipe("vql_to_ql").conditions(
+            prepared.layout, toy.num_layers, 3, "center"
+        )
+        knockouts = [c.knockout for c in conditions if c.layer < 4]  # first cut layers 0..2
+        fast.clean(prepared.inputs)
+        fast.knockout(prepared.inputs, knockouts)
+        assert fast.used == {"fast"} and fast.fallback_reason == ""
+        runs.append(fast.checked_rows)
+    assert 0 < runs[0] <= len(knockouts) and runs[1] == runs[0]
+    late = [c.knockout for c in conditions if c.layer == 6][:1]  # first cut layer 5
+    fast.knockout(prepared.inputs, late)
+    assert fast.checked_rows == runs[1] + 1

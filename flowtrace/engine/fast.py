@@ -388,7 +388,7 @@ class FastEngine(ReferenceEngine):
                 "assumption of the shortcut, so this and later samples run on the reference "
                 "path (the store's per-sample `engine` says which ran)"
             ),
-            stacklevel=3,
+            stacklevel=4,  # the caller of knockout (under its no_grad wrapper)
         )
         return super().knockout(inputs, conditions)
 
