@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from flowtrace.report.frames import full_path
-
 FRAMES = "ft_frames"  # the page-wide named dataset of thumbnails: {key, url}
 SIZE = 64  # thumbnail side in the figure, px
 
@@ -90,8 +88,10 @@ def _info_rows(ds: xr.Dataset) -> pd.DataFrame:
 
 
 def _videos(ds: xr.Dataset) -> list[str]:
-    root = ds.attrs.get("data_root")
-    return [full_path(str(v), root) for v in ds["video"].values]
+    """The video file of every sample (relative `video` coordinates lie under the data root)."""
+    from flowtrace.pipeline.options import video_file
+
+    return [str(video_file(ds.attrs, str(v))) for v in ds["video"].values]
 
 
 def _strip_rows(ds: xr.Dataset, frames: int) -> pd.DataFrame:

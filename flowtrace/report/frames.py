@@ -15,11 +15,6 @@ import flowtrace.toy
 _EMBEDDED = "/flowtrace/toy/embedded/"
 
 
-def full_path(video: str, root: str | None) -> str:
-    """A store's `video` coordinate as a path: relative ones are under its `data_root`."""
-    return str(Path(root) / video) if root and not Path(video).is_absolute() else video
-
-
 def resolve_video(path: str) -> Path | None:
     """The video at `path`, or the embedded toy's copy of it here; None when neither exists."""
     found = Path(path)
