@@ -35,11 +35,11 @@ def _fail(err: Exception, code: int = 2) -> None:
 
 
 def _as_flags(err: Exception) -> str:
-    """The library names parameters (`frames: …`, `data=x …`); say them as this command's flags."""
+    """The library names parameters (`frames: -3: …`, `data=x …`); say them as the flags."""
     text = str(err)
     params = _option_flags()
-    if isinstance(err, OptionError):
-        name, rest = err.option, text[len(err.option) :]
+    if isinstance(err, OptionError):  # "window: 0: must be …" -> "--window 0: must be …"
+        name, rest = err.option, " " + text[len(err.option) :].removeprefix(": ")
     else:
         match = re.match(r"^([a-z_]+)=", text)
         if not match:

@@ -132,7 +132,7 @@ def test_help_lists_the_options():
         (["run", "recipes/nope.py"], "recipe file 'recipes/nope.py' does not exist"),
         (["run", "recipes/cross_frame.py", "--model", "/no/such/model"], "--model /no/such/model"),
         (["run", "recipes/cross_frame.py", "--data", "/no/such/data"], "--data /no/such/data"),
-        (["run", "recipes/cross_frame.py", "--window", "0"], "--window 0: must be between 1"),
+        (["run", "recipes/cross_frame.py", "--window", "0"], "--window 0: must be"),
         (["run", "recipes/cross_frame.py", "--sweep", "5-2"], "--sweep 5-2"),
     ],
 )
