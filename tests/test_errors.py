@@ -331,3 +331,27 @@ def test_the_conversion_the_pickle_error_prints_makes_a_loadable_checkpoint(path
     again = CliRunner().invoke(app, shlex.split(argv))
     assert again.exit_code == 0, again.output
     assert _held(tmp_path / "o") == "1 samples"
+
+
+def test_the_group_vocabulary_covers_every_group_of_real_layouts(paths):
+    """A recipe is checked against layout.py's vocabulary before any model loads; that list
+    must hold every group the adapters' layouts really have (multiple-choice and open-ended)."""
+    import dataclasses
+
+    from flowtrace.data import read_samples, sample_frames
+    from flowtrace.layout import is_group_name
+    from flowtrace.models import load_model
+
+    loaded = load_model(str(paths["model"]), device="cpu")
+    sample = read_samples(paths["data"], limit=1)[0]
+    open_ended = dataclasses.replace(sample, style="open", answer_prompt=" It is")
+    groups = []
+    for each in (sample, open_ended):
+        prepared = loaded.adapter.prepare(loaded, each, sample_frames(each, 4))
+        groups.append(set(prepared.layout.groups))
+        unknown = [g for g in prepared.layout.groups if not is_group_name(g)]
+        assert not unknown, f"layout.GROUP_NAMES lacks {unknown}"
+    plain = {"system", "video", "query", "question", "prompt_tail", "last"}
+    assert plain | {"options", "true_option", "option_A", "frame_3"} <= groups[0]
+    assert plain <= groups[1] and "option_A" not in groups[1]
+    assert not is_group_name("vidoe") and not is_group_name("option_[")
