@@ -192,8 +192,9 @@ def test_side_by_side_pickers_redraw_their_column(opened):
     assert errors == []
 
 
-def test_screenshot_of_the_flow_map_and_its_browser(opened, tmp_path):
-    page, _ = opened
+def test_screenshot_of_the_flow_map_and_its_browser(browser, report, tmp_path):
+    page, _ = _open(browser, report.as_uri())  # as a reader first sees it: nothing clicked
+    page.mouse.move(0, 0)
     section = page.locator("#toy__flow_map")
     section.scroll_into_view_if_needed()
     shot = tmp_path / "report.png"
@@ -201,6 +202,7 @@ def test_screenshot_of_the_flow_map_and_its_browser(opened, tmp_path):
     assert shot.stat().st_size > 20_000  # a picture, not a blank box
     if wanted := os.environ.get("FLOWTRACE_SCREENSHOT"):
         shutil.copy(shot, wanted)
+    page.close()
 
 
 def test_site_gallery_pages_and_side_by_side_open_from_disk(browser, tmp_path):
