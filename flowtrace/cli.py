@@ -327,6 +327,7 @@ def _summary(name: str, result, sample_mode: str, eval_only: bool, seconds: floa
         f"(--sample-mode {sample_mode}), {counts.get('failed', 0)} failed · clean accuracy "
         f"{result.clean_accuracy:.1f}% · {seconds:.1f}s",
         highlight=False,
+        soft_wrap=True,
     )
     if eval_only or len(result.task_accuracy) > 1:
         for task_name, accuracy in result.task_accuracy.items():
