@@ -56,7 +56,7 @@ def _unreachable(source: str, name: str) -> str:
         f"model={source}: could not reach the Hugging Face Hub for {name} ({why}) and it is not "
         "in the local cache. Download the checkpoint where there is network "
         f"(`hf download {source} --local-dir DIR`, or snapshot_download in Python) and pass "
-        "that folder as the model, e.g. --model DIR"
+        "that folder as the model"
     )
 
 
@@ -293,7 +293,7 @@ def load_strict(
             parts.append(f"{len(unexpected)} unknown weights (e.g. {', '.join(unexpected[:3])})")
         raise ModelError(
             f"model={source}: checkpoint does not fit the architecture its config describes: "
-            f"{'; '.join(parts)}. Is it the right --adapter?"
+            f"{'; '.join(parts)}. Is it the right adapter?"
         )
 
 
