@@ -151,6 +151,8 @@ def per_frame_effects(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
     else:
         return None
     table = table.dropna(subset=["value"])
+    if table.empty:  # an eval-only run, or no frame cells measured
+        return None
     table["frame"] = table["source"].str.removeprefix("frame_").astype(int)
     return table[["s", "layer", "frame", "target", "value"]], title, short
 
