@@ -148,6 +148,15 @@ def test_browser_lists_counted_samples_with_their_question_and_answer():
     assert videos == {"/nowhere/a.mp4": 3, "/nowhere/b.mp4": 3, "/nowhere/c.mp4": 3}
 
 
+def test_browser_of_an_unknown_kind_draws_its_curves_per_dim():
+    ds = _flow_cube().rename(source="position", target="token")
+    ds.attrs["recipe_kind"] = "Patching"
+    spec = sample_browser(ds)[0].to_dict(validate=False)
+    curves = next(t for t in _csv_rows(spec) if "series" in t)
+    at = curves[(curves["s"] == 1) & (curves["series"] == "frame_2 · last")]
+    assert at.set_index("x")["value"].to_dict() == {0: -(100 + 20 + 1), 1: -(100 + 20 + 2)}
+
+
 def test_downsampling_keeps_every_task_and_analysed_samples_first():
     ds = _flow_cube()
     assert list(pick_samples(ds, None)["sample"].values) == ["A/0", "B/0", "A/1"]

@@ -181,7 +181,13 @@ def _curve_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
     if "head" in change.dims:
         change = change.mean("head")
     table = _table(change).dropna(subset=["value"])
-    table["series"] = table["source"] + " -/-> " + table["target"]
+    others = [d for d in change.dims if d not in ("sample", "layer")]
+    if others == ["source", "target"]:
+        table["series"] = table["source"] + " -/-> " + table["target"]
+    else:  # a kind with dims of its own: one line per combination of them
+        table["series"] = (
+            table[others].astype(str).agg(" · ".join, axis=1) if others else "rel_change_pred"
+        )
     table = table.rename(columns={"layer": "x"})
     return table[["s", "x", "series", "value"]], "layer", "relative change in p(answer) (%)"
 
