@@ -8,6 +8,7 @@ forward and with the tokenizer's vocabulary, not with flowtrace's own output.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -79,15 +80,28 @@ def test_open_ended_probability_is_the_reference_answers_first_token(open_run, t
     assert layout["video"].tolist() == video
     answer_id = toy.tokenizer.get_vocab()[sample.answer]
     at = ds.sel(sample=sample.id)
-    clean = plain_knockout_probs(toy.model, prepared.inputs, [], [])
-    assert float(at["clean_prob_true"]) == pytest.approx(float(clean[answer_id]), abs=1e-5)
-    for layer in (0, 3, 7):
+    # The toy answers letters, so p(answer word) is ~4e-5 and a knockout moves it by 3e-8..5e-6:
+    # compare log p, where float32 noise is ~5e-6 and these knockouts move it by 1e-3 or more.
+    tolerance = 1e-4
+    clean = math.log(float(plain_knockout_probs(toy.model, prepared.inputs, [], [])[answer_id]))
+    assert math.log(float(at["clean_prob_true"])) == pytest.approx(clean, abs=tolerance)
+
+    def windowed(layer: int) -> float:
         window = [x for x in (layer - 1, layer, layer + 1) if 0 <= x < 8]  # width 3, centred
-        want = plain_knockout_probs(toy.model, prepared.inputs, [(last, video)], window)
-        got = at["prob_true"].sel(layer=layer, source="video", target="last")
-        assert float(got) == pytest.approx(float(want[answer_id]), abs=1e-5)
-    expect = 100 * (at["prob_true"] - at["clean_prob_true"]) / at["clean_prob_true"]
-    np.testing.assert_allclose(at["rel_change_true"], expect, rtol=1e-4, atol=1e-3)
+        probs = plain_knockout_probs(toy.model, prepared.inputs, [(last, video)], window)
+        return math.log(float(probs[answer_id]))
+
+    for layer in (0, 3, 7):
+        got = math.log(float(at["prob_true"].sel(layer=layer, source="video", target="last")))
+        assert got == pytest.approx(windowed(layer), abs=tolerance)
+        # The wrong answers fail: no knockout, and the window one layer off.
+        assert abs(got - clean) > 3 * tolerance
+        assert abs(got - windowed(layer - 1 if layer else 1)) > 3 * tolerance
+    # rel_change_true from the plain values: 100 (p - clean) / clean, to a 1e-4 relative error of p.
+    got = at["rel_change_true"].sel(source="video", target="last", layer=3)
+    want = 100 * (math.exp(windowed(3) - clean) - 1)
+    assert float(got) == pytest.approx(want, abs=100 * 3 * tolerance)
+    assert abs(want) > 100 * 10 * tolerance
 
 
 def test_option_edges_fail_open_ended_samples_with_the_reason(tmp_path: Path):
