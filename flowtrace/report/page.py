@@ -139,6 +139,16 @@ def store_parts(entry: Entry, samples: int | None) -> tuple[str, dict, list, dic
     return "\n".join(parts), specs, embeds, videos
 
 
+def contents(entries: Sequence[Entry]) -> str:
+    """Links to every store's section, with its headline."""
+    items = "".join(
+        f'<li><a href="#{e.key}">{html.escape(e.label)}</a> '
+        f'<span class="muted">{html.escape(headline(e.ds))}</span></li>'
+        for e in entries
+    )
+    return f"<nav><ul>{items}</ul></nav>\n"
+
+
 def side_by_side(entries: Sequence[Entry], specs: dict) -> str:
     """Two columns, each with a picker over every figure and browser of the page."""
     if len(entries) < 2 or not specs:
@@ -217,7 +227,7 @@ def write_report(
         specs.update(more_specs)
         embeds += more_embeds
         videos.update(more_videos)
-    body = side_by_side(entries, specs) + "\n" + "\n".join(sections)
+    body = contents(entries) + side_by_side(entries, specs) + "\n" + "\n".join(sections)
     data = script_json(page_data(specs, embeds, videos))
     tail = (
         f'<script type="application/json" id="ft-data">{data}</script>\n'
