@@ -42,16 +42,21 @@ CHATML = ["<|im_start|>", "<|im_end|>"]
 # -- shapes ------------------------------------------------------------------------------------
 
 
+def tiny_text(kv_heads: int, vocab: int) -> dict[str, Any]:
+    """A 4-layer, 64-wide LLM with the real model's vocabulary and key/value grouping."""
+    return {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": kv_heads,
+        "vocab_size": vocab,
+    }
+
+
 def llama(full: bool, big: bool = False) -> dict[str, Any]:
     if not full:
-        return {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 4,
-            "vocab_size": 32064,
-        }
+        return tiny_text(kv_heads=4, vocab=32064)
     if big:  # Vicuna-13B
         return {
             "hidden_size": 5120,
@@ -73,14 +78,7 @@ def llama(full: bool, big: bool = False) -> dict[str, Any]:
 
 def qwen2_7b(full: bool) -> dict[str, Any]:
     if not full:
-        return {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 4,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "vocab_size": 152064,
-        }
+        return tiny_text(kv_heads=2, vocab=152064)
     return {
         "hidden_size": 3584,
         "intermediate_size": 18944,
@@ -100,6 +98,17 @@ def vision(full: bool, **shape: Any) -> dict[str, Any]:
         "num_attention_heads": 4,
     }
     return shape if full else {**shape, **tiny}
+
+
+def siglip(full: bool, layers: int) -> dict[str, Any]:
+    """SigLIP-so400m's tower (LLaVA-OneVision: 26 layers, VideoLLaMA3's encoder: 27)."""
+    return vision(
+        full,
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+    )
 
 
 # -- tokenizer and files -----------------------------------------------------------------------
@@ -330,13 +339,7 @@ def _onevision(full: bool) -> tuple[Any, Any]:
             "model_type": "siglip_vision_model",
             "image_size": side,
             "patch_size": patch,
-            **vision(
-                full,
-                hidden_size=1152,
-                intermediate_size=4304,
-                num_hidden_layers=26,
-                num_attention_heads=16,
-            ),
+            **siglip(full, layers=26),
         },
         text_config={"model_type": "qwen2", **qwen2_7b(full)},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
@@ -372,13 +375,7 @@ def _videollama3(full: bool) -> tuple[Any, Any]:
     config = tf.VideoLlama3Config(
         vision_config={
             "patch_size": patch,
-            **vision(
-                full,
-                hidden_size=1152,
-                intermediate_size=4304,
-                num_hidden_layers=27,
-                num_attention_heads=16,
-            ),
+            **siglip(full, layers=27),
         },
         text_config={"model_type": "qwen2", **qwen2_7b(full)},
         image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),

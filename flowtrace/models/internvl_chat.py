@@ -27,9 +27,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class InternVLChatAdapter(OriginalLayoutAdapter):
     name = "internvl_chat"
     model_types = ("internvl_chat",)
-    layers_path = "language_model.model.layers"
-    final_norm_path = "language_model.model.norm"
-    lm_head_path = "language_model.lm_head"
     template = EVAL_MVBENCH_PHI3
     media = INTERNVL_MEDIA
     default_frames = 8

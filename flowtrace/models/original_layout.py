@@ -28,6 +28,10 @@ from flowtrace.models.inputs import FramesProcessor, placeholder_frames, prompt_
 
 
 class OriginalLayoutAdapter(Adapter):
+    # Both wrap a transformers causal LM under the original's `language_model`.
+    layers_path = "language_model.model.layers"
+    final_norm_path = "language_model.model.norm"
+    lm_head_path = "language_model.lm_head"
     media: ClassVar[str | None] = None  # prompt text for the video; None: the video token itself
 
     def prepare(self, loaded: LoadedModel, sample: Sample, frames: np.ndarray) -> Prepared:

@@ -30,9 +30,6 @@ UNUSED = ("image_newline",)
 class PllavaAdapter(OriginalLayoutAdapter):
     name = "pllava"
     model_types = ("llava",)
-    layers_path = "language_model.model.layers"
-    final_norm_path = "language_model.model.norm"
-    lm_head_path = "language_model.lm_head"
     template = EVAL_MVBENCH
     default_frames = PAPER_POOLING[0]
     summary = "PLLaVA (LLaVA-NeXT-7B/13B-Video-FT of the paper): CLIP + Llama, 3D avg pooling"
