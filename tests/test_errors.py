@@ -111,6 +111,9 @@ CASES = [
          "cross_frame", "1 samples", interrupt_after=1),
     Case("ctrl-c with --overwrite", f"{RUN} --limit 3 --overwrite", 130,
          "--limit 3 --out {out}", "1 samples", interrupt_after=1),
+    Case("ctrl-c, two recipes", "run cross_frame vql_to_ql {common} --limit 3", 130,
+         "resume with: flowtrace run cross_frame vql_to_ql --model",
+         "cross_frame.zarr: 1 samples; vql_to_ql.zarr: 1 samples", interrupt_after=1),
     # check
     Case("check a good store", "check {store}", 0, "ok: 2 samples,", "no store"),
     Case("check no store", "check {out}", 2, "error:", "no store"),
@@ -258,6 +261,8 @@ def _held(out: Path) -> str:
     """What the store at `out` holds, in the table's words."""
     if not out.exists():
         return "no store"
+    if not (out / "zarr.json").exists():  # several recipes: a folder of NAME.zarr stores
+        return "; ".join(f"{p.name}: {_held(p)}" for p in sorted(out.glob("*.zarr")))
     import xarray as xr
 
     ds = xr.open_zarr(out)
