@@ -604,7 +604,8 @@ def check(
     if problems:
         for problem in problems:
             console.print(f"damaged: {problem}", highlight=False, soft_wrap=True)
-        console.print(f"{len(problems)} problems in {store}", highlight=False)
+        many = "s" if len(problems) > 1 else ""
+        console.print(f"{len(problems)} problem{many} in {store}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
     print(f"ok: {ds.sizes.get('sample', 0)} samples, {_chunks(store)} chunks verified")
 

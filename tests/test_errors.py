@@ -117,6 +117,7 @@ CASES = [
     # check
     Case("check a good store", "check {store}", 0, "ok: 2 samples,", "no store"),
     Case("check no store", "check {out}", 2, "error:", "no store"),
+    Case("check a damaged store", "check {damaged}", 1, "1 problem in {damaged}", "no store"),
 ]  # fmt: skip
 
 
@@ -196,6 +197,16 @@ def store(paths, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def damaged(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The finished store with random bytes in one chunk of its first array."""
+    copy = tmp_path_factory.mktemp("damaged") / "store.zarr"
+    shutil.copytree(store, copy)
+    chunk = sorted(copy.glob("*/c/*"))[0]
+    chunk.write_bytes(os.urandom(200))
+    return copy
+
+
 def _expand(argv: str, paths: dict[str, Path], out: Path) -> str:
     common = "--model {model} --data {data} --device cpu --out {out}"
     common_bad = "--model {model} --data {bad_data} --device cpu --out {out}"
@@ -272,10 +283,10 @@ def _held(out: Path) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_error_case(case: Case, paths, store: Path, tmp_path: Path, monkeypatch):
+def test_error_case(case: Case, paths, store: Path, damaged: Path, tmp_path: Path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # default stores (results/…) land here, never in the repo
     out = tmp_path / "out.zarr"
-    paths = {**paths, "store": store}
+    paths = {**paths, "store": store, "damaged": damaged}
     if case.after == "unchanged":
         shutil.copytree(store, out)
         before = _digest(out)
