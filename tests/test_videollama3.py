@@ -10,6 +10,7 @@ frames at the commas (the comma before a frame is that frame's).
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,20 @@ def test_the_adapter_picks_the_frames_over_the_video_and_its_bound(video: Path):
 # -- (b) timestamps ------------------------------------------------------------------------------
 
 
+def test_a_300_frame_video_as_the_reference_reads_it(tmp_path: Path):
+    """N = 300 at 30 fps (10 s): frames linspace(0, 299, 8); frame i stamped 10·i/299 s, so
+    frame 256 is 8.56 s → "8.6" (its decoder time 256/30 = 8.53 s would read "8.5")."""
+    levels = (np.arange(300) % 40 * 6).astype(np.uint8)
+    frames = np.broadcast_to(levels[:, None, None, None], (300, 32, 32, 3)).copy()
+    path = tmp_path / "long.mp4"
+    write_mp4(path, frames, 30)
+    picked = sample_frames(sample(path), 8, VideoLlama3Adapter())
+    assert picked.indices.tolist() == [0, 42, 85, 128, 170, 213, 256, 299]
+    assert frame_numbers(picked) == [i % 40 for i in (0, 42, 85, 128, 170, 213, 256, 299)]
+    stamps = [f"{t:.1f}" for t in picked.times]
+    assert stamps == ["0.0", "1.4", "2.8", "4.3", "5.7", "7.1", "8.6", "10.0"]
+
+
 def test_frames_are_stamped_as_the_reference_loader_stamps_them(video: Path):
     """Decoder times are float32: 1e-6 s against differences of 0.01–0.1 s between rules."""
     adapter = VideoLlama3Adapter()
@@ -120,6 +135,13 @@ def test_frames_are_stamped_as_the_reference_loader_stamps_them(video: Path):
     # Without the adapter the decoder's own times: frame number / fps.
     plain = read_frames(video, 8)
     assert plain.times == pytest.approx([0.2, 0.7, 1.2, 1.7, 2.2, 2.6, 3.1, 3.6], abs=1e-6)
+    # The times travel with the frames: copies, edits and pickling (worker processes) keep them.
+    dark = whole.copy()
+    dark[5] = 0
+    back = pickle.loads(pickle.dumps(dark))
+    assert back.times.tolist() == whole.times.tolist()
+    assert back.indices.tolist() == whole.indices.tolist()
+    assert np.array_equal(back, dark) and not np.array_equal(back, whole)
 
 
 # -- (c) resolution, (b) prompt text, (d) groups --------------------------------------------------

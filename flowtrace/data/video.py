@@ -53,6 +53,15 @@ class VideoFrames(np.ndarray):
         self.indices = getattr(obj, "indices", None)
         self.times = getattr(obj, "times", None)
 
+    def __reduce__(self) -> tuple:
+        # Pickled (worker processes) with the attributes, which ndarray's own pickling drops.
+        constructor, args, state = super().__reduce__()  # type: ignore[misc]
+        return constructor, args, (state, self.indices, self.times)
+
+    def __setstate__(self, state: tuple) -> None:
+        base, self.indices, self.times = state
+        super().__setstate__(base)
+
 
 class FramePicker(Protocol):
     """An adapter that chooses its model's frames itself (flowtrace.models.base.Adapter)."""
