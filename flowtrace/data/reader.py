@@ -146,9 +146,9 @@ def inside(path: Path, root: Path) -> bool:
 def subsample(samples: list[Sample], ratio: float, seed: int = REFERENCE_SEED) -> list[Sample]:
     """A seeded subset of one task's samples (see `read_samples`)."""
     if not math.isfinite(ratio) or ratio <= 0:
-        raise OptionError("ratio", f"{ratio}: need a share in (0, 1) or a count ≥ 1 per task")
+        raise OptionError("ratio", f"{ratio} is neither a share in (0, 1) nor a count ≥ 1 per task")
     if ratio >= 1 and ratio != int(ratio):
-        raise OptionError("ratio", f"{ratio}: a count per task must be a whole number")
+        raise OptionError("ratio", f"{ratio} is above 1 but not a whole count of samples per task")
     count = int(ratio) if ratio >= 1 else max(1, int(len(samples) * ratio))
     return random.Random(seed).sample(samples, min(count, len(samples)))
 
