@@ -39,12 +39,15 @@ class Variable:
     fill: object  # the value of an unmeasured cell
 
 
-@dataclass(frozen=True)
+@dataclass
 class Schema:
     """What one kind of measure writes per sample."""
 
-    variables: Mapping[str, Variable]
-    coords: Mapping[str, Sequence[object]] = field(default_factory=dict)  # non-sample dims
+    variables: dict[str, Variable]
+    coords: dict[str, Sequence[object]] = field(default_factory=dict)  # non-sample dims
+    # False while a measure still learns its variables from the samples (a trace program before
+    # its first result): the store holds such records back rather than fix the arrays too soon.
+    complete: bool = True
 
     def sizes(self) -> dict[str, int]:
         return {name: len(values) for name, values in self.coords.items()}
@@ -61,7 +64,7 @@ class Schema:
         return SampleRecord(sample_id, dict(SAMPLE_COORDS), values)
 
     def with_variables(self, variables: Mapping[str, Variable]) -> Schema:
-        return Schema({**self.variables, **variables}, self.coords)
+        return Schema({**self.variables, **variables}, dict(self.coords), self.complete)
 
 
 @dataclass
@@ -71,6 +74,9 @@ class SampleRecord:
     id: str
     coords: dict[str, object]
     values: dict[str, np.ndarray]
+    # The schema its values follow, where the measure learns it from the samples (a trace
+    # program); it travels with the record to a store in another process.
+    schema: Schema | None = None
 
     @property
     def status(self) -> str:
@@ -84,10 +90,15 @@ CLEAN_VARIABLES = {
 
 
 def stack(records: Sequence[SampleRecord], schema: Schema) -> xr.Dataset:
-    """The records as one Dataset along `sample` (strings as variable-length objects)."""
+    """The records as one Dataset along `sample` (strings as variable-length objects). A record
+    without a variable (a sample that failed before a trace program's first result) holds its
+    fill value there."""
+    schema = next((r.schema for r in reversed(records) if r.schema is not None), schema)
     data = {}
     for name, var in schema.variables.items():
-        values = np.stack([r.values[name] for r in records])
+        dtype = object if var.dtype == "str" else np.dtype(var.dtype)
+        empty = np.full(schema.shape(name), var.fill, dtype=dtype)
+        values = np.stack([r.values.get(name, empty) for r in records])
         data[name] = ((SAMPLE, *var.dims), values)
     coords: dict[str, object] = {SAMPLE: np.asarray([r.id for r in records], dtype=object)}
     for name, empty in SAMPLE_COORDS.items():

@@ -45,13 +45,15 @@ class Clean:
 
     @property
     def correct(self) -> bool:
-        return self.is_correct(self.pred, self.text)
+        return self.is_correct(self.pred, self.text, exact=False)
 
-    def is_correct(self, token_id: int, text: str) -> bool:
-        """A letter is right whatever the spacing of its token (the reference compares words);
-        an open-ended answer is right when its first token is the reference answer's."""
+    def is_correct(self, token_id: int, text: str, exact: bool = True) -> bool:
+        """As the reference code scores: the clean answer is right when its text equals the
+        letter ignoring case, an answer under knockout when it equals the letter exactly (so a
+        knockout that turns the top token into " A" or "a" is wrong, as there). An open-ended
+        answer is right when its first token is the reference answer's."""
         if self.letter:
-            return text.strip().lower() == self.letter.lower()
+            return text == self.letter if exact else text.lower() == self.letter.lower()
         return token_id == self.true_id
 
 
@@ -393,6 +395,12 @@ class VideoLensMeasure(_ReadsCleanPass):
         probs: torch.Tensor,
     ) -> None:
         positions = prepared.layout.video_positions()  # (T, H, W)
+        if positions.shape != self.grid:
+            raise SampleError(
+                f"this video's token grid {'x'.join(map(str, positions.shape))} differs from the "
+                f"run's {'x'.join(map(str, self.grid))} (the model keeps each video's aspect "
+                "ratio, and one store holds one grid); analyse videos of one shape per run"
+            )
         lensed = engine.logit_lens(prepared.inputs, norm=True, positions=positions.ravel().tolist())
         top = lensed.topk(self.recipe.top_k, dim=-1)  # (layers, T·H·W, k)
         shape = (self.loaded.num_layers, *positions.shape, self.recipe.top_k)

@@ -23,6 +23,7 @@ from flowtrace.engine import KnockoutCondition
 from flowtrace.engine.masks import sweep_layers, window_layers
 from flowtrace.errors import RecipeError
 from flowtrace.layout import FAMILIES, TokenLayout, did_you_mean, is_group_name
+from flowtrace.program import TraceProgram
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -253,7 +254,9 @@ def _group_names(expression: str) -> list[str]:
     return [t for t in terms if t and "[" not in t]
 
 
-Recipe = Knockout | LayerProbe | VideoLogitLens | EffectivePathway | AttentionMap | FlowMap
+Recipe = (
+    Knockout | LayerProbe | VideoLogitLens | EffectivePathway | AttentionMap | FlowMap | TraceProgram
+)
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -286,7 +289,8 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(recipe, Recipe):
         raise RecipeError(
             f"recipe file '{path}' defines no `recipe = …` of a recipe kind "
-            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap, FlowMap)"
+            "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap, FlowMap, "
+            "TraceProgram)"
         )
     check_groups(recipe, f"recipe file '{path}'")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]

@@ -206,10 +206,17 @@ class CubeStore:
                 return
 
     def _due(self) -> bool:
-        if not self._buffer:
+        if not self._buffer or not self._schema_ready():
             return False
         waited = time.monotonic() - (self._first_buffered or time.monotonic())
         return len(self._buffer) >= self.flush_samples or waited >= self.flush_seconds
+
+    def _schema_ready(self) -> bool:
+        """Whether the records' variables are known (a trace program's after its first result):
+        the first flush fixes the arrays."""
+        schemas = [b.schema for b in self._buffer if isinstance(b, SampleRecord) and b.schema]
+        schema = schemas[-1] if schemas else self.schema
+        return schema is None or schema.complete
 
     def _raise_writer_error(self) -> None:
         if self._error is not None:
@@ -384,15 +391,29 @@ def _encoding(ds: xr.Dataset) -> dict[str, dict]:
     return encoding
 
 
+def _arrays(path: Path, mode: str, consolidated: bool) -> list[tuple[str, zarr.Array]]:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Object at .flowtrace")
+        group = zarr.open_group(path, mode=mode, use_consolidated=consolidated)
+        return list(group.arrays())
+
+
 def _append_arrays(path: Path, ds: xr.Dataset, start: int) -> None:
     """Grow every sample-indexed array and write the new rows; only the arrays' own metadata and
     chunks change, not the root's, so readers keep the last whole state until consolidation."""
-    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    arrays = dict(_arrays(path, "r+", consolidated=False))
     rows = ds.sizes[SAMPLE]
+    for name, array in arrays.items():
+        names = tuple(array.metadata.dimension_names or ())
+        if names[:1] == (SAMPLE,) and name not in ds.variables:
+            # A variable these samples lack (they failed before a trace program's first
+            # result): its fill value, written out, so no stale row of a killed flush shows.
+            array.resize((start + rows, *array.shape[1:]))
+            array[start : start + rows] = array.metadata.fill_value
     for name, var in ds.variables.items():
         if not var.dims or var.dims[0] != SAMPLE:
             continue
-        array = group[str(name)]
+        array = arrays[str(name)]
         names = tuple(array.metadata.dimension_names or ())
         values = var.transpose(*names).values if names else var.values
         if values.dtype.kind == "U":
@@ -403,10 +424,7 @@ def _append_arrays(path: Path, ds: xr.Dataset, start: int) -> None:
 
 def _truncate(path: Path, length: int) -> None:
     """Cut every sample-indexed array back to `length` (a killed flush may have grown some)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Object at .flowtrace")
-        group = zarr.open_group(path, mode="r+", use_consolidated=False)
-        arrays = list(group.arrays())
+    arrays = _arrays(path, "r+", consolidated=False)
     changed = False
     for _, array in arrays:
         names = array.metadata.dimension_names or ()
@@ -510,8 +528,8 @@ def check_store(path: Path | str) -> list[str]:
 
 
 def chunk_count(path: Path | str) -> int:
-    group = zarr.open_group(Path(path), mode="r", use_consolidated=True)
-    return sum(int(np.prod(a.cdata_shape, dtype=np.int64)) for _, a in group.arrays())
+    arrays = _arrays(Path(path), "r", consolidated=True)
+    return sum(int(np.prod(a.cdata_shape, dtype=np.int64)) for _, a in arrays)
 
 
 def _chunk_problems(
@@ -519,12 +537,13 @@ def _chunk_problems(
 ) -> list[str]:
     try:
         group = zarr.open_group(path, mode="r", use_consolidated=True)
+        arrays = _arrays(path, "r", consolidated=True)
     except Exception as err:  # noqa: BLE001
         return [f"store {path}: its metadata cannot be read ({err})"]
     # Before format 2, chunks holding only fill values were not written: absence is no damage.
     complete = int(group.attrs.get("store_format", 1)) >= 2
     problems = []
-    for name, array in group.arrays():
+    for name, array in arrays:
         if names is not None and name not in names:
             continue
         dims = tuple(array.metadata.dimension_names or ())

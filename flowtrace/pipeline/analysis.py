@@ -139,7 +139,7 @@ def prepare_analyses(
                 settled.frames,
                 attrs,
                 out,
-                kind.open_ended,
+                kind.open_ended or bool(getattr(recipe, "open_ended", False)),
                 None if options.absolute_paths else root,
             )
         )
@@ -160,7 +160,8 @@ def load_inputs(analysis: Analysis, sample: Sample) -> Prepared:
     """Decode the sample's frames (its bound and the benchmark's rule) and build the model's
     inputs; the prefetcher runs this ahead of the model."""
     validate_sample(sample, allow_open_ended=True)
-    video = sample_frames(sample, analysis.frames)
+    # The adapter picks its frames where its model reads them its own way (VideoLLaMA3).
+    video = sample_frames(sample, analysis.frames, analysis.loaded.adapter)
     return analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
 
 

@@ -22,6 +22,7 @@ from flowtrace.measure import (
 )
 from flowtrace.models import LoadedModel
 from flowtrace.pipeline.options import RunOptions, Settled
+from flowtrace.program import ProgramMeasure, TraceProgram
 from flowtrace.recipe import (
     AttentionMap,
     EffectivePathway,
@@ -93,6 +94,10 @@ def _pathway(recipe, loaded, options, settled, samples) -> PathwayMeasure:
     return PathwayMeasure(recipe, loaded, options.seed)
 
 
+def _program(recipe, loaded, options, settled, samples) -> ProgramMeasure:
+    return ProgramMeasure(recipe, loaded, settled.frames, samples, options.seed)
+
+
 KINDS: dict[type, Kind] = {
     Knockout: Kind(_knockout, knocks_out=True, open_ended=True),
     FlowMap: Kind(_flow_map, knocks_out=True, open_ended=True),
@@ -100,6 +105,7 @@ KINDS: dict[type, Kind] = {
     LayerProbe: Kind(_probe),
     VideoLogitLens: Kind(_video_lens, open_ended=True),
     AttentionMap: Kind(_attention, attn="eager"),
+    TraceProgram: Kind(_program),  # open-ended samples where the recipe says so
 }
 
 

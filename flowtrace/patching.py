@@ -1,0 +1,213 @@
+"""Activation patching for trace programs: what a token group carries at a layer.
+
+A counterfactual run (the same prompt over other frames) is captured once: every decoder layer's
+output (the residual stream) and its attention module's output. Then, for each (site, layer,
+group), the clean run is repeated with that group's activation at that site replaced by the
+counterfactual's, many patches as rows of one batched nnsight trace. Positions and layers are the
+clean run's: a counterfactual changes frames, never the prompt, so every group keeps its tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import nnsight
+import numpy as np
+import torch
+
+from flowtrace.engine.fast import CleanCapture, FastEngine, _PrefixCache, _suffix_kwargs
+from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.program import Trace
+
+SITES = ("residual", "attention")  # a decoder layer's output; its attention module's output
+
+
+@dataclass(frozen=True)
+class Capture:
+    probs: torch.Tensor  # (V,) next-token probabilities
+    residual: list[torch.Tensor]  # per layer: (T, d) the decoder layer's output
+    attention: list[torch.Tensor]  # per layer: (T, d) the attention module's output
+
+
+@dataclass(frozen=True)
+class Patch:
+    site: str  # one of SITES
+    layer: int
+    positions: torch.Tensor  # the group's token positions
+
+
+def counterfactual_frames(t: Trace, name: str) -> np.ndarray:
+    """The sample's frames reversed, shuffled (seeded, never the identity), or with one frame
+    (seeded) replaced by the same frame of another video of the run."""
+    frames = t.frames
+    if name == "reversed":
+        return frames[::-1].copy()
+    if name == "shuffled":
+        rng = t.rng("shuffled")
+        order = np.arange(len(frames))
+        while len(frames) > 1 and (order == np.arange(len(frames))).all():
+            order = rng.permutation(len(frames))
+        return frames[order].copy()
+    if name == "frame_swapped":
+        index = int(t.rng("frame_swapped").integers(len(frames)))
+        out = frames.copy()
+        out[index] = t.other_frames()[index]
+        return out
+    raise ValueError(f"counterfactual {name!r}: choose reversed, shuffled or frame_swapped")
+
+
+def _hidden(output):
+    # transformers 5 decoder layers return the hidden states; older ones a tuple.
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.no_grad()
+def capture(t: Trace, inputs: dict[str, torch.Tensor]) -> Capture:
+    """One run's next-token probabilities and every layer's residual and attention outputs."""
+    model = t.model
+    layers = t.layers
+    attentions = [t.attention(i) for i in range(len(layers))]
+    with model.trace(**inputs):
+        residual, attention = nnsight.save([]), nnsight.save([])
+        for layer, attn in zip(layers, attentions, strict=True):
+            attention.append(attn.output[0][0].save())
+            residual.append(_hidden(layer.output)[0].save())
+        probs = model.output.logits[0, -1].float().softmax(-1).save()
+    return Capture(probs, list(residual), list(attention))
+
+
+@torch.no_grad()
+def patched(
+    t: Trace, source: Capture, patches: Sequence[Patch], batch_size: int = 32
+) -> torch.Tensor:
+    """Next-token probabilities (len(patches), V) of the clean run with each patch applied alone:
+    the patch's group takes `source`'s activation at its site and layer."""
+    model, layers = t.model, t.layers
+    attentions = [t.attention(i) for i in range(len(layers))]
+    out = []
+    for first in range(0, len(patches), batch_size):
+        chunk = list(patches[first : first + batch_size])
+        rows = len(chunk)
+        batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in t.inputs.items()}
+        # Resolved before the trace: its body holds only envoys, tensors and plain values.
+        by_layer: dict[str, dict[int, list]] = {site: {} for site in SITES}
+        for r, p in enumerate(chunk):
+            value = getattr(source, p.site)[p.layer][p.positions]
+            by_layer[p.site].setdefault(p.layer, []).append((r, p.positions, value))
+        with model.trace(**batch):
+            for index, (layer, attn) in enumerate(zip(layers, attentions, strict=True)):
+                if index in by_layer["attention"]:
+                    hidden = attn.output[0]
+                    for r, positions, value in by_layer["attention"][index]:
+                        hidden[r, positions] = value
+                if index in by_layer["residual"]:
+                    hidden = _hidden(layer.output)
+                    for r, positions, value in by_layer["residual"][index]:
+                        hidden[r, positions] = value
+            probs = model.output.logits[:, -1].float().softmax(-1).save()
+        out.append(probs)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def patched_fast(
+    t: Trace, source: Capture, patches: Sequence[Patch], token_budget: int = 8192
+) -> torch.Tensor:
+    """`patched`'s numbers, computing only what a patch can change: a patch of a group starting
+    at position p at layer l leaves positions < p at every layer, and every position below l, as
+    in the clean run (causality). So each patch recomputes positions ≥ p from layer l on (its
+    attention output) or l + 1 on (its residual stream), over the clean run's K/V of positions
+    < p; patches of one group run as batch rows, each entering at its own layer."""
+    # One clean capture per sample, whatever the number of counterfactuals.
+    engine = t.scratch.setdefault("fast_engine", FastEngine(t.loaded))
+    capture = engine._clean_capture(t.inputs)
+    loaded, count = t.loaded, t.loaded.num_layers
+    last = capture.seq_len - 1
+    out: list[torch.Tensor | None] = [None] * len(patches)
+    by_start: dict[int, list[int]] = {}
+    for index, patch in enumerate(patches):
+        if _entry(patch) == count:  # after the last layer: only the last token's stream counts
+            if bool((patch.positions == last).any()):
+                final = source.residual[-1][last]
+                out[index] = loaded.lm_head()(loaded.final_norm()(final)).float().softmax(-1)
+            else:
+                out[index] = capture.probs
+            continue
+        by_start.setdefault(int(patch.positions.min()), []).append(index)
+    for start, indices in by_start.items():
+        size = max(1, token_budget // (capture.seq_len - start))
+        for first in range(0, len(indices), size):
+            chunk = indices[first : first + size]
+            rows = _suffix_rows(engine, capture, source, [patches[i] for i in chunk], start)
+            for index, probs in zip(chunk, rows, strict=True):
+                out[index] = probs
+    return torch.stack(out)  # type: ignore[arg-type]
+
+
+def _entry(patch: Patch) -> int:
+    return patch.layer + 1 if patch.site == "residual" else patch.layer
+
+
+def _suffix_rows(
+    engine: FastEngine, capture: CleanCapture, source: Capture, chunk: list[Patch], start: int
+) -> torch.Tensor:
+    """Next-token probabilities of `chunk` (patches of groups that start at `start`)."""
+    loaded = engine.loaded
+    layers = loaded.layers(loaded.model)
+    order = sorted(range(len(chunk)), key=lambda i: _entry(chunk[i]))
+    rows = [chunk[i] for i in order]
+    width = capture.inputs[0].shape[-1]
+    hidden = capture.inputs[0].new_empty((0, capture.seq_len - start, width))
+    kwargs = _suffix_kwargs(capture.layer_kwargs, start)
+    none = torch.zeros(capture.seq_len, capture.seq_len, dtype=torch.bool, device=hidden.device)
+    joined = 0
+    for index in range(_entry(rows[0]), loaded.num_layers):
+        while joined < len(rows) and _entry(rows[joined]) == index:
+            row = rows[joined]
+            fresh = capture.inputs[index][:, start:].clone()
+            if row.site == "residual":  # the previous layer's output, patched, enters this one
+                value = source.residual[row.layer][row.positions]
+                if capture.deltas[row.layer] is not None:
+                    value = value + capture.deltas[row.layer][0, row.positions]
+                fresh[0, row.positions - start] = value
+            hidden = torch.cat([hidden, fresh])
+            joined += 1
+        allowed = allowed_attention(none, capture.own_masks[index])[start:]
+        mask = additive_mask(allowed.expand(joined, *allowed.shape), loaded.dtype)
+        edits = [
+            (r, p.positions - start, source.attention[index][p.positions])
+            for r, p in enumerate(rows[:joined])
+            if p.site == "attention" and p.layer == index
+        ]
+        hook = None
+        if edits:
+
+            def patch_attention(module, args, output, edits=edits):
+                attended = output[0] if isinstance(output, tuple) else output
+                for r, positions, value in edits:
+                    attended[r, positions] = value
+                return output
+
+            hook = loaded.attention(loaded.model, index).register_forward_hook(patch_attention)
+        prefix = _PrefixCache(
+            capture.keys[index][..., :start, :], capture.values[index][..., :start, :]
+        )
+        try:
+            result = layers[index](
+                hidden,
+                attention_mask=mask,
+                use_cache=False,
+                **{engine._cache_kwarg: prefix},
+                **kwargs,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
+        hidden = _hidden(result)
+        if capture.deltas[index] is not None:
+            hidden = hidden + capture.deltas[index][:, start:]
+    probs = loaded.lm_head()(loaded.final_norm()(hidden[:, -1])).float().softmax(-1)
+    back = torch.empty_like(probs)
+    back[torch.as_tensor(order, device=probs.device)] = probs
+    return back
