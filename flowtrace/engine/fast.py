@@ -38,8 +38,11 @@ from flowtrace.models import LoadedModel
 
 # Rows × recomputed positions per batch; bounds the activations (the MLP's intermediate dominates).
 DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
-# A no-op condition must reproduce the clean next-token distribution within this (max |Δp|).
-SELF_CHECK_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-9}
+# The self-check's bound on max |Δp| between the shortcut and a full forward. float32: the
+# side-by-side path's rounding reaches 5e-5 on the trained toy under deep cuts (inverse windows),
+# usually under 1e-6; a shortcut that reuses the clean pass for one position too many is off by
+# 1e-4 to 0.3 there.
+SELF_CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 HALF_PRECISION_TOLERANCE = 2e-3
 # Short suffixes of several rows go side by side in one sequence, up to this many tokens: their
 # attention to each other's (masked) blocks is the price, small next to the MLPs at this size.
@@ -295,11 +298,9 @@ class FastEngine(ReferenceEngine):
                         masks[(i, *rows_of)] = a
                     if only is None:
                         break
-            if flat:
-                mask = masks[..., :tokens, : prefix_len + tokens]
-                mask = mask[None] if heads else mask
-            else:
-                mask = masks[:joined]
+            # Flat: a leading batch dim, so the additive mask is 4D as in the batched path; with a
+            # 3D one SDPA on CPU rounds otherwise (2e-5 in p on the trained toy, one row alone).
+            mask = masks[..., :tokens, : prefix_len + tokens][None] if flat else masks[:joined]
             prefix = _PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
