@@ -25,9 +25,11 @@ def blocked_edges(expression: str, layout: TokenLayout) -> np.ndarray:
     Only causal edges (key before query) are kept: the causal mask already forbids the rest.
     """
     source, target = _split(expression)
-    families = {_family(term, layout, expression) for term in source + target}
-    uses_t = any(_uses_t(term) for term in source + target)
-    sizes = {size for family, size in families if family is not None}
+    terms = source + target
+    families = [_family(term, layout, expression) for term in terms]  # checks every name
+    uses_t = any(_uses_t(term) for term in terms)
+    # Only the families `t` indexes set its range; a fixed index may name another family.
+    sizes = {size for term, (_, size) in zip(terms, families, strict=True) if _uses_t(term)}
     steps = range(max(sizes)) if uses_t else [None]
     if uses_t and len(sizes) != 1:
         raise FlowtraceError(f"edge '{expression}': `t` must index one family of groups")

@@ -61,3 +61,51 @@ def test_union_and_single_groups():
 def test_bad_expressions_say_what_is_wrong(expression: str, message: str):
     with pytest.raises(FlowtraceError, match=message):
         blocked_edges(expression, small_layout())
+
+
+def frames(*indices: int) -> list[int]:
+    """Positions of the small layout's frames: frame t holds 2 + 2t and 3 + 2t."""
+    return [p for t in indices for p in (2 + 2 * t, 3 + 2 * t)]
+
+
+def causal(queries: list[int], keys: list[int]) -> set[tuple[int, int]]:
+    return {(q, k) for q in queries for k in keys if k <= q}
+
+
+@pytest.mark.parametrize(
+    ("expression", "want"),
+    [
+        # with t: the union over t = 0, 1, 2
+        (
+            "frame[<=t] -> frame[t]",
+            causal(frames(0), frames(0))
+            | causal(frames(1), frames(0, 1))
+            | causal(frames(2), frames(0, 1, 2)),
+        ),
+        ("frame[t] -> frame[>t]", causal(frames(1, 2), frames(0)) | causal(frames(2), frames(1))),
+        (
+            "frame[t] -> frame[>=t]",
+            causal(frames(0, 1, 2), frames(0))
+            | causal(frames(1, 2), frames(1))
+            | causal(frames(2), frames(2)),
+        ),
+        # with a number
+        ("frame[<=1] -> last", causal([12], frames(0, 1))),
+        ("frame[>0] -> last", causal([12], frames(1, 2))),
+        ("frame[>=2] -> last", causal([12], frames(2))),
+        ("frame[<1] -> question", causal([8, 9], frames(0))),
+    ],
+)
+def test_index_operators(expression: str, want: set[tuple[int, int]]):
+    assert pairs(blocked_edges(expression, small_layout())) == want
+
+
+def test_t_over_two_families_of_different_sizes_is_refused():
+    layout = small_layout()
+    groups = dict(layout.groups) | {"clip_0": np.array([2, 3, 4]), "clip_1": np.array([5, 6, 7])}
+    two = TokenLayout(layout.seq_len, groups, (3, 1, 2), ("A", "B"), "A")
+    with pytest.raises(FlowtraceError, match="`t` must index one family"):
+        blocked_edges("clip[<t] -> frame[t]", two)
+    # A fixed index into the other family is fine: only `t` must stay in one family.
+    got = pairs(blocked_edges("clip[0] -> frame[t]", two))
+    assert got == causal(frames(0, 1, 2), [2, 3, 4])
