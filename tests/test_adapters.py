@@ -174,27 +174,74 @@ def test_adapter_is_picked_from_config(family: str, checkpoints: dict[str, Path]
     assert pick_adapter(config, None, "x").name == FAMILIES[family]["adapter"]
 
 
-def test_original_layouts_are_the_published_ones(checkpoints: dict[str, Path]):
-    """The fixtures really are in the original layouts, so loading them tests that layout."""
-    pllava = load_file(str(checkpoints["pllava"] / "model.safetensors"))
-    for key in (
+# Key names as the published checkpoints' model.safetensors.index.json files list them, written out
+# by hand (not taken from the fixtures): PLLaVA-7B/13B save CLIP under vision_tower.vision_model
+# (with CLIP's "pre_layrnorm" spelling), the projector, a LLaVA-NeXT image_newline that PLLaVA
+# never uses, and Llama under language_model; Mini-InternVL-Chat-4B-V1-5 saves InternViT under
+# vision_model, the mlp1 projector and Phi-3 with fused qkv_proj / gate_up_proj.
+PUBLISHED_KEYS = {
+    "pllava": (
+        "vision_tower.vision_model.embeddings.class_embedding",
+        "vision_tower.vision_model.embeddings.patch_embedding.weight",
+        "vision_tower.vision_model.embeddings.position_embedding.weight",
+        "vision_tower.vision_model.pre_layrnorm.weight",
         "vision_tower.vision_model.encoder.layers.0.self_attn.k_proj.weight",
+        "vision_tower.vision_model.encoder.layers.0.self_attn.out_proj.bias",
+        "vision_tower.vision_model.encoder.layers.0.layer_norm1.weight",
+        "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight",
         "multi_modal_projector.linear_1.weight",
+        "multi_modal_projector.linear_2.bias",
+        "language_model.model.embed_tokens.weight",
         "language_model.model.layers.0.self_attn.q_proj.weight",
+        "language_model.model.layers.0.mlp.gate_proj.weight",
+        "language_model.model.layers.0.post_attention_layernorm.weight",
+        "language_model.model.norm.weight",
         "language_model.lm_head.weight",
-    ):
-        assert key in pllava
-    assert json.loads((checkpoints["pllava"] / "config.json").read_text())["model_type"] == "llava"
-    internvl = load_file(str(checkpoints["internvl_chat"] / "model.safetensors"))
-    for key in (
+    ),
+    "internvl_chat": (
         "vision_model.embeddings.class_embedding",
-        "vision_model.encoder.layers.1.attn.qkv.weight",
-        "vision_model.encoder.layers.1.ls2",
-        "mlp1.3.weight",
+        "vision_model.embeddings.patch_embedding.weight",
+        "vision_model.embeddings.position_embedding",
+        "vision_model.encoder.layers.0.attn.qkv.weight",
+        "vision_model.encoder.layers.0.attn.proj.bias",
+        "vision_model.encoder.layers.0.ls1",
+        "vision_model.encoder.layers.0.norm2.weight",
+        "vision_model.encoder.layers.0.mlp.fc2.weight",
+        "mlp1.0.weight",
+        "mlp1.1.weight",
+        "mlp1.3.bias",
+        "language_model.model.embed_tokens.weight",
         "language_model.model.layers.0.self_attn.qkv_proj.weight",
+        "language_model.model.layers.0.self_attn.o_proj.weight",
         "language_model.model.layers.0.mlp.gate_up_proj.weight",
-    ):
-        assert key in internvl
+        "language_model.model.layers.0.input_layernorm.weight",
+        "language_model.model.norm.weight",
+        "language_model.lm_head.weight",
+    ),
+}
+SKIPPED_KEYS = {"pllava": {"image_newline"}, "internvl_chat": set()}
+
+
+@pytest.mark.parametrize("family", ["pllava", "internvl_chat"])
+def test_original_layouts_are_the_published_ones(family: str, checkpoints: dict[str, Path]):
+    """flowtrace's loader puts every published key onto a parameter of its module (of the same
+    rank as the fixture's tensor), skips only the keys PLLaVA never uses, and the fixture holds
+    the published names, so loading it in the other tests loads that layout."""
+    from flowtrace.models.pllava import clip_renamer
+
+    model = load_model(str(checkpoints[family]), device="cpu", dtype="float32").model
+    params = model.state_dict()
+    rename = clip_renamer(model) if family == "pllava" else (lambda key: key)
+    fixture = load_file(str(checkpoints[family] / "model.safetensors"))
+    for key in PUBLISHED_KEYS[family]:
+        ours = rename(key)
+        assert ours in params, f"{key} -> {ours}: no such parameter in flowtrace's {family}"
+        assert key in fixture, f"the {family} fixture lacks the published key {key}"
+        assert params[ours].dim() == fixture[key].dim(), key
+    for key in SKIPPED_KEYS[family]:
+        assert rename(key) is None
+    published_prefixes = {key.split(".")[0] for key in PUBLISHED_KEYS[family]}
+    assert {key.split(".")[0] for key in fixture} - SKIPPED_KEYS[family] == published_prefixes
 
 
 def test_missing_weight_is_an_error_naming_it(checkpoints: dict[str, Path], tmp_path: Path):
