@@ -235,16 +235,29 @@ def run(
             "in this process (a check that the recipe's traces serialize)."
         ),
     ] = None,
+    prefetch: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Samples decoded and processed ahead of the model, in a background thread "
+            "(0: in line).",
+        ),
+    ] = 2,
 ) -> None:
-    """Run recipes on a model and dataset; write a zarr cube and a figure per recipe."""
-    from flowtrace.recipe import load_recipe
+    """Run recipes on a model and dataset; write a zarr cube and a figure per recipe.
+
+    Several recipes (or a pass file such as recipes/paper.py) run in one pass: each video is
+    decoded once, the clean pass runs once, and every recipe's knockouts go through the engine
+    together; each recipe gets its own store, the same as running it alone."""
+    from flowtrace.recipe import load_recipes
     from flowtrace.runner import RunOptions
     from flowtrace.runner import run as run_recipe
 
     started_at = time.time()
     loaded_recipes = []
     try:
-        loaded_recipes = [load_recipe(recipe) for recipe in recipes]
+        # A pass file (recipes/paper.py) stands for the recipes it lists.
+        loaded_recipes = [r for recipe in recipes for r in load_recipes(recipe)]
         options = RunOptions(
             model=model,
             adapter=adapter,
@@ -277,6 +290,7 @@ def run(
             workers=workers,
             remote=remote,
             serve=serve,
+            prefetch=prefetch,
         )
         started = time.perf_counter()
         columns = (
@@ -310,7 +324,8 @@ def run(
         _fail(err)
         return
     except KeyboardInterrupt:
-        _interrupted(ctx, [r.name for r in loaded_recipes], out, started_at)
+        files = {r.name: r.source_file.split("#", 1)[0] for r in loaded_recipes}
+        _interrupted(ctx, files, out, started_at)
         return
     seconds = time.perf_counter() - started
     several = len(results) > 1
@@ -338,13 +353,22 @@ def _summary(name: str, result, sample_mode: str, eval_only: bool, seconds: floa
         console.print(f"retried: {result.retried} samples after their Ray worker died")
     for reason, n in result.reasons.most_common(5):
         console.print(f"  failed ×{n}: {reason}", highlight=False)
+    for note, n in result.fallbacks.most_common(3):
+        console.print(
+            f"[bold yellow]fast engine fell back[/] to the reference path on {n} sample"
+            f"{'' if n == 1 else 's'}: {note}",
+            highlight=False,
+            soft_wrap=True,
+        )
     for figure in result.figures:
         console.print(f"figure: {figure}")
     print(f"store: {result.store}")
 
 
-def _interrupted(ctx: typer.Context, names: list[str], out: Path | None, since: float) -> None:
-    """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130."""
+def _interrupted(ctx: typer.Context, files: dict[str, str], out: Path | None, since: float) -> None:
+    """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130.
+    `files`: each recipe's name and file (a pass file's members resume one by one)."""
+    names = list(files)
     stores = _stores(names, out, since)
     for name, store in stores.items():
         kept = _kept(store)
@@ -362,7 +386,7 @@ def _interrupted(ctx: typer.Context, names: list[str], out: Path | None, since: 
         )
     else:  # several recipes in default stores: each resumes on its own
         for name, store in stores.items():
-            command = _command_line(ctx, out=store, recipes=[_recipe_arg(ctx, names, name)])
+            command = _command_line(ctx, out=store, recipes=[files[name]])
             console.print(f"resume {name} with: {command}", highlight=False, soft_wrap=True)
     raise typer.Exit(130)
 
@@ -388,10 +412,6 @@ def _kept(store: Path) -> int:
         return int(open_cube(store).sizes.get("sample", 0))
     except Exception:  # a store killed before its first sample holds none
         return 0
-
-
-def _recipe_arg(ctx: typer.Context, names: list[str], name: str) -> str:
-    return ctx.params["recipes"][names.index(name)]
 
 
 def _command_line(

@@ -46,6 +46,7 @@ class TraceProgram:
     # `layer` dim of the model's depth gets the layer numbers.
     coords: Mapping[str, Sequence[object]] = field(default_factory=dict)
     open_ended: bool = False  # whether it takes open-ended samples
+    chart: str = ""  # the figure registered under this name (flowtrace.plots), else a generic one
     description: str = ""
     source_file: str = field(default="", compare=False)
 

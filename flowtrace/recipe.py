@@ -255,7 +255,13 @@ def _group_names(expression: str) -> list[str]:
 
 
 Recipe = (
-    Knockout | LayerProbe | VideoLogitLens | EffectivePathway | AttentionMap | FlowMap | TraceProgram
+    Knockout
+    | LayerProbe
+    | VideoLogitLens
+    | EffectivePathway
+    | AttentionMap
+    | FlowMap
+    | TraceProgram
 )
 
 
@@ -352,3 +358,46 @@ def _check_term(term: str, where: str, expand: Sequence[str] = ()) -> None:
         raise RecipeError(
             f"{where} names unknown group family '{name}[…]'; {did_you_mean(name, family=True)}"
         )
+
+
+def load_recipes(path: str | Path) -> list[Recipe]:
+    """The recipes of a recipe file, or of a pass file: a file whose `recipes = [...]` lists
+    recipe files (shipped names, or paths relative to the pass file) to run in one pass."""
+    file = Path(path)
+    if not file.exists() and not file.suffix and (RECIPES_DIR / f"{file}.py").exists():
+        file = RECIPES_DIR / f"{file}.py"
+    names = pass_members(file) if file.is_file() else None
+    if names is None:
+        return [load_recipe(path)]
+    out = []
+    for name in names:
+        member = file.parent / name if (file.parent / name).is_file() else Path(name)
+        out.append(load_recipe(member))
+    return out
+
+
+def pass_members(file: Path) -> list[str] | None:
+    """The recipe files a pass file names (`recipes = ["a.py", "b", …]`), or None for a recipe
+    file. Read without running the file: a pass holds only that list."""
+    import ast
+
+    try:
+        tree = ast.parse(file.read_text(), filename=str(file))
+    except SyntaxError:
+        return None  # load_recipe reports it with the line
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "recipes" for t in node.targets
+        ):
+            try:
+                names = ast.literal_eval(node.value)
+            except ValueError:
+                raise RecipeError(
+                    f"pass file '{file}': `recipes` must be a list of recipe file names"
+                ) from None
+            if not isinstance(names, list | tuple) or not all(isinstance(n, str) for n in names):
+                raise RecipeError(
+                    f"pass file '{file}': `recipes` must be a list of recipe file names"
+                )
+            return list(names)
+    return None

@@ -57,4 +57,5 @@ recipe = TraceProgram(
     name="counterfactual_patch",
     title="Counterfactual patching: p(clean answer) with one group patched from a counterfactual",
     program=counterfactual_patch,
+    chart="counterfactual_patch",
 )

@@ -791,7 +791,8 @@ def test_a_run_records_each_bad_sample_and_goes_on(tmp_path: Path):
     assert "lacks 'answer'" in reasons["Object Count/0001"]
     assert "'purple elephant' is not among the candidates" in reasons["Object Color/0001"]
     assert "cannot decode video" in reasons["Event Order/0001"]
-    assert "lies outside the video" in reasons["Event Order/0002"]
+    bound = reasons["Event Order/0002"]
+    assert "lies outside the video" in bound or "holds no frame of the video" in bound
     assert ds.attrs["data_kind"] == "tvbench" and ds.attrs["ratio"] == 0
 
 

@@ -115,10 +115,10 @@ def test_option_edges_fail_open_ended_samples_with_the_reason(tmp_path: Path):
 
 def test_generate_is_refused_where_it_means_nothing(tmp_path: Path):
     options = RunOptions(limit=1, out=tmp_path / "g.zarr", plot=False, device="cpu", generate=2)
-    with pytest.raises(FlowtraceError, match="--generate: recipe gen_prob"):
+    with pytest.raises(FlowtraceError, match="generate: recipe gen_prob"):
         run(load_recipe("gen_prob"), options)
     options.generate = -1
-    with pytest.raises(FlowtraceError, match="--generate -1"):
+    with pytest.raises(FlowtraceError, match="generate: -1"):
         run(load_recipe("cross_frame"), options)
 
 

@@ -130,3 +130,22 @@ def test_stores_name_no_absolute_path_unless_asked(tmp_path: Path):
     absolute = open_cube(full.store)
     assert absolute.attrs["data_root"] == root
     assert Path(str(absolute["video"].values[0])) == video_file(shared.attrs, first)
+
+
+def test_a_pass_file_runs_its_recipes_from_the_cli(tmp_path: Path):
+    """`flowtrace run recipes/paper.py` is the four sweeps in one pass, a store each."""
+    from typer.testing import CliRunner
+
+    from flowtrace.cli import app
+    from flowtrace.recipe import load_recipes, pass_members
+
+    names = [r.name for r in load_recipes("recipes/paper.py")]
+    assert names == ["cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option"]
+    assert pass_members(Path("recipes/cross_frame.py")) is None
+    out = tmp_path / "paper"
+    done = CliRunner().invoke(app, ["run", "recipes/paper.py", "--limit", "2", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    for name in names:
+        ds = open_cube(out / f"{name}.zarr")
+        assert ds.attrs["recipe"] == name and (ds["status"].values == "ok").all()
+        assert f"{name}: samples: 2 analysed" in done.output

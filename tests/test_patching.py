@@ -88,9 +88,7 @@ def test_patching_equals_plain_forward_hooks(planted):
 def reversed_direction(planted, tmp_path_factory):
     """counterfactual_patch on the planted toy's Moving Direction samples."""
     out = tmp_path_factory.mktemp("patch") / "cfp.zarr"
-    options = RunOptions(
-        model="planted", tasks=["Moving Direction"], limit=6, out=out, plot=False
-    )
+    options = RunOptions(model="planted", tasks=["Moving Direction"], limit=6, out=out, plot=False)
     run(load_recipe("counterfactual_patch"), options, loaded=planted)
     ds = open_cube(out)
     assert (ds["status"].values == "ok").all()
@@ -173,3 +171,18 @@ def test_own_recipe_example_from_the_readme_runs(tmp_path: Path, planted):
             handle.remove()
             got = float(ds["p_answer"].sel(layer=layer, group=group).values[0])
             assert abs(got - float(p)) < 1e-5, (layer, group)
+
+
+def test_the_patching_store_draws_its_own_figure(reversed_direction):
+    """A trace program names its figure (`chart`): flip rates, layer by group, per
+    counterfactual and site, from the store alone."""
+    from flowtrace.plots import chart_for
+
+    ds = reversed_direction
+    assert ds.attrs["chart"] == "counterfactual_patch"
+    spec = chart_for(ds).to_dict()
+    rows = spec["datasets"][next(iter(spec["datasets"]))]
+    key = ("reversed", "residual", 5, "query")
+    cell = next(r for r in rows if (r["counterfactual"], r["site"], r["layer"], r["group"]) == key)
+    want = ds["flipped"].sel(counterfactual="reversed", site="residual", layer=5, group="query")
+    assert cell["flip_rate"] == pytest.approx(float(want.mean()))

@@ -25,7 +25,7 @@ from flowtrace.models import LoadedModel, Prepared, load_model
 from flowtrace.pipeline.kinds import kind_of
 from flowtrace.pipeline.options import RunOptions, default_out, resolve_data, settle
 from flowtrace.pipeline.provenance import provenance
-from flowtrace.recipe import Knockout, Recipe
+from flowtrace.recipe import Knockout, Recipe, check_groups
 from flowtrace.scale.remote import remote_trace_kwargs, route_traces
 
 
@@ -70,6 +70,8 @@ def prepare_analyses(
     """Load the model once (unless given) and set up each recipe on it; recipes that use the same
     engine share it, so a pass runs one clean forward per sample for all of them."""
     torch.manual_seed(options.seed)
+    for recipe in recipes:  # recipes made in code, not loaded from a file, are checked here
+        check_groups(recipe)
     recipes = [with_generate(r, options.generate) for r in recipes]
     needs = {kind_of(r).attn for r in recipes} - {None}
     if needs and len(recipes) > 1:
@@ -184,10 +186,10 @@ def analyse_sample(
     live: list[int] = []
     for index, analysis in enumerate(group):
         try:
-            if isinstance(prepared, SampleError):
-                raise prepared
             if sample.open_ended and not analysis.open_ended:
                 validate_sample(sample, allow_open_ended=False)  # raises with its reason
+            if isinstance(prepared, SampleError):
+                raise prepared
             live.append(index)
         except SampleError as err:
             _failed(records[index], err)

@@ -35,6 +35,7 @@ def provenance(
         "recipe_kind": type(recipe).__name__,
         "recipe_title": recipe.title,
         "recipe_source": recipe.source_file,
+        "chart": getattr(recipe, "chart", ""),
         "edges": json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
         "generate": recipe.generate if isinstance(recipe, Knockout) else 0,
         "eval_only": int(options.eval_only),

@@ -16,6 +16,7 @@ from flowtrace.plots.common import Z95, save_chart
 from flowtrace.plots.flow_map import flow_map_chart, flow_map_table
 from flowtrace.plots.generic import generic_chart
 from flowtrace.plots.knockout import compare_chart, head_chart, knockout_chart, knockout_summary
+from flowtrace.plots.patching import patching_chart
 from flowtrace.plots.pathway import pathway_chart
 from flowtrace.plots.probe import accuracy_chart, gen_prob_chart
 from flowtrace.plots.video import attention_chart, frame_uri, video_lens_chart
@@ -39,6 +40,7 @@ __all__ = [
     "knockout_chart",
     "knockout_summary",
     "pathway_chart",
+    "patching_chart",
     "register_chart",
     "save_chart",
     "video_lens_chart",
@@ -57,6 +59,8 @@ CHARTS: dict[str, ChartFn] = {
     "VideoLogitLens": _video_lens,
     "EffectivePathway": pathway_chart,
     "AttentionMap": attention_chart,
+    # Figures a trace program names (its `chart`), looked up before its kind.
+    "counterfactual_patch": patching_chart,
 }
 
 
@@ -81,5 +85,5 @@ def chart_for(ds: xr.Dataset) -> alt.TopLevelMixin:
         return accuracy_chart(ds, title)
     if "head" in ds.dims and "rel_change_pred" in ds:
         return head_chart(ds, title)
-    kind = str(ds.attrs.get("recipe_kind", "Knockout"))
+    kind = str(ds.attrs.get("chart") or ds.attrs.get("recipe_kind", "Knockout"))
     return CHARTS.get(kind, generic_chart)(ds, title)

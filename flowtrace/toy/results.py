@@ -34,6 +34,7 @@ SAMPLES: dict[str, int | None] = {
     "attention_map": 8,
     "open_ended": 8,
     "flow_map": 16,
+    "counterfactual_patch": 8,
 }
 THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
 
@@ -124,6 +125,14 @@ def headline(ds: xr.Dataset) -> str:
         on_video = mass.sel(target="last", source=frames).sum("source").values
         by_layer = ", ".join(f"{float(x):.2f}" for x in on_video)
         return f"last token's attention mass on the frames, layer by layer: {by_layer}"
+    if "flipped" in ok and "counterfactual" in ok.dims:
+        flips = ok["flipped"].sel(counterfactual="reversed", site="residual").mean("sample")
+        layer, group = np.unravel_index(int(np.argmax(flips.values)), flips.shape)
+        return (
+            f"frames reversed: patching {flips['group'].values[group]} at layer "
+            f"{int(flips['layer'].values[layer])} flips {100 * float(flips.values.max()):.0f}% of "
+            "answers (the residual stream's most-flipping cell)"
+        )
     if "top_token" in ok and "frame" in ok.dims:
         top = ok["top_token"].isel(k=0, layer=-1).values.ravel()
         words, counts = np.unique([str(w).strip() for w in top], return_counts=True)

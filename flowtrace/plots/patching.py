@@ -1,0 +1,45 @@
+"""Counterfactual patching: how often a patched group flips the answer, layer by group."""
+
+from __future__ import annotations
+
+import altair as alt
+import xarray as xr
+
+from flowtrace.plots.common import analysed, subtitle, titled
+
+
+def patching_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
+    """One heatmap per counterfactual and site: the share of analysed samples whose answer flips
+    when the group (x) is patched from the counterfactual run at the layer (y)."""
+    ok = analysed(ds)
+    flips = ok["flipped"].astype(float).mean("sample")
+    change = (ok["p_clean_answer"] - ok["clean_prob_pred"]).mean("sample")
+    table = (
+        xr.Dataset({"flip_rate": flips, "p_change": change})
+        .to_dataframe()
+        .reset_index()
+        .astype({"counterfactual": str, "site": str, "group": str})
+    )
+    groups = [str(g) for g in ok["group"].values]
+    heat = (
+        alt.Chart(table)
+        .mark_rect()
+        .encode(
+            x=alt.X("group:N", sort=groups, title=None),
+            y=alt.Y("layer:O", sort="descending"),
+            color=alt.Color(
+                "flip_rate:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"), title="flip rate"
+            ),
+            tooltip=[
+                "counterfactual",
+                "site",
+                "layer",
+                "group",
+                alt.Tooltip("flip_rate:Q", format=".0%"),
+                alt.Tooltip("p_change:Q", format=".3f", title="Δ p(clean answer)"),
+            ],
+        )
+        .properties(width=260, height=160)
+        .facet(row=alt.Row("counterfactual:N", title=None), column=alt.Column("site:N", title=None))
+    )
+    return titled(heat, title, subtitle(ok, "share of answers flipped by the patch"))
