@@ -1,13 +1,20 @@
 """nnsight traces over a loaded model: clean pass and knockout passes."""
 
-from flowtrace.engine.fast import FastEngine
+from flowtrace.engine.fast import FastEngine, FastEngineFallback
 from flowtrace.engine.reference import KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 
 ENGINES = {"fast": FastEngine, "reference": ReferenceEngine}
 
-__all__ = ["ENGINES", "FastEngine", "KnockoutCondition", "ReferenceEngine", "make_engine"]
+__all__ = [
+    "ENGINES",
+    "FastEngine",
+    "FastEngineFallback",
+    "KnockoutCondition",
+    "ReferenceEngine",
+    "make_engine",
+]
 
 
 def make_engine(name: str, loaded: LoadedModel, batch_size: int = 8) -> ReferenceEngine:
