@@ -316,7 +316,8 @@ class PathwayMeasure:
     CONDITIONS = ("pathway", "random")
 
     def __init__(self, recipe: EffectivePathway, loaded: LoadedModel, seed: int) -> None:
-        self.recipe, self.loaded, self.seed = recipe, loaded, seed
+        # A recipe may name the pathway each model keeps (found pathways of the embedded toys).
+        self.recipe, self.loaded, self.seed = recipe.for_model(loaded.model_id), loaded, seed
         self.decode = Decoder(loaded)
         dims = ("condition",)
         self.schema = Schema(

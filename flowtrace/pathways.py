@@ -27,6 +27,7 @@ from flowtrace.models import LoadedModel
 from flowtrace.recipe import EffectivePathway
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.summary import accuracy_after, clean_accuracy, counted
 
 _FRAME = re.compile(r"^frame_(\d+)$")
 # % relative change of p(answer) that counts as none by default. The fast path recomputes with
@@ -144,17 +145,19 @@ def pathway_curve(
         out = Path(options.out or "results/auto_pathway") / f"threshold_{threshold:g}.zarr"
         result = run(recipe, dataclasses.replace(options, out=out, plot=False), loaded=loaded)
         cube = open_cube(result.store)
+        # One denominator for the curve and the clean line: every counted sample, a skipped one
+        # at its clean answer (summary.accuracy_after).
+        after = accuracy_after(cube)
         ok = cube.isel(sample=cube["status"].values == "ok")
-        for condition in map(str, ok["condition"].values):
-            at = ok.sel(condition=condition)
+        for condition in map(str, cube["condition"].values):
             rows.append(
                 {
                     "threshold": threshold,
                     "condition": condition,
-                    "accuracy": 100 * float(at["correct"].mean()),
-                    "edges_kept_pct": float(at["edges_kept_pct"].mean()),
-                    "clean_accuracy": 100 * float(ok["clean_correct"].mean()),
-                    "samples": int(ok.sizes["sample"]),
+                    "accuracy": float(after.sel(condition=condition)),
+                    "edges_kept_pct": float(ok["edges_kept_pct"].sel(condition=condition).mean()),
+                    "clean_accuracy": clean_accuracy(cube),
+                    "samples": int(counted(cube).sizes["sample"]),
                     "kept_layers": recipe.title.split(": ", 1)[1],
                 }
             )

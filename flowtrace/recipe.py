@@ -191,34 +191,61 @@ class EffectivePathway:
     """Keep only the pathways that matter, cut the rest (paper §6), against random pruning.
 
     `pathways` maps a label to (edge expression, kept layers): the edges are cut in every layer
-    outside the kept range, given as fractions [start, stop) of the depth so one recipe fits
-    models of any depth (None: cut in every layer). Edges are counted, as in the reference code,
-    among causal (query, key) pairs from the first video token on.
+    outside the kept layers (None: cut in every layer). Kept layers are fractions [start, stop)
+    of the depth, so one recipe fits models of any depth, or an explicit list (or range) of layer
+    indices, for a pathway found on one model. With `cut_rest`, every other counted edge is cut
+    too: only the listed edges in their kept layers stay (a found pathway). `per_model` maps a
+    model id (`toy`, `planted`) to the recipe that model runs instead of this one's pathways.
+    Edges are counted, as in the reference code, among causal (query, key) pairs from the first
+    video token on.
     """
 
     name: str
     title: str
-    pathways: Mapping[str, tuple[str, tuple[float, float] | None]]
+    pathways: Mapping[str, tuple[str, tuple[float, float] | Sequence[int] | None]]
     # Random baseline: this share of the counted edges per layer; None matches the pathway's cut.
     random_ratio: float | None = None
     description: str = ""
     source_file: str = field(default="", compare=False)
+    cut_rest: bool = False
+    per_model: Mapping[str, EffectivePathway] = field(default_factory=dict)
 
-    def kept_layers(self, label: str, num_layers: int) -> range:
+    def for_model(self, model_id: str) -> EffectivePathway:
+        """The recipe `model_id` runs: its `per_model` entry, else this one."""
+        chosen = self.per_model.get(model_id)
+        return self if chosen is None else dataclasses.replace(chosen, name=self.name)
+
+    def kept_layers(self, label: str, num_layers: int) -> range | list[int]:
         keep = self.pathways[label][1]
         if keep is None:
             return range(0)
+        if isinstance(keep, (list, range)):
+            layers = list(keep)
+            if any(not 0 <= layer < num_layers for layer in layers):
+                raise RecipeError(
+                    f"recipe {self.name}: pathway '{label}' keeps layers {layers}, but the model "
+                    f"has {num_layers} (0-{num_layers - 1}); this pathway was found on another "
+                    "model: rerun `flowtrace pathways` on this one"
+                )
+            return layers
         return range(round(keep[0] * num_layers), round(keep[1] * num_layers))
 
     def plan(self, layout: TokenLayout, num_layers: int) -> dict[int, torch.Tensor]:
         """Edges cut per layer (layers with nothing to cut are left out)."""
         edges = {label: blocked_edges(expr, layout) for label, (expr, _) in self.pathways.items()}
+        rest = counted_edges(layout).numpy() if self.cut_rest else None
         plan = {}
         for layer in range(num_layers):
             cut = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
-            for label, blocked in edges.items():
-                if layer not in self.kept_layers(label, num_layers):
-                    cut |= blocked
+            if rest is not None:
+                cut |= rest
+                for label, blocked in edges.items():
+                    if layer in self.kept_layers(label, num_layers):
+                        cut &= ~blocked
+            else:
+                for label, blocked in edges.items():
+                    if layer not in self.kept_layers(label, num_layers):
+                        cut |= blocked
             if cut.any():
                 plan[layer] = torch.from_numpy(cut)
         return plan
@@ -315,8 +342,9 @@ def check_groups(recipe: Recipe, where: str = "") -> None:
         for expr in recipe.edge_map().values():
             _check_expression(expr, where)
     elif isinstance(recipe, EffectivePathway):
-        for expr, _ in recipe.pathways.values():
-            _check_expression(expr, where)
+        for chosen in (recipe, *recipe.per_model.values()):
+            for expr, _ in chosen.pathways.values():
+                _check_expression(expr, where)
     elif isinstance(recipe, AttentionMap):
         _check_expression(recipe.blocked, where)
         for name in recipe.groups:

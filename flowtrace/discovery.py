@@ -1,0 +1,494 @@
+"""Effective pathways found by search: the fewest (layer, source, target) edges to keep.
+
+The procedure, step by step (docs/pathways.md has the reasoning and the numbers):
+
+1. Cells. The counted edges (causal pairs from the first video token on, as the reference code
+   counts them) are split into cells (layer, source group, target group) over the groups
+   frame_0 … frame_{T-1}, query, prompt_tail, last, source at or before target (frame_3 ->
+   frame_3 is the frame's own attention). Counted edges outside these groups (the "USER:"
+   separator between video and query) are cut from the start.
+2. Order. Attribution patching (flowtrace.attribution) estimates, on each fit sample, the change
+   of the answer's log-odds were a cell cut; cells are ranked by the mean |estimate| over the fit
+   samples, least important first.
+3. Greedy cut in blocks with back-off. Walk the ranking with a block size b (start `block`): try
+   cutting the next b cells on top of everything cut so far, and also the next b/2, b/4, …, 1
+   (one engine call per sample); keep the largest block that passes and double b, or, if even one
+   cell fails, keep that cell (it is part of the pathway) and go on with b = 1. A proposal passes
+   when, by exact knockout, every fit sample answered right clean is still answered right and
+   keeps at least `min_ratio` of its clean p(true answer). Samples are tried most fragile first,
+   so a failing proposal is usually refused after one or two samples.
+4. What is left uncut is the found pathway; the order in which cells were cut (then the kept
+   cells, least important first) is the path of the frontier, which is measured on the held-out
+   half against random cuts of the same per-layer budget (`frontier`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from flowtrace.attribution import edge_attribution
+from flowtrace.data import Sample, sample_frames
+from flowtrace.engine import KnockoutCondition, make_engine
+from flowtrace.errors import FlowtraceError
+from flowtrace.layout import TokenLayout
+from flowtrace.measure import Clean, measure_clean
+from flowtrace.models import LoadedModel
+from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
+
+Cell = tuple[int, str, str]  # (layer, source group, target group)
+
+
+def cell_groups(layout: TokenLayout) -> list[str]:
+    """The groups cells are made of, in sequence order (those this layout has)."""
+    # The query is one group: its "Question:" and "Options:" headers belong to neither question
+    # nor an option, and the planted toy's routes need them.
+    names = [f"frame_{t}" for t in range(layout.num_frames)]
+    names += ["query", "prompt_tail", "last"]
+    return [n for n in names if n in layout.groups and len(layout[n])]
+
+
+def cell_index(layout: TokenLayout) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """(L, L) int: each counted edge's cell as an index into the (source, target) pairs, -1 for
+    edges of no cell; and the pairs (only those with an edge here)."""
+    groups = cell_groups(layout)
+    counted = counted_edges(layout).numpy()
+    cell_of = np.full((layout.seq_len, layout.seq_len), -1, dtype=np.int64)
+    pairs = []
+    for i, source in enumerate(groups):
+        for target in groups[i:]:
+            block = np.zeros_like(counted)
+            block[np.ix_(layout[target], layout[source])] = True
+            block &= counted
+            if block.any():
+                cell_of[block] = len(pairs)
+                pairs.append((source, target))
+    return cell_of, pairs
+
+
+@dataclass
+class FitSample:
+    """One sample ready for exact knockouts: inputs, clean answer, cell index of every edge."""
+
+    sample: Sample
+    inputs: dict[str, torch.Tensor]
+    layout: TokenLayout
+    clean: Clean
+    counted: torch.Tensor  # (L, L) bool
+    cell_of: np.ndarray  # (L, L) int: index into `pairs` of the edge's cell, -1 outside cells
+    pairs: list[tuple[str, str]]
+
+    def pair_edges(self) -> dict[tuple[str, str], np.ndarray]:
+        return {pair: self.cell_of == i for i, pair in enumerate(self.pairs)}
+
+
+def prepare_samples(
+    loaded: LoadedModel, engine, samples: Sequence[Sample], frames: int | None = None
+) -> list[FitSample]:
+    """Clean pass and cell index of each sample (frames: the model's default count)."""
+    frames = frames or loaded.adapter.default_frames
+    out = []
+    for sample in samples:
+        prepared = loaded.adapter.prepare(
+            loaded, sample, sample_frames(sample, frames, loaded.adapter)
+        )
+        layout = prepared.layout
+        clean = measure_clean(loaded, engine, prepared, sample)
+        counted = counted_edges(layout)
+        cell_of, pairs = cell_index(layout)
+        out.append(FitSample(sample, prepared.inputs, layout, clean, counted, cell_of, pairs))
+    return out
+
+
+def cut_plan(
+    item: FitSample, cut: set[Cell], layers: int, rest: bool = True
+) -> dict[int, torch.Tensor]:
+    """Per layer, the edges cut: the cells in `cut` and (with `rest`) the edges of no cell."""
+    index = {pair: i for i, pair in enumerate(item.pairs)}
+    per_layer: dict[int, list[int]] = {}
+    for layer, source, target in cut:
+        if (source, target) in index:
+            per_layer.setdefault(layer, []).append(index[(source, target)])
+    outside = (item.cell_of < 0) & item.counted.numpy()
+    plan = {}
+    for layer in range(layers):
+        mask = np.isin(item.cell_of, per_layer.get(layer, [])) & (item.cell_of >= 0)
+        if rest:
+            mask |= outside
+        if mask.any():
+            plan[layer] = torch.from_numpy(mask)
+    return plan
+
+
+def kept_share(item: FitSample, plan: dict[int, torch.Tensor], layers: int) -> float:
+    """% of counted edges (over all layers) a plan keeps."""
+    total = int(item.counted.sum()) * layers
+    return 100 * (1 - sum(int((m & item.counted).sum()) for m in plan.values()) / total)
+
+
+def is_right(item: FitSample, probs: torch.Tensor, loaded: LoadedModel) -> bool:
+    """As the reference counts an answer under knockout (`Clean.is_correct`, exact text)."""
+    pred = int(probs.argmax())
+    return item.clean.is_correct(pred, loaded.decode(pred))
+
+
+def attribution_order(
+    engine, items: Sequence[FitSample], layers: int
+) -> tuple[list[Cell], dict[Cell, float]]:
+    """Cells ranked least important first by mean |AtP estimate| (summed over heads)."""
+    score: dict[Cell, float] = {}
+    for item in items:
+        per_edge = edge_attribution(engine, item.inputs, item.clean.pred).sum(1)  # (layers, L, L)
+        flat = per_edge.reshape(layers, -1).numpy()
+        cells = item.cell_of.reshape(-1)
+        inside = cells >= 0
+        for layer in range(layers):
+            sums = np.bincount(
+                cells[inside], weights=flat[layer][inside], minlength=len(item.pairs)
+            )
+            for i, pair in enumerate(item.pairs):
+                key = (layer, *pair)
+                score[key] = score.get(key, 0.0) + abs(float(sums[i])) / len(items)
+    order = sorted(score, key=lambda c: (score[c], c))
+    return order, score
+
+
+@dataclass
+class SearchResult:
+    kept: list[Cell]
+    cut_order: list[Cell]  # cells in the order they were cut
+    steps: list[dict] = field(default_factory=list)  # one row per proposal tried
+    scores: dict[Cell, float] = field(default_factory=dict)
+
+    def elimination_order(self) -> list[Cell]:
+        """The frontier's path: the cut cells as cut, then the kept ones least important first."""
+        return self.cut_order + sorted(self.kept, key=lambda c: (self.scores.get(c, 0.0), c))
+
+
+def search(
+    loaded: LoadedModel,
+    engine,
+    items: Sequence[FitSample],
+    order: Sequence[Cell],
+    min_ratio: float = 0.5,
+    block: int = 64,
+    log: Callable[[str], None] = lambda _: None,
+    scores: dict[Cell, float] | None = None,
+) -> SearchResult:
+    """Greedy cut in blocks with back-off (step 3 of the module's procedure)."""
+    if not 0 <= min_ratio <= 1:
+        raise FlowtraceError(f"min_ratio {min_ratio}: must be in [0, 1] (share of p(true) kept)")
+    layers = loaded.num_layers
+    judged = [it for it in items if it.clean.correct]
+    if not judged:
+        raise FlowtraceError("no fit sample is answered right clean: nothing to keep accuracy on")
+    fragile = list(range(len(judged)))
+    cut: list[Cell] = []
+    kept: list[Cell] = []
+    steps: list[dict] = []
+    position, size = 0, block
+    started = time.time()
+
+    def passes(item: FitSample, probs: torch.Tensor) -> bool:
+        p_true = float(probs[item.clean.true_id])
+        floor = min_ratio * float(item.clean.probs[item.clean.true_id])
+        return is_right(item, probs, loaded) and p_true >= floor
+
+    def surviving(proposals: list[list[Cell]]) -> list[int]:
+        """Indices of the proposals every judged fit sample passes (most fragile tried first)."""
+        alive = list(range(len(proposals)))
+        for rank, i in enumerate(list(fragile)):
+            item = judged[i]
+            conditions = [
+                KnockoutCondition(cut_plan(item, set(cut) | set(proposals[j]), layers))
+                for j in alive
+            ]
+            probs = engine.knockout(item.inputs, conditions)
+            alive = [j for j, p in zip(alive, probs, strict=True) if passes(item, p)]
+            if len(alive) < len(conditions):  # it refused something: ask it earlier next time
+                fragile.insert(0, fragile.pop(rank))
+            if not alive:
+                break
+        return alive
+
+    # Step 1's separators alone must pass, or no pathway of cells can.
+    if not surviving([[]]):
+        raise FlowtraceError(
+            "cutting the counted edges outside the cells (separators) already changes answers "
+            "on the fit samples: this model needs them, so no pathway of cells is found"
+        )
+    while position < len(order):
+        left = len(order) - position
+        sizes = sorted({min(left, max(1, size >> k)) for k in range(8)}, reverse=True)
+        proposals = [list(order[position : position + s]) for s in sizes]
+        alive = surviving(proposals)
+        if alive:
+            chosen = proposals[alive[0]]
+            cut += chosen
+            position += len(chosen)
+            size = min(2 * len(chosen), 1024)
+        else:
+            kept.append(order[position])
+            position += 1
+            size = 1
+        steps.append({"cut": len(cut), "kept": len(kept), "tried": sizes})
+        log(
+            f"  {len(cut)} cells cut, {len(kept)} kept, {len(order) - position} left "
+            f"({time.time() - started:.0f} s)"
+        )
+    return SearchResult(kept, cut, steps, dict(scores or {}))
+
+
+def frontier(
+    loaded: LoadedModel,
+    engine,
+    items: Sequence[FitSample],
+    elimination: Sequence[Cell],
+    points: Sequence[int],
+    seeds: int = 5,
+) -> xr.Dataset:
+    """Accuracy on `items` with the first k cells of `elimination` cut (k in `points`), and under
+    random cuts of the same per-layer budget, `seeds` draws each: a point × seed × sample cube."""
+    layers = loaded.num_layers
+    n, m = len(points), len(items)
+    correct = np.zeros((n, m), dtype=bool)
+    p_true = np.zeros((n, m), dtype=np.float32)
+    random_correct = np.zeros((n, seeds, m), dtype=bool)
+    kept = np.zeros((n, m), dtype=np.float32)
+    for s, item in enumerate(items):
+        conditions = []
+        for i, k in enumerate(points):
+            plan = cut_plan(item, set(elimination[:k]), layers)
+            kept[i, s] = kept_share(item, plan, layers)
+            budget = {layer: int((cut & item.counted).sum()) for layer, cut in plan.items()}
+            conditions.append(KnockoutCondition(plan))
+            for seed in range(seeds):
+                generator = torch.Generator().manual_seed(1000 * seed + i)
+                conditions.append(KnockoutCondition(random_plan(item.counted, budget, generator)))
+        probs = engine.knockout(item.inputs, conditions)
+        for i in range(n):
+            row = probs[i * (seeds + 1)]
+            correct[i, s] = is_right(item, row, loaded)
+            p_true[i, s] = float(row[item.clean.true_id])
+            for seed in range(seeds):
+                random_correct[i, seed, s] = is_right(
+                    item, probs[i * (seeds + 1) + 1 + seed], loaded
+                )
+    ids = [it.sample.id for it in items]
+    return xr.Dataset(
+        {
+            "correct": (("point", "sample"), correct),
+            "prob_true": (("point", "sample"), p_true),
+            "random_correct": (("point", "seed", "sample"), random_correct),
+            "edges_kept_pct": (("point", "sample"), kept),
+            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
+        },
+        coords={
+            "point": np.arange(n),
+            "cells_cut": ("point", np.asarray(points)),
+            "seed": np.arange(seeds),
+            "sample": ids,
+            "task": ("sample", [it.sample.task for it in items]),
+        },
+    )
+
+
+def frontier_table(cube: xr.Dataset) -> pd.DataFrame:
+    """Per point: share kept, accuracy, random accuracy (mean, min, max over seeds), clean.
+
+    Every accuracy is over the same samples, every one of them (one denominator)."""
+    random = 100 * cube["random_correct"].astype(float).mean("sample")
+    return pd.DataFrame(
+        {
+            "cells_cut": cube["cells_cut"].values,
+            "edges_kept_pct": cube["edges_kept_pct"].mean("sample").values,
+            "accuracy": 100 * cube["correct"].astype(float).mean("sample").values,
+            "random_mean": random.mean("seed").values,
+            "random_min": random.min("seed").values,
+            "random_max": random.max("seed").values,
+            "random_std": random.std("seed").values,
+            "clean_accuracy": 100 * float(cube["clean_correct"].astype(float).mean()),
+        }
+    )
+
+
+def frontier_chart(table: pd.DataFrame, title: str) -> alt.LayerChart:
+    """Accuracy against the share of edges kept: the found path, random cuts with their spread."""
+    x = alt.X("edges_kept_pct:Q", title="attention edges kept (%)", scale=alt.Scale(reverse=True))
+    y = alt.Y("accuracy:Q", title="held-out accuracy (%)", scale=alt.Scale(domain=[0, 100]))
+    found = (
+        alt.Chart(table)
+        .mark_line(point=True, color="#1f77b4")
+        .encode(x=x, y=y, tooltip=["cells_cut", "edges_kept_pct", "accuracy", "random_mean"])
+    )
+    band = (
+        alt.Chart(table)
+        .mark_area(opacity=0.25, color="#ff7f0e")
+        .encode(x=x, y="random_min:Q", y2="random_max:Q")
+    )
+    random = (
+        alt.Chart(table)
+        .mark_line(point=True, color="#ff7f0e", strokeDash=[4, 3])
+        .encode(x=x, y=alt.Y("random_mean:Q"))
+    )
+    clean = (
+        alt.Chart(table.head(1))
+        .mark_rule(color="gray", strokeDash=[2, 2])
+        .encode(y="clean_accuracy:Q")
+    )
+    return (band + random + found + clean).properties(
+        width=420,
+        height=280,
+        title=alt.TitleParams(
+            title,
+            subtitle="blue: found pathway; orange: random cuts, same per-layer budget "
+            "(line: mean, band: min-max over seeds); gray: clean",
+        ),
+    )
+
+
+def pathway_recipe(
+    kept: Sequence[Cell], name: str, title: str, description: str
+) -> EffectivePathway:
+    """The found pathway as an EffectivePathway: each kept pair with its layers, the rest cut."""
+    by_pair: dict[tuple[str, str], list[int]] = {}
+    for layer, source, target in kept:
+        by_pair.setdefault((source, target), []).append(layer)
+    pathways = {
+        f"{s}_to_{t}": (f"{s} -> {t}", sorted(layers)) for (s, t), layers in sorted(by_pair.items())
+    }
+    return EffectivePathway(name, title, pathways, description=description, cut_rest=True)
+
+
+def recipe_source(recipe: EffectivePathway, doc: str) -> str:
+    """A recipe file for `recipe` (users can run it and edit it)."""
+    lines = [f'"""{doc}"""', "", "from flowtrace.recipe import EffectivePathway", ""]
+    lines.append("recipe = EffectivePathway(")
+    lines.append(f"    name={recipe.name!r},")
+    lines.append(f"    title={recipe.title!r},")
+    lines.append(f"    description={recipe.description!r},")
+    lines.append("    cut_rest=True,  # every counted edge not listed (in its layers) is cut")
+    lines.append("    pathways={")
+    for label, (expr, layers) in recipe.pathways.items():
+        lines.append(f"        {label!r}: ({expr!r}, {list(layers)!r}),")
+    lines.append("    },")
+    lines.append(")")
+    return "\n".join(lines) + "\n"
+
+
+def split_halves(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Fit and held-out halves: alternate samples within each task, so both halves hold every
+    task in equal parts."""
+    fit, held = [], []
+    by_task: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_task.setdefault(sample.task, []).append(sample)
+    for group in by_task.values():
+        fit += group[0::2]
+        held += group[1::2]
+    return fit, held
+
+
+def discover(
+    loaded: LoadedModel,
+    samples: Sequence[Sample],
+    out: Path,
+    min_ratio: float = 0.5,
+    seeds: int = 5,
+    frames: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Fit a pathway on one half of `samples`, measure its frontier on the other, write
+    `out/`: frontier.zarr (the cube), frontier.csv, frontier.png/.html, recipe.py, summary.json."""
+    engine = make_engine("fast", loaded)
+    fit_samples, held_samples = split_halves(samples)
+    started = time.time()
+    fit = prepare_samples(loaded, engine, fit_samples, frames)
+    held = prepare_samples(loaded, engine, held_samples, frames)
+    log(f"{len(fit)} fit and {len(held)} held-out samples prepared ({time.time() - started:.0f} s)")
+    order, scores = attribution_order(engine, fit, loaded.num_layers)
+    log(f"{len(order)} cells ranked by attribution ({time.time() - started:.0f} s)")
+    result = search(loaded, engine, fit, order, min_ratio=min_ratio, log=log, scores=scores)
+    log(f"search: {len(result.kept)} cells kept of {len(order)} ({time.time() - started:.0f} s)")
+    elimination = result.elimination_order()
+    found = len(result.cut_order)
+    grid = sorted(
+        {
+            0,
+            found,
+            *np.linspace(0, found, 9).round().astype(int).tolist(),
+            *np.linspace(found, len(elimination), 5).round().astype(int).tolist(),
+        }
+    )
+    cube = frontier(loaded, engine, held, elimination, grid, seeds)
+    fit_cube = frontier(loaded, engine, fit, elimination, [found], seeds=1)
+    at = grid.index(found)
+    cube = cube.assign_coords(found=("point", np.asarray(grid) == found))
+    table = frontier_table(cube)
+    row = table.iloc[at]
+    model = loaded.model_id
+    recipe = pathway_recipe(
+        result.kept,
+        name="found_pathway",
+        title=f"Found effective pathway of {model}: {len(result.kept)} cells kept",
+        description=(
+            f"found by flowtrace.discovery on {len(fit)} fit samples (min_ratio {min_ratio}); "
+            f"held-out: {row.accuracy:.1f}% with {row.edges_kept_pct:.1f}% of edges kept"
+        ),
+    )
+    summary = {
+        "model": model,
+        "fit_samples": len(fit),
+        "held_out_samples": len(held),
+        "cells": len(order),
+        "cells_kept": len(result.kept),
+        "min_ratio": min_ratio,
+        "edges_kept_pct": float(row.edges_kept_pct),
+        "held_out_accuracy": float(row.accuracy),
+        "held_out_clean_accuracy": float(row.clean_accuracy),
+        "random_mean": float(row.random_mean),
+        "random_min": float(row.random_min),
+        "random_max": float(row.random_max),
+        "random_std": float(row.random_std),
+        "fit_accuracy": 100 * float(fit_cube["correct"].astype(float).mean()),
+        "fit_clean_accuracy": 100 * float(fit_cube["clean_correct"].astype(float).mean()),
+        "search_s": round(time.time() - started, 1),
+        "proposals": len(result.steps),
+        "kept": [list(c) for c in result.kept],
+    }
+    cube.attrs.update(
+        {k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()},
+        recipe_kind="Frontier",
+        recipe="found_pathway",
+        elimination=json.dumps([list(c) for c in elimination]),
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    cube.to_zarr(out / "frontier.zarr", mode="w", consolidated=True)
+    table.to_csv(out / "frontier.csv", index=False)
+    from flowtrace.plots import save_chart
+
+    save_chart(
+        frontier_chart(table, f"{model}: found pathway vs random cuts"), out / "frontier", scale=1
+    )
+    doc = (
+        f"Effective pathway of the {model} model, found by search (flowtrace.discovery).\n\n"
+        f"{summary['cells_kept']} of {summary['cells']} (layer, source, target) cells are kept, every "
+        "other counted edge is cut. Held-out half: "
+        f"{row.accuracy:.1f}% accuracy (clean {row.clean_accuracy:.1f}%) with "
+        f"{row.edges_kept_pct:.1f}% of edges kept; random cuts of the same per-layer budget: "
+        f"{row.random_mean:.1f}% (min {row.random_min:.1f}, max {row.random_max:.1f}, {seeds} seeds).\n"
+        "Regenerate with `flowtrace pathways --find --model MODEL`; edit the layers to try others.\n"
+    )
+    (out / "recipe.py").write_text(recipe_source(recipe, doc))
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(json.dumps({k: v for k, v in summary.items() if k != "kept"}))
+    return summary
