@@ -139,7 +139,12 @@ def run(
     ] = "sdpa",
     window: Annotated[
         int | None,
-        typer.Option(help="Layers blocked per sweep step. Default: 9 of 32 scaled, odd."),
+        typer.Option(
+            min=1,
+            help="Layers blocked per sweep step. Default: 9, the reference's window, for models "
+            "of 16 layers or more; shallower ones (the toy) get 9/32 of their depth, odd. The "
+            "store records the rule (window_default).",
+        ),
     ] = None,
     window_style: Annotated[
         Literal["center", "inverse", "top_down", "bottom_up"],
