@@ -15,10 +15,33 @@ from flowtrace.models.prompts import EVAL_MVBENCH
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tests that take more than about 10 s on the 2-core CI machine, by file (every test in it) or by
-# node id (a test and all its parameters). `pytest -m "not slow"` runs the rest.
-SLOW_FILES: set[str] = set()
-SLOW_TESTS: set[str] = set()
+# Tests that took more than about 8 s with --durations on this 2-core machine shared with other
+# jobs (a test's parameters counted together), by file (every test in it) or by node id (a test
+# and all its parameters). `pytest -m "not slow"` runs the rest.
+SLOW_FILES = {
+    "test_planted_trained.py",  # module fixtures sweep the trained planted model
+    "test_resume.py",  # kills a run in a subprocess and resumes it
+    "test_window_styles.py",
+}
+SLOW_TESTS = {
+    "tests/test_adapters.py::test_changing_one_frame_changes_exactly_its_group",
+    "tests/test_adapters.py::test_fast_engine_equals_reference",
+    "tests/test_cli.py::test_bad_input_is_one_clear_line",
+    "tests/test_cli.py::test_default_run_on_four_samples",
+    "tests/test_cli.py::test_show_and_plot_read_the_store_alone",
+    "tests/test_engine.py::test_nnsight_knockout_matches_plain_pytorch",
+    "tests/test_errors.py::test_error_case",
+    "tests/test_fast_engine.py::test_every_knockout_recipe_matches_reference",
+    "tests/test_fast_engine.py::test_head_level_knockouts_match_plain_pytorch",
+    "tests/test_flow_map.py::test_flow_map_cells_are_plain_knockouts",
+    "tests/test_heads.py::test_head_cells_are_plain_per_head_knockouts",
+    "tests/test_open_ended.py::test_open_ended_probability_is_the_reference_answers_first_token",
+    "tests/test_planted.py::test_fast_engine_equals_reference_on_planted_model",
+    "tests/test_planted.py::test_forbidden_edges_change_nothing",
+    "tests/test_planted.py::test_worker_processes_make_the_same_batches",
+    "tests/test_store.py::test_kills_during_flushes_lose_nothing_and_repeat_nothing",
+    "tests/test_store.py::test_readers_polling_during_a_run_always_see_whole_samples",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
