@@ -112,12 +112,13 @@ class CubeStore:
         try:
             path.mkdir(parents=True, exist_ok=True)
             self._lock_held = _acquire_lock(path)
-        except PermissionError as err:
+            if not (path / MARKER).exists():
+                _write_marker(path)
+        except OSError as err:  # no permission, a file where a folder should be, a full disk
+            self._release()
             raise StoreError(
-                f"store {path} cannot be written ({err.strerror}); choose another out"
+                f"store {path} cannot be written ({err.strerror or err}); choose another out"
             ) from None
-        if not (path / MARKER).exists():
-            _write_marker(path)
         if not (path / "zarr.json").is_file():
             return
         try:
