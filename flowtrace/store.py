@@ -511,7 +511,8 @@ def open_cube(path: Path | str, load: bool | None = None) -> xr.Dataset:
             try:
                 ds[name].load()
             except Exception:  # noqa: BLE001 - checksum or codec errors, named below
-                found = _chunk_problems(path, names=[str(name)])
+                # A variable loads its coordinates too: the damage may lie in any of them.
+                found = _chunk_problems(path, names=[str(name)]) or _chunk_problems(path)
                 what = found[0] if found else f"store {path}: array {name} cannot be read"
                 raise StoreError(
                     f"{what}; run `flowtrace check {path}` for every damaged chunk"

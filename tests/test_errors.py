@@ -43,6 +43,7 @@ class Case(NamedTuple):
 
 
 RUN = "run cross_frame {common}"
+STORE_AT = "run cross_frame --model {model} --data {data} --device cpu --out"
 CASES = [
     # recipes: checked before the model loads (the model given here does not exist)
     Case("missing recipe", "run recipes/nope.py --out {out}", 2,
@@ -118,6 +119,17 @@ CASES = [
     Case("check a good store", "check {store}", 0, "ok: 2 samples,", "no store"),
     Case("check no store", "check {out}", 2, "error:", "no store"),
     Case("check a damaged store", "check {damaged}", 1, "1 problem in {damaged}", "no store"),
+    # stores: flowtrace touches only folders it made, and names damage
+    Case("overwrite a file", f"{STORE_AT} {{a_file}} --overwrite", 2,
+         "store {a_file} is a file, not a store folder", "no store"),
+    Case("out under a file", f"{STORE_AT} {{a_file}}/cube.zarr", 2,
+         "store {a_file}/cube.zarr cannot be written", "no store"),
+    Case("out is another zarr", f"{STORE_AT} {{foreign}}", 2,
+         "store {foreign} exists and is not a flowtrace store", "no store"),
+    Case("overwrite a folder of files", f"{STORE_AT} {{user_folder}} --overwrite", 2,
+         "store {user_folder} exists and is not a flowtrace store", "no store"),
+    Case("query a damaged store", "query {damaged} --mean sample", 2,
+         "is damaged (", "no store"),
 ]  # fmt: skip
 
 
@@ -163,7 +175,23 @@ def paths(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_model_
         found[f"{name}_model"] = base / name
     found["pickle_model"] = pickled
     found["bad_data"] = bad_entries(tiny_data, base / "bad_data")
+    found |= foreign_outs(base)
     return found
+
+
+def foreign_outs(base: Path) -> dict[str, Path]:
+    """What `--out` may hit that flowtrace did not make: a file, another zarr, user files."""
+    import numpy as np
+    import xarray as xr
+
+    a_file = base / "notes.txt"
+    a_file.write_text("not a store")
+    foreign = base / "foreign.zarr"
+    xr.Dataset({"x": ("t", np.arange(3))}).to_zarr(foreign, zarr_format=3, consolidated=False)
+    user_folder = base / "thesis"
+    user_folder.mkdir()
+    (user_folder / "chapter1.tex").write_text("precious")
+    return {"a_file": a_file, "foreign": foreign, "user_folder": user_folder}
 
 
 def argparse_namespace():
