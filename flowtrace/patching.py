@@ -72,7 +72,8 @@ def capture(t: Trace, inputs: dict[str, torch.Tensor]) -> Capture:
         residual, attention = nnsight.save([]), nnsight.save([])
         for layer, attn in zip(layers, attentions, strict=True):
             attention.append(attn.output[0][0].save())
-            residual.append(_hidden(layer.output)[0].save())
+            out = layer.output  # inline, not _hidden: a trace body may name no flowtrace code
+            residual.append((out[0] if isinstance(out, tuple) else out)[0].save())
         probs = model.output.logits[0, -1].float().softmax(-1).save()
     return Capture(probs, list(residual), list(attention))
 
@@ -102,7 +103,8 @@ def patched(
                     for r, positions, value in by_layer["attention"][index]:
                         hidden[r, positions] = value
                 if index in by_layer["residual"]:
-                    hidden = _hidden(layer.output)
+                    out = layer.output
+                    hidden = out[0] if isinstance(out, tuple) else out
                     for r, positions, value in by_layer["residual"][index]:
                         hidden[r, positions] = value
             probs = model.output.logits[:, -1].float().softmax(-1).save()

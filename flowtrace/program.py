@@ -47,6 +47,9 @@ class TraceProgram:
     coords: Mapping[str, Sequence[object]] = field(default_factory=dict)
     open_ended: bool = False  # whether it takes open-ended samples
     chart: str = ""  # the figure registered under this name (flowtrace.plots), else a generic one
+    # Whether it runs with remote/serve: False where it calls the model's modules itself
+    # (a fast path), which only a local model allows.
+    remote: bool = True
     description: str = ""
     source_file: str = field(default="", compare=False)
 

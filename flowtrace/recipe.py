@@ -22,7 +22,7 @@ from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition
 from flowtrace.engine.masks import sweep_layers, window_layers
 from flowtrace.errors import RecipeError
-from flowtrace.layout import FAMILIES, TokenLayout, did_you_mean, is_group_name
+from flowtrace.layout import FAMILIES, MARKERS, TokenLayout, did_you_mean, is_group_name
 from flowtrace.program import TraceProgram
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -232,6 +232,7 @@ class EffectivePathway:
 
     def plan(self, layout: TokenLayout, num_layers: int) -> dict[int, torch.Tensor]:
         """Edges cut per layer (layers with nothing to cut are left out)."""
+        layout = with_separators(layout)
         edges = {label: blocked_edges(expr, layout) for label, (expr, _) in self.pathways.items()}
         rest = counted_edges(layout).numpy() if self.cut_rest else None
         plan = {}
@@ -249,6 +250,26 @@ class EffectivePathway:
             if cut.any():
                 plan[layer] = torch.from_numpy(cut)
         return plan
+
+
+# Counted tokens of no named group (the "USER:" between the video and the query): a found pathway
+# may keep or cut their edges like any group's, so EffectivePathway's edges may name them.
+SEPARATORS = "separators"
+_SEPARATED = ("video", MARKERS, "query", "prompt_tail", "last")
+
+
+def with_separators(layout: TokenLayout) -> TokenLayout:
+    """The layout with the group `separators`: positions from the first video token on that lie
+    in none of video, video_markers, query, prompt_tail, last."""
+    if SEPARATORS in layout.groups:
+        return layout
+    start = int(layout["video"][0])
+    named = np.zeros(layout.seq_len, dtype=bool)
+    for name in _SEPARATED:
+        if name in layout.groups:
+            named[layout.groups[name]] = True
+    rest = np.flatnonzero(~named & (np.arange(layout.seq_len) >= start)).astype(np.int64)
+    return dataclasses.replace(layout, groups={**layout.groups, SEPARATORS: rest})
 
 
 def counted_edges(layout: TokenLayout) -> torch.Tensor:
@@ -344,7 +365,7 @@ def check_groups(recipe: Recipe, where: str = "") -> None:
     elif isinstance(recipe, EffectivePathway):
         for chosen in (recipe, *recipe.per_model.values()):
             for expr, _ in chosen.pathways.values():
-                _check_expression(expr, where)
+                _check_expression(expr, where, extra=(SEPARATORS,))
     elif isinstance(recipe, AttentionMap):
         _check_expression(recipe.blocked, where)
         for name in recipe.groups:
@@ -354,7 +375,7 @@ def check_groups(recipe: Recipe, where: str = "") -> None:
             _check_term(name, f"{where}: group '{name}'", expand=("frame", "option"))
 
 
-def _check_expression(expression: str, where: str) -> None:
+def _check_expression(expression: str, where: str, extra: Sequence[str] = ()) -> None:
     sides = expression.split("->")
     if len(sides) != 2:
         raise RecipeError(
@@ -362,7 +383,8 @@ def _check_expression(expression: str, where: str) -> None:
         )
     for side in sides:
         for term in side.split(","):
-            _check_term(term.strip(), f"{where}: edge '{expression}'")
+            if term.strip() not in extra:
+                _check_term(term.strip(), f"{where}: edge '{expression}'")
 
 
 def _check_term(term: str, where: str, expand: Sequence[str] = ()) -> None:
@@ -386,6 +408,11 @@ def _check_term(term: str, where: str, expand: Sequence[str] = ()) -> None:
         raise RecipeError(
             f"{where} names unknown group family '{name}[…]'; {did_you_mean(name, family=True)}"
         )
+
+
+def recipe_files(folder: Path = RECIPES_DIR) -> list[Path]:
+    """The recipe files of a folder (the shipped ones by default), pass files left out."""
+    return [p for p in sorted(Path(folder).glob("*.py")) if pass_members(p) is None]
 
 
 def load_recipes(path: str | Path) -> list[Recipe]:

@@ -10,7 +10,7 @@ import pytest
 from flowtrace.data import read_frames, read_samples
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
-from flowtrace.recipe import RECIPES_DIR, Knockout, load_recipe
+from flowtrace.recipe import Knockout, load_recipe, recipe_files
 
 # What each label must cut, as (query group, key group) pairs over the layout's groups.
 EXPECTED = {
@@ -36,12 +36,12 @@ def layout(tiny_model_dir: Path, tiny_data: Path):
     return loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8)).layout
 
 
-KNOCKOUTS = [p for p in sorted(RECIPES_DIR.glob("*.py")) if isinstance(load_recipe(p), Knockout)]
+KNOCKOUTS = [p for p in recipe_files() if isinstance(load_recipe(p), Knockout)]
 
 
 def test_every_shipped_recipe_loads():
     assert {p.stem for p in KNOCKOUTS} >= {"cross_frame", "vql_to_ql"}
-    for path in RECIPES_DIR.glob("*.py"):
+    for path in recipe_files():
         assert load_recipe(path).name == path.stem
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from flowtrace.models import load_model
-from flowtrace.recipe import RECIPES_DIR, pass_members
+from flowtrace.recipe import RECIPES_DIR, recipe_files
 from flowtrace.store import open_cube
 from flowtrace.toy.results import MODELS, SAMPLES, headline, regenerate
 
@@ -21,7 +21,7 @@ def test_every_shipped_recipe_has_a_current_result(model: str):
     """One store per shipped recipe and model, made from today's recipe file and weights: a
     changed recipe or a retrained model fails here until `flowtrace toy results` is rerun."""
     # Pass files (recipes/paper.py) list recipes; their results are their members'.
-    shipped = {p.stem for p in RECIPES_DIR.glob("*.py") if pass_members(p) is None}
+    shipped = {p.stem for p in recipe_files()}
     assert set(SAMPLES) == shipped
     revision = load_model(model, device="cpu", dtype="float32").revision
     for name in sorted(shipped):

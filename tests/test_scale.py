@@ -18,7 +18,7 @@ from flowtrace.cli import app
 from flowtrace.data import read_frames, read_samples
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
-from flowtrace.recipe import RECIPES_DIR, load_recipe
+from flowtrace.recipe import RECIPES_DIR, load_recipe, recipe_files
 from flowtrace.runner import RunOptions, run
 from flowtrace.scale import remote
 from flowtrace.scale.ray_executor import WORKER_PREFIX
@@ -165,7 +165,7 @@ def eager(tiny_model_dir: Path):
     return load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="eager")
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.py")))
+@pytest.mark.parametrize("name", [p.stem for p in recipe_files()])
 def test_every_recipe_gives_the_local_cube_through_a_simulated_server(
     name, loaded, eager, tiny_model_dir, tiny_data, tmp_path
 ):
@@ -175,6 +175,11 @@ def test_every_recipe_gives_the_local_cube_through_a_simulated_server(
     for serve in (None, remote.SIMULATED):
         out = tmp_path / f"{serve}.zarr"
         chosen = options(tiny_model_dir, tiny_data, out, limit=1, engine="reference", serve=serve)
+        if serve and not getattr(recipe, "remote", True):
+            # A trace program that calls the model's modules itself runs only where the model is.
+            with pytest.raises(FlowtraceError, match="runs the model's modules itself"):
+                run(recipe, chosen, loaded=model)
+            return
         if getattr(recipe, "generate", 0):
             # Replies keep a K/V cache between traces: refused remotely, scored without them.
             if serve:

@@ -117,6 +117,12 @@ def prepare_analyses(
                 "would stay on the server between traces; generate locally, or pass generate 0 "
                 "for the first-token scores alone",
             )
+        if trace_kwargs and not getattr(recipe, "remote", True):
+            raise OptionError(
+                "remote",
+                f"recipe {recipe.name} runs the model's modules itself (not only nnsight "
+                "traces), which needs the model here: run it without remote/serve",
+            )
         engine_name = options.engine if knocks_out and not generates else "reference"
         if trace_kwargs:
             # Only whole nnsight traces travel to a server; the fast engine runs modules itself.
