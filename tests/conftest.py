@@ -17,8 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tests that took more than about 8 s with --durations on this 2-core machine shared with other
 # jobs (a test's parameters counted together), by file (every test in it) or by node id (a test
-# and all its parameters). `pytest -m "not slow"` runs the rest.
+# and all its parameters, or one parameter). `pytest -m "not slow"` runs the rest.
 SLOW_FILES = {
+    "test_benchmarks.py",  # the full-size adapters benchmark at its tiny shape
     "test_planted_trained.py",  # module fixtures sweep the trained planted model
     "test_resume.py",  # kills a run in a subprocess and resumes it
     "test_window_styles.py",
@@ -30,7 +31,8 @@ SLOW_TESTS = {
     "tests/test_cli.py::test_default_run_on_four_samples",
     "tests/test_cli.py::test_show_and_plot_read_the_store_alone",
     "tests/test_engine.py::test_nnsight_knockout_matches_plain_pytorch",
-    "tests/test_errors.py::test_error_case",
+    "tests/test_errors.py::test_error_case[hub offline]",
+    "tests/test_errors.py::test_error_case[resume past bad entries]",
     "tests/test_fast_engine.py::test_every_knockout_recipe_matches_reference",
     "tests/test_fast_engine.py::test_head_level_knockouts_match_plain_pytorch",
     "tests/test_flow_map.py::test_flow_map_cells_are_plain_knockouts",
@@ -39,6 +41,11 @@ SLOW_TESTS = {
     "tests/test_planted.py::test_fast_engine_equals_reference_on_planted_model",
     "tests/test_planted.py::test_forbidden_edges_change_nothing",
     "tests/test_planted.py::test_worker_processes_make_the_same_batches",
+    "tests/test_results.py::test_the_index_headline_is_what_the_store_says",
+    "tests/test_scale.py::test_a_bad_option_stops_a_ray_run_with_one_clear_error",
+    "tests/test_scale.py::test_every_recipe_gives_the_local_cube_through_a_simulated_server",
+    "tests/test_scale.py::test_killed_workers_lose_no_sample_and_resume_still_holds",
+    "tests/test_scale.py::test_ray_run_equals_the_serial_run",
     "tests/test_store.py::test_kills_during_flushes_lose_nothing_and_repeat_nothing",
     "tests/test_store.py::test_readers_polling_during_a_run_always_see_whole_samples",
 }
@@ -53,7 +60,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         path = item.nodeid.split("::")[0]
         base = item.nodeid.split("[")[0]
-        if Path(path).name in SLOW_FILES or base in SLOW_TESTS:
+        if Path(path).name in SLOW_FILES or base in SLOW_TESTS or item.nodeid in SLOW_TESTS:
             item.add_marker(pytest.mark.slow)
 
 
