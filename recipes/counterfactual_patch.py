@@ -58,4 +58,5 @@ recipe = TraceProgram(
     title="Counterfactual patching: p(clean answer) with one group patched from a counterfactual",
     program=counterfactual_patch,
     chart="counterfactual_patch",
+    remote=False,  # patched_fast calls the decoder layers itself
 )

@@ -186,3 +186,23 @@ def test_the_patching_store_draws_its_own_figure(reversed_direction):
     cell = next(r for r in rows if (r["counterfactual"], r["site"], r["layer"], r["group"]) == key)
     want = ds["flipped"].sel(counterfactual="reversed", site="residual", layer=5, group="query")
     assert cell["flip_rate"] == pytest.approx(float(want.mean()))
+
+
+def test_the_readme_program_runs_through_a_simulated_server(tmp_path: Path, planted):
+    """Its traces serialise: the same cube through nnsight's simulated server as locally."""
+    from flowtrace.scale import remote
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- own-recipe -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    recipe_file = tmp_path / "group_ablation.py"
+    recipe_file.write_text(block)
+    cubes = []
+    for serve in (None, remote.SIMULATED):
+        out = tmp_path / f"{serve}.zarr"
+        options = RunOptions(model="planted", limit=1, out=out, plot=False, serve=serve)
+        run(load_recipe(recipe_file), options, loaded=planted)
+        cubes.append(open_cube(out))
+    local, served = cubes
+    assert served.attrs["traces"] == "simulated-server"
+    np.testing.assert_allclose(served["p_answer"].values, local["p_answer"].values, atol=1e-6)
+
