@@ -688,14 +688,39 @@ def pathways(
             "stores, lower it for faint float32 effects)."
         ),
     ] = None,
+    find: Annotated[
+        bool,
+        typer.Option(
+            "--find",
+            help="Search every (layer, source, target) cell for the fewest edges to keep instead "
+            "(fit on half the samples, frontier on the other half); writes recipe.py to --out.",
+        ),
+    ] = False,
+    min_ratio: Annotated[
+        float, typer.Option(help="--find: share of each fit sample's p(true answer) to keep.")
+    ] = 0.5,
 ) -> None:
     """Derive effective pathways from a flow map at each threshold, run them against random
-    cuts of the same budget, and draw accuracy against the share of edges kept."""
+    cuts of the same budget, and draw accuracy against the share of edges kept; with --find,
+    search for the pathway instead (docs/pathways.md)."""
     from flowtrace.pathways import curve_chart, pathway_curve
     from flowtrace.plots import save_chart
     from flowtrace.runner import RunOptions
 
     ds = _open_store(flow_map)
+    if find:
+        from flowtrace.data import read_samples
+        from flowtrace.discovery import discover
+        from flowtrace.models import load_model
+        from flowtrace.pipeline.options import resolve_data
+
+        try:
+            loaded = load_model(model or str(ds.attrs["model"]), device=device)
+            samples = read_samples(resolve_data(data or str(ds.attrs["data"])))[:limit]
+            discover(loaded, samples, out, min_ratio=min_ratio)
+        except FlowtraceError as err:
+            _fail(err)
+        return
     try:
         levels = [float(t) for t in thresholds.split(",")]
     except ValueError:

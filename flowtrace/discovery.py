@@ -4,16 +4,16 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
 
 1. Cells. The counted edges (causal pairs from the first video token on, as the reference code
    counts them) are split into cells (layer, source group, target group) over the groups
-   frame_0 … frame_{T-1}, query, prompt_tail, last, source at or before target (frame_3 ->
-   frame_3 is the frame's own attention). Counted edges outside these groups (the "USER:"
-   separator between video and query) are cut from the start.
+   frame_0 … frame_{T-1}, separators (the "USER:" between video and query), query,
+   prompt_tail, last, source at or before target (frame_3 -> frame_3 is the frame's own
+   attention). The edges no cell holds (none on the embedded models) are cut from the start.
 2. Order. Attribution patching (flowtrace.attribution) estimates, on each fit sample, the change
    of the answer's log-odds were a cell cut; cells are ranked by the mean |estimate| over the fit
    samples, least important first.
 3. Greedy cut in blocks with back-off. Walk the ranking with a block size b (start `block`): try
-   cutting the next b cells on top of everything cut so far, and also the next b/2, b/4, …, 1
-   (one engine call per sample); keep the largest block that passes and double b, or, if even one
-   cell fails, keep that cell (it is part of the pathway) and go on with b = 1. A proposal passes
+   cutting the next b cells on top of everything cut so far; if that fails, the next b/2, then
+   b/4, …, 1. Cut the first block that passes and double b; if even one cell fails, keep that
+   cell (it is part of the pathway) and go on with b = 1. A proposal passes
    when, by exact knockout, every fit sample answered right clean is still answered right and
    keeps at least `min_ratio` of its clean p(true answer). Samples are tried most fragile first,
    so a failing proposal is usually refused after one or two samples.
@@ -43,23 +43,31 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.layout import TokenLayout
 from flowtrace.measure import Clean, measure_clean
 from flowtrace.models import LoadedModel
-from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
+from flowtrace.recipe import (
+    SEPARATORS,
+    EffectivePathway,
+    counted_edges,
+    random_plan,
+    with_separators,
+)
 
 Cell = tuple[int, str, str]  # (layer, source group, target group)
 
 
 def cell_groups(layout: TokenLayout) -> list[str]:
     """The groups cells are made of, in sequence order (those this layout has)."""
+    layout = with_separators(layout)
     # The query is one group: its "Question:" and "Options:" headers belong to neither question
     # nor an option, and the planted toy's routes need them.
     names = [f"frame_{t}" for t in range(layout.num_frames)]
-    names += ["query", "prompt_tail", "last"]
+    names += [SEPARATORS, "query", "prompt_tail", "last"]
     return [n for n in names if n in layout.groups and len(layout[n])]
 
 
 def cell_index(layout: TokenLayout) -> tuple[np.ndarray, list[tuple[str, str]]]:
     """(L, L) int: each counted edge's cell as an index into the (source, target) pairs, -1 for
     edges of no cell; and the pairs (only those with an edge here)."""
+    layout = with_separators(layout)
     groups = cell_groups(layout)
     counted = counted_edges(layout).numpy()
     cell_of = np.full((layout.seq_len, layout.seq_len), -1, dtype=np.int64)
@@ -220,19 +228,23 @@ def search(
                 break
         return alive
 
-    # Step 1's separators alone must pass, or no pathway of cells can.
+    # The edges no cell holds are cut from the start: that alone must pass.
     if not surviving([[]]):
         raise FlowtraceError(
-            "cutting the counted edges outside the cells (separators) already changes answers "
-            "on the fit samples: this model needs them, so no pathway of cells is found"
+            "cutting the counted edges that no cell holds (video markers) already changes "
+            "answers on the fit samples: this model needs them, so no pathway of cells is found"
         )
     while position < len(order):
-        left = len(order) - position
-        sizes = sorted({min(left, max(1, size >> k)) for k in range(8)}, reverse=True)
-        proposals = [list(order[position : position + s]) for s in sizes]
-        alive = surviving(proposals)
-        if alive:
-            chosen = proposals[alive[0]]
+        # The block, then halves of it, each tried alone: a refused block costs the one or two
+        # fragile samples that refuse it, an accepted one a knockout of every fit sample.
+        tried = []
+        chosen: list[Cell] | None = None
+        for s in sorted({min(len(order) - position, max(1, size >> k)) for k in range(11)})[::-1]:
+            tried.append(s)
+            if surviving([list(order[position : position + s])]):
+                chosen = list(order[position : position + s])
+                break
+        if chosen:
             cut += chosen
             position += len(chosen)
             size = min(2 * len(chosen), 1024)
@@ -240,7 +252,7 @@ def search(
             kept.append(order[position])
             position += 1
             size = 1
-        steps.append({"cut": len(cut), "kept": len(kept), "tried": sizes})
+        steps.append({"cut": len(cut), "kept": len(kept), "tried": tried})
         log(
             f"  {len(cut)} cells cut, {len(kept)} kept, {len(order) - position} left "
             f"({time.time() - started:.0f} s)"
