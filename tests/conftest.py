@@ -20,27 +20,35 @@ ROOT = Path(__file__).resolve().parents[1]
 # and all its parameters, or one parameter). `pytest -m "not slow"` runs the rest.
 SLOW_FILES = {
     "test_benchmarks.py",  # the full-size adapters benchmark at its tiny shape
+    "test_half_precision.py",  # bf16 matmuls on CPU
     "test_planted_trained.py",  # module fixtures sweep the trained planted model
     "test_resume.py",  # kills a run in a subprocess and resumes it
     "test_window_styles.py",
 }
 SLOW_TESTS = {
     "tests/test_adapters.py::test_changing_one_frame_changes_exactly_its_group",
+    "tests/test_attribution.py::test_ranking_of_head_cells_agrees_with_exact_knockout",
     "tests/test_adapters.py::test_fast_engine_equals_reference",
     "tests/test_cli.py::test_bad_input_is_one_clear_line",
     "tests/test_cli.py::test_default_run_on_four_samples",
+    "tests/test_cli.py::test_query_selects_averages_and_joins_stores",
     "tests/test_cli.py::test_show_and_plot_read_the_store_alone",
     "tests/test_engine.py::test_nnsight_knockout_matches_plain_pytorch",
     "tests/test_errors.py::test_error_case[hub offline]",
     "tests/test_errors.py::test_error_case[resume past bad entries]",
     "tests/test_fast_engine.py::test_every_knockout_recipe_matches_reference",
+    "tests/test_fast_engine.py::test_falls_back_to_reference_when_the_model_breaks_causality",
     "tests/test_fast_engine.py::test_head_level_knockouts_match_plain_pytorch",
     "tests/test_flow_map.py::test_flow_map_cells_are_plain_knockouts",
     "tests/test_heads.py::test_head_cells_are_plain_per_head_knockouts",
     "tests/test_open_ended.py::test_open_ended_probability_is_the_reference_answers_first_token",
     "tests/test_planted.py::test_fast_engine_equals_reference_on_planted_model",
+    "tests/test_planted.py::test_control_cut_clips_train_under_the_cross_frame_knockout",
     "tests/test_planted.py::test_forbidden_edges_change_nothing",
+    "tests/test_planted.py::test_training_can_start_from_a_trained_checkpoint",
+    "tests/test_planted.py::test_training_under_the_plant_writes_a_planted_checkpoint",
     "tests/test_planted.py::test_worker_processes_make_the_same_batches",
+    "tests/test_probe.py::test_gen_prob_cube_and_eval_only",
     "tests/test_results.py::test_the_index_headline_is_what_the_store_says",
     "tests/test_scale.py::test_a_bad_option_stops_a_ray_run_with_one_clear_error",
     "tests/test_scale.py::test_every_recipe_gives_the_local_cube_through_a_simulated_server",
