@@ -94,6 +94,8 @@ class FitSample:
     counted: torch.Tensor  # (L, L) bool
     cell_of: np.ndarray  # (L, L) int: index into `pairs` of the edge's cell, -1 outside cells
     pairs: list[tuple[str, str]]
+    # AtP's estimated change of the answer's log-odds were each cell cut (attribution_order).
+    estimates: dict[Cell, float] = field(default_factory=dict)
 
     def pair_edges(self) -> dict[tuple[str, str], np.ndarray]:
         return {pair: self.cell_of == i for i, pair in enumerate(self.pairs)}
@@ -152,21 +154,29 @@ def is_right(item: FitSample, probs: torch.Tensor, loaded: LoadedModel) -> bool:
 def attribution_order(
     engine, items: Sequence[FitSample], layers: int
 ) -> tuple[list[Cell], dict[Cell, float]]:
-    """Cells ranked least important first by mean |AtP estimate| (summed over heads)."""
+    """Cells ranked least important per edge first: mean |AtP estimate| (summed over heads)
+    over the fit samples, divided by the cell's mean edge count, so that large harmless cells
+    (a frame's attention to an earlier frame) are cut before small ones. Fills each item's
+    `estimates`."""
     score: dict[Cell, float] = {}
+    edges: dict[Cell, float] = {}
     for item in items:
         per_edge = edge_attribution(engine, item.inputs, item.clean.pred).sum(1)  # (layers, L, L)
         flat = per_edge.reshape(layers, -1).numpy()
         cells = item.cell_of.reshape(-1)
         inside = cells >= 0
+        counts = np.bincount(cells[inside], minlength=len(item.pairs))
         for layer in range(layers):
             sums = np.bincount(
                 cells[inside], weights=flat[layer][inside], minlength=len(item.pairs)
             )
             for i, pair in enumerate(item.pairs):
                 key = (layer, *pair)
+                item.estimates[key] = float(sums[i])
                 score[key] = score.get(key, 0.0) + abs(float(sums[i])) / len(items)
-    order = sorted(score, key=lambda c: (score[c], c))
+                edges[key] = edges.get(key, 0.0) + counts[i] / len(items)
+    per_edge_score = {c: score[c] / max(edges[c], 1e-9) for c in score}
+    order = sorted(score, key=lambda c: (per_edge_score[c], c))
     return order, score
 
 
@@ -191,15 +201,18 @@ def search(
     block: int = 64,
     log: Callable[[str], None] = lambda _: None,
     scores: dict[Cell, float] | None = None,
+    patience: int = 8,
 ) -> SearchResult:
-    """Greedy cut in blocks with back-off (step 3 of the module's procedure)."""
+    """Greedy cut in blocks with back-off (step 3 of the module's procedure); stops once
+    `patience` cells in a row are kept, keeping the rest of the ranking (its most important
+    cells)."""
     if not 0 <= min_ratio <= 1:
         raise FlowtraceError(f"min_ratio {min_ratio}: must be in [0, 1] (share of p(true) kept)")
     layers = loaded.num_layers
     judged = [it for it in items if it.clean.correct]
     if not judged:
         raise FlowtraceError("no fit sample is answered right clean: nothing to keep accuracy on")
-    fragile = list(range(len(judged)))
+    fragile: list[int] = []  # the sample that refused the last refused proposal
     cut: list[Cell] = []
     kept: list[Cell] = []
     steps: list[dict] = []
@@ -212,9 +225,13 @@ def search(
         return is_right(item, probs, loaded) and p_true >= floor
 
     def surviving(proposals: list[list[Cell]]) -> list[int]:
-        """Indices of the proposals every judged fit sample passes (most fragile tried first)."""
+        """Indices of the proposals every judged fit sample passes. The sample that refused the
+        last proposal is asked first, then the others by AtP's predicted damage, largest first,
+        so a refused proposal usually costs one or two knockouts."""
         alive = list(range(len(proposals)))
-        for rank, i in enumerate(list(fragile)):
+        damage = [-sum(it.estimates.get(c, 0.0) for c in proposals[0]) for it in judged]
+        ranking = sorted(range(len(judged)), key=lambda i: (i not in fragile[:1], -damage[i]))
+        for i in ranking:
             item = judged[i]
             conditions = [
                 KnockoutCondition(cut_plan(item, set(cut) | set(proposals[j]), layers))
@@ -222,8 +239,8 @@ def search(
             ]
             probs = engine.knockout(item.inputs, conditions)
             alive = [j for j, p in zip(alive, probs, strict=True) if passes(item, p)]
-            if len(alive) < len(conditions):  # it refused something: ask it earlier next time
-                fragile.insert(0, fragile.pop(rank))
+            if len(alive) < len(conditions):  # it refused something: ask it first next time
+                fragile[:] = [i]
             if not alive:
                 break
         return alive
@@ -234,7 +251,12 @@ def search(
             "cutting the counted edges that no cell holds (video markers) already changes "
             "answers on the fit samples: this model needs them, so no pathway of cells is found"
         )
+    streak = 0  # cells kept in a row
     while position < len(order):
+        if streak >= patience:
+            kept += list(order[position:])
+            log(f"  {patience} cells kept in a row: the {len(order) - position} left are kept")
+            break
         # The block, then halves of it, each tried alone: a refused block costs the one or two
         # fragile samples that refuse it, an accepted one a knockout of every fit sample.
         tried = []
@@ -248,10 +270,12 @@ def search(
             cut += chosen
             position += len(chosen)
             size = min(2 * len(chosen), 1024)
+            streak = 0
         else:
             kept.append(order[position])
             position += 1
             size = 1
+            streak += 1
         steps.append({"cut": len(cut), "kept": len(kept), "tried": tried})
         log(
             f"  {len(cut)} cells cut, {len(kept)} kept, {len(order) - position} left "
@@ -415,7 +439,7 @@ def discover(
     samples: Sequence[Sample],
     out: Path,
     min_ratio: float = 0.5,
-    seeds: int = 5,
+    seeds: int = 4,
     frames: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
@@ -437,8 +461,8 @@ def discover(
         {
             0,
             found,
-            *np.linspace(0, found, 9).round().astype(int).tolist(),
-            *np.linspace(found, len(elimination), 5).round().astype(int).tolist(),
+            *np.linspace(0, found, 6).round().astype(int).tolist(),
+            *np.linspace(found, len(elimination), 4).round().astype(int).tolist(),
         }
     )
     cube = frontier(loaded, engine, held, elimination, grid, seeds)

@@ -7,9 +7,17 @@ last → last; video → video and question → question are cut once their phas
 are the paper's LLaVA-NeXT-7B-Video-FT values (layers 6–15, 6–20, 16–25 of 32) as fractions of
 the depth; copy this file and edit them for your model. The report: accuracy and the share of
 attention edges kept, against random cuts of the same number of edges per layer.
+
+On the embedded toys (`toy`, `planted`) the recipe runs instead the pathway found on each by
+search (`flowtrace pathways --find`, docs/pathways.md): results/<model>/found_pathway/recipe.py.
 """
 
-from flowtrace.recipe import EffectivePathway
+from pathlib import Path
+
+from flowtrace.recipe import EffectivePathway, load_recipe
+
+FOUND = Path(__file__).resolve().parents[1] / "results"
+TOYS = ("toy", "planted")
 
 recipe = EffectivePathway(
     name="effective_pathway",
@@ -22,5 +30,10 @@ recipe = EffectivePathway(
         "last_to_last": ("last -> last", None),
         "video_to_video": ("video -> video", (0, 20 / 32)),
         "question_to_question": ("query -> query", (0, 25 / 32)),
+    },
+    per_model={
+        model: load_recipe(FOUND / model / "found_pathway" / "recipe.py")
+        for model in TOYS
+        if (FOUND / model / "found_pathway" / "recipe.py").exists()
     },
 )

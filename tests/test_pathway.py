@@ -12,6 +12,7 @@ from test_edges import small_layout
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.models import load_model
+from flowtrace.errors import RecipeError
 from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
 from flowtrace.runner import RunOptions, run
 
@@ -71,3 +72,30 @@ def test_pathway_run_matches_plain_reference(tiny_model_dir: Path, tiny_data: Pa
         for condition in ("pathway", "random"):
             share = row["edges_kept_pct"].sel(condition=condition).item()
             assert share == pytest.approx(kept, abs=1e-3)
+
+
+def test_explicit_layers_cut_rest_and_per_model_by_hand():
+    keep_last = EffectivePathway(
+        name="found",
+        title="t",
+        pathways={"q2l": ("question -> last", [1, 3]), "self": ("frame_0 -> frame_0", range(0, 1))},
+        cut_rest=True,
+    )
+    layout = small_layout()
+    plan = keep_last.plan(layout, num_layers=4)
+    counted = {(q, k) for q in range(2, 13) for k in range(2, q + 1)}  # from the video on
+    frame_0 = {(2, 2), (3, 2), (3, 3)}
+    question_to_last = {(12, 8), (12, 9)}
+    for layer, kept in [(0, frame_0), (1, question_to_last), (2, set()), (3, question_to_last)]:
+        got = {(int(q), int(k)) for q, k in plan[layer].nonzero()}
+        assert got == counted - kept, layer
+    with pytest.raises(RecipeError, match="keeps layers \\[1, 3\\], but the model has 2"):
+        keep_last.plan(layout, num_layers=2)
+    paper = EffectivePathway(
+        name="ep",
+        title="t",
+        pathways={"v2l": ("video -> last", None)},
+        per_model={"toy": keep_last},
+    )
+    assert paper.for_model("toy").cut_rest and paper.for_model("toy").name == "ep"
+    assert paper.for_model("other") is paper

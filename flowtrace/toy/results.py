@@ -107,11 +107,13 @@ def headline(ds: xr.Dataset) -> str:
             f"{edge}: {value:.1f}% at layer {layer}" for value, edge, layer in worst[:3]
         )
     if "edges_kept_pct" in ok:
+        from flowtrace.summary import accuracy_after
+
+        after = accuracy_after(ds)  # over every counted sample, as the clean line
         parts = []
         for condition in map(str, ok["condition"].values):
-            at = ok.sel(condition=condition)
-            accuracy = 100 * float(at["correct"].mean())
-            kept = float(at["edges_kept_pct"].mean())
+            accuracy = float(after.sel(condition=condition))
+            kept = float(ok["edges_kept_pct"].sel(condition=condition).mean())
             parts.append(f"{condition}: {accuracy:.0f}% accuracy with {kept:.0f}% of edges")
         return "; ".join(parts)
     if "prob_true" in ok and "lens" in ok.dims:
