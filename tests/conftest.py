@@ -28,9 +28,12 @@ SLOW_FILES = {
 SLOW_TESTS = {
     "tests/test_adapters.py::test_changing_one_frame_changes_exactly_its_group",
     "tests/test_attribution.py::test_ranking_of_head_cells_agrees_with_exact_knockout",
+    "tests/test_adapters.py::test_cross_frame_knockout_matches_plain_forward",
     "tests/test_adapters.py::test_fast_engine_equals_reference",
+    "tests/test_adapters.py::test_generation_under_knockout_matches_plain_greedy_decoding",
     "tests/test_cli.py::test_bad_input_is_one_clear_line",
     "tests/test_cli.py::test_default_run_on_four_samples",
+    "tests/test_cli.py::test_notebook_api",
     "tests/test_cli.py::test_query_selects_averages_and_joins_stores",
     "tests/test_cli.py::test_show_and_plot_read_the_store_alone",
     "tests/test_engine.py::test_nnsight_knockout_matches_plain_pytorch",
