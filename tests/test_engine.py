@@ -1,4 +1,4 @@
-"""The nnsight knockout equals an independent plain-PyTorch forward wrapper (DESIGN §3, §8)."""
+"""The nnsight knockout equals an independent plain-PyTorch forward wrapper."""
 
 from __future__ import annotations
 
