@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +118,21 @@ def _config_names(config: Path) -> dict[str, object]:
         return tomllib.loads(config.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{config}: not valid TOML ({err}); fix or remove the file") from None
+
+
+def video_file(attrs: Mapping[str, object], video: str) -> Path:
+    """A store's `video` coordinate as a file: a relative one lies under the run's data root,
+    found again from the store's `data` attr ('toy', KIND:PATH, a folder, a data.toml name)."""
+    path = Path(video)
+    if path.is_absolute():
+        return path
+    data = str(attrs.get("data", ""))
+    if data == "toy":
+        from flowtrace.toy import EMBEDDED_DATA
+
+        return EMBEDDED_DATA / path
+    try:
+        root = parse_data(data).root if data else Path(str(attrs.get("data_root", ".")))
+    except (DataError, ValueError):
+        root = Path(str(attrs.get("data_root", ".")))
+    return root / path

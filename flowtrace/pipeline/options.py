@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowtrace.data import DataSource, parse_data
+from flowtrace.data.sources import video_file  # noqa: F401 - where stores' videos lie
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import DataError, OptionError
 
@@ -96,18 +97,6 @@ def resolve_data(data: str) -> DataSource:
         return parse_data(data)
     except ValueError as err:
         raise DataError(str(err)) from None
-
-
-def video_file(attrs: dict, video: str) -> Path:
-    """A store's `video` coordinate as a file: relative ones lie under the run's data root."""
-    path = Path(video)
-    if path.is_absolute():
-        return path
-    try:
-        root = resolve_data(str(attrs["data"])).root
-    except (KeyError, DataError):
-        root = Path(str(attrs.get("data_root", ".")))
-    return root / path
 
 
 @dataclass(frozen=True)

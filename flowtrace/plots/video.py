@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-from pathlib import Path
 
 import altair as alt
 import numpy as np
@@ -33,6 +32,7 @@ def video_lens_chart(
     """Top-1 logit-lens word on every video token, drawn on its frame, for a few layers (first
     analysed sample); below, the most frequent top-1 words per layer over all samples."""
     from flowtrace.data import read_frames
+    from flowtrace.data.sources import video_file
 
     ok = analysed(ds)
     first = ok.isel(sample=0)
@@ -41,7 +41,7 @@ def video_lens_chart(
     layers = sorted(
         {min(num_layers - 1, max(0, round(f * num_layers) - 1)) for f in overlay_layers}
     )
-    pixels = read_frames(Path(str(first["video"].item())), frames)
+    pixels = read_frames(video_file(ds.attrs, str(first["video"].item())), frames)
     size = 120
     x_scale = alt.Scale(domain=[0, width])
     y_scale = alt.Scale(domain=[height, 0])

@@ -89,7 +89,7 @@ def _info_rows(ds: xr.Dataset) -> pd.DataFrame:
 
 def _videos(ds: xr.Dataset) -> list[str]:
     """The video file of every sample (relative `video` coordinates lie under the data root)."""
-    from flowtrace.pipeline.options import video_file
+    from flowtrace.data.sources import video_file
 
     return [str(video_file(ds.attrs, str(v))) for v in ds["video"].values]
 
