@@ -149,3 +149,31 @@ def test_a_pass_file_runs_its_recipes_from_the_cli(tmp_path: Path):
         ds = open_cube(out / f"{name}.zarr")
         assert ds.attrs["recipe"] == name and (ds["status"].values == "ok").all()
         assert f"{name}: samples: 2 analysed" in done.output
+
+
+def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A shortcut that breaks (here: its rows nudged) falls back to the reference path, and
+    says so: per sample in the store (`engine_note`), and in the run's summary."""
+    from flowtrace.cli import _summary
+    from flowtrace.engine import FastEngineFallback
+
+    real = FastEngine._recompute
+
+    def broken(self, capture, rows, flat):
+        probs = real(self, capture, rows, flat)
+        return probs.roll(1, dims=-1)  # a shortcut that gets the answer wrong
+
+    monkeypatch.setattr(FastEngine, "_recompute", broken)
+    with pytest.warns(FastEngineFallback):
+        result = run(load_recipe("cross_frame"), options(tmp_path / "fb.zarr"))
+    ds = open_cube(result.store)
+    assert (ds["engine"].values == "reference").all()
+    notes = [str(n) for n in ds["engine_note"].values]
+    assert all("differs from the clean pass" in n for n in notes), notes
+    assert sum(result.fallbacks.values()) == LIMIT
+    printed = []
+    monkeypatch.setattr("flowtrace.cli.console.print", lambda text, **kw: printed.append(text))
+    _summary("", result, "all", False, 1.0)
+    assert any("fast engine fell back" in line and f"{LIMIT} samples" in line for line in printed)
