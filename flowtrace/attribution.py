@@ -1,12 +1,12 @@
 """Attribution patching (AtP) for attention edges: every edge's knockout effect, estimated.
 
 Cutting an edge sets its attention score to -inf. Give every edge (layer, head, query, key) an
-additive bias m on its score, zero in the clean pass; cutting the edge is m = -inf, and its gate
-w = exp(m) goes from 1 to 0. To first order in w, the change of the metric (the log-odds of the clean
-prediction) under a cut set S is Σ_{e∈S} -∂metric/∂m_e: one forward and one backward pass give
-the estimate for every edge at once. It is linear: it adds edges' effects and misses what they do
-together (an edge that matters only once another is cut, attention saturated near 1 on one key).
-docs/pathways.md says when its ranking can be trusted.
+additive bias m on its score, zero in the clean pass; cutting the edge is m = -inf, and its
+gate w = exp(m) goes from 1 to 0. To first order in w, the change of the metric (the log-odds of
+the clean prediction) under a cut set S is Σ_{e∈S} -∂metric/∂m_e: one forward and one backward
+pass give the estimate for every edge at once. It is linear: it adds edges' effects and misses
+what they do together (an edge that matters only once another is cut, a head's attention
+saturated on one group). docs/pathways.md says when its ranking can be trusted.
 
 The pass reuses the fast engine's clean capture (each layer's input, the model's own masks, the
 position kwargs) and calls the decoder layers directly over the whole sequence with the biased

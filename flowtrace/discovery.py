@@ -17,9 +17,12 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
    when, by exact knockout, every fit sample answered right clean is still answered right and
    keeps at least `min_ratio` of its clean p(true answer). Samples are tried most fragile first,
    so a failing proposal is usually refused after one or two samples.
-4. What is left uncut is the found pathway; the order in which cells were cut (then the kept
-   cells, least important first) is the path of the frontier, which is measured on the held-out
-   half against random cuts of the same per-layer budget (`frontier`).
+4. The order in which cells were cut (then the kept cells, least important first) is the path
+   of the frontier. The shipped pathway is the longest prefix of that path under which every fit
+   sample keeps `select_ratio` (99%) of its clean p(true answer) (`select`): the search's own
+   last point is fitted to its samples and loses accuracy on others.
+5. The frontier is measured on the held-out half against random cuts of the same per-layer
+   budget (`frontier`).
 """
 
 from __future__ import annotations
@@ -434,60 +437,119 @@ def split_halves(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]
     return fit, held
 
 
+def select(
+    loaded: LoadedModel,
+    engine,
+    items: Sequence[FitSample],
+    elimination: Sequence[Cell],
+    found: int,
+    ratio: float,
+) -> int:
+    """Step 5: the largest k <= found such that, with the first k cells of `elimination` cut,
+    every fit sample answered right clean stays right and keeps `ratio` of its clean p(true
+    answer) (a stricter margin than the search's). Bisection: the path cuts more at each step,
+    so whether a prefix holds is taken to be monotone in k."""
+    judged = [it for it in items if it.clean.correct]
+
+    def holds(k: int) -> bool:
+        for item in judged:
+            probs = engine.knockout(
+                item.inputs,
+                [KnockoutCondition(cut_plan(item, set(elimination[:k]), loaded.num_layers))],
+            )[0]
+            floor = ratio * float(item.clean.probs[item.clean.true_id])
+            if not is_right(item, probs, loaded) or float(probs[item.clean.true_id]) < floor:
+                return False
+        return True
+
+    low, high = 0, found  # holds(low); find the last k that holds
+    if holds(high):
+        return high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if holds(mid) else (low, mid)
+    return low
+
+
 def discover(
     loaded: LoadedModel,
     samples: Sequence[Sample],
     out: Path,
     min_ratio: float = 0.5,
+    select_ratio: float = 0.99,
     seeds: int = 4,
     frames: int | None = None,
     log: Callable[[str], None] = print,
+    elimination: Sequence[Cell] | None = None,
+    searched: int | None = None,
 ) -> dict:
     """Fit a pathway on one half of `samples`, measure its frontier on the other, write
-    `out/`: frontier.zarr (the cube), frontier.csv, frontier.png/.html, recipe.py, summary.json."""
+    `out/`: frontier.zarr (the cube), frontier.csv, frontier.png/.html, recipe.py, summary.json.
+
+    `elimination` and `searched` (a search's elimination order and how many of its cells it
+    cut, e.g. from a frontier.zarr's attrs) skip steps 2-3 and redo only what follows."""
     engine = make_engine("fast", loaded)
     fit_samples, held_samples = split_halves(samples)
     started = time.time()
     fit = prepare_samples(loaded, engine, fit_samples, frames)
     held = prepare_samples(loaded, engine, held_samples, frames)
     log(f"{len(fit)} fit and {len(held)} held-out samples prepared ({time.time() - started:.0f} s)")
-    order, scores = attribution_order(engine, fit, loaded.num_layers)
-    log(f"{len(order)} cells ranked by attribution ({time.time() - started:.0f} s)")
-    result = search(loaded, engine, fit, order, min_ratio=min_ratio, log=log, scores=scores)
-    log(f"search: {len(result.kept)} cells kept of {len(order)} ({time.time() - started:.0f} s)")
-    elimination = result.elimination_order()
-    found = len(result.cut_order)
+    proposals = None
+    if elimination is None or searched is None:
+        order, scores = attribution_order(engine, fit, loaded.num_layers)
+        log(f"{len(order)} cells ranked by attribution ({time.time() - started:.0f} s)")
+        result = search(loaded, engine, fit, order, min_ratio=min_ratio, log=log, scores=scores)
+        log(f"search: {len(result.kept)} kept of {len(order)} ({time.time() - started:.0f} s)")
+        elimination, searched = result.elimination_order(), len(result.cut_order)
+        proposals = len(result.steps)
+    elimination = [tuple(c) for c in elimination]
+    found = select(loaded, engine, fit, elimination, searched, select_ratio)
+    log(f"selected: the first {found} of the {searched} cells the search cut")
+    kept_cells = elimination[found:]
     grid = sorted(
         {
             0,
             found,
-            *np.linspace(0, found, 6).round().astype(int).tolist(),
-            *np.linspace(found, len(elimination), 4).round().astype(int).tolist(),
+            searched,
+            *np.linspace(0, found, 5).round().astype(int).tolist(),
+            *np.linspace(searched, len(elimination), 4).round().astype(int).tolist(),
         }
     )
     cube = frontier(loaded, engine, held, elimination, grid, seeds)
     fit_cube = frontier(loaded, engine, fit, elimination, [found], seeds=1)
     at = grid.index(found)
-    cube = cube.assign_coords(found=("point", np.asarray(grid) == found))
+    cube = cube.assign_coords(
+        found=("point", np.asarray(grid) == found), searched=("point", np.asarray(grid) == searched)
+    )
     table = frontier_table(cube)
     row = table.iloc[at]
     model = loaded.model_id
     recipe = pathway_recipe(
-        result.kept,
+        kept_cells,
         name="found_pathway",
-        title=f"Found effective pathway of {model}: {len(result.kept)} cells kept",
+        title=f"Found effective pathway of {model}: {len(kept_cells)} cells kept",
         description=(
-            f"found by flowtrace.discovery on {len(fit)} fit samples (min_ratio {min_ratio}); "
-            f"held-out: {row.accuracy:.1f}% with {row.edges_kept_pct:.1f}% of edges kept"
+            f"found by flowtrace.discovery on {len(fit)} fit samples (min_ratio {min_ratio}, "
+            f"select_ratio {select_ratio}); held-out: {row.accuracy:.1f}% with "
+            f"{row.edges_kept_pct:.1f}% of edges kept"
         ),
     )
+    searched_row = table.iloc[grid.index(searched)]
     summary = {
         "model": model,
         "fit_samples": len(fit),
         "held_out_samples": len(held),
-        "cells": len(order),
-        "cells_kept": len(result.kept),
+        "cells": len(elimination),
+        "cells_kept": len(kept_cells),
+        "cells_cut_by_search": searched,
+        "cells_cut_selected": found,
+        "search_point": {
+            "edges_kept_pct": float(searched_row.edges_kept_pct),
+            "held_out_accuracy": float(searched_row.accuracy),
+            "random_mean": float(searched_row.random_mean),
+        },
         "min_ratio": min_ratio,
+        "select_ratio": select_ratio,
         "edges_kept_pct": float(row.edges_kept_pct),
         "held_out_accuracy": float(row.accuracy),
         "held_out_clean_accuracy": float(row.clean_accuracy),
@@ -498,11 +560,11 @@ def discover(
         "fit_accuracy": 100 * float(fit_cube["correct"].astype(float).mean()),
         "fit_clean_accuracy": 100 * float(fit_cube["clean_correct"].astype(float).mean()),
         "search_s": round(time.time() - started, 1),
-        "proposals": len(result.steps),
-        "kept": [list(c) for c in result.kept],
+        "proposals": proposals,
+        "kept": [list(c) for c in kept_cells],
     }
     cube.attrs.update(
-        {k: json.dumps(v) if isinstance(v, list) else v for k, v in summary.items()},
+        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in summary.items()},
         recipe_kind="Frontier",
         recipe="found_pathway",
         elimination=json.dumps([list(c) for c in elimination]),
@@ -517,12 +579,13 @@ def discover(
     )
     doc = (
         f"Effective pathway of the {model} model, found by search (flowtrace.discovery).\n\n"
-        f"{summary['cells_kept']} of {summary['cells']} (layer, source, target) cells are kept, every "
-        "other counted edge is cut. Held-out half: "
-        f"{row.accuracy:.1f}% accuracy (clean {row.clean_accuracy:.1f}%) with "
-        f"{row.edges_kept_pct:.1f}% of edges kept; random cuts of the same per-layer budget: "
-        f"{row.random_mean:.1f}% (min {row.random_min:.1f}, max {row.random_max:.1f}, {seeds} seeds).\n"
-        "Regenerate with `flowtrace pathways --find --model MODEL`; edit the layers to try others.\n"
+        f"{summary['cells_kept']} of {summary['cells']} (layer, source, target) cells are kept,\n"
+        "every other counted edge is cut. Held-out half: "
+        f"{row.accuracy:.1f}% accuracy (clean {row.clean_accuracy:.1f}%)\n"
+        f"with {row.edges_kept_pct:.1f}% of edges kept; random cuts of the same per-layer "
+        f"budget: {row.random_mean:.1f}%\n(min {row.random_min:.1f}, max "
+        f"{row.random_max:.1f}, {seeds} seeds). Regenerate with\n"
+        "`flowtrace pathways FLOW_MAP --find`; edit the layers to try others.\n"
     )
     (out / "recipe.py").write_text(recipe_source(recipe, doc))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
