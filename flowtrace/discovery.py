@@ -484,10 +484,11 @@ def discover(
     searched: int | None = None,
 ) -> dict:
     """Fit a pathway on one half of `samples`, measure its frontier on the other, write
-    `out/`: frontier.zarr (the cube), frontier.csv, frontier.png/.html, recipe.py, summary.json.
+    `out/`: frontier_cube (the cube, zarr), frontier.csv, frontier.png/.html, recipe.py,
+    summary.json.
 
     `elimination` and `searched` (a search's elimination order and how many of its cells it
-    cut, e.g. from a frontier.zarr's attrs) skip steps 2-3 and redo only what follows."""
+    cut, e.g. from a frontier_cube's attrs) skip steps 2-3 and redo only what follows."""
     engine = make_engine("fast", loaded)
     fit_samples, held_samples = split_halves(samples)
     started = time.time()
@@ -570,7 +571,8 @@ def discover(
         elimination=json.dumps([list(c) for c in elimination]),
     )
     out.mkdir(parents=True, exist_ok=True)
-    cube.to_zarr(out / "frontier.zarr", mode="w", consolidated=True)
+    # A plain xarray cube, not a run store: no `.zarr` suffix, so `flowtrace report` skips it.
+    cube.to_zarr(out / "frontier_cube", mode="w", consolidated=True)
     table.to_csv(out / "frontier.csv", index=False)
     from flowtrace.plots import save_chart
 

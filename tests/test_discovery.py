@@ -125,7 +125,7 @@ def test_split_halves_alternates_within_tasks():
 def found(model: str) -> tuple[dict, xr.Dataset, Path]:
     folder = RESULTS / model / "found_pathway"
     summary = json.loads((folder / "summary.json").read_text())
-    return summary, xr.open_zarr(folder / "frontier.zarr"), folder / "recipe.py"
+    return summary, xr.open_zarr(folder / "frontier_cube"), folder / "recipe.py"
 
 
 @pytest.mark.parametrize("model", ["toy", "planted"])
