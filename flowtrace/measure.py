@@ -152,6 +152,19 @@ def record_answers(
 
 
 @dataclass
+class Step:
+    """One sample at a measure's `fill`: the engine that ran it, its inputs, the clean answer,
+    the record to fill, the measure's plan, and the rows its plan's knockouts gave back."""
+
+    engine: ReferenceEngine
+    prepared: Prepared
+    clean: Clean
+    record: SampleRecord
+    plan: Plan
+    probs: torch.Tensor | None
+
+
+@dataclass
 class Plan:
     """The knockouts a measure asks of the engine for one sample (batched with other recipes'
     in one pass), and what it needs to record their rows."""
@@ -219,22 +232,15 @@ class KnockoutMeasure:
         knockouts = [] if self.generate else [c.knockout for c in conditions]
         return Plan(knockouts, conditions)
 
-    def fill(
-        self,
-        engine: ReferenceEngine,
-        prepared: Prepared,
-        clean: Clean,
-        record: SampleRecord,
-        plan: Plan,
-        probs: torch.Tensor,
-    ) -> None:
-        conditions = plan.context
+    def fill(self, step: Step) -> None:
+        record, probs = step.record, step.probs
+        conditions = step.plan.context
         if not conditions:
             return
         if self.generate:
             # The clean reply comes first, as one more row of the same batched generation.
-            probs, ids = engine.generate(
-                prepared.inputs,
+            probs, ids = step.engine.generate(
+                step.prepared.inputs,
                 [KnockoutCondition({}), *(c.knockout for c in conditions)],
                 self.generate,
                 self.loaded.stop_ids(),
@@ -247,7 +253,7 @@ class KnockoutMeasure:
         layers = [c.layer for c in conditions]
         head = ([c.heads[0] for c in conditions],) if self.per_head else ()
         at = (layers, *head, sources, targets)
-        record_answers(record, at, probs, clean, self.decode)
+        record_answers(record, at, probs, step.clean, self.decode)
         if self.generate:
             record.values["new_text"][at] = np.asarray(texts, dtype=object)
         record.values["blocked_edges"][sources, targets] = [c.edges for c in conditions]
@@ -285,15 +291,8 @@ class ProbeMeasure(_ReadsCleanPass):
             },
         )
 
-    def fill(
-        self,
-        engine: ReferenceEngine,
-        prepared: Prepared,
-        clean: Clean,
-        record: SampleRecord,
-        plan: Plan,
-        probs: torch.Tensor,
-    ) -> None:
+    def fill(self, step: Step) -> None:
+        engine, prepared, record = step.engine, step.prepared, step.record
         layout, values = prepared.layout, record.values
         ids = torch.tensor([self.loaded.letter_id(x) for x in layout.option_letters])
         is_true = torch.tensor([x == layout.true_letter for x in layout.option_letters])
@@ -349,15 +348,8 @@ class PathwayMeasure:
         ]
         return Plan([KnockoutCondition(p) for p in plans], kept)
 
-    def fill(
-        self,
-        engine: ReferenceEngine,
-        prepared: Prepared,
-        clean: Clean,
-        record: SampleRecord,
-        plan: Plan,
-        probs: torch.Tensor,
-    ) -> None:
+    def fill(self, step: Step) -> None:
+        clean, record, plan, probs = step.clean, step.record, step.plan, step.probs
         at = (np.arange(len(self.CONDITIONS)),)
         record_answers(record, at, probs, clean, self.decode)
         record.values["edges_kept_pct"][:] = plan.context
@@ -386,15 +378,8 @@ class VideoLensMeasure(_ReadsCleanPass):
             },
         )
 
-    def fill(
-        self,
-        engine: ReferenceEngine,
-        prepared: Prepared,
-        clean: Clean,
-        record: SampleRecord,
-        plan: Plan,
-        probs: torch.Tensor,
-    ) -> None:
+    def fill(self, step: Step) -> None:
+        engine, prepared, record = step.engine, step.prepared, step.record
         positions = prepared.layout.video_positions()  # (T, H, W)
         if positions.shape != self.grid:
             raise SampleError(
@@ -436,15 +421,8 @@ class AttentionMeasure(_ReadsCleanPass):
             },
         )
 
-    def fill(
-        self,
-        engine: ReferenceEngine,
-        prepared: Prepared,
-        clean: Clean,
-        record: SampleRecord,
-        plan: Plan,
-        probs: torch.Tensor,
-    ) -> None:
+    def fill(self, step: Step) -> None:
+        engine, prepared, record = step.engine, step.prepared, step.record
         layout = prepared.layout
         groups = torch.zeros(len(self.names), layout.seq_len)
         for i, name in enumerate(self.names):

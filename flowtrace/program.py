@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowtrace.cube import CLEAN_VARIABLES, SampleRecord, Schema, Variable
+from flowtrace.cube import CLEAN_VARIABLES, Schema, Variable
 from flowtrace.data import Sample, SampleError, sample_frames
 from flowtrace.layout import TokenLayout
 from flowtrace.models import LoadedModel, Prepared
@@ -129,9 +129,10 @@ class ProgramMeasure:
 
         return Plan()
 
-    def fill(self, engine, prepared: Prepared, clean, record: SampleRecord, plan, probs) -> None:
+    def fill(self, step) -> None:
         """Run the program on this sample; its arrays become the record's values. The result may
         label dims with a "coords" entry ({dim: labels}), the same for every sample."""
+        prepared, clean, record = step.prepared, step.clean, step.record
         trace = Trace(
             sample=next(s for s in self.samples if s.id == record.id),
             inputs=prepared.inputs,

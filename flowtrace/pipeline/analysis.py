@@ -17,6 +17,7 @@ from flowtrace.measure import (
     Clean,
     Measure,
     Plan,
+    Step,
     measure_clean,
     record_clean,
     sample_record,
@@ -255,7 +256,7 @@ def _measure(
             start += count
             try:
                 clean = cleans[id(engine)]
-                analysis.measure.fill(engine, prepared, clean, record, plan, mine)
+                analysis.measure.fill(Step(engine, prepared, clean, record, plan, mine))
                 record.coords["engine"] = "+".join(sorted(engine.used))
                 record.coords["engine_note"] = getattr(engine, "fallback_reason", "") or ""
                 record.coords["status"] = "ok"
