@@ -11,8 +11,8 @@ from plain_reference import plain_per_layer_probs
 from test_edges import small_layout
 
 from flowtrace.data import read_frames, read_samples
-from flowtrace.models import load_model
 from flowtrace.errors import RecipeError
+from flowtrace.models import load_model
 from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
 from flowtrace.runner import RunOptions, run
 
