@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import xarray as xr
 
 from flowtrace.models import load_model
@@ -109,3 +110,29 @@ def test_curve_runs_each_threshold_against_random(tiny_model_dir, tiny_data, tmp
     kept = table[table.condition == "pathway"].set_index("threshold")["edges_kept_pct"]
     assert kept[0.25] >= kept[0.75]  # a lower threshold keeps more layers
     assert (tmp_path / "auto" / "threshold_0.25.zarr").exists()
+
+
+def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, tmp_path):
+    """Skipped samples (answered wrong clean, --sample-mode correct) count in the curve at their
+    clean answer, as in the clean line: one denominator, every counted sample (by hand)."""
+    loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
+    common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=4)
+    flow_map = run(
+        load_recipe("flow_map"),
+        RunOptions(window=1, plot=False, out=tmp_path / "map.zarr", sample_mode="all", **common),
+        loaded=loaded,
+    ).store
+    options = RunOptions(out=tmp_path / "auto", sample_mode="correct", **common)
+    table = pathway_curve(flow_map, [0.5], options, loaded)
+    ds = open_cube(tmp_path / "auto" / "threshold_0.5.zarr")
+    status = ds["status"].values
+    assert (status == "skipped").any()  # random weights: some clean answers are wrong
+    counted = status != "failed"
+    clean = ds["clean_correct"].values[counted].astype(float)
+    for condition in ("pathway", "random"):
+        after = ds["correct"].sel(condition=condition).values[counted].astype(float)
+        want = np.where(status[counted] == "ok", after, clean).mean() * 100
+        row = table.set_index("condition").loc[condition]
+        assert row["accuracy"] == pytest.approx(want)
+        assert row["clean_accuracy"] == pytest.approx(100 * clean.mean())
+        assert row["samples"] == counted.sum()
