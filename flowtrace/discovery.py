@@ -513,6 +513,7 @@ def discover(
             found,
             searched,
             *np.linspace(0, found, 5).round().astype(int).tolist(),
+            *np.linspace(found, searched, 4).round().astype(int).tolist(),
             *np.linspace(searched, len(elimination), 4).round().astype(int).tolist(),
         }
     )
