@@ -8,6 +8,9 @@ times its peak, and cut everywhere else; a pathway that never moves the answer i
 layer. Changes under a noise floor (NOISE_FLOOR, in %) count as none: the fast path and the
 clean pass round differently. As in the paper, video → video is kept while video → question may
 still read it, and question → question while question → last may.
+
+On the embedded toys this rule loses to random pruning; flowtrace.discovery searches every
+(layer, source, target) cell instead (`flowtrace pathways STORE --find`, docs/pathways.md).
 """
 
 from __future__ import annotations
