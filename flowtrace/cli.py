@@ -140,7 +140,6 @@ def run(
     window: Annotated[
         int | None,
         typer.Option(
-            min=1,
             help="Layers blocked per sweep step. Default: 9, the reference's window, for models "
             "of 16 layers or more; shallower ones (the toy) get 9/32 of their depth, odd. The "
             "store records the rule (window_default).",

@@ -29,4 +29,7 @@ class OptionError(FlowtraceError):
 
     def __init__(self, option: str, message: str) -> None:
         super().__init__(f"{option}: {message}")
-        self.option = option
+        self.option, self.detail = option, message
+
+    def __reduce__(self):  # pickled whole: Ray sends a worker's errors back to the driver
+        return (type(self), (self.option, self.detail))

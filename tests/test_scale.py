@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from flowtrace.cli import app
 from flowtrace.data import read_frames, read_samples
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.models import load_model
 from flowtrace.recipe import RECIPES_DIR, load_recipe, recipe_files
 from flowtrace.runner import RunOptions, run
@@ -152,8 +152,10 @@ def test_a_bad_option_stops_a_ray_run_with_one_clear_error(
 ):
     bad = options(tiny_model_dir, tiny_data, tmp_path / "x.zarr", executor="ray", workers=1)
     bad.window = 99  # checked against the model, so only a worker can find it
-    with pytest.raises(FlowtraceError, match=r"--window 99: must be between 1 and 4"):
+    # The worker's OptionError comes back whole: the library names the parameter, the CLI the flag.
+    with pytest.raises(OptionError, match=r"^window: 99: must be between 1 and 4") as raised:
         run(load_recipe("recipes/cross_frame.py"), bad)
+    assert raised.value.option == "window"
     assert not (tmp_path / "x.zarr").exists()
 
 
@@ -183,7 +185,7 @@ def test_every_recipe_gives_the_local_cube_through_a_simulated_server(
         if getattr(recipe, "generate", 0):
             # Replies keep a K/V cache between traces: refused remotely, scored without them.
             if serve:
-                with pytest.raises(FlowtraceError, match="--generate 32 with --remote/--serve"):
+                with pytest.raises(FlowtraceError, match="generate: 32 with remote/serve"):
                     run(recipe, chosen, loaded=model)
             chosen.generate = 0
         run(recipe, chosen, loaded=model)
