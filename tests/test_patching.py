@@ -205,4 +205,3 @@ def test_the_readme_program_runs_through_a_simulated_server(tmp_path: Path, plan
     local, served = cubes
     assert served.attrs["traces"] == "simulated-server"
     np.testing.assert_allclose(served["p_answer"].values, local["p_answer"].values, atol=1e-6)
-
