@@ -40,7 +40,8 @@ ADAPTERS: dict[str, type[Adapter]] = {
 }
 TOY = "toy"
 PLANTED = "planted"  # the toy trained under planted routes (README: Planted routes)
-_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# A Hugging Face Hub id, owner/name (a local folder that does not exist is not one).
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 __all__ = ["ADAPTERS", "Adapter", "LoadedModel", "Prepared", "load_model", "resolve_device"]
 
@@ -92,7 +93,7 @@ def load_model(
 
     source = {TOY: str(EMBEDDED_MODEL), PLANTED: str(EMBEDDED_PLANTED)}.get(spec, spec)
     local = Path(source).expanduser()
-    if not local.exists() and not _HF_ID.match(source):
+    if not local.exists() and not HUB_ID.match(source):
         raise FlowtraceError(
             f"--model {spec}: no such folder, and not a Hugging Face id (org/name); "
             "pass a local checkpoint folder, an id such as llava-hf/LLaVA-NeXT-Video-7B-hf, "

@@ -16,7 +16,6 @@ import functools
 import importlib.abc
 import io
 import linecache
-import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from flowtrace.errors import FlowtraceError
+from flowtrace.models import HUB_ID
 
 if TYPE_CHECKING:
     from flowtrace.models import LoadedModel
@@ -38,7 +38,6 @@ SERVER_MODULES = frozenset(
 )
 # Our own package is never on a server, even when it is pip-installed here.
 PROJECT_MODULES = frozenset({"flowtrace"})
-_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class NotServable(FlowtraceError, ModuleNotFoundError):
@@ -98,7 +97,7 @@ def route_traces(loaded: LoadedModel, trace_kwargs: dict[str, Any]) -> None:
 
 def _check_hub_model(model: str, flag: str) -> None:
     # A server loads checkpoints by Hugging Face id; a local folder or the toy has no such name.
-    if model == "toy" or Path(model).expanduser().exists() or not _HF_ID.match(model):
+    if model == "toy" or Path(model).expanduser().exists() or not HUB_ID.match(model):
         raise FlowtraceError(
             f"{flag}: --model {model} is not a Hugging Face id; a server can only run a model it "
             "hosts, named by its id (e.g. --model llava-hf/LLaVA-NeXT-Video-7B-hf). "
