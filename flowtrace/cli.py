@@ -610,15 +610,11 @@ def check(
     store: Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")],
 ) -> None:
     """Verify every chunk of a store against its checksum (exit 1: damaged, 2: unreadable)."""
-    from flowtrace import store as stores
+    from flowtrace.store import check_store, chunk_count, open_cube
 
-    check_store = getattr(stores, "check_store", None)
-    if check_store is None:  # pragma: no cover - only until the store ships its checks
-        _fail(FlowtraceError("this flowtrace cannot verify stores yet (no store.check_store)"))
-        return
     try:
         problems = check_store(store)
-        ds = stores.open_cube(store) if not problems else None
+        ds = open_cube(store) if not problems else None
     except StoreError as err:
         _fail(err)
         return
@@ -631,15 +627,7 @@ def check(
         many = "s" if len(problems) > 1 else ""
         console.print(f"{len(problems)} problem{many} in {store}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    print(f"ok: {ds.sizes.get('sample', 0)} samples, {_chunks(store)} chunks verified")
-
-
-def _chunks(store: Path) -> int:
-    """Chunks the store holds (written ones, over every array)."""
-    import zarr
-
-    group = zarr.open_group(str(store), mode="r")
-    return sum(int(array.nchunks_initialized) for _, array in group.arrays())
+    print(f"ok: {ds.sizes.get('sample', 0)} samples, {chunk_count(store)} chunks verified")
 
 
 @app.command()

@@ -7,7 +7,7 @@ after `sample`, its dtype and fill, and the coordinates that are the same for ev
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,9 +63,6 @@ class Schema:
             values[name] = np.full(self.shape(name), var.fill, dtype=dtype)
         return SampleRecord(sample_id, dict(SAMPLE_COORDS), values)
 
-    def with_variables(self, variables: Mapping[str, Variable]) -> Schema:
-        return Schema({**self.variables, **variables}, dict(self.coords), self.complete)
-
 
 @dataclass
 class SampleRecord:
@@ -89,7 +86,7 @@ CLEAN_VARIABLES = {
 }
 
 
-def stack(records: Sequence[SampleRecord], schema: Schema) -> xr.Dataset:
+def stack(records: Sequence[SampleRecord], schema: Schema | None) -> xr.Dataset:
     """The records as one Dataset along `sample` (strings as variable-length objects). A record
     without a variable (a sample that failed before a trace program's first result) holds its
     fill value there."""

@@ -153,9 +153,10 @@ def record_answers(
 
 @dataclass
 class Step:
-    """One sample at a measure's `fill`: the engine that ran it, its inputs, the clean answer,
-    the record to fill, the measure's plan, and the rows its plan's knockouts gave back."""
+    """One sample at a measure's `fill`: the sample, the engine that ran it, its inputs, the
+    clean answer, the record to fill, the measure's plan, and the rows its knockouts gave back."""
 
+    sample: Sample
     engine: ReferenceEngine
     prepared: Prepared
     clean: Clean

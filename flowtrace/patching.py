@@ -121,8 +121,10 @@ def patched_fast(
     in the clean run (causality). So each patch recomputes positions ≥ p from layer l on (its
     attention output) or l + 1 on (its residual stream), over the clean run's K/V of positions
     < p; patches of one group run as batch rows, each entering at its own layer."""
-    # One clean capture per sample, whatever the number of counterfactuals.
-    engine = t.scratch.setdefault("fast_engine", FastEngine(t.loaded))
+    # The pass's fast engine captured this sample's clean run already; else one capture here
+    # serves every counterfactual of the sample.
+    engine = t.engine if isinstance(t.engine, FastEngine) else None
+    engine = engine or t.scratch.setdefault("fast_engine", FastEngine(t.loaded))
     capture = engine._clean_capture(t.inputs)
     loaded, count = t.loaded, t.loaded.num_layers
     last = capture.seq_len - 1

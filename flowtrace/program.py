@@ -19,7 +19,7 @@ resume and provenance, `show`/`query`/`plot` with a figure chosen from the dims.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -29,29 +29,13 @@ import torch
 
 from flowtrace.cube import CLEAN_VARIABLES, Schema, Variable
 from flowtrace.data import Sample, SampleError, sample_frames
+from flowtrace.engine import ReferenceEngine
 from flowtrace.layout import TokenLayout
+from flowtrace.measure import Plan, Step
 from flowtrace.models import LoadedModel, Prepared
+from flowtrace.recipe import TraceProgram
 
-Arrays = Mapping[str, tuple[Sequence[str], Any]]
-
-
-@dataclass(frozen=True)
-class TraceProgram:
-    """An analysis written as a function of one sample's `Trace`, returning named arrays."""
-
-    name: str
-    title: str
-    program: Callable[[Trace], Arrays]
-    # Labels of named dims (e.g. "group": [...]); dims without labels are numbered, and a
-    # `layer` dim of the model's depth gets the layer numbers.
-    coords: Mapping[str, Sequence[object]] = field(default_factory=dict)
-    open_ended: bool = False  # whether it takes open-ended samples
-    chart: str = ""  # the figure registered under this name (flowtrace.plots), else a generic one
-    # Whether it runs with remote/serve: False where it calls the model's modules itself
-    # (a fast path), which only a local model allows.
-    remote: bool = True
-    description: str = ""
-    source_file: str = field(default="", compare=False)
+__all__ = ["Trace", "TraceProgram", "ProgramMeasure"]
 
 
 @dataclass
@@ -67,6 +51,7 @@ class Trace:
     clean_probs: torch.Tensor  # (V,) next-token probabilities of the clean pass
     frame_count: int
     seed: int
+    engine: ReferenceEngine | None = None  # the pass's engine: its clean capture is reusable
     others: Sequence[Sample] = ()  # the run's other samples, for counterfactuals across videos
     scratch: dict[str, Any] = field(default_factory=dict)  # what a program keeps for this sample
 
@@ -124,17 +109,15 @@ class ProgramMeasure:
             dict(CLEAN_VARIABLES), {k: list(v) for k, v in recipe.coords.items()}, complete=False
         )
 
-    def plan(self, prepared: Prepared, sample_id: str):
-        from flowtrace.measure import Plan
-
+    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
         return Plan()
 
-    def fill(self, step) -> None:
+    def fill(self, step: Step) -> None:
         """Run the program on this sample; its arrays become the record's values. The result may
         label dims with a "coords" entry ({dim: labels}), the same for every sample."""
         prepared, clean, record = step.prepared, step.clean, step.record
         trace = Trace(
-            sample=next(s for s in self.samples if s.id == record.id),
+            sample=step.sample,
             inputs=prepared.inputs,
             layout=prepared.layout,
             loaded=self.loaded,
@@ -143,6 +126,7 @@ class ProgramMeasure:
             clean_probs=clean.probs,
             frame_count=self.frames,
             seed=self.seed,
+            engine=step.engine,
             others=self.samples,
         )
         out = self.recipe.program(trace)
@@ -189,7 +173,7 @@ class ProgramMeasure:
             return
         for dim, size in zip(dims, array.shape, strict=True):
             labels = self.schema.coords.get(dim)
-            if labels is None:  # numbered; a `layer` dim of the model's depth: the layer numbers
+            if labels is None:  # numbered (a `layer` dim: the layer numbers)
                 self.schema.coords[dim] = list(range(size))
             elif len(labels) != size:
                 raise SampleError(

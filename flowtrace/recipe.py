@@ -11,9 +11,10 @@ import hashlib
 import importlib.util
 import re
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +24,6 @@ from flowtrace.engine import KnockoutCondition
 from flowtrace.engine.masks import sweep_layers, window_layers
 from flowtrace.errors import RecipeError
 from flowtrace.layout import FAMILIES, MARKERS, TokenLayout, did_you_mean, is_group_name
-from flowtrace.program import TraceProgram
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -270,6 +270,26 @@ def with_separators(layout: TokenLayout) -> TokenLayout:
             named[layout.groups[name]] = True
     rest = np.flatnonzero(~named & (np.arange(layout.seq_len) >= start)).astype(np.int64)
     return dataclasses.replace(layout, groups={**layout.groups, SEPARATORS: rest})
+
+
+@dataclass(frozen=True)
+class TraceProgram:
+    """An analysis written as a function of one sample's `flowtrace.program.Trace`, returning
+    named arrays with named dims: `{"name": (("dim", …), array)}`."""
+
+    name: str
+    title: str
+    program: Callable[..., Mapping[str, tuple[Sequence[str], Any]]]  # Trace -> named arrays
+    # Labels of named dims (e.g. "group": [...]); dims without labels are numbered, and a
+    # `layer` dim of the model's depth gets the layer numbers.
+    coords: Mapping[str, Sequence[object]] = field(default_factory=dict)
+    open_ended: bool = False  # whether it takes open-ended samples
+    chart: str = ""  # the figure registered under this name (flowtrace.plots), else a generic one
+    # Whether it runs with remote/serve: False where it calls the model's modules itself
+    # (a fast path), which only a local model allows.
+    remote: bool = True
+    description: str = ""
+    source_file: str = field(default="", compare=False)
 
 
 def counted_edges(layout: TokenLayout) -> torch.Tensor:

@@ -15,31 +15,15 @@ import xarray as xr
 from flowtrace.data import read_samples
 from flowtrace.errors import DataError, OptionError
 from flowtrace.models import LoadedModel
-from flowtrace.pipeline.analysis import Analysis, analyse_sample, prepare_analysis
-from flowtrace.pipeline.options import (
-    SAMPLE_MODES,
-    TOY_DATA,
-    RunOptions,
-    check_options,
-    resolve_data,
-)
+from flowtrace.pipeline.analysis import prepare_analyses
+from flowtrace.pipeline.options import RunOptions, check_options, resolve_data
 from flowtrace.pipeline.passes import run_pass
 from flowtrace.plots import chart_for, save_chart
 from flowtrace.recipe import Recipe
 from flowtrace.scale.remote import remote_trace_kwargs
 from flowtrace.store import open_cube
 
-__all__ = [
-    "SAMPLE_MODES",
-    "TOY_DATA",
-    "Analysis",
-    "RunOptions",
-    "RunResult",
-    "analyse_sample",
-    "prepare_analysis",
-    "resolve_data",
-    "run",
-]
+__all__ = ["RunOptions", "RunResult", "resolve_data", "run"]
 
 
 @dataclass
@@ -91,8 +75,6 @@ def run(
         out, resumed, retried = run_on_ray(recipes[0], options, source.root, samples, progress)
         outs = [out]
     else:
-        from flowtrace.pipeline.analysis import prepare_analyses
-
         analyses = prepare_analyses(recipes, options, source.root, samples, loaded)
         outs, resumed = run_pass(analyses, samples, progress)
     results = []

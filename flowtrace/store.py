@@ -89,11 +89,14 @@ class CubeStore:
         self.written = 0  # samples on disk (whole)
         self._lock_held = False
         self._overwrite = overwrite
-        self._buffer: list[SampleRecord | xr.Dataset] = []
+        self._buffer: list[SampleRecord] = []
         self._first_buffered: float | None = None
         self._error: BaseException | None = None
         self._closing = False
         self._cond = threading.Condition()
+        # One write at a time, in the order batches were taken: `flush()` may run beside the
+        # writer thread.
+        self._writing = threading.Lock()
         self._open()
         self._thread = threading.Thread(target=self._writer, name="flowtrace-writer", daemon=True)
         self._thread.start()
@@ -146,8 +149,8 @@ class CubeStore:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, items: SampleRecord | xr.Dataset | Sequence[SampleRecord]) -> None:
-        """Queue samples for the writer thread (a record, records, or a Dataset of samples)."""
+    def append(self, items: SampleRecord | Sequence[SampleRecord]) -> None:
+        """Queue samples (a record or records) for the writer thread."""
         batch = list(items) if isinstance(items, list | tuple) else [items]
         with self._cond:
             self._raise_writer_error()
@@ -158,10 +161,11 @@ class CubeStore:
 
     def flush(self) -> None:
         """Write everything buffered now, in this thread."""
-        with self._cond:
-            batch, self._buffer, self._first_buffered = self._buffer, [], None
-        if batch:
-            self._write(batch)
+        with self._writing:
+            with self._cond:
+                batch, self._buffer, self._first_buffered = self._buffer, [], None
+            if batch:
+                self._write(batch)
 
     def close(self) -> None:
         """Flush, stop the writer, release the lock. Raises the writer's error, if any."""
@@ -198,9 +202,8 @@ class CubeStore:
                     self._cond.wait(timeout=None if wait is None else max(wait, 0.001))
                 if self._closing:
                     return
-                batch, self._buffer, self._first_buffered = self._buffer, [], None
             try:
-                self._write(batch)
+                self.flush()
             except BaseException as err:  # noqa: BLE001 - raised in the run's thread
                 with self._cond:
                     self._error = err
@@ -215,7 +218,7 @@ class CubeStore:
     def _schema_ready(self) -> bool:
         """Whether the records' variables are known (a trace program's after its first result):
         the first flush fixes the arrays."""
-        schemas = [b.schema for b in self._buffer if isinstance(b, SampleRecord) and b.schema]
+        schemas = [r.schema for r in self._buffer if r.schema]
         schema = schemas[-1] if schemas else self.schema
         return schema is None or schema.complete
 
@@ -224,14 +227,10 @@ class CubeStore:
             error, self._error = self._error, None
             raise error
 
-    def _write(self, batch: list[SampleRecord | xr.Dataset]) -> None:
-        records = [b for b in batch if isinstance(b, SampleRecord)]
-        datasets = [b for b in batch if isinstance(b, xr.Dataset)]
-        if records:
-            if self.schema is None:
-                raise ValueError("CubeStore: records need the measure's schema")
-            datasets.insert(0, stack(records, self.schema))
-        ds = datasets[0] if len(datasets) == 1 else _concat(datasets)
+    def _write(self, batch: list[SampleRecord]) -> None:
+        if self.schema is None and not any(r.schema for r in batch):
+            raise ValueError("CubeStore: records need the measure's schema")
+        ds = stack(batch, self.schema)
         ds = _vlen_strings(ds)
         with warnings.catch_warnings():
             # Consolidated metadata is a zarr-python extension of v3; xarray reads it fine.
@@ -444,10 +443,6 @@ def _consolidate(path: Path) -> None:
         zarr.consolidate_metadata(path)
 
 
-def _concat(datasets: list[xr.Dataset]) -> xr.Dataset:
-    return xr.concat(datasets, dim=SAMPLE, data_vars="minimal", coords="minimal", compat="override")
-
-
 def compact(path: Path | str) -> None:
     """Rewrite a finished store with one chunk per array instead of blocks of samples: the same
     Dataset in a few dozen files (for stores kept in git). It is not resumed after."""
@@ -501,7 +496,7 @@ def open_cube(path: Path | str, load: bool | None = None) -> xr.Dataset:
         ) from None
     except Exception as err:  # noqa: BLE001 - a damaged metadata file
         raise StoreError(f"store {path}: its metadata cannot be read ({err})") from None
-    missing = [p for p in _chunk_problems(path, decode=False)]
+    missing = _chunk_problems(path, decode=False)
     if missing:
         raise StoreError(f"{missing[0]}; run `flowtrace check {path}` for every damaged chunk")
     if load is None:
@@ -530,8 +525,9 @@ def check_store(path: Path | str) -> list[str]:
 
 
 def chunk_count(path: Path | str) -> int:
+    """Chunks on disk over every array (what `check_store` reads)."""
     arrays = _arrays(Path(path), "r", consolidated=True)
-    return sum(int(np.prod(a.cdata_shape, dtype=np.int64)) for _, a in arrays)
+    return sum(int(a.nchunks_initialized) for _, a in arrays)
 
 
 def _chunk_problems(

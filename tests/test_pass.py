@@ -117,7 +117,8 @@ def test_prefetch_loads_the_next_samples_while_the_caller_works():
 def test_stores_name_no_absolute_path_unless_asked(tmp_path: Path):
     """A shared store carries no home folder: videos relative to the data root, the data and the
     model as the user named them; absolute paths only with absolute_paths."""
-    from flowtrace.pipeline.options import resolve_data, video_file
+    from flowtrace.data.sources import video_file
+    from flowtrace.pipeline.options import resolve_data
 
     root = str(resolve_data("toy").root)
     shared = open_cube(run(load_recipe("logit_lens"), options(tmp_path / "a.zarr")).store)

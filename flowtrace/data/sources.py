@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowtrace.embedded import EMBEDDED_DATA
 from flowtrace.errors import DataError
 
 # Dataset kinds and the layout each expects under its root (docs/data.md has the details).
@@ -55,9 +56,15 @@ def config_path() -> Path:
     return Path(base) / "flowtrace" / "data.toml"
 
 
+TOY_DATA = "toy"  # the embedded held-out split
+
+
 def parse_data(spec: str, config: Path | None = None) -> DataSource:
-    """KIND:PATH, an existing folder (TVBench layout), or a NAME from the config file."""
+    """'toy' (the embedded held-out split), KIND:PATH, an existing folder (TVBench layout), or a
+    NAME from the config file."""
     spec = str(spec)
+    if spec == TOY_DATA:
+        return DataSource(kind="tvbench", root=EMBEDDED_DATA, spec=spec)
     match = _KIND_PREFIX.match(spec)
     if match and match.group(1) in KINDS:
         return _source(match.group(1), match.group(2), spec)
@@ -127,10 +134,6 @@ def video_file(attrs: Mapping[str, object], video: str) -> Path:
     if path.is_absolute():
         return path
     data = str(attrs.get("data", ""))
-    if data == "toy":
-        from flowtrace.toy import EMBEDDED_DATA
-
-        return EMBEDDED_DATA / path
     try:
         root = parse_data(data).root if data else Path(str(attrs.get("data_root", ".")))
     except (DataError, ValueError):

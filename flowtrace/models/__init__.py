@@ -89,7 +89,7 @@ def load_model(
 
     hf_logging.disable_progress_bar()  # flowtrace shows its own progress
 
-    from flowtrace.toy import EMBEDDED_MODEL, EMBEDDED_PLANTED
+    from flowtrace.embedded import EMBEDDED_MODEL, EMBEDDED_PLANTED
 
     source = {TOY: str(EMBEDDED_MODEL), PLANTED: str(EMBEDDED_PLANTED)}.get(spec, spec)
     local = Path(source).expanduser()

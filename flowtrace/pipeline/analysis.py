@@ -108,7 +108,7 @@ def prepare_analyses(
     analyses = []
     for recipe in recipes:
         kind = kind_of(recipe)
-        knocks_out = kind.knocks_out and not options.eval_only
+        knocks_out = (kind.knocks_out or kind.fast_clean) and not options.eval_only
         # Generation has no shortcut (docs/design.md): its replies run the reference path.
         generates = isinstance(recipe, Knockout) and recipe.generate > 0
         if trace_kwargs and generates:
@@ -175,15 +175,13 @@ def load_inputs(analysis: Analysis, sample: Sample) -> Prepared:
 
 
 def analyse_sample(
-    analyses: list[Analysis] | Analysis,
+    group: list[Analysis],
     sample: Sample,
     prepared: Prepared | SampleError | None = None,
-) -> list[SampleRecord] | SampleRecord:
+) -> list[SampleRecord]:
     """One sample's records, a record per analysis; the serial pass and every Ray worker call
     exactly this. `prepared`: the inputs (or the reason they could not be made) if the
     prefetcher made them already."""
-    single = not isinstance(analyses, list)
-    group = [analyses] if single else analyses
     records = [sample_record(sample, a.measure.schema, a.root) for a in group]
     if prepared is None:
         try:
@@ -202,7 +200,7 @@ def analyse_sample(
             _failed(records[index], err)
     if live and not isinstance(prepared, SampleError):
         _measure(group, records, live, sample, prepared)
-    return records[0] if single else records
+    return records
 
 
 def _failed(record: SampleRecord, err: SampleError) -> None:
@@ -256,7 +254,7 @@ def _measure(
             start += count
             try:
                 clean = cleans[id(engine)]
-                analysis.measure.fill(Step(engine, prepared, clean, record, plan, mine))
+                analysis.measure.fill(Step(sample, engine, prepared, clean, record, plan, mine))
                 record.coords["engine"] = "+".join(sorted(engine.used))
                 record.coords["engine_note"] = getattr(engine, "fallback_reason", "") or ""
                 record.coords["status"] = "ok"

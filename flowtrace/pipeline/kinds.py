@@ -42,6 +42,7 @@ class Kind:
     knocks_out: bool = False  # runs knockouts (the fast engine applies)
     open_ended: bool = False  # analyses open-ended samples (the reference answer's first token)
     attn: str | None = None  # the attention implementation it needs (eager: attention weights)
+    fast_clean: bool = False  # runs its clean pass on the fast engine (a capture it reuses)
 
 
 def _heads(spec: str, num_heads: int) -> tuple[int, ...] | str | None:
@@ -105,7 +106,8 @@ KINDS: dict[type, Kind] = {
     LayerProbe: Kind(_probe),
     VideoLogitLens: Kind(_video_lens, open_ended=True),
     AttentionMap: Kind(_attention, attn="eager"),
-    TraceProgram: Kind(_program),  # open-ended samples where the recipe says so
+    # Its clean pass on the fast engine: a program's patches reuse that capture (patching.py).
+    TraceProgram: Kind(_program, fast_clean=True),  # open-ended where the recipe says so
 }
 
 

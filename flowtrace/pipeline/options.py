@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowtrace.data import DataSource, parse_data
-from flowtrace.data.sources import video_file  # noqa: F401 - where stores' videos lie
+from flowtrace.data.sources import TOY_DATA
 from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import DataError, OptionError
 
 SAMPLE_MODES = ("correct", "wrong", "all")
 ENGINES = ("fast", "reference")
 EXECUTORS = ("serial", "ray")
-TOY_DATA = "toy"
 
 
 @dataclass
@@ -89,10 +88,6 @@ def check_options(options: RunOptions) -> None:
 
 def resolve_data(data: str) -> DataSource:
     """'toy', KIND:PATH, a folder (TVBench layout) or a name from the user's data.toml."""
-    from flowtrace.toy import EMBEDDED_DATA
-
-    if data == TOY_DATA:
-        return DataSource(kind="tvbench", root=EMBEDDED_DATA, spec=data)
     try:
         return parse_data(data)
     except ValueError as err:

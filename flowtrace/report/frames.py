@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-import flowtrace.toy
+from flowtrace.embedded import EMBEDDED
 
 # Stores keep absolute video paths; the embedded toy data moves with the checkout, so a path
 # into another checkout's copy is looked up in this one.
@@ -21,7 +21,7 @@ def resolve_video(path: str) -> Path | None:
     if found.exists():
         return found
     if _EMBEDDED in path:
-        here = Path(flowtrace.toy.__file__).parent / "embedded" / path.split(_EMBEDDED, 1)[1]
+        here = EMBEDDED / path.split(_EMBEDDED, 1)[1]
         if here.exists():
             return here
     return None

@@ -72,7 +72,7 @@ class SampleWorker:
     def analyse(self, index: int) -> SampleRecord:
         from flowtrace.pipeline.analysis import analyse_sample
 
-        return analyse_sample(self.analysis, self.samples[index])
+        return analyse_sample([self.analysis], self.samples[index])[0]
 
 
 def run_on_ray(

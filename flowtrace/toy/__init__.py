@@ -1,9 +1,5 @@
 """The embedded default: a small LLaVA-NeXT-Video that flowtrace trains on its synthetic tasks."""
 
-from pathlib import Path
+from flowtrace.embedded import EMBEDDED, EMBEDDED_DATA, EMBEDDED_MODEL, EMBEDDED_PLANTED
 
-EMBEDDED = Path(__file__).parent / "embedded"
-EMBEDDED_MODEL = EMBEDDED / "model"
-# The same architecture trained under fixed attention routes (flowtrace.models.planted).
-EMBEDDED_PLANTED = EMBEDDED / "planted"
-EMBEDDED_DATA = EMBEDDED / "heldout"
+__all__ = ["EMBEDDED", "EMBEDDED_DATA", "EMBEDDED_MODEL", "EMBEDDED_PLANTED"]
