@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from flowtrace.data import read_samples
+from flowtrace.engine.remote import remote_trace_kwargs
 from flowtrace.errors import DataError, OptionError
 from flowtrace.models import LoadedModel
 from flowtrace.pipeline.analysis import prepare_analyses
@@ -20,7 +21,6 @@ from flowtrace.pipeline.options import RunOptions, check_options, resolve_data
 from flowtrace.pipeline.passes import run_pass
 from flowtrace.plots import chart_for, save_chart
 from flowtrace.recipe import Recipe
-from flowtrace.scale.remote import remote_trace_kwargs
 from flowtrace.store import open_cube
 
 __all__ = ["RunOptions", "RunResult", "resolve_data", "run"]

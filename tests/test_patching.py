@@ -190,7 +190,7 @@ def test_the_patching_store_draws_its_own_figure(reversed_direction):
 
 def test_the_readme_program_runs_through_a_simulated_server(tmp_path: Path, planted):
     """Its traces serialise: the same cube through nnsight's simulated server as locally."""
-    from flowtrace.scale import remote
+    from flowtrace.engine import remote
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("<!-- own-recipe -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]

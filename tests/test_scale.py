@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 
 from flowtrace.cli import app
 from flowtrace.data import read_frames, read_samples
+from flowtrace.engine import remote
 from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.models import load_model
 from flowtrace.recipe import RECIPES_DIR, load_recipe, recipe_files
 from flowtrace.runner import RunOptions, run
-from flowtrace.scale import remote
 from flowtrace.scale.ray_executor import WORKER_PREFIX
 
 # Differ between any two runs of the same analysis; everything else in the store must not.

@@ -12,6 +12,7 @@ import torch
 from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample, SampleError, sample_frames, validate_sample
 from flowtrace.engine import ReferenceEngine, make_engine
+from flowtrace.engine.remote import remote_trace_kwargs, route_traces
 from flowtrace.errors import OptionError
 from flowtrace.measure import (
     Clean,
@@ -27,7 +28,6 @@ from flowtrace.pipeline.kinds import kind_of
 from flowtrace.pipeline.options import RunOptions, default_out, resolve_data, settle
 from flowtrace.pipeline.provenance import provenance
 from flowtrace.recipe import Knockout, Recipe, check_groups
-from flowtrace.scale.remote import remote_trace_kwargs, route_traces
 
 
 @dataclass

@@ -28,7 +28,6 @@ from flowtrace.models import HUB_ID
 
 if TYPE_CHECKING:
     from flowtrace.models import LoadedModel
-    from flowtrace.pipeline.options import RunOptions
 
 SIMULATED = "local"  # --serve local: the server's side of a request, run in this process
 # What an NDIF server has installed besides the standard library and nnsight's own dependencies
@@ -44,8 +43,9 @@ class NotServable(FlowtraceError, ModuleNotFoundError):
     """A trace body needs a module a server does not have (shown as one line by the CLI)."""
 
 
-def remote_trace_kwargs(options: RunOptions) -> tuple[dict[str, Any], str]:
+def remote_trace_kwargs(options: Any) -> tuple[dict[str, Any], str]:
     """The `model.trace(...)` options for `--remote` / `--serve`, and a label for provenance.
+    `options`: the run's options (their `remote`, `serve` and `model`; pipeline.options.RunOptions).
 
     The label names where the traces ran (never the API key, which nnsight reads itself from
     NDIF_API_KEY or its own config file).
