@@ -32,8 +32,9 @@ from typing import Any
 
 import torch
 
+from flowtrace.engine.condition import KnockoutCondition
 from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed
-from flowtrace.engine.reference import KnockoutCondition, ReferenceEngine
+from flowtrace.engine.reference import ReferenceEngine
 from flowtrace.models import LoadedModel
 
 # Rows × recomputed positions per batch; bounds the activations (the MLP's intermediate dominates).

@@ -9,37 +9,16 @@ forward wrapper exactly, and per-row masks make batching conditions exact.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import nnsight
 import torch
 
 from flowtrace.engine import masks
+from flowtrace.engine.condition import KnockoutCondition
 from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed, per_head
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
-
-
-@dataclass(frozen=True)
-class KnockoutCondition:
-    """Edges to cut, per layer: layer -> (L, L) bool [query, key]; in every attention head, or
-    only in `heads` (head-level knockout)."""
-
-    blocked: Mapping[int, torch.Tensor]
-    heads: tuple[int, ...] | None = None
-
-    @classmethod
-    def window(
-        cls, blocked: torch.Tensor, layers: Sequence[int], heads: Sequence[int] | None = None
-    ) -> KnockoutCondition:
-        """The same edges cut in every layer of a window (the paper's sweeps)."""
-        return cls({layer: blocked for layer in layers}, None if heads is None else tuple(heads))
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        return tuple(sorted(self.blocked))
-
 
 # model_allowed and additive_mask run inside trace bodies: ship their source with remote requests.
 nnsight.register(masks)
