@@ -118,9 +118,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--work", type=Path, help="Folder for clips and stores (default: temp).")
+    parser.add_argument(
+        "--clips",
+        type=Path,
+        help="Clips written beforehand by write_clips (a machine without PyAV to encode them).",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="flowtrace-e2e-"))
-    data = write_clips(work / "data", args.samples)
+    data = args.clips or write_clips(work / "data", args.samples)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
     loaded = build(args.shape, args.device, dtype, args.attn)
     recipes = [load_recipe(name) for name in SWEEPS]
@@ -128,7 +133,9 @@ def main() -> None:
     frames = loaded.adapter.default_frames
     count = len(read_samples(DataSource(kind="tvbench", root=data, spec=str(data))))
 
-    def options(out: Path) -> RunOptions:
+    compiled = FastEngine(loaded).compile
+
+    def options(out: Path, limit: int | None = None) -> RunOptions:
         return RunOptions(
             data=str(data),
             out=out,
@@ -136,10 +143,15 @@ def main() -> None:
             plot=False,
             device=args.device,
             window=window,
+            limit=limit,
         )
 
-    # Warm-up: kernels, the fast engine's self-check, the tokenizer's caches.
-    run(recipes[0], options(work / "warm.zarr"), loaded=loaded)
+    # Warm-up on one sample per task: kernels, compiled graphs, the fast engine's self-check,
+    # the tokenizer's caches.
+    started = time.perf_counter()
+    run(recipes, options(work / "warm", limit=4), loaded=loaded)
+    warm_s = time.perf_counter() - started
+    print(json.dumps({"measure": "warm_up", "s": round(warm_s, 1), "compiled": compiled}))
     base = engine_only(loaded, recipes, data, frames, window, args.device)
     print(json.dumps({"measure": "engine_only", "s_per_sample": round(base, 4), "samples": count}))
     rows = {}
@@ -162,6 +174,8 @@ def main() -> None:
         "shape": args.shape,
         "device": args.device,
         "samples": count,
+        "compiled_layers": compiled,
+        "warm_up_s": round(warm_s, 1),
         "engine_only_s": round(base, 4),
         "four_runs_s": round(four, 4),
         "one_pass_s": round(rows["one_pass"], 4),

@@ -25,6 +25,7 @@ from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 KNOCKOUT_RECIPES = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
@@ -69,7 +70,9 @@ def test_every_knockout_recipe_matches_reference(style: str, rows: str, loaded, 
     fast.clean(prepared.inputs)
     clean = reference.clean(prepared.inputs)
     for name in KNOCKOUT_RECIPES:
-        conditions = load_recipe(name).conditions(prepared.layout, loaded.num_layers, 3, style)
+        conditions = load_recipe(name).conditions(
+            prepared.layout, loaded.num_layers, Sweep(3, style)
+        )
         knockouts = [c.knockout for c in conditions]
         want = reference.knockout(prepared.inputs, knockouts)
         got = fast.knockout(prepared.inputs, knockouts)
@@ -133,7 +136,7 @@ def test_falls_back_to_reference_when_the_model_breaks_causality(tiny_model_dir,
         knockouts = [
             c.knockout
             for c in load_recipe("vql_to_ql").conditions(
-                prepared.layout, loaded.num_layers, 1, "center"
+                prepared.layout, loaded.num_layers, Sweep(window=1)
             )
         ]
         fast = FastEngine(loaded)
@@ -149,7 +152,7 @@ def test_falls_back_to_reference_when_the_model_breaks_causality(tiny_model_dir,
 
 
 def test_runner_engines_write_the_same_cube(tiny_model_dir: Path, tiny_data: Path, tmp_path):
-    common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=3, window=3)
+    common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=3, sweep=Sweep(window=3))
     common |= dict(sample_mode="all", device="cpu", plot=False)
     recipe = load_recipe("vql_to_ql")
     fast = run(recipe, RunOptions(out=tmp_path / "fast.zarr", **common))
@@ -215,8 +218,8 @@ def _off_by_one_flat(monkeypatch):
 def test_a_wrong_shortcut_of_one_kind_falls_back_loudly(toy, monkeypatch):
     prepared = toy_sample(toy, "Object Count")
     recipe = load_recipe("vql_to_ql")
-    sweep = (0, 4)  # first cut layers 0..2: enough kinds, half the reference passes
-    conditions = recipe.conditions(prepared.layout, toy.num_layers, 3, "center", sweep)
+    sweep = Sweep(window=3, layers=(0, 4))  # first cut layers 0..2: enough kinds, half the passes
+    conditions = recipe.conditions(prepared.layout, toy.num_layers, sweep)
     knockouts = [c.knockout for c in conditions]
     want = ReferenceEngine(toy).knockout(prepared.inputs, knockouts)
     _off_by_one_flat(monkeypatch)
@@ -248,7 +251,7 @@ def test_a_wrong_shortcut_of_one_kind_falls_back_loudly(toy, monkeypatch):
     other = toy_sample(toy, "Moving Direction")
     fast.clean(other.inputs)
     assert fast.used == set() and fast.fallback_reason == ""
-    other_knockouts = recipe.conditions(other.layout, toy.num_layers, 3, "center", (0, 2))
+    other_knockouts = recipe.conditions(other.layout, toy.num_layers, Sweep(3, layers=(0, 2)))
     with pytest.warns(FastEngineFallback):
         fast.knockout(other.inputs, [c.knockout for c in other_knockouts])
     assert fast.used == {"reference"} and "flat path" in fast.fallback_reason
@@ -262,7 +265,7 @@ def test_self_check_runs_once_per_kind(toy):
     for index in (0, 1):
         prepared = toy_sample(toy, "Object Color", index)
         conditions = load_recipe("vql_to_ql").conditions(
-            prepared.layout, toy.num_layers, 3, "center"
+            prepared.layout, toy.num_layers, Sweep(window=3)
         )
         knockouts = [c.knockout for c in conditions if c.layer < 4]  # first cut layers 0..2
         fast.clean(prepared.inputs)
@@ -273,3 +276,70 @@ def test_self_check_runs_once_per_kind(toy):
     late = [c.knockout for c in conditions if c.layer == 6][:1]  # first cut layer 5
     fast.knockout(prepared.inputs, late)
     assert fast.checked_rows == runs[1] + 1
+
+
+@pytest.mark.slow
+def test_compiled_recompute_matches_plain_pytorch(toy, toy_prepared):
+    """torch.compile'd layer twins (the GPU default) give the plain knockout's numbers, on the
+    flat and the batched path, with and without head-level cuts; the compiled path really ran."""
+    prepared = toy_prepared
+    layout = prepared.layout
+    frames = [layout[f"frame_{t}"] for t in range(layout.num_frames)]
+    cross = [(frames[t], np.concatenate(frames[:t])) for t in range(1, len(frames))]
+    cases = [
+        (cross, [0, 1, 2], None),  # moves p by 2e-3
+        ([(layout["last"], layout["question"])], [0, 1, 2], None),  # by 1.0
+        ([(layout["last"], layout["video"])], [2, 3, 4], (0, 2)),  # by 0.5
+    ]
+    seq_len = layout.seq_len
+    conditions, wants = [], []
+    for pairs, layers, heads in cases:
+        m = torch.zeros(seq_len, seq_len, dtype=torch.bool)
+        for queries, keys in pairs:
+            m[np.ix_(queries, keys)] = True
+        conditions.append(KnockoutCondition.window(m, layers, heads))
+        wants.append(plain_knockout_probs(toy.model, prepared.inputs, pairs, layers, heads))
+    clean = plain_per_layer_probs(toy.model, prepared.inputs, {})
+    for want in wants:
+        assert (want - clean).abs().max() > 100 * TOLERANCE
+    for flat_tokens in (0, 10**9):
+        fast = FastEngine(toy, compile=True)
+        fast.flat_tokens = flat_tokens
+        fast.clean(prepared.inputs)
+        got = fast.knockout(prepared.inputs, conditions)
+        assert fast.compile and fast.compiled_calls > 0, "the compiled layers did not run"
+        assert fast.used == {"fast"} and fast.fallback_reason == ""
+        for row, want in zip(got, wants, strict=True):
+            assert torch.allclose(row, want, atol=TOLERANCE, rtol=0), (row - want).abs().max()
+
+
+def test_a_failing_compile_runs_uncompiled_with_a_warning(toy, toy_prepared, monkeypatch):
+    """A compiler error on some model must not lose the sample: the layer reruns uncompiled."""
+
+    def broken(module, **kwargs):
+        def fail(*args, **kw):
+            raise RuntimeError("backend exploded")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    prepared = toy_prepared
+    last, question = prepared.layout["last"], prepared.layout["question"]
+    m = torch.zeros(prepared.layout.seq_len, prepared.layout.seq_len, dtype=torch.bool)
+    m[np.ix_(last, question)] = True
+    want = plain_knockout_probs(toy.model, prepared.inputs, [(last, question)], [3, 4, 5])
+    fast = FastEngine(toy, compile=True)
+    fast.clean(prepared.inputs)
+    with pytest.warns(FastEngineFallback, match="torch.compile failed.*backend exploded"):
+        got = fast.knockout(prepared.inputs, [KnockoutCondition.window(m, [3, 4, 5])])
+    assert not fast.compile and fast.compiled_calls == 0
+    assert torch.allclose(got[0], want, atol=TOLERANCE, rtol=0)
+
+
+def test_compile_defaults_to_cuda_only(toy, monkeypatch):
+    monkeypatch.delenv("FLOWTRACE_COMPILE", raising=False)
+    assert FastEngine(toy).compile is False  # a CPU model
+    monkeypatch.setenv("FLOWTRACE_COMPILE", "1")
+    assert FastEngine(toy).compile is True
+    monkeypatch.setenv("FLOWTRACE_COMPILE", "off")
+    assert FastEngine(toy, compile=None).compile is False

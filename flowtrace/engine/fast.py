@@ -25,6 +25,8 @@ reference path runs too.
 
 from __future__ import annotations
 
+import copy
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +47,13 @@ DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
 # 1e-4 to 0.3 there.
 SELF_CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 HALF_PRECISION_TOLERANCE = 2e-3
+# Compiling the recomputed layers fuses the norms, rotary and gating that run as separate
+# elementwise kernels otherwise; worth its start-up cost (a minute or so per process) on a GPU,
+# not on a CPU. FLOWTRACE_COMPILE=0/1 overrides the default.
+COMPILE_ENV = "FLOWTRACE_COMPILE"
+# Graphs per layer shape: one token (the self-check), one row of suffix tokens, several rows; with
+# and without head-level masks. Beyond this, dynamo gives up and runs the layer uncompiled.
+COMPILE_RECOMPILE_LIMIT = 32
 # Short suffixes of several rows go side by side in one sequence, up to this many tokens: their
 # attention to each other's (masked) blocks is the price, small next to the MLPs at this size.
 FLAT_TOKENS = 4096
@@ -99,10 +108,18 @@ class FastEngine(ReferenceEngine):
     name = "fast"
 
     def __init__(
-        self, loaded: LoadedModel, batch_size: int = 8, token_budget: int | None = None
+        self,
+        loaded: LoadedModel,
+        batch_size: int = 8,
+        token_budget: int | None = None,
+        compile: bool | None = None,
     ) -> None:
         super().__init__(loaded, batch_size)
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
+        # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
+        self.compile = _compile_default(loaded) if compile is None else compile
+        self._compiled: list[Any] | None = None
+        self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
         self._capture: CleanCapture | None = None
         self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
         # Kinds of shortcut a full forward has confirmed (see _kinds), kept for the model's life.
@@ -262,7 +279,7 @@ class FastEngine(ReferenceEngine):
             shape = (len(rows), *per_head, lengths[0], seq_len)
             kwargs = _suffix_kwargs(capture.layer_kwargs, prefix_len)
         masks = torch.zeros(shape, dtype=torch.bool, device=device)
-        layers = loaded.layers(loaded.model)
+        layers = self._recompute_layers()
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
         current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
@@ -305,7 +322,9 @@ class FastEngine(ReferenceEngine):
             prefix = _PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
-            out = layers[index](
+            out = self._call_layer(
+                layers,
+                index,
                 hidden,
                 attention_mask=additive_mask(mask, loaded.dtype),
                 use_cache=False,
@@ -325,6 +344,42 @@ class FastEngine(ReferenceEngine):
         else:
             last = hidden[:, -1]
         return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
+
+    # -- compiled layers ----------------------------------------------------------------------
+
+    def _recompute_layers(self) -> list[Any]:
+        """The decoder layers the recompute calls: compiled twins when `compile` is on."""
+        layers = self.loaded.layers(self.loaded.model)
+        if not self.compile:
+            return layers
+        if self._compiled is None:
+            import torch._dynamo
+
+            limit = torch._dynamo.config.recompile_limit
+            torch._dynamo.config.recompile_limit = max(limit, COMPILE_RECOMPILE_LIMIT)
+            self._compiled = [torch.compile(_plain_twin(layer), dynamic=True) for layer in layers]
+        return self._compiled
+
+    def _call_layer(self, layers: list[Any], index: int, *args: Any, **kwargs: Any) -> Any:
+        if not self.compile:  # also after a compile failure earlier in this recompute
+            return self.loaded.layers(self.loaded.model)[index](*args, **kwargs)
+        try:
+            out = layers[index](*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any compiler failure: run uncompiled
+            self.compile = False
+            warnings.warn(
+                FastEngineFallback(
+                    f"fast engine on {self.loaded.model_id}: torch.compile failed on decoder "
+                    f"layer {index} ({type(error).__name__}: {str(error)[:200]}); the recompute "
+                    f"runs uncompiled from here on ({COMPILE_ENV}=0 skips compiling)"
+                ),
+                stacklevel=2,
+            )
+            return self.loaded.layers(self.loaded.model)[index](*args, **kwargs)
+        self.compiled_calls += 1
+        return out
 
     # -- self-check -------------------------------------------------------------------------
 
@@ -403,6 +458,31 @@ class _Row:
     condition: KnockoutCondition
     start: int
     entry: int
+
+
+def _compile_default(loaded: LoadedModel) -> bool:
+    setting = os.environ.get(COMPILE_ENV, "").strip().lower()
+    if setting in ("0", "false", "no", "off"):
+        return False
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    return loaded.device.type == "cuda"
+
+
+def _plain_twin(module: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of `module` and its children sharing their parameters, without the
+    forward wrappers nnsight installs on each instance.
+
+    Compiling through those wrappers makes dynamo guard on every sequence length (a graph per
+    length); the twin is the model's own code, which compiles to a few dynamic-shape graphs.
+    """
+    twin = copy.copy(module)
+    twin.__dict__.pop("forward", None)
+    twin._modules = {
+        name: None if child is None else _plain_twin(child)
+        for name, child in module._modules.items()
+    }
+    return twin
 
 
 def _kinds(row: _Row, flat: bool, seq_len: int) -> set[tuple]:
