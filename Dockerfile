@@ -1,17 +1,21 @@
 # syntax=docker/dockerfile:1
 # flowtrace in a container, with the pinned versions of docker/constraints-$FLAVOR.txt.
 #
-#   docker build -t flowtrace:cpu .                                    # CPU image (default)
+#   docker build --build-arg TORCH_INDEX_URL -t flowtrace:cpu .        # CPU image (default)
 #   docker build --build-arg FLAVOR=cuda -t flowtrace:cuda .           # CUDA image for GPU hosts
 #   docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/results:/work/results" \
 #       flowtrace:cpu flowtrace run recipes/cross_frame.py
 #
-# Build arguments (all optional):
+# No index is named in this file: every index comes in as a build argument (`--build-arg NAME`
+# alone takes NAME's value from the environment of `docker build`).
+# Build arguments (TORCH_INDEX_URL needed for cpu, the others optional):
 #   FLAVOR            cpu (default) or cuda: which lock file, and where torch comes from.
-#   TORCH_INDEX_URL   index for torch + torchvision. Default: the PyTorch CPU index for cpu
-#                     (torch==X+cpu, no CUDA libraries); PyPI for cuda (its Linux wheels are CUDA
-#                     builds that bring their CUDA libraries as pip packages; the host needs only
-#                     the NVIDIA driver and container toolkit). Any index with the locked versions.
+#   TORCH_INDEX_URL   index for torch + torchvision; needed for cpu: PyTorch's CPU wheel index
+#                     (the --index-url PyTorch's install selector gives for Linux, pip, CPU; its
+#                     torch==X+cpu has no CUDA libraries), or a mirror of it. Unset for cuda:
+#                     torch from pip's own index, whose Linux wheels are CUDA builds that bring
+#                     their CUDA libraries as pip packages (the host needs only the NVIDIA driver
+#                     and container toolkit). Any index with the locked versions works for both.
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS
 #                     pip's own settings for everything else (a mirror, a wheel folder).
 #   BASE_IMAGE        debian:bookworm-slim; another Debian/Ubuntu with python3 >= 3.11 works.
@@ -38,6 +42,16 @@ ENV VIRTUAL_ENV=/opt/flowtrace \
     HF_HOME=/cache/huggingface \
     MPLCONFIGDIR=/cache/matplotlib
 
+# Settings checked before anything is fetched.
+RUN set -eu; \
+    case "$FLAVOR" in cpu|cuda) ;; *) echo "FLAVOR must be cpu or cuda, not '$FLAVOR'" >&2; exit 1;; esac; \
+    if [ "$FLAVOR" = cpu ] && [ -z "${TORCH_INDEX_URL:-}" ]; then \
+        echo "FLAVOR=cpu needs --build-arg TORCH_INDEX_URL=...: PyTorch's CPU wheel index (the" \
+             "--index-url PyTorch's install selector gives for Linux, pip, CPU) or a mirror of it;" \
+             "any index with the locked torch works (pip's own default has its CUDA build: ~7 GB)" >&2; \
+        exit 1; \
+    fi
+
 # System layer: python and an unprivileged user. /cache is writable by any uid (docker run --user).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
@@ -52,10 +66,9 @@ COPY docker/constraints-cpu.txt docker/constraints-cuda.txt /usr/local/share/flo
 
 # Dependency layers, before the source: pip + setuptools, then torch (the big one), then the rest.
 # `pip install -r` of the lock (not --no-deps): a torch wheel that needs more than the lock names
-# (PyPI's CUDA build in a cpu image) still gets its libraries.
+# (the CUDA build from pip's own index in a cpu image) still gets its libraries.
 RUN --mount=type=secret,id=pip-ca \
     set -eu; if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
-    case "$FLAVOR" in cpu|cuda) ;; *) echo "FLAVOR must be cpu or cuda, not '$FLAVOR'" >&2; exit 1;; esac; \
     lock=/usr/local/share/flowtrace/constraints-$FLAVOR.txt; \
     pip install --no-cache-dir --disable-pip-version-check -c "$lock" pip setuptools
 
@@ -63,7 +76,6 @@ RUN --mount=type=secret,id=pip-ca \
     set -eu; if [ -f /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi; \
     lock=/usr/local/share/flowtrace/constraints-$FLAVOR.txt; \
     index="${TORCH_INDEX_URL:-}"; \
-    if [ -z "$index" ] && [ "$FLAVOR" = cpu ]; then index=https://download.pytorch.org/whl/cpu; fi; \
     pin() { grep -i "^$1==" "$lock"; }; \
     pip install --no-cache-dir --disable-pip-version-check --only-binary=:all: --no-deps \
         ${index:+--index-url "$index"} "$(pin torch)" "$(pin torchvision)"
