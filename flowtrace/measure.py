@@ -31,6 +31,7 @@ from flowtrace.recipe import (
     counted_edges,
     random_plan,
 )
+from flowtrace.sweep import Sweep
 
 LENSES = ("norm", "raw")  # logit lens with the final norm (as the model does) and without
 
@@ -177,24 +178,11 @@ class Plan:
 class KnockoutMeasure:
     """Probabilities of the clean answer and the true letter under each knockout and window."""
 
-    def __init__(
-        self,
-        recipe: Knockout,
-        loaded: LoadedModel,
-        window: int,
-        style: str,
-        sweep: tuple[int, int] | None,
-        heads: Sequence[int] | str | None = None,
-    ) -> None:
-        """`heads`: None cuts in every head, a list cuts in those heads together, "sweep" cuts in
-        each head alone (the cube gains a `head` dim)."""
+    def __init__(self, recipe: Knockout, loaded: LoadedModel, sweep: Sweep) -> None:
+        """`sweep`: where each knockout cuts (its window, positions and heads); each head alone
+        (`sweep.per_head`) gives the cube a `head` dim."""
         self.recipe, self.loaded = recipe, loaded
-        self.window, self.style, self.sweep = window, style, sweep
-        self.per_head = heads == "sweep"
-        if self.per_head:
-            self.heads: list[Sequence[int] | None] = [(h,) for h in range(loaded.num_heads)]
-        else:
-            self.heads = [None if heads is None else tuple(heads)]
+        self.sweep, self.per_head = sweep, sweep.per_head
         self.generate = recipe.generate
         labels = recipe.labels()
         self.sources = list(dict.fromkeys(s for s, _ in labels))
@@ -208,7 +196,7 @@ class KnockoutMeasure:
             "target": self.targets,
         }
         if self.per_head:
-            coords["head"] = np.arange(len(self.heads))
+            coords["head"] = np.arange(loaded.num_heads)
         variables = {**CLEAN_VARIABLES, **answer_variables(dims)}
         if self.generate:
             variables["clean_text"] = Variable((), "str", "")
@@ -227,7 +215,7 @@ class KnockoutMeasure:
                 f"edges name{why}"
             )
         conditions = self.recipe.conditions(
-            layout, self.loaded.num_layers, self.window, self.style, self.sweep, self.heads
+            layout, self.loaded.num_layers, self.sweep, self.loaded.num_heads
         )
         # Replies run their own batched generation; first-token knockouts join the pass's batch.
         knockouts = [] if self.generate else [c.knockout for c in conditions]

@@ -21,9 +21,9 @@ import torch
 
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition
-from flowtrace.engine.masks import sweep_layers, window_layers
 from flowtrace.errors import RecipeError
 from flowtrace.layout import FAMILIES, MARKERS, TokenLayout, did_you_mean, is_group_name
+from flowtrace.sweep import Sweep
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -79,23 +79,25 @@ class Knockout:
         self,
         layout: TokenLayout,
         num_layers: int,
-        window: int,
-        style: str,
-        sweep: tuple[int, int] | None = None,
-        heads: Sequence[Sequence[int] | None] = (None,),
+        sweep: Sweep,
+        num_heads: int | None = None,
     ) -> list[Condition]:
-        """Each edge at each sweep layer, once per entry of `heads` (None: every head)."""
+        """Each edge cut at each step of `sweep`: in the window's layers, in its heads (a
+        per-head sweep needs the model's `num_heads`)."""
+        if not isinstance(sweep, Sweep):
+            raise TypeError(
+                "conditions(layout, num_layers, sweep): give the sweep settings as one "
+                f"flowtrace.sweep.Sweep(window, style, layers, heads), not {sweep!r}"
+            )
         out = []
         for (source, target), expr in zip(self.labels(), self.edge_map().values(), strict=True):
             if self.skip_absent and any(g not in layout.groups for g in _group_names(expr)):
                 continue
             blocked = torch.from_numpy(blocked_edges(expr, layout))
-            for layer in sweep_layers(num_layers, sweep):
-                layers = window_layers(layer, num_layers, window, style)
-                for chosen in heads:
-                    knockout = KnockoutCondition.window(blocked, layers, chosen)
-                    edges = int(blocked.sum())
-                    out.append(Condition(source, target, layer, knockout, edges, chosen))
+            edges = int(blocked.sum())
+            for layer, layers, heads in sweep.steps(num_layers, num_heads):
+                knockout = KnockoutCondition.window(blocked, layers, heads)
+                out.append(Condition(source, target, layer, knockout, edges, heads))
         return out
 
 

@@ -41,6 +41,7 @@ from flowtrace.models.templates import (
 )
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
+from flowtrace.sweep import Sweep
 
 FRAMES = 8
 
@@ -535,7 +536,9 @@ def test_cross_frame_knockout_matches_plain_forward(
         frames = videollama3_ranges(loaded.tokenizer, ids[0].tolist())[1]
     pairs = [(frames[t], [p for f in frames[:t] for p in f]) for t in range(1, len(frames))]
     recipe = load_recipe("cross_frame")
-    blocked = recipe.conditions(prep.layout, loaded.num_layers, 1, "center")[0].knockout.blocked[0]
+    blocked = recipe.conditions(prep.layout, loaded.num_layers, Sweep(window=1))[
+        0
+    ].knockout.blocked[0]
     want_blocked = torch.zeros_like(blocked)
     for q, k in pairs:
         want_blocked[np.ix_(q, k)] = True
@@ -565,7 +568,9 @@ def test_fast_engine_equals_reference(family: str, loaded_models: dict, prepared
     moved = 0.0
     for name in ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option"):
         for style in ("center", "inverse", "top_down", "bottom_up"):
-            conditions = load_recipe(name).conditions(ready.layout, loaded.num_layers, 1, style)
+            conditions = load_recipe(name).conditions(
+                ready.layout, loaded.num_layers, Sweep(window=1, style=style)
+            )
             knockouts = [c.knockout for c in conditions]
             want = reference.knockout(ready.inputs, knockouts)
             got = fast.knockout(ready.inputs, knockouts)
@@ -669,7 +674,7 @@ def test_cross_frame_recipe_runs_end_to_end(
         device="cpu",
         dtype="float32",
         sample_mode="all",
-        window=1,
+        sweep=Sweep(window=1),
         plot=False,
         **FAMILIES[family]["load"],
     )

@@ -12,10 +12,10 @@ from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
-from flowtrace.engine.masks import FIXED_WINDOW_FROM, WINDOW_RULE, default_window, window_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
+from flowtrace.sweep import FIXED_WINDOW_FROM, WINDOW_RULE, Sweep, default_window
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "flowtrace" / "toy" / "embedded"
@@ -47,7 +47,9 @@ def test_nnsight_knockout_matches_plain_pytorch(attn: str, tiny_model_dir: Path,
     question = find_sublist(ids[0].tolist(), question_ids)
     last = [ids.shape[1] - 1]
     recipe_cross = load_recipe("recipes/cross_frame.py")
-    blocked_cross = recipe_cross.conditions(prepared.layout, 4, 1, "center")[0].knockout.blocked[0]
+    blocked_cross = recipe_cross.conditions(prepared.layout, 4, Sweep(window=1))[
+        0
+    ].knockout.blocked[0]
 
     blocked_q = torch.zeros(ids.shape[1], ids.shape[1], dtype=torch.bool)
     blocked_q[np.ix_(last, question)] = True
@@ -101,13 +103,13 @@ def test_window_layers_follow_reference_formula():
             center = list(
                 range(max(0, layer - window // 2), min(num_layers, layer - (-window // 2)))
             )
-            assert list(window_layers(layer, num_layers, window, "center")) == center
+            assert list(Sweep(window, "center").window_at(layer, num_layers)) == center
             inverse = [i for i in range(num_layers) if i not in center]
-            assert list(window_layers(layer, num_layers, window, "inverse")) == inverse
-            assert list(window_layers(layer, num_layers, window, "top_down")) == list(
+            assert list(Sweep(window, "inverse").window_at(layer, num_layers)) == inverse
+            assert list(Sweep(window, "top_down").window_at(layer, num_layers)) == list(
                 range(layer, num_layers)
             )
-            assert list(window_layers(layer, num_layers, window, "bottom_up")) == list(
+            assert list(Sweep(window, "bottom_up").window_at(layer, num_layers)) == list(
                 range(layer + 1)
             )
 

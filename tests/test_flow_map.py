@@ -14,6 +14,7 @@ from flowtrace.plots import chart_for
 from flowtrace.recipe import FlowMap, load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 
@@ -46,8 +47,8 @@ def test_flow_map_cells_are_plain_knockouts(tmp_path):
     options = RunOptions(
         tasks=["Event Order", "Moving Direction"],
         limit=2,
-        window=1,
-        sweep=(0, 3),  # a third of the toy's 728 conditions a sample; the cells checked lie in it
+        # A third of the toy's 728 conditions a sample; the cells checked lie in it.
+        sweep=Sweep(window=1, layers=(0, 3)),
         sample_mode="all",
         device="cpu",
         out=tmp_path / "map.zarr",

@@ -10,6 +10,7 @@ from flowtrace.engine import FastEngine, ReferenceEngine
 from flowtrace.engine.fast import HALF_PRECISION_TOLERANCE
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 # max |Δp| between the engines in bf16: measured 2e-4 on the trained toy (1.5e-4 on a 7B model on
@@ -28,7 +29,9 @@ def test_bf16_fast_matches_reference_within_the_bound():
     assert torch.allclose(clean, reference.clean(prepared.inputs), atol=BOUND, rtol=0)
     effects = {}
     for name, style in [("vql_to_ql", "center"), ("cross_frame", "inverse")]:
-        conditions = load_recipe(name).conditions(prepared.layout, toy.num_layers, 3, style)
+        conditions = load_recipe(name).conditions(
+            prepared.layout, toy.num_layers, Sweep(window=3, style=style)
+        )
         knockouts = [c.knockout for c in conditions]
         got = fast.knockout(prepared.inputs, knockouts)
         want = reference.knockout(prepared.inputs, knockouts)

@@ -11,7 +11,6 @@ import pytest
 from plain_reference import plain_knockout_probs
 
 from flowtrace.data import read_frames, read_samples
-from flowtrace.engine.masks import window_layers
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.plots import chart_for
@@ -19,6 +18,7 @@ from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
 from flowtrace.summary import describe
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 
@@ -43,7 +43,7 @@ def cell_reference(loaded, sample_id, target, source, layer, window, heads):
     prepared = loaded.adapter.prepare(loaded, sample, read_frames(sample.video, 8))
     layout = prepared.layout
     pairs = [(layout[target].tolist(), layout[source].tolist())] if layer is not None else []
-    layers = window_layers(layer, loaded.num_layers, window, "center") if pairs else []
+    layers = Sweep(window).window_at(layer, loaded.num_layers) if pairs else []
     probs = plain_knockout_probs(loaded.model, prepared.inputs, pairs, layers, heads)
     return float(probs[loaded.letter_id(layout.true_letter)])
 
@@ -62,9 +62,8 @@ def strongest_cell(cube):
 def test_head_cells_are_plain_per_head_knockouts(heads, toy, tmp_path):
     options = RunOptions(
         limit=2,
-        window=1,
+        sweep=Sweep(window=1, heads=heads),
         sample_mode="all",
-        heads=heads,
         plot=False,
         device="cpu",
         out=tmp_path / "heads.zarr",
@@ -105,10 +104,9 @@ def test_head_cells_are_plain_per_head_knockouts(heads, toy, tmp_path):
 
 @pytest.mark.parametrize("spec", ["4", "x", "-1", ""])
 def test_bad_heads_are_refused_before_any_work(spec, loaded, tiny_model_dir, tiny_data, tmp_path):
-    options = RunOptions(
-        model=str(tiny_model_dir), data=str(tiny_data), limit=1, heads=spec, out=tmp_path / "h"
-    )
-    with pytest.raises(FlowtraceError, match="heads") as caught:
+    common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=1, out=tmp_path / "h")
+    with pytest.raises(FlowtraceError, match="heads") as caught:  # "4": the model has heads 0-3
+        options = RunOptions(sweep=Sweep(heads=spec), **common)
         run(load_recipe("cross_frame"), options, loaded=loaded)
-    assert getattr(caught.value, "option", "heads") == "heads"
+    assert caught.value.option == "heads"
     assert not (tmp_path / "h").exists()

@@ -21,6 +21,7 @@ from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 OPEN = f"tvbench-open:{EMBEDDED_DATA}"
@@ -125,7 +126,7 @@ def test_generate_is_refused_where_it_means_nothing(tmp_path: Path):
 def test_generate_on_a_multiple_choice_recipe_keeps_the_letter_scores(tmp_path: Path, toy):
     """--generate adds replies to any knockout recipe; the scores stay what the fast engine
     gives without it."""
-    common = {"limit": 1, "plot": False, "device": "cpu", "sweep": (0, 2)}
+    common = {"limit": 1, "plot": False, "device": "cpu", "sweep": Sweep(layers=(0, 2))}
     with_text = tmp_path / "with.zarr"
     run(load_recipe("cross_frame"), RunOptions(out=with_text, generate=2, **common), loaded=toy)
     plain = tmp_path / "plain.zarr"

@@ -157,7 +157,7 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
 ):
     """A shortcut that breaks (here: its rows nudged) falls back to the reference path, and
     says so: per sample in the store (`engine_note`), and in the run's summary."""
-    from flowtrace.cli import _summary
+    from flowtrace.cli.run import summary
     from flowtrace.engine import FastEngineFallback
 
     real = FastEngine._recompute
@@ -175,6 +175,8 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
     assert all("differs from the clean pass" in n for n in notes), notes
     assert sum(result.fallbacks.values()) == LIMIT
     printed = []
-    monkeypatch.setattr("flowtrace.cli.console.print", lambda text, **kw: printed.append(text))
-    _summary("", result, "all", False, 1.0)
+    monkeypatch.setattr(
+        "flowtrace.cli.common.console.print", lambda text, **kw: printed.append(text)
+    )
+    summary("", result, "all", False, 1.0)
     assert any("fast engine fell back" in line and f"{LIMIT} samples" in line for line in printed)

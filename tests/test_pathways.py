@@ -13,6 +13,7 @@ from flowtrace.pathways import derive_ranges, derived_recipe, pathway_curve
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 
 
 def flow_map_cube(effects: dict[tuple[str, str], list[float]], layers: int) -> xr.Dataset:
@@ -76,7 +77,7 @@ def test_derived_ranges_are_the_planted_ones(tmp_path: Path, tiny_data: Path):
         data=str(tiny_data),
         tasks=["Object Count"],
         limit=1,
-        window=1,
+        sweep=Sweep(window=1),
         sample_mode="all",
         plot=False,
         out=tmp_path / "map.zarr",
@@ -95,7 +96,7 @@ def test_curve_runs_each_threshold_against_random(tiny_model_dir, tiny_data, tmp
     common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=2, sample_mode="all")
     flow_map = run(
         load_recipe("flow_map"),
-        RunOptions(window=1, plot=False, out=tmp_path / "map.zarr", **common),
+        RunOptions(sweep=Sweep(window=1), plot=False, out=tmp_path / "map.zarr", **common),
         loaded=loaded,
     ).store
     table = pathway_curve(
@@ -119,7 +120,13 @@ def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, 
     common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=4)
     flow_map = run(
         load_recipe("flow_map"),
-        RunOptions(window=1, plot=False, out=tmp_path / "map.zarr", sample_mode="all", **common),
+        RunOptions(
+            sweep=Sweep(window=1),
+            plot=False,
+            out=tmp_path / "map.zarr",
+            sample_mode="all",
+            **common,
+        ),
         loaded=loaded,
     ).store
     options = RunOptions(out=tmp_path / "auto", sample_mode="correct", **common)

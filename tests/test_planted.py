@@ -23,6 +23,7 @@ from flowtrace.models.prompts import EVAL_MVBENCH
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 
 LAYERS = 8
 KNOCKOUT_RECIPES = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
@@ -114,7 +115,10 @@ def test_fast_engine_equals_reference_on_planted_model(style, loaded, prepared):
     fast.clean(prepared.inputs)
     for name in KNOCKOUT_RECIPES:
         knockouts = [
-            c.knockout for c in load_recipe(name).conditions(prepared.layout, LAYERS, 3, style)
+            c.knockout
+            for c in load_recipe(name).conditions(
+                prepared.layout, LAYERS, Sweep(window=3, style=style)
+            )
         ]
         want = reference.knockout(prepared.inputs, knockouts)
         got = fast.knockout(prepared.inputs, knockouts)
@@ -135,7 +139,7 @@ def test_knockout_curves_stay_inside_planted_routes(loaded, prepared):
     for (name, source, target), layers in open_layers.items():
         conditions = [
             c
-            for c in load_recipe(name).conditions(prepared.layout, LAYERS, 1, "center")
+            for c in load_recipe(name).conditions(prepared.layout, LAYERS, Sweep(window=1))
             if (c.source, c.target) == (source, target)
         ]
         moved = fast.knockout(prepared.inputs, [c.knockout for c in conditions])

@@ -22,6 +22,7 @@ from flowtrace.models.planted import ROUTES, layout_from_groups
 from flowtrace.recipe import EffectivePathway, load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_PLANTED
 
 LAYERS = 8
@@ -166,7 +167,7 @@ def test_fast_engine_equals_reference_on_the_trained_model(planted):
     for _, prepared in prepared_samples(planted, EMBEDDED_DATA, 1):
         fast.clean(prepared.inputs)
         for name in ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option"):
-            conditions = load_recipe(name).conditions(prepared.layout, LAYERS, 3, "center")
+            conditions = load_recipe(name).conditions(prepared.layout, LAYERS, Sweep(window=3))
             knockouts = [c.knockout for c in conditions]
             want = reference.knockout(prepared.inputs, knockouts)
             got = fast.knockout(prepared.inputs, knockouts)
@@ -185,7 +186,7 @@ def test_pathways_derived_from_the_flow_map_are_the_planted_ones(planted, tmp_pa
         model="planted",
         tasks=["Moving Direction", "Object Count"],
         limit=2,
-        window=1,
+        sweep=Sweep(window=1),
         plot=False,
         out=tmp_path / "map.zarr",
     )

@@ -11,6 +11,7 @@ from flowtrace.data import read_frames, read_samples
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.recipe import Knockout, load_recipe, recipe_files
+from flowtrace.sweep import Sweep
 
 # What each label must cut, as (query group, key group) pairs over the layout's groups.
 EXPECTED = {
@@ -48,7 +49,7 @@ def test_every_shipped_recipe_loads():
 @pytest.mark.parametrize("path", KNOCKOUTS, ids=lambda p: p.stem)
 def test_recipe_cuts_the_named_edges(path: Path, layout):
     recipe = load_recipe(path)
-    conditions = recipe.conditions(layout, num_layers=4, window=1, style="center")
+    conditions = recipe.conditions(layout, num_layers=4, sweep=Sweep(window=1))
     assert len(conditions) == 4 * len(recipe.labels())
     for condition in conditions[::4]:
         pairs = EXPECTED[(condition.source, condition.target)]

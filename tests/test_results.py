@@ -11,6 +11,7 @@ import pytest
 from flowtrace.models import load_model
 from flowtrace.recipe import RECIPES_DIR, recipe_files
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy.results import MODELS, SAMPLES, headline, regenerate
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -59,7 +60,7 @@ def test_compacting_a_store_keeps_the_dataset(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(flowtrace.store, "CHUNK_SAMPLES", 1)
     store = tmp_path / "cube.zarr"
-    options = RunOptions(limit=4, sweep=(0, 2), out=store, plot=False, device="cpu")
+    options = RunOptions(limit=4, sweep=Sweep(layers=(0, 2)), out=store, plot=False, device="cpu")
     run(load_recipe("cross_frame"), options)
 
     def files() -> int:

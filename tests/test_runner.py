@@ -12,10 +12,10 @@ import xarray as xr
 from plain_reference import plain_knockout_probs
 
 from flowtrace.data import read_frames, read_samples
-from flowtrace.engine.masks import window_layers
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
+from flowtrace.sweep import Sweep
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_store_round_trip_equals_plain_knockout(loaded, tiny_model_dir, tiny_dat
         limit=3,
         out=out,
         sample_mode="all",
-        window=3,
+        sweep=Sweep(window=3),
         plot=False,
     )
     result = run(recipe, options, loaded=loaded)
@@ -61,7 +61,7 @@ def test_store_round_trip_equals_plain_knockout(loaded, tiny_model_dir, tiny_dat
         assert row["clean_prob_pred"].item() == pytest.approx(float(clean[pred]), abs=1e-6)
         for layer in (0, 2):
             want = plain_knockout_probs(
-                loaded.model, prepared.inputs, pairs, window_layers(layer, 4, 3, "center")
+                loaded.model, prepared.inputs, pairs, Sweep(window=3).window_at(layer, 4)
             )
             got = row.sel(layer=layer)
             assert got["prob_pred"].item() == pytest.approx(float(want[pred]), abs=1e-5)

@@ -15,6 +15,7 @@ from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 FLIPPED = {0, 2}  # samples of Object Color whose answer is changed to another option
@@ -44,7 +45,7 @@ def test_sample_mode_wrong_keeps_the_wrongly_answered(tmp_path: Path):
         plain_wrong.append(answer.lower() != sample.answer_letter.lower())
     assert [i for i, w in enumerate(plain_wrong) if w] == sorted(FLIPPED)
 
-    options = RunOptions(data=str(data), sample_mode="wrong", window=3, sweep=(0, 2))
+    options = RunOptions(data=str(data), sample_mode="wrong", sweep=Sweep(window=3, layers=(0, 2)))
     options.out, options.plot, options.device = tmp_path / "wrong.zarr", False, "cpu"
     result = run(load_recipe("vql_to_ql"), options, loaded=toy)
     ds = open_cube(result.store)

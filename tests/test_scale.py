@@ -22,6 +22,7 @@ from flowtrace.models import load_model
 from flowtrace.recipe import RECIPES_DIR, load_recipe, recipe_files
 from flowtrace.runner import RunOptions, run
 from flowtrace.scale.ray_executor import WORKER_PREFIX
+from flowtrace.sweep import Sweep
 
 # Differ between any two runs of the same analysis; everything else in the store must not.
 RUN_ATTRS = {"created", "executor", "traces"}
@@ -35,7 +36,7 @@ def options(model: Path, data: Path, out: Path, **changes) -> RunOptions:
         device="cpu",
         dtype="float32",
         sample_mode="all",
-        window=3,
+        sweep=Sweep(window=3),
         plot=False,
     )
     for key, value in changes.items():
@@ -151,7 +152,7 @@ def test_a_bad_option_stops_a_ray_run_with_one_clear_error(
     ray_cluster, tiny_model_dir, tiny_data, tmp_path
 ):
     bad = options(tiny_model_dir, tiny_data, tmp_path / "x.zarr", executor="ray", workers=1)
-    bad.window = 99  # checked against the model, so only a worker can find it
+    bad.sweep = Sweep(window=99)  # checked against the model, so only a worker can find it
     # The worker's OptionError comes back whole: the library names the parameter, the CLI the flag.
     with pytest.raises(OptionError, match=r"^window: 99: must be between 1 and 4") as raised:
         run(load_recipe("recipes/cross_frame.py"), bad)

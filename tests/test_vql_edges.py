@@ -9,6 +9,7 @@ import pytest
 from flowtrace.data import read_frames, read_samples
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 
@@ -48,7 +49,9 @@ def test_vql_to_ql_edges_are_the_reference_question_block(task: str):
         ("video", "last"): matrix(last, video),
         ("last", "last"): matrix(last, last),
     }
-    conditions = load_recipe("vql_to_ql").conditions(prepared.layout, toy.num_layers, 1, "center")
+    conditions = load_recipe("vql_to_ql").conditions(
+        prepared.layout, toy.num_layers, Sweep(window=1)
+    )
     seen = set()
     for condition in conditions:
         blocked = condition.knockout.blocked[condition.layer].numpy()

@@ -13,6 +13,7 @@ from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
+from flowtrace.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 LAYERS, WINDOW = 8, 3
@@ -44,8 +45,7 @@ def test_window_style_cells_are_plain_knockouts(style: str, toy, tmp_path):
     options = RunOptions(
         tasks=["Moving Direction"],
         limit=1,
-        window=WINDOW,
-        window_style=style,
+        sweep=Sweep(window=WINDOW, style=style),
         sample_mode="all",
         plot=False,
         device="cpu",

@@ -1,62 +1,13 @@
-"""Layer windows and knockout attention masks."""
+"""Knockout attention masks: the model's own mask minus the cut edges, per row and per head.
+
+Which layers and heads a sweep cuts is flowtrace.sweep's concern."""
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 
 from flowtrace.errors import FlowtraceError
-
-WindowStyle = Literal["center", "inverse", "top_down", "bottom_up"]
-WINDOW_STYLES: tuple[str, ...] = ("center", "inverse", "top_down", "bottom_up")
-
-
-# The reference code runs a window of 9 layers on every model it analyses (28, 32 and 40 layers
-# deep), so real models get 9 whatever their depth. Only toy-sized models (the embedded toys have
-# 8 layers; released video LLM backbones have 18 or more) get a window scaled to their depth,
-# where 9 would cover every layer.
-REFERENCE_WINDOW = 9
-FIXED_WINDOW_FROM = 16  # layers; below this the window is scaled
-WINDOW_RULE = (
-    f"{REFERENCE_WINDOW} layers (the reference code's window) for models of {FIXED_WINDOW_FROM} "
-    "layers or more; shallower models get 9/32 of their depth, rounded, made odd (8 layers: 3)"
-)
-
-
-def default_window(num_layers: int) -> int:
-    """The window a sweep uses unless told: see WINDOW_RULE."""
-    if num_layers >= FIXED_WINDOW_FROM:
-        return REFERENCE_WINDOW
-    scaled = round(num_layers * REFERENCE_WINDOW / 32)
-    return max(1, scaled if scaled % 2 else scaled + 1)
-
-
-def window_layers(layer: int, num_layers: int, window: int, style: str) -> tuple[int, ...]:
-    """Layers blocked when the sweep stands at `layer`, as the reference code's window styles."""
-    center = range(max(0, layer - window // 2), min(num_layers, layer + (window + 1) // 2))
-    if style == "center":
-        chosen = center
-    elif style == "inverse":
-        chosen = [i for i in range(num_layers) if i not in center]
-    elif style == "top_down":
-        chosen = range(layer, num_layers)
-    elif style == "bottom_up":
-        chosen = range(0, layer + 1)
-    else:
-        raise FlowtraceError(f"--window-style {style!r}: choose one of {', '.join(WINDOW_STYLES)}")
-    return tuple(chosen)
-
-
-def sweep_layers(num_layers: int, sweep: tuple[int, int] | None) -> range:
-    if sweep is None:
-        return range(num_layers)
-    start, stop = sweep
-    if not 0 <= start < stop <= num_layers:
-        raise FlowtraceError(
-            f"--sweep {start}-{stop}: need 0 <= start < stop <= {num_layers} (the model's layers)"
-        )
-    return range(start, stop)
+from flowtrace.sweep import default_window as default_window  # its old home: benchmarks import it
 
 
 def allowed_attention(blocked: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:

@@ -94,6 +94,7 @@ def prepare_analyses(
     settled = settle(
         options,
         loaded.num_layers,
+        loaded.num_heads,
         loaded.adapter.default_frames,
         lambda frames: loaded.adapter.video_grid(loaded, frames)[0],
     )

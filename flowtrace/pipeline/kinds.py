@@ -45,28 +45,8 @@ class Kind:
     fast_clean: bool = False  # runs its clean pass on the fast engine (a capture it reuses)
 
 
-def _heads(spec: str, num_heads: int) -> tuple[int, ...] | str | None:
-    """heads: all (None), sweep, or a comma list of head indices cut together."""
-    if spec in ("all", "sweep"):
-        return None if spec == "all" else spec
-    try:
-        heads = tuple(sorted({int(h) for h in spec.split(",")}))
-    except ValueError:
-        heads = ()
-    if not heads or not all(0 <= h < num_heads for h in heads):
-        raise OptionError(
-            "heads",
-            f"{spec}: use all, sweep, or head indices such as 0,5,7 "
-            f"(this model has heads 0-{num_heads - 1})",
-        )
-    return heads
-
-
 def _knockout(recipe, loaded, options, settled, samples) -> KnockoutMeasure:
-    heads = _heads(options.heads, loaded.num_heads)
-    return KnockoutMeasure(
-        recipe, loaded, settled.window, options.window_style, options.sweep, heads
-    )
+    return KnockoutMeasure(recipe, loaded, settled.sweep)
 
 
 def _flow_map(recipe, loaded, options, settled, samples) -> KnockoutMeasure:

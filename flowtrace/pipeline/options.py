@@ -8,8 +8,8 @@ from pathlib import Path
 
 from flowtrace.data import DataSource, parse_data
 from flowtrace.data.sources import TOY_DATA
-from flowtrace.engine.masks import WINDOW_STYLES, default_window, sweep_layers
 from flowtrace.errors import DataError, OptionError
+from flowtrace.sweep import Sweep
 
 SAMPLE_MODES = ("correct", "wrong", "all")
 ENGINES = ("fast", "reference")
@@ -28,14 +28,11 @@ class RunOptions:
     device: str = "auto"
     dtype: str = "auto"
     attn: str = "sdpa"
-    window: int | None = None
-    window_style: str = "center"
-    sweep: tuple[int, int] | None = None
+    sweep: Sweep = Sweep()  # window, window style, sweep range and heads (flowtrace.sweep)
     sample_mode: str = "correct"
     frames: int | None = None
     batch_size: int = 8
     engine: str = "fast"  # knockout path: fast (exact shortcut) or reference (full forwards)
-    heads: str = "all"  # knockout in every head, in a list of heads ("0,3"), or each head alone
     seed: int = 0
     overwrite: bool = False
     plot: bool = True
@@ -63,10 +60,13 @@ def check_options(options: RunOptions) -> None:
     """What can be refused before anything is read or loaded."""
     choices = {
         "sample_mode": (options.sample_mode, SAMPLE_MODES),
-        "window_style": (options.window_style, WINDOW_STYLES),
         "engine": (options.engine, ENGINES),
         "executor": (options.executor, EXECUTORS),
     }
+    if not isinstance(options.sweep, Sweep):  # RunOptions(window=…, sweep=(a, b)) before
+        raise OptionError(
+            "sweep", f"{options.sweep!r}: give a Sweep(window=…, style=…, layers=…, heads=…)"
+        )
     for name, (value, allowed) in choices.items():
         if value not in allowed:
             raise OptionError(name, f"{value!r}: choose {', '.join(allowed)}")
@@ -74,7 +74,6 @@ def check_options(options: RunOptions) -> None:
         "limit": options.limit,
         "frames": options.frames,
         "batch_size": options.batch_size,
-        "window": options.window,
         "flush_samples": options.flush_samples,
     }
     for name, value in at_least_one.items():
@@ -98,19 +97,17 @@ def resolve_data(data: str) -> DataSource:
 class Settled:
     """The defaults of a run, decided once against the loaded model."""
 
-    window: int
+    sweep: Sweep  # checked against the model's layers and heads, its window settled
     frames: int
     num_frames: int  # frames the model sees after temporal pooling
 
 
-def settle(options: RunOptions, num_layers: int, default_frames: int, video_frames) -> Settled:
-    """Window (the reference's rule unless given), frames (the adapter's unless given), sweep."""
-    window = default_window(num_layers) if options.window is None else options.window
-    if not 1 <= window <= num_layers:
-        raise OptionError("window", f"{window}: must be between 1 and {num_layers}")
-    sweep_layers(num_layers, options.sweep)  # refuse a bad sweep before any work
+def settle(
+    options: RunOptions, num_layers: int, num_heads: int, default_frames: int, video_frames
+) -> Settled:
+    """The sweep (the reference's window unless given), frames (the adapter's unless given)."""
     frames = options.frames or default_frames
-    return Settled(window, frames, video_frames(frames))
+    return Settled(options.sweep.resolve(num_layers, num_heads), frames, video_frames(frames))
 
 
 def default_out(recipe_name: str, model_id: str, data: str, folder: Path | None = None) -> Path:

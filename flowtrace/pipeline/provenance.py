@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 import flowtrace
-from flowtrace.engine import masks
 from flowtrace.models import LoadedModel
 from flowtrace.pipeline.options import TOY_DATA, RunOptions, Settled
 from flowtrace.recipe import Knockout, Recipe
+from flowtrace.sweep import WINDOW_RULE
 
 
 def provenance(
@@ -55,12 +55,12 @@ def provenance(
         "frames": settled.frames,
         "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, settled.frames))),
         "lora": options.lora or "",
-        "window": settled.window,
-        "window_default": getattr(masks, "WINDOW_RULE", "9 of 32 layers, scaled to depth"),
-        "window_style": options.window_style,
-        "sweep": json.dumps(list(options.sweep) if options.sweep else []),
+        "window": settled.sweep.window,
+        "window_default": WINDOW_RULE,
+        "window_style": settled.sweep.style,
+        "sweep": json.dumps(list(settled.sweep.layers or [])),
         "sample_mode": options.sample_mode,
-        "heads": options.heads,
+        "heads": settled.sweep.heads_spec,
         "engine": engine,
         "seed": options.seed,
         "flowtrace_version": flowtrace.__version__,

@@ -1,0 +1,21 @@
+"""`flowtrace models`: the adapters and what each reads."""
+
+from __future__ import annotations
+
+
+def models() -> None:
+    """List the adapters: what each reads, what it needs, its frames and prompt template."""
+    from flowtrace.models import ADAPTERS
+
+    for name, cls in ADAPTERS.items():
+        print(f"{name}: {cls.summary}")
+        print(
+            f"    model_type: {', '.join(cls.model_types)}; frames: {cls.default_frames}; "
+            f"template: {cls.template.name}"
+        )
+        if cls.needs:
+            print(f"    needs: {cls.needs}")
+    print(
+        "The adapter is picked from the checkpoint's config.json; --adapter NAME forces one. "
+        "docs/models.md has the details."
+    )

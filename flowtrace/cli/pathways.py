@@ -1,0 +1,87 @@
+"""`flowtrace pathways`: effective pathways from a flow map, against random cuts; or --find."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flowtrace.cli.common import Device, fail, open_store
+from flowtrace.errors import FlowtraceError
+
+
+def pathways(
+    flow_map: Annotated[Path, typer.Argument(help="A store of recipes/flow_map.py.")],
+    thresholds: Annotated[
+        str, typer.Option(help="Shares of each pathway's peak effect that keep a layer.")
+    ] = "0.1,0.25,0.5,0.75",
+    out: Annotated[Path, typer.Option(help="Folder for the runs and the curve.")] = Path(
+        "results/auto_pathway"
+    ),
+    model: Annotated[str | None, typer.Option(help="Default: the flow map's model.")] = None,
+    data: Annotated[str | None, typer.Option(help="Default: the flow map's data.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
+    device: Device = "auto",
+    noise_floor: Annotated[
+        float | None,
+        typer.Option(
+            help="Smallest % change of p(answer) that counts (default 1e-3; raise it for bf16 "
+            "stores, lower it for faint float32 effects)."
+        ),
+    ] = None,
+    find: Annotated[
+        bool,
+        typer.Option(
+            "--find",
+            help="Search every (layer, source, target) cell for the fewest edges to keep instead "
+            "(fit on half the samples, frontier on the other half); writes recipe.py to --out.",
+        ),
+    ] = False,
+    min_ratio: Annotated[
+        float, typer.Option(help="--find: share of each fit sample's p(true answer) to keep.")
+    ] = 0.5,
+) -> None:
+    """Derive effective pathways from a flow map at each threshold, run them against random
+    cuts of the same budget, and draw accuracy against the share of edges kept; with --find,
+    search for the pathway instead (docs/pathways.md)."""
+    from flowtrace.pathways import curve_chart, pathway_curve
+    from flowtrace.plots import save_chart
+    from flowtrace.runner import RunOptions
+
+    ds = open_store(flow_map)
+    if find:
+        from flowtrace.data import read_samples
+        from flowtrace.discovery import discover
+        from flowtrace.models import load_model
+        from flowtrace.pipeline.options import resolve_data
+
+        try:
+            loaded = load_model(model or str(ds.attrs["model"]), device=device)
+            samples = read_samples(resolve_data(data or str(ds.attrs["data"])))[:limit]
+            discover(loaded, samples, out, min_ratio=min_ratio)
+        except FlowtraceError as err:
+            fail(err)
+        return
+    try:
+        levels = [float(t) for t in thresholds.split(",")]
+    except ValueError:
+        fail(FlowtraceError(f"--thresholds {thresholds}: give numbers such as 0.1,0.5"))
+        return
+    try:
+        options = RunOptions(
+            model=model or str(ds.attrs["model"]),
+            data=data or str(ds.attrs["data"]),
+            limit=limit,
+            device=device,
+            out=out,
+        )
+        table = pathway_curve(flow_map, levels, options, floor=noise_floor)
+    except FlowtraceError as err:
+        fail(err)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "curve.csv", index=False)
+    print(table.to_string(index=False))
+    for path in [out / "curve.csv", *save_chart(curve_chart(table), out / "curve")]:
+        print(path)

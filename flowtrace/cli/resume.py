@@ -1,0 +1,91 @@
+"""Ctrl-C during `flowtrace run`: what the stores kept, and the command that carries on."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import NoReturn
+
+import typer
+
+from flowtrace.cli.common import console
+
+
+def interrupted(
+    ctx: typer.Context, files: dict[str, str], out: Path | None, since: float
+) -> NoReturn:
+    """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130.
+    `files`: each recipe's name and file (a pass file's members resume one by one)."""
+    names = list(files)
+    stores = _stores(names, out, since)
+    for name, store in stores.items():
+        kept = _kept(store)
+        console.print(
+            f"interrupted: {kept} sample{'' if kept == 1 else 's'} of {name} kept in {store}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if not stores:
+        console.print("interrupted before any store was written", highlight=False)
+    if out is not None or len(stores) <= 1:
+        store = next(iter(stores.values()), None) if out is None else None
+        console.print(
+            f"resume with: {_command_line(ctx, out=store)}", highlight=False, soft_wrap=True
+        )
+    else:  # several recipes in default stores: each resumes on its own
+        for name, store in stores.items():
+            command = _command_line(ctx, out=store, recipes=[files[name]])
+            console.print(f"resume {name} with: {command}", highlight=False, soft_wrap=True)
+    raise typer.Exit(130)
+
+
+def _stores(names: list[str], out: Path | None, since: float) -> dict[str, Path]:
+    """Where each recipe's samples went: --out (a folder of NAME.zarr with several recipes), or
+    the newest default store the run created."""
+    if out is not None:
+        chosen = {names[0]: out} if len(names) == 1 else {n: out / f"{n}.zarr" for n in names}
+        return {n: p for n, p in chosen.items() if p.exists()}
+    found = {}
+    for name in names:
+        fresh = [p for p in Path("results", name).glob("*.zarr") if p.stat().st_mtime >= since - 1]
+        if fresh:
+            found[name] = max(fresh, key=lambda p: p.stat().st_mtime)
+    return found
+
+
+def _kept(store: Path) -> int:
+    from flowtrace.store import open_cube
+
+    try:
+        return int(open_cube(store).sizes.get("sample", 0))
+    except Exception:  # a store killed before its first sample holds none
+        return 0
+
+
+def _command_line(
+    ctx: typer.Context, out: Path | None = None, recipes: list[str] | None = None
+) -> str:
+    """This command as typed (the options given on the command line), without --overwrite, and
+    with `out` when the store was a default one."""
+    words = ["flowtrace", ctx.info_name or "run"]
+    for param in ctx.command.params:
+        name, value = param.name, ctx.params.get(param.name)
+        if param.param_type_name == "argument":
+            values = recipes if name == "recipes" and recipes else value
+            words += [str(v) for v in (values if isinstance(values, list | tuple) else [values])]
+            continue
+        if name == "out" and out is not None:
+            value = out
+        elif name == "overwrite" or getattr(ctx.get_parameter_source(name), "name", "") != (
+            "COMMANDLINE"
+        ):
+            continue
+        flag = max(param.opts, key=len)
+        if getattr(param, "is_flag", False):
+            words.append(flag if value else max(param.secondary_opts, key=len))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
