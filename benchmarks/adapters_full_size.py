@@ -33,6 +33,7 @@ from flowtrace.data.video import sample_frames
 from flowtrace.engine import FastEngine, ReferenceEngine
 from flowtrace.models import ADAPTERS, LoadedModel, load_model
 from flowtrace.recipe import load_recipe
+from flowtrace.sweep import Sweep
 
 FRAMES = 8
 WINDOW = 9
@@ -479,7 +480,7 @@ def bench(name: str, folder: Path, device: str, batch: int, clip: Path | None) -
     clean_s = time.perf_counter() - started
     window = min(WINDOW, loaded.num_layers)
     conditions = load_recipe("cross_frame").conditions(
-        prepared.layout, loaded.num_layers, window, "center"
+        prepared.layout, loaded.num_layers, Sweep(window)
     )
     knockouts = [c.knockout for c in conditions]
     started = time.perf_counter()

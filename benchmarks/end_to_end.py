@@ -14,7 +14,9 @@ the share of wall time the GPU was busy (NVML utilisation sampled every 50 ms; C
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import pstats
 import shutil
 import tempfile
 import threading
@@ -29,9 +31,9 @@ from flowtrace.data import read_samples, sample_frames
 from flowtrace.data.sources import DataSource
 from flowtrace.data.synth import TASKS, make_clip, slug, write_mp4
 from flowtrace.engine import FastEngine
-from flowtrace.engine.masks import default_window
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
+from flowtrace.sweep import Sweep, default_window
 
 SWEEPS = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
 
@@ -91,24 +93,33 @@ class GpuBusy:
         return float(np.mean(self.samples)) / 100 if self.samples else None
 
 
-def engine_only(loaded, recipes, data: Path, frames: int, window: int, device: str) -> float:
+def engine_only(
+    loaded, recipes, data: Path, frames: int, window: int, device: str, together: bool
+) -> float:
     """Seconds per sample of the clean pass and every recipe's conditions through the fast
-    engine, inputs prepared beforehand (no decoding, no recording)."""
+    engine, inputs and conditions made beforehand (no decoding, planning or recording): one
+    knockout call per recipe (as four runs make them) or one for all (as one pass does)."""
     samples = read_samples(DataSource(kind="tvbench", root=data, spec=str(data)))
     engine = FastEngine(loaded)
-    prepared = [loaded.adapter.prepare(loaded, s, sample_frames(s, frames)) for s in samples]
+    work = []
+    for sample in samples:
+        inputs = loaded.adapter.prepare(loaded, sample, sample_frames(sample, frames))
+        per_recipe = [
+            [c.knockout for c in recipe.conditions(inputs.layout, loaded.num_layers, Sweep(window))]
+            for recipe in recipes
+        ]
+        work.append((inputs.inputs, [sum(per_recipe, [])] if together else per_recipe))
     total = 0.0
-    for index, inputs in enumerate(prepared):
+    for index, (inputs, calls) in enumerate(work):
         sync(device)
         started = time.perf_counter()
-        engine.clean(inputs.inputs)
-        for recipe in recipes:
-            conditions = recipe.conditions(inputs.layout, loaded.num_layers, window, "center")
-            engine.knockout(inputs.inputs, [c.knockout for c in conditions])
+        engine.clean(inputs)
+        for conditions in calls:
+            engine.knockout(inputs, conditions)
         sync(device)
         if index:  # the first sample warms kernels and the self-check up
             total += time.perf_counter() - started
-    return total / max(1, len(prepared) - 1)
+    return total / max(1, len(work) - 1)
 
 
 def main() -> None:
@@ -118,6 +129,11 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--attn", default="sdpa")
     parser.add_argument("--work", type=Path, help="Folder for clips and stores (default: temp).")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="cProfile the one-pass run (main thread) into this file and print its top calls.",
+    )
     parser.add_argument(
         "--clips",
         type=Path,
@@ -142,7 +158,7 @@ def main() -> None:
             sample_mode="all",
             plot=False,
             device=args.device,
-            window=window,
+            sweep=Sweep(window=window),
             limit=limit,
         )
 
@@ -152,18 +168,29 @@ def main() -> None:
     run(recipes, options(work / "warm", limit=4), loaded=loaded)
     warm_s = time.perf_counter() - started
     print(json.dumps({"measure": "warm_up", "s": round(warm_s, 1), "compiled": compiled}))
-    base = engine_only(loaded, recipes, data, frames, window, args.device)
+    base = engine_only(loaded, recipes, data, frames, window, args.device, together=False)
     print(json.dumps({"measure": "engine_only", "s_per_sample": round(base, 4), "samples": count}))
+    together = engine_only(loaded, recipes, data, frames, window, args.device, together=True)
+    print(json.dumps({"measure": "engine_only_one_call", "s_per_sample": round(together, 4)}))
     rows = {}
     for name, chosen in [*((r.name, [r]) for r in recipes), ("one_pass", recipes)]:
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         sync(args.device)
+        profiler = cProfile.Profile() if args.profile and name == "one_pass" else None
         with GpuBusy(args.device) as busy:
             started = time.perf_counter()
+            if profiler:
+                profiler.enable()
             run(chosen if name == "one_pass" else chosen[0], options(out), loaded=loaded)
             sync(args.device)
             seconds = (time.perf_counter() - started) / count
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(str(args.profile))
+                stats = pstats.Stats(profiler)
+                stats.sort_stats("tottime").print_stats(25)
+                stats.sort_stats("cumulative").print_stats(40)
         rows[name] = seconds
         print(
             json.dumps({"measure": name, "s_per_sample": round(seconds, 4), "gpu_busy": busy.share})
@@ -179,6 +206,7 @@ def main() -> None:
         "engine_only_s": round(base, 4),
         "four_runs_s": round(four, 4),
         "one_pass_s": round(rows["one_pass"], 4),
+        "engine_only_one_call_s": round(together, 4),
         "four_runs_over_engine": round(four / base, 2),
         "one_pass_over_engine": round(rows["one_pass"] / base, 2),
         "four_runs_over_one_pass": round(four / rows["one_pass"], 2),

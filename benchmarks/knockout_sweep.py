@@ -24,8 +24,8 @@ from reference_engine import build, sync
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, ReferenceEngine
-from flowtrace.engine.masks import default_window
 from flowtrace.recipe import load_recipe
+from flowtrace.sweep import Sweep, default_window
 from flowtrace.toy import EMBEDDED_DATA
 
 SWEEPS = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
@@ -90,7 +90,7 @@ def main() -> None:
     conditions = [
         c.knockout
         for name in SWEEPS
-        for c in load_recipe(name).conditions(layout, loaded.num_layers, window, "center")
+        for c in load_recipe(name).conditions(layout, loaded.num_layers, Sweep(window))
     ]
     weights_gib = sum(p.numel() * p.element_size() for p in loaded.model.parameters()) / 2**30
     base = {
@@ -171,9 +171,7 @@ def profile(args, loaded, inputs, layout, window) -> None:
     from torch.profiler import profile as torch_profile
 
     recipe = load_recipe(args.profile)
-    conditions = [
-        c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
-    ]
+    conditions = [c.knockout for c in recipe.conditions(layout, loaded.num_layers, Sweep(window))]
     fast = FastEngine(loaded)
     fast.clean(inputs)
     fast.knockout(inputs, conditions)
@@ -191,9 +189,7 @@ def flow_map(args, loaded, sample, inputs, layout, window, base) -> None:
     reference engine (batch 8) timed on the first `args.flow_map` conditions and extrapolated."""
     grid = loaded.adapter.video_grid(loaded, 8)
     recipe = load_recipe("flow_map").knockout(grid[0], sample.option_letters())
-    conditions = [
-        c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
-    ]
+    conditions = [c.knockout for c in recipe.conditions(layout, loaded.num_layers, Sweep(window))]
     fast = FastEngine(loaded)
     fast.clean(inputs)
     fast.knockout(inputs, conditions[:64])  # warm-up
@@ -219,7 +215,7 @@ def generation(args, loaded, inputs, layout, window, base) -> None:
     from flowtrace.engine import KnockoutCondition
 
     recipe = load_recipe("open_ended")
-    knockouts = [c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")]
+    knockouts = [c.knockout for c in recipe.conditions(layout, loaded.num_layers, Sweep(window))]
     conditions = [KnockoutCondition({}), *knockouts]
     engine = ReferenceEngine(loaded, batch_size=8)
     engine.generate(inputs, conditions[:8], 2)  # warm-up
@@ -247,7 +243,7 @@ def breakdown(args, loaded, inputs, layout, window, base) -> None:
         for name in SWEEPS:
             recipe = load_recipe(name)
             conditions = [
-                c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
+                c.knockout for c in recipe.conditions(layout, loaded.num_layers, Sweep(window))
             ]
             fast.knockout(inputs, conditions)  # warm-up
             seconds, _ = timed(args.device, lambda c=conditions, f=fast: f.knockout(inputs, c), 2)

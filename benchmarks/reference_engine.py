@@ -25,9 +25,9 @@ from transformers import LlavaNextVideoForConditionalGeneration as Model
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import ReferenceEngine
-from flowtrace.engine.masks import default_window
 from flowtrace.models import LlavaNextVideoAdapter, LoadedModel
 from flowtrace.recipe import load_recipe
+from flowtrace.sweep import Sweep, default_window
 from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_MODEL
 from flowtrace.toy.build import build_config, build_processor
 
@@ -102,9 +102,7 @@ def main() -> None:
     layout = prepared.layout
     recipe = load_recipe("recipes/cross_frame.py")
     window = default_window(loaded.num_layers)
-    conditions = [
-        c.knockout for c in recipe.conditions(layout, loaded.num_layers, window, "center")
-    ]
+    conditions = [c.knockout for c in recipe.conditions(layout, loaded.num_layers, Sweep(window))]
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     base = {

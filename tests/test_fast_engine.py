@@ -202,7 +202,7 @@ def _off_by_one_flat(monkeypatch):
     pass for one position too many (the first cut query keeps its clean state)."""
     real = FastEngine._recompute
 
-    def recompute(self, capture, rows, flat):
+    def recompute(self, capture, rows, flat, allowed=None):
         if flat:
             rows = [
                 _Row(r.index, r.condition, r.start + 1, r.entry)
@@ -210,7 +210,7 @@ def _off_by_one_flat(monkeypatch):
                 else r
                 for r in rows
             ]
-        return real(self, capture, rows, flat)
+        return real(self, capture, rows, flat, allowed)
 
     monkeypatch.setattr(FastEngine, "_recompute", recompute)
 

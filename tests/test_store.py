@@ -267,3 +267,36 @@ def test_query_and_show_name_a_damaged_chunk(tmp_path: Path):
         done = CliRunner().invoke(app, argv)
         assert done.exit_code == 2, done.output
         assert "array value, samples 0-63" in done.output and "Traceback" not in done.output
+
+
+def test_slow_writes_are_spaced_so_the_writer_takes_a_small_share(tmp_path: Path, monkeypatch):
+    """With a write of 0.1 s and a flush due after every sample, flushes come at most once per
+    WRITE_PACE × 0.1 s, so the writer is busy ≈5% of the run instead of most of it; nothing is
+    lost at close."""
+    import flowtrace.store as store_module
+
+    real_write = CubeStore._write
+    writes: list[tuple[float, float]] = []
+
+    def slow_write(self, batch):
+        started = time.monotonic()
+        time.sleep(0.1)
+        real_write(self, batch)
+        writes.append((started, time.monotonic()))
+
+    monkeypatch.setattr(CubeStore, "_write", slow_write)
+    path = tmp_path / "s.zarr"
+    began = time.monotonic()
+    with CubeStore(path, ATTRS, schema=SCHEMA, flush_samples=1, flush_seconds=0) as store:
+        for i in range(60):
+            store.append(record(i))
+            time.sleep(0.05)  # 3 s of "analysis"
+        during = [w for w in writes if w[1] <= time.monotonic()]
+        span = time.monotonic() - began
+    busy = sum(end - start for start, end in during)
+    gaps = [b[0] - a[1] for a, b in zip(during, during[1:], strict=False)]
+    # Unpaced, a flush would follow every 0.05 s sample: the writer busy all the time.
+    assert len(during) <= 4, f"{len(during)} writes in {span:.1f} s"
+    assert busy / span < 0.25, f"writer busy {busy / span:.0%}"
+    assert all(g >= store_module.WRITE_PACE * 0.1 * 0.9 for g in gaps), gaps
+    assert open_cube(path).sizes["sample"] == 60

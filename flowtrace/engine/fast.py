@@ -232,8 +232,11 @@ class FastEngine(ReferenceEngine):
             size = max(1, self.token_budget // (seq_len - start))
             chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
         flat_of: dict[int, bool] = {}
+        # Allowed-edge masks on the device, made once per call for every chunk: each one costs a
+        # host-to-device copy and a sync (the starved-query check), which stall the GPU.
+        allowed: dict[tuple[int, int], torch.Tensor] = {}
         for chunk, flat in chunks:
-            probs = self._recompute(capture, chunk, flat)
+            probs = self._recompute(capture, chunk, flat, allowed)
             for row, p in zip(chunk, probs, strict=True):
                 out[row.index] = p
                 flat_of[row.index] = flat
@@ -244,7 +247,13 @@ class FastEngine(ReferenceEngine):
         self.used.add("fast")
         return torch.stack(out)  # type: ignore[arg-type]
 
-    def _recompute(self, capture: CleanCapture, rows: Sequence[_Row], flat: bool) -> torch.Tensor:
+    def _recompute(
+        self,
+        capture: CleanCapture,
+        rows: Sequence[_Row],
+        flat: bool,
+        allowed: dict[tuple[int, int], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Next-token probabilities of `rows` (sorted by entry layer), recomputed together.
 
         Row r joins at its entry layer with the clean residual stream there, from its own start
@@ -257,8 +266,9 @@ class FastEngine(ReferenceEngine):
         prefix_len = max(r.start for r in rows)
         lengths = [seq_len - r.start for r in rows]
         offsets = [sum(lengths[:i]) for i in range(len(rows))]
-        # (own mask, blocked) -> allowed edges; sweeps share both across rows and layers.
-        allowed: dict[tuple[int, int], torch.Tensor] = {}
+        # (own mask, blocked) -> allowed edges; sweeps share both across rows and layers. The
+        # caller's conditions and capture keep both alive, so their ids stay theirs.
+        allowed = {} if allowed is None else allowed
 
         def edges(own: torch.Tensor | None, blocked: torch.Tensor | None) -> torch.Tensor:
             key = (id(own), id(blocked))
