@@ -7,22 +7,27 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
    frame_0 … frame_{T-1}, separators (the "USER:" between video and query), query,
    prompt_tail, last, source at or before target (frame_3 -> frame_3 is the frame's own
    attention). The edges no cell holds (none on the embedded models) are cut from the start.
-2. Order. Attribution patching (flowtrace.attribution) estimates, on each fit sample, the change
-   of the answer's log-odds were a cell cut; cells are ranked by the mean |estimate| over the fit
-   samples, least important first.
+2. Order. Attribution patching (flowtrace.attribution) estimates, on each search sample, the change
+   of the answer's log-odds were a cell cut; cells are ranked by the mean |estimate| over the
+   search samples, least important first.
 3. Greedy cut in blocks with back-off. Walk the ranking with a block size b (start `block`): try
    cutting the next b cells on top of everything cut so far; if that fails, the next b/2, then
    b/4, …, 1. Cut the first block that passes and double b; if even one cell fails, keep that
    cell (it is part of the pathway) and go on with b = 1. A proposal passes
-   when, by exact knockout, every fit sample answered right clean is still answered right and
+   when, by exact knockout, every search sample answered right clean is still answered right and
    keeps at least `min_ratio` of its clean p(true answer). Samples are tried most fragile first,
    so a failing proposal is usually refused after one or two samples.
-4. The order in which cells were cut (then the kept cells, least important first) is the path
-   of the frontier. The shipped pathway is the longest prefix of that path under which every fit
-   sample keeps `select_ratio` (99%) of its clean p(true answer) (`select`): the search's own
-   last point is fitted to its samples and loses accuracy on others.
-5. The frontier is measured on the held-out half against random cuts of the same per-layer
-   budget (`frontier`).
+4. Three splits, alternating within each task (`split_three`): the search sees the *search*
+   split, the selection the *select* split, and the *test* split (the held-out half) is touched
+   only after the pathway is fixed, for the frontier.
+5. Select (`select`), on the select split: the search's last point is fitted to its own samples.
+   The shipped pathway is the longest prefix of the search's cut order that the select split
+   passes everywhere along the way: scanned every `step` cells from 0, it is the last prefix
+   before the first one under which a select sample answered right clean is answered wrong or
+   keeps less than `min_ratio` of its clean p(true answer) (the search's own acceptance test,
+   not a new threshold), refined by bisection inside that step.
+6. The frontier is measured on the test split against random cuts of the same per-layer budget
+   (`frontier`): the cut cells as cut, then the kept ones least important first.
 """
 
 from __future__ import annotations
@@ -154,6 +159,13 @@ def is_right(item: FitSample, probs: torch.Tensor, loaded: LoadedModel) -> bool:
     return item.clean.is_correct(pred, loaded.decode(pred))
 
 
+def keeps(item: FitSample, probs: torch.Tensor, loaded: LoadedModel, ratio: float) -> bool:
+    """The acceptance test of the search and of the selection: still answered right, and at
+    least `ratio` of the clean p(true answer) kept."""
+    floor = ratio * float(item.clean.probs[item.clean.true_id])
+    return is_right(item, probs, loaded) and float(probs[item.clean.true_id]) >= floor
+
+
 def attribution_order(
     engine, items: Sequence[FitSample], layers: int
 ) -> tuple[list[Cell], dict[Cell, float]]:
@@ -223,9 +235,7 @@ def search(
     started = time.time()
 
     def passes(item: FitSample, probs: torch.Tensor) -> bool:
-        p_true = float(probs[item.clean.true_id])
-        floor = min_ratio * float(item.clean.probs[item.clean.true_id])
-        return is_right(item, probs, loaded) and p_true >= floor
+        return keeps(item, probs, loaded, min_ratio)
 
     def surviving(proposals: list[list[Cell]]) -> list[int]:
         """Indices of the proposals every judged fit sample passes. The sample that refused the
@@ -425,16 +435,71 @@ def recipe_source(recipe: EffectivePathway, doc: str) -> str:
 
 
 def split_halves(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample]]:
-    """Fit and held-out halves: alternate samples within each task, so both halves hold every
-    task in equal parts."""
-    fit, held = [], []
+    """Two halves: alternate samples within each task, so both halves hold every task in equal
+    parts."""
+    first, second = [], []
     by_task: dict[str, list[Sample]] = {}
     for sample in samples:
         by_task.setdefault(sample.task, []).append(sample)
     for group in by_task.values():
-        fit += group[0::2]
-        held += group[1::2]
-    return fit, held
+        first += group[0::2]
+        second += group[1::2]
+    return first, second
+
+
+def split_three(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Search, select and test splits (16, 16 and 32 of the embedded 64): the test split is the
+    held-out half of `split_halves`; the fit half is split again the same way into the samples
+    the search fits on and those the selection judges on."""
+    fit, test = split_halves(samples)
+    search_split, select_split = split_halves(fit)
+    return search_split, select_split, test
+
+
+def path_outcomes(
+    loaded: LoadedModel,
+    engine,
+    items: Sequence[FitSample],
+    elimination: Sequence[Cell],
+    points: Sequence[int],
+    ratio: float,
+) -> xr.Dataset:
+    """Per point k × sample, with the first k cells of `elimination` cut: right, p(true answer),
+    and whether the sample passes the acceptance test (`keeps`; a sample wrong clean passes
+    trivially: there is nothing to keep)."""
+    layers = loaded.num_layers
+    n, m = len(points), len(items)
+    correct = np.zeros((n, m), dtype=bool)
+    p_true = np.zeros((n, m), dtype=np.float32)
+    passed = np.ones((n, m), dtype=bool)
+    for s, item in enumerate(items):
+        conditions = [
+            KnockoutCondition(cut_plan(item, set(elimination[:k]), layers)) for k in points
+        ]
+        probs = engine.knockout(item.inputs, conditions) if conditions else []
+        for i, row in enumerate(probs):
+            correct[i, s] = is_right(item, row, loaded)
+            p_true[i, s] = float(row[item.clean.true_id])
+            if item.clean.correct:
+                passed[i, s] = keeps(item, row, loaded, ratio)
+    return xr.Dataset(
+        {
+            "correct": (("point", "sample"), correct),
+            "prob_true": (("point", "sample"), p_true),
+            "passes": (("point", "sample"), passed),
+            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
+            "clean_prob_true": (
+                ("sample",),
+                np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
+            ),
+        },
+        coords={
+            "point": np.arange(n),
+            "cells_cut": ("point", np.asarray(points, dtype=np.int64)),
+            "sample": [it.sample.id for it in items],
+            "task": ("sample", [it.sample.task for it in items]),
+        },
+    )
 
 
 def select(
@@ -442,33 +507,33 @@ def select(
     engine,
     items: Sequence[FitSample],
     elimination: Sequence[Cell],
-    found: int,
+    searched: int,
     ratio: float,
-) -> int:
-    """Step 5: the largest k <= found such that, with the first k cells of `elimination` cut,
-    every fit sample answered right clean stays right and keeps `ratio` of its clean p(true
-    answer) (a stricter margin than the search's). Bisection: the path cuts more at each step,
-    so whether a prefix holds is taken to be monotone in k."""
-    judged = [it for it in items if it.clean.correct]
-
-    def holds(k: int) -> bool:
-        for item in judged:
-            probs = engine.knockout(
-                item.inputs,
-                [KnockoutCondition(cut_plan(item, set(elimination[:k]), loaded.num_layers))],
-            )[0]
-            floor = ratio * float(item.clean.probs[item.clean.true_id])
-            if not is_right(item, probs, loaded) or float(probs[item.clean.true_id]) < floor:
-                return False
-        return True
-
-    low, high = 0, found  # holds(low); find the last k that holds
-    if holds(high):
-        return high
+    step: int = 8,
+) -> tuple[int, xr.Dataset]:
+    """Step 5, on the select split (`items`, none of which the search saw): the number k <=
+    `searched` of the path's cells to cut. Prefixes 0, step, 2·step, …, searched are checked
+    (`path_outcomes`); k is the last one before the first where some sample fails the
+    acceptance test, refined by bisection between that prefix and the failing one. Returns k
+    and every prefix checked (point × sample), sorted by k: the evidence for k."""
+    if not any(it.clean.correct for it in items):
+        raise FlowtraceError("no select sample is answered right clean: nothing to select on")
+    grid = sorted(set(range(0, searched, max(1, step))) | {searched})
+    checked = [path_outcomes(loaded, engine, items, elimination, grid, ratio)]
+    holds = checked[0]["passes"].all("sample").values
+    if holds.all():
+        return searched, checked[0]
+    first = int(np.argmin(holds))  # the first prefix some sample fails
+    if first == 0:
+        return 0, checked[0]  # even the edges of no cell: the path holds nowhere
+    low, high = grid[first - 1], grid[first]
     while high - low > 1:
         mid = (low + high) // 2
-        low, high = (mid, high) if holds(mid) else (low, mid)
-    return low
+        one = path_outcomes(loaded, engine, items, elimination, [mid], ratio)
+        checked.append(one)
+        low, high = (mid, high) if bool(one["passes"].all()) else (low, mid)
+    ds = xr.concat(checked, "point", data_vars="minimal", coords="minimal").sortby("cells_cut")
+    return low, ds.assign_coords(point=np.arange(ds.sizes["point"]))
 
 
 def discover(
@@ -476,37 +541,35 @@ def discover(
     samples: Sequence[Sample],
     out: Path,
     min_ratio: float = 0.5,
-    select_ratio: float = 0.99,
     seeds: int = 4,
     frames: int | None = None,
     log: Callable[[str], None] = print,
-    elimination: Sequence[Cell] | None = None,
-    searched: int | None = None,
+    step: int = 8,
 ) -> dict:
-    """Fit a pathway on one half of `samples`, measure its frontier on the other, write
-    `out/`: frontier_cube (the cube, zarr), frontier.csv, frontier.png/.html, recipe.py,
-    summary.json.
-
-    `elimination` and `searched` (a search's elimination order and how many of its cells it
-    cut, e.g. from a frontier_cube's attrs) skip steps 2-3 and redo only what follows."""
+    """Search a pathway on the search split of `samples`, select its length on the select split,
+    and only then measure its frontier on the test split (`split_three`); write `out/`:
+    frontier_cube (the test split's cube, zarr), selection_cube (the select split's checks),
+    frontier.csv, frontier.png/.html, recipe.py, summary.json."""
     engine = make_engine("fast", loaded)
-    fit_samples, held_samples = split_halves(samples)
+    search_samples, select_samples, test_samples = split_three(samples)
     started = time.time()
-    fit = prepare_samples(loaded, engine, fit_samples, frames)
-    held = prepare_samples(loaded, engine, held_samples, frames)
-    log(f"{len(fit)} fit and {len(held)} held-out samples prepared ({time.time() - started:.0f} s)")
-    proposals = None
-    if elimination is None or searched is None:
-        order, scores = attribution_order(engine, fit, loaded.num_layers)
-        log(f"{len(order)} cells ranked by attribution ({time.time() - started:.0f} s)")
-        result = search(loaded, engine, fit, order, min_ratio=min_ratio, log=log, scores=scores)
-        log(f"search: {len(result.kept)} kept of {len(order)} ({time.time() - started:.0f} s)")
-        elimination, searched = result.elimination_order(), len(result.cut_order)
-        proposals = len(result.steps)
-    elimination = [tuple(c) for c in elimination]
-    found = select(loaded, engine, fit, elimination, searched, select_ratio)
-    log(f"selected: the first {found} of the {searched} cells the search cut")
+    fit = prepare_samples(loaded, engine, search_samples, frames)
+    judge = prepare_samples(loaded, engine, select_samples, frames)
+    log(
+        f"{len(fit)} search and {len(judge)} select samples prepared "
+        f"({time.time() - started:.0f} s)"
+    )
+    order, scores = attribution_order(engine, fit, loaded.num_layers)
+    log(f"{len(order)} cells ranked by attribution ({time.time() - started:.0f} s)")
+    result = search(loaded, engine, fit, order, min_ratio=min_ratio, log=log, scores=scores)
+    search_s = time.time() - started
+    log(f"search: {len(result.kept)} kept of {len(order)} ({search_s:.0f} s)")
+    elimination, searched = result.elimination_order(), len(result.cut_order)
+    found, checked = select(loaded, engine, judge, elimination, searched, min_ratio, step)
+    log(f"selected on the select split: the first {found} of the {searched} cells the search cut")
     kept_cells = elimination[found:]
+    # The pathway is fixed: only now is the test split read.
+    test = prepare_samples(loaded, engine, test_samples, frames)
     grid = sorted(
         {
             0,
@@ -517,73 +580,85 @@ def discover(
             *np.linspace(searched, len(elimination), 4).round().astype(int).tolist(),
         }
     )
-    cube = frontier(loaded, engine, held, elimination, grid, seeds)
-    fit_cube = frontier(loaded, engine, fit, elimination, [found], seeds=1)
+    cube = frontier(loaded, engine, test, elimination, grid, seeds)
+    on_search = path_outcomes(loaded, engine, fit, elimination, [found], min_ratio)
     at = grid.index(found)
     cube = cube.assign_coords(
         found=("point", np.asarray(grid) == found), searched=("point", np.asarray(grid) == searched)
     )
     table = frontier_table(cube)
     row = table.iloc[at]
+    chosen = checked.isel(point=int(np.flatnonzero(checked["cells_cut"].values == found)[0]))
     model = loaded.model_id
     recipe = pathway_recipe(
         kept_cells,
         name="found_pathway",
         title=f"Found effective pathway of {model}: {len(kept_cells)} cells kept",
         description=(
-            f"found by flowtrace.discovery on {len(fit)} fit samples (min_ratio {min_ratio}, "
-            f"select_ratio {select_ratio}); held-out: {row.accuracy:.1f}% with "
-            f"{row.edges_kept_pct:.1f}% of edges kept"
+            f"found by flowtrace.discovery: searched on {len(fit)} samples, length selected on "
+            f"{len(judge)} others (min_ratio {min_ratio}); test split ({len(test)} more): "
+            f"{row.accuracy:.1f}% with {row.edges_kept_pct:.1f}% of edges kept"
         ),
     )
     searched_row = table.iloc[grid.index(searched)]
     summary = {
         "model": model,
-        "fit_samples": len(fit),
-        "held_out_samples": len(held),
+        "search_samples": len(fit),
+        "select_samples": len(judge),
+        "test_samples": len(test),
         "cells": len(elimination),
         "cells_kept": len(kept_cells),
         "cells_cut_by_search": searched,
         "cells_cut_selected": found,
         "search_point": {
             "edges_kept_pct": float(searched_row.edges_kept_pct),
-            "held_out_accuracy": float(searched_row.accuracy),
+            "test_accuracy": float(searched_row.accuracy),
             "random_mean": float(searched_row.random_mean),
         },
         "min_ratio": min_ratio,
-        "select_ratio": select_ratio,
+        "select_step": step,
         "edges_kept_pct": float(row.edges_kept_pct),
-        "held_out_accuracy": float(row.accuracy),
-        "held_out_clean_accuracy": float(row.clean_accuracy),
+        "test_accuracy": float(row.accuracy),
+        "test_clean_accuracy": float(row.clean_accuracy),
         "random_mean": float(row.random_mean),
         "random_min": float(row.random_min),
         "random_max": float(row.random_max),
         "random_std": float(row.random_std),
-        "fit_accuracy": 100 * float(fit_cube["correct"].astype(float).mean()),
-        "fit_clean_accuracy": 100 * float(fit_cube["clean_correct"].astype(float).mean()),
-        "search_s": round(time.time() - started, 1),
-        "proposals": proposals,
+        "search_accuracy": 100 * float(on_search["correct"].astype(float).mean()),
+        "select_accuracy": 100 * float(chosen["correct"].astype(float).mean()),
+        "select_clean_accuracy": 100 * float(checked["clean_correct"].astype(float).mean()),
+        "search_s": round(search_s, 1),
+        "total_s": round(time.time() - started, 1),
+        "proposals": len(result.steps),
+        "search_ids": [it.sample.id for it in fit],
+        "select_ids": [it.sample.id for it in judge],
         "kept": [list(c) for c in kept_cells],
     }
+    attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in summary.items()}
     cube.attrs.update(
-        {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in summary.items()},
+        attrs,
         recipe_kind="Frontier",
         recipe="found_pathway",
         elimination=json.dumps([list(c) for c in elimination]),
     )
+    checked.attrs.update(attrs, recipe_kind="Selection", recipe="found_pathway")
     out.mkdir(parents=True, exist_ok=True)
-    # A plain xarray cube, not a run store: no `.zarr` suffix, so `flowtrace report` skips it.
+    # Plain xarray cubes, not run stores: no `.zarr` suffix, so `flowtrace report` skips them.
     cube.to_zarr(out / "frontier_cube", mode="w", consolidated=True)
+    checked.to_zarr(out / "selection_cube", mode="w", consolidated=True)
     table.to_csv(out / "frontier.csv", index=False)
     from flowtrace.plots import save_chart
 
     save_chart(
-        frontier_chart(table, f"{model}: found pathway vs random cuts"), out / "frontier", scale=1
+        frontier_chart(table, f"{model}: found pathway vs random cuts (test split)"),
+        out / "frontier",
+        scale=1,
     )
     doc = (
         f"Effective pathway of the {model} model, found by search (flowtrace.discovery).\n\n"
         f"{summary['cells_kept']} of {summary['cells']} (layer, source, target) cells are kept,\n"
-        "every other counted edge is cut. Held-out half: "
+        f"every other counted edge is cut. Searched on {len(fit)} samples, its length selected "
+        f"on {len(judge)} others;\ntest split ({len(test)} samples neither saw): "
         f"{row.accuracy:.1f}% accuracy (clean {row.clean_accuracy:.1f}%)\n"
         f"with {row.edges_kept_pct:.1f}% of edges kept; random cuts of the same per-layer "
         f"budget: {row.random_mean:.1f}%\n(min {row.random_min:.1f}, max "
@@ -592,5 +667,6 @@ def discover(
     )
     (out / "recipe.py").write_text(recipe_source(recipe, doc))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    log(json.dumps({k: v for k, v in summary.items() if k != "kept"}))
+    lists = ("kept", "search_ids", "select_ids")
+    log(json.dumps({k: v for k, v in summary.items() if k not in lists}))
     return summary
