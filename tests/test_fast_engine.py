@@ -343,3 +343,36 @@ def test_compile_defaults_to_cuda_only(toy, monkeypatch):
     assert FastEngine(toy).compile is True
     monkeypatch.setenv("FLOWTRACE_COMPILE", "off")
     assert FastEngine(toy, compile=None).compile is False
+
+
+def test_a_start_inside_a_causal_model_is_confirmed_once_for_every_position(toy, toy_prepared):
+    """On a causal model the first cut query's position is not part of the shortcut's kind: a
+    cut starting at the options, after one confirmed at the question, re-runs nothing on the
+    reference path (a sample whose option sits elsewhere costs no full forward), and both
+    match plain PyTorch."""
+    from flowtrace.engine.fast import _kinds
+
+    prepared = toy_prepared
+    layout, seq_len = prepared.layout, prepared.layout.seq_len
+    fast = FastEngine(toy)
+    fast.clean(prepared.inputs)
+    fast.knockout(prepared.inputs, [KnockoutCondition({})])  # the once-per-model no-op check
+    checked, starts = [], []
+    for queries in ("question", "options"):
+        pairs = [(layout[queries], layout["video"])]
+        m = torch.zeros(seq_len, seq_len, dtype=torch.bool)
+        m[np.ix_(layout[queries], layout["video"])] = True
+        condition = KnockoutCondition.window(m, [2, 3, 4])
+        starts.append(_first_blocked_query(condition))
+        before = fast.checked_rows
+        got = fast.knockout(prepared.inputs, [condition])
+        checked.append(fast.checked_rows - before)
+        want = plain_knockout_probs(toy.model, prepared.inputs, pairs, [2, 3, 4])
+        assert fast.used == {"fast"}
+        assert torch.allclose(got[0], want, atol=TOLERANCE, rtol=0)
+    assert starts[0] < starts[1] < seq_len - 1
+    assert checked == [1, 0], checked
+    # Where a layer's own mask is not causal, each position is its own kind.
+    row = _Row(0, condition, starts[1], 2)
+    assert ("start", "inside") in _kinds(row, True, seq_len, causal=True)
+    assert ("start", starts[1]) in _kinds(row, True, seq_len, causal=False)

@@ -240,7 +240,8 @@ class FastEngine(ReferenceEngine):
             for row, p in zip(chunk, probs, strict=True):
                 out[row.index] = p
                 flat_of[row.index] = flat
-        failure = self._check_kinds(inputs, rows, flat_of, out, seq_len)
+        causal = all(mask is None for mask in capture.own_masks)
+        failure = self._check_kinds(inputs, rows, flat_of, out, seq_len, causal)
         if failure:
             self._broken = failure
             return self._fall_back(inputs, conditions, failure)
@@ -417,13 +418,14 @@ class FastEngine(ReferenceEngine):
         flat_of: dict[int, bool],
         out: list[torch.Tensor | None],
         seq_len: int,
+        causal: bool,
     ) -> str:
         """Re-run on the reference path one row of every kind not yet confirmed; the reason
         for falling back, or "" when the shortcut's answers hold."""
         probes: list[tuple[_Row, set[tuple]]] = []
         pending: set[tuple] = set()
         for row in rows:
-            kinds = _kinds(row, flat_of[row.index], seq_len)
+            kinds = _kinds(row, flat_of[row.index], seq_len, causal)
             if not kinds <= self._verified | pending:
                 probes.append((row, kinds))
                 pending |= kinds
@@ -495,11 +497,15 @@ def _plain_twin(module: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
-def _kinds(row: _Row, flat: bool, seq_len: int) -> set[tuple]:
+def _kinds(row: _Row, flat: bool, seq_len: int, causal: bool) -> set[tuple]:
     """What kind of shortcut `row` takes, as the features a full forward must have confirmed.
 
-    A first cut query is named by its position, or "last" for the last token alone (its
-    position moves with every prompt, its computation does not). The edge pattern is the
+    A first cut query is "last" for the last token alone (its position moves with every
+    prompt, its computation does not). Elsewhere, where every layer's own mask is plain causal,
+    it is "inside": where the suffix begins does not change what the shortcut computes, so one
+    confirmed start stands for all, and a sample whose option sits one token further on needs
+    no full forward. Where some layer's own mask is not causal (padding, planted routes), the
+    start is named by its position. The edge pattern is the
     sequence of distinct edge sets over the row's layers from its first cut on, runs collapsed
     and a layer without cuts as -1: a window sweep is (0,), an inverse window (0, -1, 0), a
     pathway plan that changes edges per layer (0, 1, -1, 2).
@@ -512,7 +518,10 @@ def _kinds(row: _Row, flat: bool, seq_len: int) -> set[tuple]:
         slot = -1 if blocked is None else slots.setdefault(id(blocked), len(slots))
         if not pattern or pattern[-1] != slot:
             pattern.append(slot)
-    start = "last" if row.start == seq_len - 1 else row.start
+    if row.start == seq_len - 1:
+        start: int | str = "last"
+    else:
+        start = "inside" if causal else row.start
     path = ("flat" if flat else "batched", "heads" if condition.heads is not None else "all")
     return {
         ("path", *path),
