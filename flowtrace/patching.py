@@ -16,11 +16,12 @@ import nnsight
 import numpy as np
 import torch
 
-from flowtrace.engine.fast import CleanCapture, FastEngine, _PrefixCache, _suffix_kwargs
-from flowtrace.engine.masks import additive_mask, allowed_attention
+from flowtrace.engine.condition import KnockoutCondition
+from flowtrace.engine.fast import CleanCapture, FastEngine, _Row
 from flowtrace.program import Trace
 
 SITES = ("residual", "attention")  # a decoder layer's output; its attention module's output
+NOTHING_CUT = KnockoutCondition({})  # a patch cuts no edge: every row keeps the model's own mask
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,6 @@ def counterfactual_frames(t: Trace, name: str) -> np.ndarray:
     raise ValueError(f"counterfactual {name!r}: choose reversed, shuffled or frame_swapped")
 
 
-def _hidden(output):
-    # transformers 5 decoder layers return the hidden states; older ones a tuple.
-    return output[0] if isinstance(output, tuple) else output
-
-
 @torch.no_grad()
 def capture(t: Trace, inputs: dict[str, torch.Tensor]) -> Capture:
     """One run's next-token probabilities and every layer's residual and attention outputs."""
@@ -72,7 +68,8 @@ def capture(t: Trace, inputs: dict[str, torch.Tensor]) -> Capture:
         residual, attention = nnsight.save([]), nnsight.save([])
         for layer, attn in zip(layers, attentions, strict=True):
             attention.append(attn.output[0][0].save())
-            out = layer.output  # inline, not _hidden: a trace body may name no flowtrace code
+            # A tuple before transformers 5; unpacked inline: a trace body calls no helper.
+            out = layer.output
             residual.append((out[0] if isinstance(out, tuple) else out)[0].save())
         probs = model.output.logits[0, -1].float().softmax(-1).save()
     return Capture(probs, list(residual), list(attention))
@@ -142,10 +139,10 @@ def patched_fast(
     for start, indices in by_start.items():
         size = max(1, token_budget // (capture.seq_len - start))
         for first in range(0, len(indices), size):
-            chunk = indices[first : first + size]
-            rows = _suffix_rows(engine, capture, source, [patches[i] for i in chunk], start)
-            for index, probs in zip(chunk, rows, strict=True):
-                out[index] = probs
+            rows = [_as_row(i, patches[i], source, capture) for i in indices[first : first + size]]
+            rows.sort(key=lambda r: r.entry)
+            for row, probs in zip(rows, engine._recompute(capture, rows, False), strict=True):
+                out[row.index] = probs
     return torch.stack(out)  # type: ignore[arg-type]
 
 
@@ -153,65 +150,16 @@ def _entry(patch: Patch) -> int:
     return patch.layer + 1 if patch.site == "residual" else patch.layer
 
 
-def _suffix_rows(
-    engine: FastEngine, capture: CleanCapture, source: Capture, chunk: list[Patch], start: int
-) -> torch.Tensor:
-    """Next-token probabilities of `chunk` (patches of groups that start at `start`)."""
-    loaded = engine.loaded
-    layers = loaded.layers(loaded.model)
-    order = sorted(range(len(chunk)), key=lambda i: _entry(chunk[i]))
-    rows = [chunk[i] for i in order]
-    width = capture.inputs[0].shape[-1]
-    hidden = capture.inputs[0].new_empty((0, capture.seq_len - start, width))
-    kwargs = _suffix_kwargs(capture.layer_kwargs, start)
-    none = torch.zeros(capture.seq_len, capture.seq_len, dtype=torch.bool, device=hidden.device)
-    joined = 0
-    for index in range(_entry(rows[0]), loaded.num_layers):
-        while joined < len(rows) and _entry(rows[joined]) == index:
-            row = rows[joined]
-            fresh = capture.inputs[index][:, start:].clone()
-            if row.site == "residual":  # the previous layer's output, patched, enters this one
-                value = source.residual[row.layer][row.positions]
-                if capture.deltas[row.layer] is not None:
-                    value = value + capture.deltas[row.layer][0, row.positions]
-                fresh[0, row.positions - start] = value
-            hidden = torch.cat([hidden, fresh])
-            joined += 1
-        allowed = allowed_attention(none, capture.own_masks[index])[start:]
-        mask = additive_mask(allowed.expand(joined, *allowed.shape), loaded.dtype)
-        edits = [
-            (r, p.positions - start, source.attention[index][p.positions])
-            for r, p in enumerate(rows[:joined])
-            if p.site == "attention" and p.layer == index
-        ]
-        hook = None
-        if edits:
-
-            def patch_attention(module, args, output, edits=edits):
-                attended = output[0] if isinstance(output, tuple) else output
-                for r, positions, value in edits:
-                    attended[r, positions] = value
-                return output
-
-            hook = loaded.attention(loaded.model, index).register_forward_hook(patch_attention)
-        prefix = _PrefixCache(
-            capture.keys[index][..., :start, :], capture.values[index][..., :start, :]
-        )
-        try:
-            result = layers[index](
-                hidden,
-                attention_mask=mask,
-                use_cache=False,
-                **{engine._cache_kwarg: prefix},
-                **kwargs,
-            )
-        finally:
-            if hook is not None:
-                hook.remove()
-        hidden = _hidden(result)
-        if capture.deltas[index] is not None:
-            hidden = hidden + capture.deltas[index][:, start:]
-    probs = loaded.lm_head()(loaded.final_norm()(hidden[:, -1])).float().softmax(-1)
-    back = torch.empty_like(probs)
-    back[torch.as_tensor(order, device=probs.device)] = probs
-    return back
+def _as_row(index: int, patch: Patch, source: Capture, capture: CleanCapture) -> _Row:
+    """`patch` as a row of the fast engine's recompute: nothing cut, entering at `_entry`."""
+    positions = patch.positions
+    value = getattr(source, patch.site)[patch.layer][positions]
+    start, entry = int(positions.min()), _entry(patch)
+    if patch.site == "attention":
+        return _Row(index, NOTHING_CUT, start, entry, attends={patch.layer: (positions, value)})
+    # The patched output of layer l, plus what the model adds between it and layer l + 1's
+    # input (DeepStack's visual features), is the stream entering l + 1.
+    delta = capture.deltas[patch.layer]
+    if delta is not None:
+        value = value + delta[0, positions]
+    return _Row(index, NOTHING_CUT, start, entry, enters=(positions, value))

@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from adapters_fixtures import build_qwen
 
 from flowtrace.data import read_samples, sample_frames
+from flowtrace.engine import FastEngine
 from flowtrace.models import load_model
+from flowtrace.models.templates import EVAL_MVBENCH_CHATML
 from flowtrace.patching import Patch, capture, counterfactual_frames, patched, patched_fast
 from flowtrace.pipeline.options import resolve_data
 from flowtrace.program import Trace
@@ -19,6 +22,7 @@ from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
 
 pytestmark = pytest.mark.slow
+QWEN_MEDIA = "<|vision_start|><|video_pad|><|vision_end|>"
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,71 @@ def test_patching_equals_plain_forward_hooks(planted):
         assert (b - want).abs().max() < 1e-5, (site, layer, group)
         moved += float((want - clean).abs().max()) > 1e-2
     assert moved >= 3  # the patches checked change the answer distribution, not only noise
+
+
+def test_a_patch_enters_its_row_and_edits_its_attention_at_a_middle_layer(planted):
+    """Each patch kind against plain hooks, at a tolerance far below what it moves: a residual
+    patch (the row enters layer l + 1 with the patched stream) and an attention patch (layer l's
+    attention output edited in the recompute), in one batch with rows entering at different
+    layers. The pass's engine compiles its layers; patching runs them eagerly, never compiled."""
+    sample = read_samples(resolve_data("toy"), tasks=["Moving Direction"], limit=1)[0]
+    t = trace_of(planted, sample)
+    t.engine = FastEngine(planted, compile=True)
+    cf = t.prepare(counterfactual_frames(t, "reversed")).inputs
+    source = capture(t, cf)
+    cases = [
+        ("attention", 5, "query"),  # the last token reads the query's reversed direction
+        ("residual", 2, "query"),  # same group (one batch), entering two layers earlier
+        ("residual", 4, "frame_7"),  # the query reads frame_7 in layer 5
+        ("attention", 2, "frame_7"),
+    ]
+    patches = [Patch(site, layer, torch.as_tensor(t.layout[g])) for site, layer, g in cases]
+    got = patched_fast(t, source, patches)
+    clean = t.engine.clean(t.inputs)
+    tolerance = 1e-5
+    for (site, layer, group), row in zip(cases, got, strict=True):
+        want = plain_patch(planted.model, t.inputs, cf, site, layer, t.layout[group])
+        assert (row - want).abs().max() < tolerance, (site, layer, group)
+        if group == "frame_7" or layer == 5:  # the patches that carry the direction
+            assert (want - clean).abs().max() > 1e4 * tolerance, (site, layer, group)
+    assert t.engine.compiled_calls == 0
+
+
+@pytest.fixture(scope="module")
+def qwen3_vl(tiny_data, tmp_path_factory):
+    """A random tiny Qwen3-VL: DeepStack adds visual features to the stream after layers 0, 1."""
+    samples = read_samples(tiny_data)
+    prompts = [EVAL_MVBENCH_CHATML.render(s, QWEN_MEDIA).text for s in samples]
+    with torch.random.fork_rng():  # seeded: the features' effect checked below is this model's
+        torch.manual_seed(0)
+        path = build_qwen(tmp_path_factory.mktemp("qwen3_vl"), prompts, "3")
+    loaded = load_model(str(path), device="cpu", dtype="float32")
+    sample = read_samples(tiny_data, tasks=["Moving Direction"])[0]
+    prepared = loaded.adapter.prepare(loaded, sample, sample_frames(sample, 8, loaded.adapter))
+    return Trace(sample, prepared.inputs, prepared.layout, loaded, 0, 0, torch.zeros(1), 8, 0)
+
+
+def test_a_residual_patch_enters_with_deepstack_features_added(qwen3_vl):
+    """A residual patch at a DeepStack layer: the next layer's input is the patched output plus
+    the clean run's visual features there, as with a hook on the Hugging Face layer."""
+    t = qwen3_vl
+    t.engine = FastEngine(t.loaded)
+    cf = t.prepare(counterfactual_frames(t, "reversed")).inputs
+    source = capture(t, cf)
+    video = t.layout["video"]
+    clean = t.engine._clean_capture(t.inputs)
+    assert clean.deltas[0] is not None and bool(clean.deltas[0][0, video].any())
+    patch = Patch("residual", 0, torch.as_tensor(video))
+    want = plain_patch(t.loaded.model, t.inputs, cf, "residual", 0, video)
+    tolerance = 1e-5
+    got = patched_fast(t, source, [patch])[0]
+    assert (got - want).abs().max() < tolerance
+    delta, clean.deltas[0] = clean.deltas[0], None  # the features left out: the test must see it
+    try:
+        without = patched_fast(t, source, [patch])[0]
+    finally:
+        clean.deltas[0] = delta
+    assert (without - want).abs().max() > 100 * tolerance
 
 
 @pytest.fixture(scope="module")

@@ -257,10 +257,19 @@ class FastEngine(ReferenceEngine):
     ) -> torch.Tensor:
         """Next-token probabilities of `rows` (sorted by entry layer), recomputed together.
 
-        Row r joins at its entry layer with the clean residual stream there, from its own start
-        on. Flat: the rows' suffixes lie side by side in one sequence after one shared prefix (a
-        block mask keeps rows apart), so the prefix K/V is never repeated. Batched (one start):
-        the rows are batch rows, each attending a broadcast copy of the prefix for one layer.
+        Row r joins at its entry layer with the clean residual stream there (some positions
+        replaced where it `enters` patched), from its own start on. Flat: the rows' suffixes lie
+        side by side in one sequence after one shared prefix (a block mask keeps rows apart), so
+        the prefix K/V is never repeated. Batched (one start): the rows are batch rows, each
+        attending a broadcast copy of the prefix for one layer.
+
+        Patched rows (flowtrace.patching) run every layer uncompiled, and a row's `attends` edits
+        go in through a forward hook on the original attention module for that layer's call.
+        Dynamo does not guard on module hooks (`skip_nnmodule_hook_guards`), so a compiled twin
+        traced before the hook was added may skip it silently; editing the attention output
+        without a hook would mean splitting each model family's decoder layer. Eager layers also
+        round as `patching.patched`'s full forward does. Knockout rows carry no patch: they run
+        as before, compiled where `compile` is on, with no hook and no copy.
         """
         loaded = self.loaded
         device, seq_len = loaded.device, capture.seq_len
@@ -290,14 +299,21 @@ class FastEngine(ReferenceEngine):
             shape = (len(rows), *per_head, lengths[0], seq_len)
             kwargs = _suffix_kwargs(capture.layer_kwargs, prefix_len)
         masks = torch.zeros(shape, dtype=torch.bool, device=device)
-        layers = self._recompute_layers()
+        edits = _attention_edits(rows, offsets, flat)
+        patched = bool(edits) or any(r.enters is not None for r in rows)
+        layers = None if patched else self._recompute_layers()
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
         current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
         joined = tokens = 0
         for index in range(rows[0].entry, loaded.num_layers):
             while joined < len(rows) and rows[joined].entry == index:
-                fresh = capture.inputs[index][:, rows[joined].start :]
+                row = rows[joined]
+                fresh = capture.inputs[index][:, row.start :]
+                if row.enters is not None:
+                    positions, value = row.enters
+                    fresh = fresh.clone()
+                    fresh[0, positions - row.start] = value
                 hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)
                 current.append((-1, -1))
                 joined += 1
@@ -333,15 +349,23 @@ class FastEngine(ReferenceEngine):
             prefix = _PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
-            out = self._call_layer(
-                layers,
-                index,
-                hidden,
-                attention_mask=additive_mask(mask, loaded.dtype),
-                use_cache=False,
-                **{self._cache_kwarg: prefix},
-                **(_first_tokens(kwargs, tokens) if flat else kwargs),
-            )
+            hook = None
+            if index in edits:
+                attention = loaded.attention(loaded.model, index)
+                hook = attention.register_forward_hook(_replace_output(edits[index]))
+            try:
+                out = self._call_layer(
+                    layers,
+                    index,
+                    hidden,
+                    attention_mask=additive_mask(mask, loaded.dtype),
+                    use_cache=False,
+                    **{self._cache_kwarg: prefix},
+                    **(_first_tokens(kwargs, tokens) if flat else kwargs),
+                )
+            finally:
+                if hook is not None:
+                    hook.remove()
             hidden = out[0] if isinstance(out, tuple) else out
             self.work["token_layers"] += tokens if flat else joined * lengths[0]
             self.work["query_keys"] += mask.numel() // max(heads, 1)
@@ -371,8 +395,10 @@ class FastEngine(ReferenceEngine):
             self._compiled = [torch.compile(_plain_twin(layer), dynamic=True) for layer in layers]
         return self._compiled
 
-    def _call_layer(self, layers: list[Any], index: int, *args: Any, **kwargs: Any) -> Any:
-        if not self.compile:  # also after a compile failure earlier in this recompute
+    def _call_layer(self, layers: list[Any] | None, index: int, *args: Any, **kwargs: Any) -> Any:
+        # None: the original layers (patched rows); not compiling: also after a compile failure
+        # earlier in this recompute.
+        if layers is None or not self.compile:
             return self.loaded.layers(self.loaded.model)[index](*args, **kwargs)
         try:
             out = layers[index](*args, **kwargs)
@@ -470,6 +496,37 @@ class _Row:
     condition: KnockoutCondition
     start: int
     entry: int
+    # A patch (flowtrace.patching): (positions, value) replacing those positions of the stream
+    # the row enters its entry layer with; per layer, (positions, value) replacing them in that
+    # layer's attention output. Positions are the prompt's, all ≥ start.
+    enters: tuple[torch.Tensor, torch.Tensor] | None = None
+    attends: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+Edit = tuple[int, torch.Tensor, torch.Tensor]  # (batch row, sequence positions, value)
+
+
+def _attention_edits(rows: Sequence[_Row], offsets: list[int], flat: bool) -> dict[int, list[Edit]]:
+    """Per layer, the rows' `attends` as places in the recomputed batch."""
+    edits: dict[int, list[Edit]] = {}
+    for i, row in enumerate(rows):
+        for layer, (positions, value) in (row.attends or {}).items():
+            local = positions - row.start
+            place = (0, offsets[i] + local) if flat else (i, local)
+            edits.setdefault(layer, []).append((*place, value))
+    return edits
+
+
+def _replace_output(edits: list[Edit]):
+    """A forward hook writing `edits` into the module's output (a tensor, or a tuple's first)."""
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        for row, positions, value in edits:
+            hidden[row, positions] = value
+        return output
+
+    return hook
 
 
 def _compile_default(loaded: LoadedModel) -> bool:
