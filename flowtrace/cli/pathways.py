@@ -35,11 +35,13 @@ def pathways(
         typer.Option(
             "--find",
             help="Search every (layer, source, target) cell for the fewest edges to keep instead "
-            "(fit on half the samples, frontier on the other half); writes recipe.py to --out.",
+            "(search on a quarter of the samples, choose the cut on another quarter, frontier on "
+            "the held-out half); writes recipe.py to --out.",
         ),
     ] = False,
     min_ratio: Annotated[
-        float, typer.Option(help="--find: share of each fit sample's p(true answer) to keep.")
+        float,
+        typer.Option(help="--find: share of each search/select sample's p(true answer) to keep."),
     ] = 0.5,
 ) -> None:
     """Derive effective pathways from a flow map at each threshold, run them against random
