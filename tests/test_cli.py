@@ -44,6 +44,7 @@ def test_default_run_on_four_samples(default_run):
     assert ds.sizes["layer"] == 8
     assert len(set(ds["task"].values)) == 4  # --limit spreads over the tasks
     assert ds.attrs["model"] == "toy" and ds.attrs["engine"] == "fast"
+    assert ds.attrs["compiled_layers"] == "no"  # compiling pays on CUDA only
     analysed = ds.isel(sample=ds["status"].values == "ok")
     assert analysed.sizes["sample"] >= 3  # the toy answers most held-out samples right
     assert bool(analysed["clean_correct"].all())
@@ -158,3 +159,21 @@ def test_notebook_api(default_run, tmp_path: Path):
     assert "recipe: cross_frame" in ds.flowtrace.summary()
     paths = ds.flowtrace.save_chart(tmp_path / "figure")
     assert all(p.exists() for p in paths)
+
+
+@pytest.mark.slow
+def test_compile_flag_reaches_the_engine_and_the_store(tmp_path: Path):
+    """--compile runs the fast engine's compiled layers on the CPU too, says so in the store, and
+    gives the --no-compile numbers."""
+    stores = {}
+    for flag in ("--compile", "--no-compile"):
+        out = tmp_path / f"{flag.strip('-')}.zarr"
+        done = flowtrace("run", "recipes/vql_to_ql.py", "--limit", "2", flag, "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert "torch.compile failed" not in done.stderr  # the compiled layers really ran
+        stores[flag] = xr.open_zarr(out).load()
+    assert stores["--compile"].attrs["compiled_layers"] == "yes"
+    assert stores["--no-compile"].attrs["compiled_layers"] == "no"
+    got, want = stores["--compile"]["prob_true"], stores["--no-compile"]["prob_true"]
+    assert float(abs(want - stores["--no-compile"]["clean_prob_true"]).max()) > 1e-3
+    np.testing.assert_allclose(got.values, want.values, atol=1e-5, rtol=0)

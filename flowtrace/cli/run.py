@@ -107,6 +107,14 @@ def run(
             "or reference (one full forward per condition)."
         ),
     ] = "fast",
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="Fast engine: run the recomputed layers through torch.compile (default: on "
+            "CUDA, off on CPU; the first sample pays about a minute of compiling).",
+        ),
+    ] = None,
     adapter: Annotated[
         str | None, typer.Option(help="Force an adapter instead of the config's choice.")
     ] = None,
@@ -209,6 +217,7 @@ def run(
             frames=frames,
             batch_size=batch_size,
             engine=engine,
+            compile=compile,
             seed=seed,
             overwrite=overwrite,
             eval_only=eval_only,

@@ -18,8 +18,13 @@ __all__ = [
 ]
 
 
-def make_engine(name: str, loaded: LoadedModel, batch_size: int = 8) -> ReferenceEngine:
-    """The knockout engine called `name` (`--engine`)."""
+def make_engine(
+    name: str, loaded: LoadedModel, batch_size: int = 8, compile: bool | None = None
+) -> ReferenceEngine:
+    """The knockout engine called `name`; `compile` reaches the fast engine only (None: its
+    default, on for CUDA)."""
     if name not in ENGINES:
         raise OptionError("engine", f"{name!r}: choose one of {', '.join(ENGINES)}")
+    if name == "fast":
+        return FastEngine(loaded, batch_size=batch_size, compile=compile)
     return ENGINES[name](loaded, batch_size=batch_size)

@@ -130,7 +130,9 @@ def prepare_analyses(
             # Only whole nnsight traces travel to a server; the fast engine runs modules itself.
             engine_name = "reference"
         if engine_name not in engines:
-            engines[engine_name] = make_engine(engine_name, loaded, options.batch_size)
+            engines[engine_name] = make_engine(
+                engine_name, loaded, options.batch_size, options.compile
+            )
         engine = engines[engine_name]
         if folder is not None or options.out is None:
             out = default_out(recipe.name, loaded.model_id, options.data, folder)
@@ -138,6 +140,9 @@ def prepare_analyses(
             out = options.out
         attrs = provenance(recipe, loaded, options, source.kind, root, settled, engine.name)
         attrs.update(executor=options.executor, traces=trace_target)
+        # Not a resume key: compiled and eager layers compute the same function (the fast
+        # engine's self-check holds both to the reference path), rounding aside.
+        attrs["compiled_layers"] = "yes" if getattr(engine, "compile", False) else "no"
         measure = kind.measure(recipe, loaded, options, settled, samples)
         analyses.append(
             Analysis(

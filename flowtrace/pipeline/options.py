@@ -33,6 +33,8 @@ class RunOptions:
     frames: int | None = None
     batch_size: int = 8
     engine: str = "fast"  # knockout path: fast (exact shortcut) or reference (full forwards)
+    # fast engine: torch.compile its recomputed layers (None: on CUDA; FLOWTRACE_COMPILE overrides)
+    compile: bool | None = None
     seed: int = 0
     overwrite: bool = False
     plot: bool = True
