@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from flowtrace.data import read_samples, synth
-from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.models.prompt_template import EVAL_MVBENCH
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -32,13 +32,13 @@ from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model, pick_adapter
 from flowtrace.models.checkpoint import read_config
-from flowtrace.models.prompts import EVAL_MVBENCH
-from flowtrace.models.templates import (
+from flowtrace.models.family_templates import (
     EVAL_MVBENCH_CHATML,
     EVAL_MVBENCH_PHI3,
     INTERNVL_MEDIA,
     VIDEOLLAMA3_TVBENCH,
 )
+from flowtrace.models.prompt_template import EVAL_MVBENCH
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.sweep import Sweep

@@ -27,7 +27,7 @@ from flowtrace.data import (
 )
 from flowtrace.data.synth import generate, write_mp4
 from flowtrace.errors import DataError, OptionError
-from flowtrace.models.prompts import EVAL_MVBENCH, EVAL_VCGBENCH, SYSTEM_MVBENCH
+from flowtrace.models.prompt_template import EVAL_MVBENCH, EVAL_VCGBENCH, SYSTEM_MVBENCH
 
 # decord cannot copy out frames of some tiny widths (16, 24, 48 px); 32 decodes cleanly.
 SIZE = 32

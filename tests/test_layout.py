@@ -9,7 +9,7 @@ import torch
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.models import load_model
-from flowtrace.models.prompts import SYSTEM_MVBENCH
+from flowtrace.models.prompt_template import SYSTEM_MVBENCH
 
 
 def squash(text: str) -> str:

@@ -13,7 +13,7 @@ from adapters_fixtures import build_qwen
 from flowtrace.data import read_samples, sample_frames
 from flowtrace.engine import FastEngine
 from flowtrace.models import load_model
-from flowtrace.models.templates import EVAL_MVBENCH_CHATML
+from flowtrace.models.family_templates import EVAL_MVBENCH_CHATML
 from flowtrace.patching import Patch, capture, counterfactual_frames, patched, patched_fast
 from flowtrace.pipeline.options import resolve_data
 from flowtrace.program import Trace

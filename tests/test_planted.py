@@ -19,7 +19,7 @@ from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.models.planted import ROUTES, PlantedLlavaNextVideo, layout_from_groups
-from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.models.prompt_template import EVAL_MVBENCH
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube

@@ -23,8 +23,8 @@ from flowtrace.data.synth import write_mp4
 from flowtrace.data.video import read_frames, sample_frames
 from flowtrace.edges import blocked_edges
 from flowtrace.models import load_model
+from flowtrace.models.family_templates import VIDEOLLAMA3_TVBENCH
 from flowtrace.models.hf_families import VideoLlama3Adapter
-from flowtrace.models.templates import VIDEOLLAMA3_TVBENCH
 
 FPS = 10
 COUNT = 40  # frames: 4.0 s at 10 fps

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from flowtrace.errors import DataError
 
-# How the reference code words a sample's question (see flowtrace.models.prompts.question_block):
+# How the reference code words a sample's question (see
+# flowtrace.models.prompt_template.question_block):
 #   options  "Question: …\nOptions:\n(A) …"           MVBench, TVBench, TOMATO, LongVideoBench
 #   letters  "Question: …\nOptions:\nA. …\n"          Video-MME (its options carry the letters)
 #   open     "Question: …\n", no options              TVBench open-ended

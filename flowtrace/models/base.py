@@ -11,7 +11,7 @@ import torch
 from flowtrace.data import Sample, SampleError
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import TokenLayout
-from flowtrace.models.prompts import PromptTemplate
+from flowtrace.models.prompt_template import PromptTemplate
 
 
 @dataclass(frozen=True)

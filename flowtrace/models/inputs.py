@@ -13,7 +13,7 @@ from transformers import BatchFeature
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import MARKERS, TokenLayout, layout_from_ids
-from flowtrace.models.prompts import RenderedPrompt
+from flowtrace.models.prompt_template import RenderedPrompt
 
 
 class FramesProcessor:

@@ -15,9 +15,13 @@ from typing import Any
 from flowtrace.errors import FlowtraceError
 from flowtrace.models.base import LoadedModel, LoadOptions
 from flowtrace.models.checkpoint import load_tokenizer, read_config
+from flowtrace.models.family_templates import (
+    EVAL_MVBENCH_INTERNVL,
+    EVAL_MVBENCH_PHI3,
+    INTERNVL_MEDIA,
+)
 from flowtrace.models.internvl_chat_network import InternVLChatConfig, InternVLChatForVideo
 from flowtrace.models.original_layout import OriginalLayoutAdapter, build_model, frames_processor
-from flowtrace.models.templates import EVAL_MVBENCH_INTERNVL, EVAL_MVBENCH_PHI3, INTERNVL_MEDIA
 
 IMG_CONTEXT = "<IMG_CONTEXT>"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -15,7 +15,7 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.layout import build_layout
 from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
 from flowtrace.models.hf_video import hf_model
-from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.models.prompt_template import EVAL_MVBENCH
 
 
 class LlavaNextVideoAdapter(Adapter):

@@ -18,7 +18,7 @@ from flowtrace.models.base import LoadedModel, LoadOptions
 from flowtrace.models.checkpoint import load_tokenizer, read_config
 from flowtrace.models.original_layout import OriginalLayoutAdapter, build_model, frames_processor
 from flowtrace.models.pllava_network import PAPER_POOLING, PllavaConfig, PllavaForVideo
-from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.models.prompt_template import EVAL_MVBENCH
 
 PLLAVA_KEYS = ("pooling_shape", "frame_shape", "use_pooling", "pooling_method")
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -16,8 +16,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from flowtrace.models.base import LoadedModel
+from flowtrace.models.family_templates import EVAL_MVBENCH_CHATML
 from flowtrace.models.hf_video import HFVideoAdapter
-from flowtrace.models.templates import EVAL_MVBENCH_CHATML
 
 QWEN_MEDIA = "<|vision_start|><|video_pad|><|vision_end|>"
 

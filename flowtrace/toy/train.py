@@ -39,7 +39,7 @@ from flowtrace.models.planted import (
     PlantedLlavaNextVideo,
     plant_blocked,
 )
-from flowtrace.models.prompts import EVAL_MVBENCH
+from flowtrace.models.prompt_template import EVAL_MVBENCH
 from flowtrace.toy.build import build_config, build_processor, build_tokenizer
 
 FRAMES = 8

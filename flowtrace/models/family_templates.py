@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flowtrace.data import Sample
-from flowtrace.models.prompts import (
+from flowtrace.models.prompt_template import (
     EVAL_MVBENCH,
     SYSTEM_MVBENCH,
     PromptTemplate,
