@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from flowtrace.engine.condition import KnockoutCondition
-from flowtrace.engine.fast import CleanCapture, FastEngine, _Row
+from flowtrace.engine.fast import CleanCapture, FastEngine
+from flowtrace.engine.suffix import Row
 from flowtrace.program import Trace
 
 SITES = ("residual", "attention")  # a decoder layer's output; its attention module's output
@@ -150,16 +151,16 @@ def _entry(patch: Patch) -> int:
     return patch.layer + 1 if patch.site == "residual" else patch.layer
 
 
-def _as_row(index: int, patch: Patch, source: Capture, capture: CleanCapture) -> _Row:
+def _as_row(index: int, patch: Patch, source: Capture, capture: CleanCapture) -> Row:
     """`patch` as a row of the fast engine's recompute: nothing cut, entering at `_entry`."""
     positions = patch.positions
     value = getattr(source, patch.site)[patch.layer][positions]
     start, entry = int(positions.min()), _entry(patch)
     if patch.site == "attention":
-        return _Row(index, NOTHING_CUT, start, entry, attends={patch.layer: (positions, value)})
+        return Row(index, NOTHING_CUT, start, entry, attends={patch.layer: (positions, value)})
     # The patched output of layer l, plus what the model adds between it and layer l + 1's
     # input (DeepStack's visual features), is the stream entering l + 1.
     delta = capture.deltas[patch.layer]
     if delta is not None:
         value = value + delta[0, positions]
-    return _Row(index, NOTHING_CUT, start, entry, enters=(positions, value))
+    return Row(index, NOTHING_CUT, start, entry, enters=(positions, value))

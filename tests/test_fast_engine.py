@@ -15,12 +15,9 @@ from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
-from flowtrace.engine.fast import (
-    SELF_CHECK_TOLERANCE,
-    FastEngineFallback,
-    _first_blocked_query,
-    _Row,
-)
+from flowtrace.engine.fast import FastEngineFallback
+from flowtrace.engine.self_check import SELF_CHECK_TOLERANCE, shortcut_kinds
+from flowtrace.engine.suffix import Row, first_blocked_query
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
@@ -205,7 +202,7 @@ def _off_by_one_flat(monkeypatch):
     def recompute(self, capture, rows, flat, allowed=None):
         if flat:
             rows = [
-                _Row(r.index, r.condition, r.start + 1, r.entry)
+                Row(r.index, r.condition, r.start + 1, r.entry)
                 if r.start < capture.seq_len - 1
                 else r
                 for r in rows
@@ -233,7 +230,7 @@ def test_a_wrong_shortcut_of_one_kind_falls_back_loudly(toy, monkeypatch):
     unchecked.clean(prepared.inputs)
     wrong = unchecked.knockout(prepared.inputs, knockouts)
     assert (wrong - want).abs().max() > 10 * bound
-    first = _Row(0, knockouts[0], _first_blocked_query(knockouts[0]), knockouts[0].layers[0])
+    first = Row(0, knockouts[0], first_blocked_query(knockouts[0]), knockouts[0].layers[0])
     with torch.no_grad():
         batched = unchecked._recompute(unchecked._clean_capture(prepared.inputs), [first], False)
     assert (batched[0] - want[0]).abs().max() <= TOLERANCE
@@ -350,8 +347,6 @@ def test_a_start_inside_a_causal_model_is_confirmed_once_for_every_position(toy,
     cut starting at the options, after one confirmed at the question, re-runs nothing on the
     reference path (a sample whose option sits elsewhere costs no full forward), and both
     match plain PyTorch."""
-    from flowtrace.engine.fast import _kinds
-
     prepared = toy_prepared
     layout, seq_len = prepared.layout, prepared.layout.seq_len
     fast = FastEngine(toy)
@@ -363,7 +358,7 @@ def test_a_start_inside_a_causal_model_is_confirmed_once_for_every_position(toy,
         m = torch.zeros(seq_len, seq_len, dtype=torch.bool)
         m[np.ix_(layout[queries], layout["video"])] = True
         condition = KnockoutCondition.window(m, [2, 3, 4])
-        starts.append(_first_blocked_query(condition))
+        starts.append(first_blocked_query(condition))
         before = fast.checked_rows
         got = fast.knockout(prepared.inputs, [condition])
         checked.append(fast.checked_rows - before)
@@ -373,6 +368,6 @@ def test_a_start_inside_a_causal_model_is_confirmed_once_for_every_position(toy,
     assert starts[0] < starts[1] < seq_len - 1
     assert checked == [1, 0], checked
     # Where a layer's own mask is not causal, each position is its own kind.
-    row = _Row(0, condition, starts[1], 2)
-    assert ("start", "inside") in _kinds(row, True, seq_len, causal=True)
-    assert ("start", starts[1]) in _kinds(row, True, seq_len, causal=False)
+    row = Row(0, condition, starts[1], 2)
+    assert ("start", "inside") in shortcut_kinds(row, True, seq_len, causal=True)
+    assert ("start", starts[1]) in shortcut_kinds(row, True, seq_len, causal=False)

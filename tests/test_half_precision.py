@@ -7,7 +7,7 @@ import torch
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, ReferenceEngine
-from flowtrace.engine.fast import HALF_PRECISION_TOLERANCE
+from flowtrace.engine.self_check import HALF_PRECISION_TOLERANCE
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.sweep import Sweep

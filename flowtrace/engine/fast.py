@@ -25,8 +25,6 @@ reference path runs too.
 
 from __future__ import annotations
 
-import copy
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,26 +32,32 @@ from typing import Any
 
 import torch
 
+from flowtrace.engine.compiled import COMPILE_ENV, compile_default, compiled_twins
 from flowtrace.engine.condition import KnockoutCondition
 from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed
 from flowtrace.engine.reference import ReferenceEngine
+from flowtrace.engine.self_check import (
+    HALF_PRECISION_TOLERANCE,
+    SELF_CHECK_TOLERANCE,
+    describe_kinds,
+    shortcut_kinds,
+)
+from flowtrace.engine.suffix import (
+    PrefixCache,
+    Row,
+    attention_edits,
+    chunks_by_tokens,
+    first_blocked_query,
+    first_tokens,
+    replace_output,
+    shared_masks,
+    side_by_side_kwargs,
+    suffix_kwargs,
+)
 from flowtrace.models import LoadedModel
 
 # Rows × recomputed positions per batch; bounds the activations (the MLP's intermediate dominates).
 DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
-# The self-check's bound on max |Δp| between the shortcut and a full forward. float32: the
-# side-by-side path's rounding reaches 5e-5 on the trained toy under deep cuts (inverse windows),
-# usually under 1e-6; a shortcut that reuses the clean pass for one position too many is off by
-# 1e-4 to 0.3 there.
-SELF_CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
-HALF_PRECISION_TOLERANCE = 2e-3
-# Compiling the recomputed layers fuses the norms, rotary and gating that run as separate
-# elementwise kernels otherwise; worth its start-up cost (a minute or so per process) on a GPU,
-# not on a CPU. FLOWTRACE_COMPILE=0/1 overrides the default.
-COMPILE_ENV = "FLOWTRACE_COMPILE"
-# Graphs per layer shape: one token (the self-check), one row of suffix tokens, several rows; with
-# and without head-level masks. Beyond this, dynamo gives up and runs the layer uncompiled.
-COMPILE_RECOMPILE_LIMIT = 32
 # Short suffixes of several rows go side by side in one sequence, up to this many tokens: their
 # attention to each other's (masked) blocks is the price, small next to the MLPs at this size.
 FLAT_TOKENS = 4096
@@ -85,23 +89,6 @@ class FastEngineFallback(UserWarning):
     """The fast engine's self-check failed: knockouts run on the reference path instead."""
 
 
-class _PrefixCache:
-    """Duck-typed cache for one layer call: prepends the clean prefix K/V, keeps nothing.
-
-    Decoder attention calls only `update` on the cache it is given; broadcasting the one prefix
-    into the concatenation avoids holding a copy per row beyond this layer.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self.keys, self.values = keys, values
-
-    def update(self, keys: torch.Tensor, values: torch.Tensor, *args: Any, **kwargs: Any):
-        rows = keys.shape[0]
-        prefix_k = self.keys.expand(rows, *self.keys.shape[1:])
-        prefix_v = self.values.expand(rows, *self.values.shape[1:])
-        return torch.cat([prefix_k, keys], dim=-2), torch.cat([prefix_v, values], dim=-2)
-
-
 class FastEngine(ReferenceEngine):
     """Same numbers as ReferenceEngine.knockout, computing only what each condition changes."""
 
@@ -117,12 +104,13 @@ class FastEngine(ReferenceEngine):
         super().__init__(loaded, batch_size)
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
-        self.compile = _compile_default(loaded) if compile is None else compile
+        self.compile = compile_default(loaded) if compile is None else compile
         self._compiled: list[Any] | None = None
         self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
         self._capture: CleanCapture | None = None
         self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
-        # Kinds of shortcut a full forward has confirmed (see _kinds), kept for the model's life.
+        # Kinds of shortcut a full forward has confirmed (self_check.shortcut_kinds), for the
+        # model's life.
         self._verified: set[tuple] = set()
         self._broken = ""  # why the shortcut is off for this model ("" while it holds)
         self.fallback_reason = ""  # why this sample's knockouts fell back ("" when none did)
@@ -182,7 +170,7 @@ class FastEngine(ReferenceEngine):
             keys=[cache.layers[i].keys for i in range(len(layer_in))],
             values=[cache.layers[i].values for i in range(len(layer_in))],
             layer_kwargs=dict(first_kwargs),
-            own_masks=_shared_masks(own, layer_in[0].shape[1]),
+            own_masks=shared_masks(own, layer_in[0].shape[1]),
         )
         return self._capture
 
@@ -197,14 +185,14 @@ class FastEngine(ReferenceEngine):
         capture = self._clean_capture(inputs)
         seq_len = capture.seq_len
         out: list[torch.Tensor | None] = [None] * len(conditions)
-        rows: list[_Row] = []
+        rows: list[Row] = []
         first_rows: dict[int, int | None] = {}  # sweeps share matrices: scan each one once
         for index, condition in enumerate(conditions):
-            start = _first_blocked_query(condition, first_rows)
+            start = first_blocked_query(condition, first_rows)
             if start is None:  # nothing cut: the clean pass is the answer
                 out[index] = capture.probs
             else:
-                rows.append(_Row(index, condition, start, condition.layers[0]))
+                rows.append(Row(index, condition, start, condition.layers[0]))
         if not rows:
             return torch.stack(out)  # type: ignore[arg-type]
         if not self._broken:
@@ -214,7 +202,7 @@ class FastEngine(ReferenceEngine):
         rows.sort(key=lambda r: r.entry)
         flat_limit = FLAT_TOKENS if self.flat_tokens is None else self.flat_tokens
 
-        def lies_flat(row: _Row) -> bool:
+        def lies_flat(row: Row) -> bool:
             # Short suffixes (→ last, → question) go side by side whatever their start; long
             # ones (cross-frame) go as batch rows of one start, where a prefix copy is cheap.
             suffix = seq_len - row.start
@@ -222,9 +210,9 @@ class FastEngine(ReferenceEngine):
 
         chunks = [
             (c, True)
-            for c in _chunks_by_tokens([r for r in rows if lies_flat(r)], seq_len, flat_limit)
+            for c in chunks_by_tokens([r for r in rows if lies_flat(r)], seq_len, flat_limit)
         ]
-        by_start: dict[int, list[_Row]] = {}
+        by_start: dict[int, list[Row]] = {}
         for row in rows:
             if not lies_flat(row):
                 by_start.setdefault(row.start, []).append(row)
@@ -251,7 +239,7 @@ class FastEngine(ReferenceEngine):
     def _recompute(
         self,
         capture: CleanCapture,
-        rows: Sequence[_Row],
+        rows: Sequence[Row],
         flat: bool,
         allowed: dict[tuple[int, int], torch.Tensor] | None = None,
     ) -> torch.Tensor:
@@ -294,12 +282,12 @@ class FastEngine(ReferenceEngine):
         if flat:
             total = sum(lengths)
             shape = (*per_head, total, prefix_len + total)
-            kwargs = _side_by_side_kwargs(capture.layer_kwargs, [r.start for r in rows])
+            kwargs = side_by_side_kwargs(capture.layer_kwargs, [r.start for r in rows])
         else:
             shape = (len(rows), *per_head, lengths[0], seq_len)
-            kwargs = _suffix_kwargs(capture.layer_kwargs, prefix_len)
+            kwargs = suffix_kwargs(capture.layer_kwargs, prefix_len)
         masks = torch.zeros(shape, dtype=torch.bool, device=device)
-        edits = _attention_edits(rows, offsets, flat)
+        edits = attention_edits(rows, offsets, flat)
         patched = bool(edits) or any(r.enters is not None for r in rows)
         layers = None if patched else self._recompute_layers()
         width = capture.inputs[0].shape[-1]
@@ -346,13 +334,13 @@ class FastEngine(ReferenceEngine):
             # Flat: a leading batch dim, so the additive mask is 4D as in the batched path; with a
             # 3D one SDPA on CPU rounds otherwise (2e-5 in p on the trained toy, one row alone).
             mask = masks[..., :tokens, : prefix_len + tokens][None] if flat else masks[:joined]
-            prefix = _PrefixCache(
+            prefix = PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
             hook = None
             if index in edits:
                 attention = loaded.attention(loaded.model, index)
-                hook = attention.register_forward_hook(_replace_output(edits[index]))
+                hook = attention.register_forward_hook(replace_output(edits[index]))
             try:
                 out = self._call_layer(
                     layers,
@@ -361,7 +349,7 @@ class FastEngine(ReferenceEngine):
                     attention_mask=additive_mask(mask, loaded.dtype),
                     use_cache=False,
                     **{self._cache_kwarg: prefix},
-                    **(_first_tokens(kwargs, tokens) if flat else kwargs),
+                    **(first_tokens(kwargs, tokens) if flat else kwargs),
                 )
             finally:
                 if hook is not None:
@@ -388,11 +376,7 @@ class FastEngine(ReferenceEngine):
         if not self.compile:
             return layers
         if self._compiled is None:
-            import torch._dynamo
-
-            limit = torch._dynamo.config.recompile_limit
-            torch._dynamo.config.recompile_limit = max(limit, COMPILE_RECOMPILE_LIMIT)
-            self._compiled = [torch.compile(_plain_twin(layer), dynamic=True) for layer in layers]
+            self._compiled = compiled_twins(layers)
         return self._compiled
 
     def _call_layer(self, layers: list[Any] | None, index: int, *args: Any, **kwargs: Any) -> Any:
@@ -427,7 +411,7 @@ class FastEngine(ReferenceEngine):
         """Once per model: a condition that cuts nothing must give back the clean pass."""
         if ("noop",) in self._verified:
             return
-        noop = _Row(0, KnockoutCondition({}), capture.seq_len - 1, 0)
+        noop = Row(0, KnockoutCondition({}), capture.seq_len - 1, 0)
         gap = float((self._recompute(capture, [noop], True)[0] - capture.probs).abs().max())
         if gap > self._tolerance():
             self._broken = (
@@ -440,7 +424,7 @@ class FastEngine(ReferenceEngine):
     def _check_kinds(
         self,
         inputs: dict[str, torch.Tensor],
-        rows: Sequence[_Row],
+        rows: Sequence[Row],
         flat_of: dict[int, bool],
         out: list[torch.Tensor | None],
         seq_len: int,
@@ -448,10 +432,10 @@ class FastEngine(ReferenceEngine):
     ) -> str:
         """Re-run on the reference path one row of every kind not yet confirmed; the reason
         for falling back, or "" when the shortcut's answers hold."""
-        probes: list[tuple[_Row, set[tuple]]] = []
+        probes: list[tuple[Row, set[tuple]]] = []
         pending: set[tuple] = set()
         for row in rows:
-            kinds = _kinds(row, flat_of[row.index], seq_len, causal)
+            kinds = shortcut_kinds(row, flat_of[row.index], seq_len, causal)
             if not kinds <= self._verified | pending:
                 probes.append((row, kinds))
                 pending |= kinds
@@ -464,7 +448,7 @@ class FastEngine(ReferenceEngine):
                 gap = float((out[row.index] - expected).abs().max())  # type: ignore[operator]
                 if gap > tolerance:
                     return (
-                        f"the shortcut ({_describe(kinds)}) differs from a full forward by "
+                        f"the shortcut ({describe_kinds(kinds)}) differs from a full forward by "
                         f"{gap:.2e} (max |Δp|, tolerance {tolerance:.0e})"
                     )
                 self._verified |= kinds
@@ -486,194 +470,6 @@ class FastEngine(ReferenceEngine):
             stacklevel=4,  # the caller of knockout (under its no_grad wrapper)
         )
         return super().knockout(inputs, conditions)
-
-
-@dataclass(frozen=True, eq=False)
-class _Row:
-    """One condition to recompute: where its first cut query sits, where its first cut layer is."""
-
-    index: int  # position in the caller's list
-    condition: KnockoutCondition
-    start: int
-    entry: int
-    # A patch (flowtrace.patching): (positions, value) replacing those positions of the stream
-    # the row enters its entry layer with; per layer, (positions, value) replacing them in that
-    # layer's attention output. Positions are the prompt's, all ≥ start.
-    enters: tuple[torch.Tensor, torch.Tensor] | None = None
-    attends: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
-
-
-Edit = tuple[int, torch.Tensor, torch.Tensor]  # (batch row, sequence positions, value)
-
-
-def _attention_edits(rows: Sequence[_Row], offsets: list[int], flat: bool) -> dict[int, list[Edit]]:
-    """Per layer, the rows' `attends` as places in the recomputed batch."""
-    edits: dict[int, list[Edit]] = {}
-    for i, row in enumerate(rows):
-        for layer, (positions, value) in (row.attends or {}).items():
-            local = positions - row.start
-            place = (0, offsets[i] + local) if flat else (i, local)
-            edits.setdefault(layer, []).append((*place, value))
-    return edits
-
-
-def _replace_output(edits: list[Edit]):
-    """A forward hook writing `edits` into the module's output (a tensor, or a tuple's first)."""
-
-    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        for row, positions, value in edits:
-            hidden[row, positions] = value
-        return output
-
-    return hook
-
-
-def _compile_default(loaded: LoadedModel) -> bool:
-    setting = os.environ.get(COMPILE_ENV, "").strip().lower()
-    if setting in ("0", "false", "no", "off"):
-        return False
-    if setting in ("1", "true", "yes", "on"):
-        return True
-    return loaded.device.type == "cuda"
-
-
-def _plain_twin(module: torch.nn.Module) -> torch.nn.Module:
-    """A shallow copy of `module` and its children sharing their parameters, without the
-    forward wrappers nnsight installs on each instance.
-
-    Compiling through those wrappers makes dynamo guard on every sequence length (a graph per
-    length); the twin is the model's own code, which compiles to a few dynamic-shape graphs.
-    """
-    twin = copy.copy(module)
-    twin.__dict__.pop("forward", None)
-    twin._modules = {
-        name: None if child is None else _plain_twin(child)
-        for name, child in module._modules.items()
-    }
-    return twin
-
-
-def _kinds(row: _Row, flat: bool, seq_len: int, causal: bool) -> set[tuple]:
-    """What kind of shortcut `row` takes, as the features a full forward must have confirmed.
-
-    A first cut query is "last" for the last token alone (its position moves with every
-    prompt, its computation does not). Elsewhere, where every layer's own mask is plain causal,
-    it is "inside": where the suffix begins does not change what the shortcut computes, so one
-    confirmed start stands for all, and a sample whose option sits one token further on needs
-    no full forward. Where some layer's own mask is not causal (padding, planted routes), the
-    start is named by its position. The edge pattern is the
-    sequence of distinct edge sets over the row's layers from its first cut on, runs collapsed
-    and a layer without cuts as -1: a window sweep is (0,), an inverse window (0, -1, 0), a
-    pathway plan that changes edges per layer (0, 1, -1, 2).
-    """
-    condition = row.condition
-    slots: dict[int, int] = {}
-    pattern: list[int] = []
-    for layer in range(row.entry, max(condition.blocked) + 1):
-        blocked = condition.blocked.get(layer)
-        slot = -1 if blocked is None else slots.setdefault(id(blocked), len(slots))
-        if not pattern or pattern[-1] != slot:
-            pattern.append(slot)
-    if row.start == seq_len - 1:
-        start: int | str = "last"
-    else:
-        start = "inside" if causal else row.start
-    path = ("flat" if flat else "batched", "heads" if condition.heads is not None else "all")
-    return {
-        ("path", *path),
-        ("start", start),
-        ("entry", row.entry),
-        ("edges", tuple(pattern)),
-    }
-
-
-def _describe(kinds: set[tuple]) -> str:
-    named = dict((k[0], k[1:]) for k in kinds)
-    path, heads = named["path"]
-    return (
-        f"{path} path, {'some heads' if heads == 'heads' else 'all heads'}, first cut query "
-        f"{named['start'][0]}, first cut layer {named['entry'][0]}, edge pattern "
-        f"{named['edges'][0]}"
-    )
-
-
-def _chunks_by_tokens(rows: list[_Row], seq_len: int, limit: int) -> list[list[_Row]]:
-    """Consecutive rows, at most `limit` suffix tokens a chunk."""
-    chunks: list[list[_Row]] = []
-    size = limit + 1
-    for row in rows:
-        n = seq_len - row.start
-        if size + n > limit:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(row)
-        size += n
-    return chunks
-
-
-def _shared_masks(masks: list[torch.Tensor | None], seq_len: int) -> list[torch.Tensor | None]:
-    """Plain causal masks become None; equal masks of several layers become one tensor."""
-    causal = None
-    out: list[torch.Tensor | None] = []
-    for mask in masks:
-        if mask is not None:
-            if causal is None:
-                causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mask.device).tril()
-            if torch.equal(mask, causal):
-                mask = None
-            else:
-                mask = next((m for m in out if m is not None and torch.equal(m, mask)), mask)
-        out.append(mask)
-    return out
-
-
-def _first_blocked_query(
-    condition: KnockoutCondition, memo: dict[int, int | None] | None = None
-) -> int | None:
-    """The lowest query position any layer of `condition` cuts an edge of (None: cuts nothing)."""
-    memo = {} if memo is None else memo
-    starts = []
-    for blocked in condition.blocked.values():
-        if id(blocked) not in memo:
-            rows = blocked.any(-1).nonzero()
-            memo[id(blocked)] = int(rows[0, 0]) if rows.numel() else None
-        if memo[id(blocked)] is not None:
-            starts.append(memo[id(blocked)])
-    return min(starts) if starts else None
-
-
-def _side_by_side_kwargs(kwargs: dict[str, Any], starts: list[int]) -> dict[str, Any]:
-    """Position kwargs for suffixes from each start laid side by side, in that order."""
-    out: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name == "position_embeddings":
-            out[name] = tuple(torch.cat([t[..., p:, :] for p in starts], dim=-2) for t in value)
-        else:
-            out[name] = torch.cat([value[..., p:] for p in starts], dim=-1)
-    return out
-
-
-def _first_tokens(kwargs: dict[str, Any], tokens: int) -> dict[str, Any]:
-    """The side-by-side position kwargs of the rows joined so far."""
-    out: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name == "position_embeddings":
-            out[name] = tuple(t[..., :tokens, :] for t in value)
-        else:
-            out[name] = value[..., :tokens]
-    return out
-
-
-def _suffix_kwargs(kwargs: dict[str, Any], start: int) -> dict[str, Any]:
-    """Layer kwargs cut to positions ≥ start: the sequence is dim -2 of cos/sin, -1 of ids."""
-    out: dict[str, Any] = {}
-    for name, value in kwargs.items():
-        if name == "position_embeddings":
-            out[name] = tuple(t[..., start:, :] for t in value)
-        else:
-            out[name] = value[..., start:]
-    return out
 
 
 def _same_inputs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

@@ -1,0 +1,148 @@
+"""The pieces of a suffix recompute: the rows it runs, the clean prefix it attends, where each
+suffix's positions come from, and the edits a patched row carries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from flowtrace.engine.condition import KnockoutCondition
+
+
+class PrefixCache:
+    """Duck-typed cache for one layer call: prepends the clean prefix K/V, keeps nothing.
+
+    Decoder attention calls only `update` on the cache it is given; broadcasting the one prefix
+    into the concatenation avoids holding a copy per row beyond this layer.
+    """
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        self.keys, self.values = keys, values
+
+    def update(self, keys: torch.Tensor, values: torch.Tensor, *args: Any, **kwargs: Any):
+        rows = keys.shape[0]
+        prefix_k = self.keys.expand(rows, *self.keys.shape[1:])
+        prefix_v = self.values.expand(rows, *self.values.shape[1:])
+        return torch.cat([prefix_k, keys], dim=-2), torch.cat([prefix_v, values], dim=-2)
+
+
+@dataclass(frozen=True, eq=False)
+class Row:
+    """One condition to recompute: where its first cut query sits, where its first cut layer is."""
+
+    index: int  # position in the caller's list
+    condition: KnockoutCondition
+    start: int
+    entry: int
+    # A patch (flowtrace.patching): (positions, value) replacing those positions of the stream
+    # the row enters its entry layer with; per layer, (positions, value) replacing them in that
+    # layer's attention output. Positions are the prompt's, all ≥ start.
+    enters: tuple[torch.Tensor, torch.Tensor] | None = None
+    attends: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+Edit = tuple[int, torch.Tensor, torch.Tensor]  # (batch row, sequence positions, value)
+
+
+def attention_edits(rows: Sequence[Row], offsets: list[int], flat: bool) -> dict[int, list[Edit]]:
+    """Per layer, the rows' `attends` as places in the recomputed batch."""
+    edits: dict[int, list[Edit]] = {}
+    for i, row in enumerate(rows):
+        for layer, (positions, value) in (row.attends or {}).items():
+            local = positions - row.start
+            place = (0, offsets[i] + local) if flat else (i, local)
+            edits.setdefault(layer, []).append((*place, value))
+    return edits
+
+
+def replace_output(edits: list[Edit]):
+    """A forward hook writing `edits` into the module's output (a tensor, or a tuple's first)."""
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        for row, positions, value in edits:
+            hidden[row, positions] = value
+        return output
+
+    return hook
+
+
+def chunks_by_tokens(rows: list[Row], seq_len: int, limit: int) -> list[list[Row]]:
+    """Consecutive rows, at most `limit` suffix tokens a chunk."""
+    chunks: list[list[Row]] = []
+    size = limit + 1
+    for row in rows:
+        n = seq_len - row.start
+        if size + n > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(row)
+        size += n
+    return chunks
+
+
+def shared_masks(masks: list[torch.Tensor | None], seq_len: int) -> list[torch.Tensor | None]:
+    """Plain causal masks become None; equal masks of several layers become one tensor."""
+    causal = None
+    out: list[torch.Tensor | None] = []
+    for mask in masks:
+        if mask is not None:
+            if causal is None:
+                causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=mask.device).tril()
+            if torch.equal(mask, causal):
+                mask = None
+            else:
+                mask = next((m for m in out if m is not None and torch.equal(m, mask)), mask)
+        out.append(mask)
+    return out
+
+
+def first_blocked_query(
+    condition: KnockoutCondition, memo: dict[int, int | None] | None = None
+) -> int | None:
+    """The lowest query position any layer of `condition` cuts an edge of (None: cuts nothing)."""
+    memo = {} if memo is None else memo
+    starts = []
+    for blocked in condition.blocked.values():
+        if id(blocked) not in memo:
+            rows = blocked.any(-1).nonzero()
+            memo[id(blocked)] = int(rows[0, 0]) if rows.numel() else None
+        if memo[id(blocked)] is not None:
+            starts.append(memo[id(blocked)])
+    return min(starts) if starts else None
+
+
+def side_by_side_kwargs(kwargs: dict[str, Any], starts: list[int]) -> dict[str, Any]:
+    """Position kwargs for suffixes from each start laid side by side, in that order."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == "position_embeddings":
+            out[name] = tuple(torch.cat([t[..., p:, :] for p in starts], dim=-2) for t in value)
+        else:
+            out[name] = torch.cat([value[..., p:] for p in starts], dim=-1)
+    return out
+
+
+def first_tokens(kwargs: dict[str, Any], tokens: int) -> dict[str, Any]:
+    """The side-by-side position kwargs of the rows joined so far."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == "position_embeddings":
+            out[name] = tuple(t[..., :tokens, :] for t in value)
+        else:
+            out[name] = value[..., :tokens]
+    return out
+
+
+def suffix_kwargs(kwargs: dict[str, Any], start: int) -> dict[str, Any]:
+    """Layer kwargs cut to positions ≥ start: the sequence is dim -2 of cos/sin, -1 of ids."""
+    out: dict[str, Any] = {}
+    for name, value in kwargs.items():
+        if name == "position_embeddings":
+            out[name] = tuple(t[..., start:, :] for t in value)
+        else:
+            out[name] = value[..., start:]
+    return out
