@@ -53,12 +53,12 @@ def test_compacting_a_store_keeps_the_dataset(tmp_path: Path, monkeypatch: pytes
     the same Dataset in fewer files (the committed stores are compacted)."""
     import xarray as xr
 
-    import flowtrace.store
+    import flowtrace.store.arrays
     from flowtrace.recipe import load_recipe
     from flowtrace.runner import RunOptions, run
     from flowtrace.store import check_store, compact
 
-    monkeypatch.setattr(flowtrace.store, "CHUNK_SAMPLES", 1)
+    monkeypatch.setattr(flowtrace.store.arrays, "CHUNK_SAMPLES", 1)
     store = tmp_path / "cube.zarr"
     options = RunOptions(limit=4, sweep=Sweep(layers=(0, 2)), out=store, plot=False, device="cpu")
     run(load_recipe("cross_frame"), options)
