@@ -17,9 +17,12 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
    when, by exact knockout, every search sample answered right clean is still answered right and
    keeps at least `min_ratio` of its clean p(true answer). Samples are tried most fragile first,
    so a failing proposal is usually refused after one or two samples.
-4. Three splits, alternating within each task (`split_three`): the search sees the *search*
-   split, the selection the *select* split, and the *test* split (the held-out half) is touched
-   only after the pathway is fixed, for the frontier.
+4. Three splits: the search sees the *search* split, the selection the *select* split, and the
+   *test* split is touched only after the pathway is fixed, for the frontier. Either all three
+   come from the data, alternating within each task (`split_three`), or (`fresh_split`, the
+   shipped results) the select and test splits are fresh samples of the synthetic generator
+   under seeds of their own (`FRESH_SEEDS`), never used for training or the embedded held-out
+   set, and the search keeps the data's search split.
 5. Select (`select`), on the select split: the search's last point is fitted to its own samples.
    The shipped pathway is the longest prefix of the search's cut order that the select split
    passes everywhere along the way: scanned every `step` cells from 0, it is the last prefix
@@ -35,7 +38,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import altair as alt
@@ -45,7 +48,7 @@ import torch
 import xarray as xr
 
 from flowtrace.attribution import edge_attribution
-from flowtrace.data import Sample, sample_frames
+from flowtrace.data import Sample, read_samples, sample_frames, synth
 from flowtrace.engine import KnockoutCondition, make_engine
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import TokenLayout
@@ -60,6 +63,12 @@ from flowtrace.recipe import (
 )
 
 Cell = tuple[int, str, str]  # (layer, source group, target group)
+
+# Seeds of the fresh select and test splits (`fresh_split`). The embedded models' data were made
+# by flowtrace.data.synth under seed 0 (every training clip, of both toys and the planted toy's
+# init) and 10000 (the embedded held-out set: seed + toy.train.HELDOUT_SEED_OFFSET); a clip is
+# drawn from numpy's stream [seed, task, index], so other seeds give other clips.
+FRESH_SEEDS = {"select": 40_001, "test": 40_002}
 
 
 def cell_groups(layout: TokenLayout) -> list[str]:
@@ -456,6 +465,15 @@ def split_three(samples: Sequence[Sample]) -> tuple[list[Sample], list[Sample], 
     return search_split, select_split, test
 
 
+def fresh_split(name: str, n_per_task: int, root: Path) -> list[Sample]:
+    """`n_per_task` fresh synthetic samples of each task under `FRESH_SEEDS[name]`, written (mp4)
+    under `root`/name, candidates in the fixed order the toys were trained and held out with.
+    Ids are prefixed "name-seed/" so that they never equal the embedded samples' ids."""
+    seed = FRESH_SEEDS[name]
+    folder = synth.generate(Path(root) / name, n_per_task=n_per_task, seed=seed, shuffle=False)
+    return [replace(s, id=f"{name}-{seed}/{s.id}") for s in read_samples(folder)]
+
+
 def path_outcomes(
     loaded: LoadedModel,
     engine,
@@ -545,13 +563,23 @@ def discover(
     frames: int | None = None,
     log: Callable[[str], None] = print,
     step: int = 8,
+    select_samples: Sequence[Sample] | None = None,
+    test_samples: Sequence[Sample] | None = None,
+    fresh: dict | None = None,
 ) -> dict:
     """Search a pathway on the search split of `samples`, select its length on the select split,
-    and only then measure its frontier on the test split (`split_three`); write `out/`:
-    frontier_cube (the test split's cube, zarr), selection_cube (the select split's checks),
-    frontier.csv, frontier.png/.html, recipe.py, summary.json."""
+    and only then measure its frontier on the test split (`split_three`; `select_samples` and
+    `test_samples`, when given, replace those two splits, e.g. fresh ones from `fresh_split`,
+    described by `fresh` in the summary); write `out/`: frontier_cube (the test split's cube,
+    zarr), selection_cube (the select split's checks), frontier.csv, frontier.png/.html,
+    recipe.py, summary.json."""
     engine = make_engine("fast", loaded)
-    search_samples, select_samples, test_samples = split_three(samples)
+    search_samples, own_select, own_test = split_three(samples)
+    select_samples = own_select if select_samples is None else list(select_samples)
+    test_samples = own_test if test_samples is None else list(test_samples)
+    ids = [{s.id for s in part} for part in (search_samples, select_samples, test_samples)]
+    if sum(map(len, ids)) != len(set().union(*ids)):
+        raise FlowtraceError("the search, select and test splits share sample ids")
     started = time.time()
     fit = prepare_samples(loaded, engine, search_samples, frames)
     judge = prepare_samples(loaded, engine, select_samples, frames)
@@ -606,6 +634,7 @@ def discover(
         "search_samples": len(fit),
         "select_samples": len(judge),
         "test_samples": len(test),
+        "fresh": fresh or {},
         "cells": len(elimination),
         "cells_kept": len(kept_cells),
         "cells_cut_by_search": searched,
@@ -632,6 +661,7 @@ def discover(
         "proposals": len(result.steps),
         "search_ids": [it.sample.id for it in fit],
         "select_ids": [it.sample.id for it in judge],
+        "test_ids": [it.sample.id for it in test],
         "kept": [list(c) for c in kept_cells],
     }
     attrs = {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in summary.items()}
@@ -665,8 +695,16 @@ def discover(
         f"{row.random_max:.1f}, {seeds} seeds). Regenerate with\n"
         "`flowtrace pathways FLOW_MAP --find`; edit the layers to try others.\n"
     )
+    if fresh:
+        doc += (
+            "The select and test splits are fresh synthetic samples (flowtrace.data.synth), "
+            f"seeds {fresh.get('select_seed')} and\n{fresh.get('test_seed')}, none used for "
+            "training or the embedded held-out set; regenerate with\n"
+            f"`flowtrace pathways FLOW_MAP --find --fresh-select {fresh.get('select_per_task')} "
+            f"--fresh-test {fresh.get('test_per_task')}`.\n"
+        )
     (out / "recipe.py").write_text(recipe_source(recipe, doc))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    lists = ("kept", "search_ids", "select_ids")
+    lists = ("kept", "search_ids", "select_ids", "test_ids")
     log(json.dumps({k: v for k, v in summary.items() if k not in lists}))
     return summary

@@ -43,6 +43,21 @@ def pathways(
         float,
         typer.Option(help="--find: share of each search/select sample's p(true answer) to keep."),
     ] = 0.5,
+    fresh_select: Annotated[
+        int,
+        typer.Option(
+            help="--find: select on this many fresh synthetic samples per task (seed "
+            "discovery.FRESH_SEEDS['select']) instead of a quarter of the data; 0: the data's."
+        ),
+    ] = 0,
+    fresh_test: Annotated[
+        int,
+        typer.Option(
+            help="--find: measure the frontier on this many fresh synthetic samples per task "
+            "(seed discovery.FRESH_SEEDS['test']) instead of the data's held-out half; 0: the "
+            "data's."
+        ),
+    ] = 0,
 ) -> None:
     """Derive effective pathways from a flow map at each threshold, run them against random
     cuts of the same budget, and draw accuracy against the share of edges kept; with --find,
@@ -53,15 +68,38 @@ def pathways(
 
     ds = open_store(flow_map)
     if find:
+        import tempfile
+
         from flowtrace.data import read_samples
-        from flowtrace.discovery import discover
+        from flowtrace.discovery import FRESH_SEEDS, discover, fresh_split
         from flowtrace.models import load_model
         from flowtrace.pipeline.options import resolve_data
 
         try:
             loaded = load_model(model or str(ds.attrs["model"]), device=device)
             samples = read_samples(resolve_data(data or str(ds.attrs["data"])))[:limit]
-            discover(loaded, samples, out, min_ratio=min_ratio)
+            with tempfile.TemporaryDirectory(prefix="flowtrace-fresh-") as root:
+                chosen = {
+                    name: fresh_split(name, n, Path(root)) if n else None
+                    for name, n in (("select", fresh_select), ("test", fresh_test))
+                }
+                fresh = {
+                    **{f"{k}_seed": FRESH_SEEDS[k] for k, v in chosen.items() if v},
+                    **{
+                        f"{k}_per_task": n
+                        for k, n in (("select", fresh_select), ("test", fresh_test))
+                        if n
+                    },
+                }
+                discover(
+                    loaded,
+                    samples,
+                    out,
+                    min_ratio=min_ratio,
+                    select_samples=chosen["select"],
+                    test_samples=chosen["test"],
+                    fresh=fresh,
+                )
         except FlowtraceError as err:
             fail(err)
         return
