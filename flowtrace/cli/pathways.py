@@ -58,6 +58,20 @@ def pathways(
             "data's."
         ),
     ] = 0,
+    max_select_failures: Annotated[
+        float,
+        typer.Option(
+            help="--find: a prefix of the search's path holds while at most this share of the "
+            "select samples fail the acceptance test (0.01: 1 of 128); 0: none may fail."
+        ),
+    ] = 0.01,
+    reuse_search: Annotated[
+        Path | None,
+        typer.Option(
+            help="--find: reuse the search (cut order) of this found_pathway folder instead of "
+            "searching again; it must be this model's, on the same search samples and min_ratio."
+        ),
+    ] = None,
 ) -> None:
     """Derive effective pathways from a flow map at each threshold, run them against random
     cuts of the same budget, and draw accuracy against the share of edges kept; with --find,
@@ -71,13 +85,14 @@ def pathways(
         import tempfile
 
         from flowtrace.data import read_samples
-        from flowtrace.discovery import FRESH_SEEDS, discover, fresh_split
+        from flowtrace.discovery import FRESH_SEEDS, discover, fresh_split, load_search
         from flowtrace.models import load_model
         from flowtrace.pipeline.options import resolve_data
 
         try:
             loaded = load_model(model or str(ds.attrs["model"]), device=device)
             samples = read_samples(resolve_data(data or str(ds.attrs["data"])))[:limit]
+            reused = load_search(reuse_search) if reuse_search else None
             with tempfile.TemporaryDirectory(prefix="flowtrace-fresh-") as root:
                 chosen = {
                     name: fresh_split(name, n, Path(root)) if n else None
@@ -99,6 +114,8 @@ def pathways(
                     select_samples=chosen["select"],
                     test_samples=chosen["test"],
                     fresh=fresh,
+                    max_select_failures=max_select_failures,
+                    reuse_search=reused,
                 )
         except FlowtraceError as err:
             fail(err)
