@@ -97,6 +97,22 @@ def fake_item() -> FitSample:
     return FitSample(None, {}, layout, clean, counted_edges(layout), cell_of, pairs)  # type: ignore[arg-type]
 
 
+def items_needing(chosen, needed) -> list:
+    """Fake prepared items for `chosen`, each answering right while the `needed` cells hold."""
+    items = []
+    for sample in chosen:
+        item = fake_item()
+        item.sample, item.inputs = sample, {"id": sample.id, "needed": needed}
+        items.append(item)
+    return items
+
+
+def seeded_scores(sample_id: str) -> torch.Tensor:
+    """A sample's fake attribution scores, seeded by its index."""
+    seed = int(sample_id.split("/")[-1])
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=(2, 1, 13, 13)))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_search_keeps_exactly_the_cells_that_matter(seed: int):
     item = fake_item()
@@ -291,18 +307,12 @@ def test_discover_never_shows_test_samples_before_the_pathway_is_fixed(
 
     def fake_prepare(loaded, engine_, chosen, frames=None):
         events.append(("prepare", {s.id for s in chosen}))
-        items = fake_items(0, None)
-        for sample in chosen:
-            item = fake_item()
-            item.sample, item.inputs = sample, {"id": sample.id, "needed": needed}
-            items.append(item)
-        return items
+        return fake_items(0, None) + items_needing(chosen, needed)
 
     def fake_attribution(engine_, inputs, target):
         engine.asked.append(inputs["id"])
         events.append(("attribution", {inputs["id"]}))
-        seed = int(inputs["id"].split("/")[-1])
-        return torch.from_numpy(np.random.default_rng(seed).normal(size=(2, 1, 13, 13)))
+        return seeded_scores(inputs["id"])
 
     real_search, real_select = discovery.search, discovery.select
 
@@ -355,16 +365,10 @@ def test_discover_reuses_a_search_without_searching_again(
     needed = {(0, 8, 6): 0.01, (1, 12, 9): 0.01, (0, 12, 3): 0.6}
 
     def fake_prepare(loaded, engine_, chosen, frames=None):
-        items = []
-        for sample in chosen:
-            item = fake_item()
-            item.sample, item.inputs = sample, {"id": sample.id, "needed": needed}
-            items.append(item)
-        return items
+        return items_needing(chosen, needed)
 
     def fake_attribution(engine_, inputs, target):
-        seed = int(inputs["id"].split("/")[-1])
-        return torch.from_numpy(np.random.default_rng(seed).normal(size=(2, 1, 13, 13)))
+        return seeded_scores(inputs["id"])
 
     class Loaded(FakeLoaded):
         model_id = "fake"
