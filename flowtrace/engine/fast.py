@@ -289,7 +289,8 @@ class FastEngine(ReferenceEngine):
         masks = torch.zeros(shape, dtype=torch.bool, device=device)
         edits = attention_edits(rows, offsets, flat)
         patched = bool(edits) or any(r.enters is not None for r in rows)
-        layers = None if patched else self._recompute_layers()
+        eager = loaded.layers(loaded.model)
+        layers = eager if patched or not self.compile else self._compiled_layers(eager)
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
         current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
@@ -344,6 +345,7 @@ class FastEngine(ReferenceEngine):
             try:
                 out = self._call_layer(
                     layers,
+                    eager,
                     index,
                     hidden,
                     attention_mask=additive_mask(mask, loaded.dtype),
@@ -370,20 +372,18 @@ class FastEngine(ReferenceEngine):
 
     # -- compiled layers ----------------------------------------------------------------------
 
-    def _recompute_layers(self) -> list[Any]:
-        """The decoder layers the recompute calls: compiled twins when `compile` is on."""
-        layers = self.loaded.layers(self.loaded.model)
-        if not self.compile:
-            return layers
+    def _compiled_layers(self, eager: list[Any]) -> list[Any]:
+        """The compiled twins of the decoder layers, made on first use."""
         if self._compiled is None:
-            self._compiled = compiled_twins(layers)
+            self._compiled = compiled_twins(eager)
         return self._compiled
 
-    def _call_layer(self, layers: list[Any] | None, index: int, *args: Any, **kwargs: Any) -> Any:
-        # None: the original layers (patched rows); not compiling: also after a compile failure
-        # earlier in this recompute.
-        if layers is None or not self.compile:
-            return self.loaded.layers(self.loaded.model)[index](*args, **kwargs)
+    def _call_layer(
+        self, layers: list[Any], eager: list[Any], index: int, *args: Any, **kwargs: Any
+    ) -> Any:
+        # Eager: patched rows, compile off, or a compile failure earlier in this recompute.
+        if layers is eager or not self.compile:
+            return eager[index](*args, **kwargs)
         try:
             out = layers[index](*args, **kwargs)
         except torch.OutOfMemoryError:
@@ -398,7 +398,7 @@ class FastEngine(ReferenceEngine):
                 ),
                 stacklevel=2,
             )
-            return self.loaded.layers(self.loaded.model)[index](*args, **kwargs)
+            return eager[index](*args, **kwargs)
         self.compiled_calls += 1
         return out
 
