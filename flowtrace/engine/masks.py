@@ -7,7 +7,6 @@ from __future__ import annotations
 import torch
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.sweep import default_window as default_window  # its old home: benchmarks import it
 
 
 def allowed_attention(blocked: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
