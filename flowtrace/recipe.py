@@ -93,8 +93,9 @@ class Knockout:
         for (source, target), expr in zip(self.labels(), self.edge_map().values(), strict=True):
             if self.skip_absent and any(g not in layout.groups for g in _group_names(expr)):
                 continue
-            blocked = torch.from_numpy(blocked_edges(expr, layout))
-            edges = int(blocked.sum())
+            cut = blocked_edges(expr, layout)
+            edges = int(np.count_nonzero(cut))  # numpy: torch's CPU sum of a bool matrix is 100x
+            blocked = torch.from_numpy(cut)
             for layer, layers, heads in sweep.steps(num_layers, num_heads):
                 knockout = KnockoutCondition.window(blocked, layers, heads)
                 out.append(Condition(source, target, layer, knockout, edges, heads))

@@ -16,10 +16,19 @@ def allowed_attention(blocked: torch.Tensor, base: torch.Tensor | None = None) -
     With every key at finfo.min a softmax row turns uniform over *all* keys, future ones included,
     so such a condition would silently measure something else.
     """
-    seq_len = blocked.shape[-1]
+    allowed = _allowed(blocked, base)
+    refuse_starved(allowed)
+    return allowed
+
+
+def _allowed(blocked: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
     if base is None:
+        seq_len = blocked.shape[-1]
         base = torch.ones(seq_len, seq_len, dtype=torch.bool, device=blocked.device).tril()
-    allowed = base & ~blocked
+    return base & ~blocked
+
+
+def refuse_starved(allowed: torch.Tensor) -> None:
     starved = ~allowed.any(-1)
     if starved.any():
         rows = starved.nonzero()[:, -1].unique().tolist()
@@ -27,7 +36,50 @@ def allowed_attention(blocked: torch.Tensor, base: torch.Tensor | None = None) -
             f"this knockout leaves query position(s) {rows[:8]} with no key to attend to; "
             "keep at least one source position (e.g. do not block a group from itself at its start)"
         )
-    return allowed
+
+
+class AllowedEdges:
+    """Allowed-edge masks on the device for one knockout call, each made once (sweeps share a
+    blocked matrix across rows and layers). Nothing here waits for the device: the blocked
+    matrices travel from pinned memory without a sync, and the starved-query check (a read
+    back) runs once, in `check()`, after every recompute has been queued.
+    """
+
+    def __init__(self, seq_len: int, device: torch.device) -> None:
+        self.seq_len, self.device = seq_len, device
+        self._masks: dict[tuple[int, int], torch.Tensor] = {}
+        # Keeps each key's objects alive, so their ids stay theirs for the call's life.
+        self._keys: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
+        self._starved: list[torch.Tensor] = []
+
+    def __call__(self, own: torch.Tensor | None, blocked: torch.Tensor | None) -> torch.Tensor:
+        key = (id(own), id(blocked))
+        if key not in self._masks:
+            self._keys.append((own, blocked))
+            if blocked is None:
+                cut = torch.zeros(self.seq_len, self.seq_len, dtype=torch.bool, device=self.device)
+            else:
+                cut = to_device(blocked, self.device)
+            allowed = _allowed(cut, own)
+            self._masks[key] = allowed
+            self._starved.append((~allowed.any(-1)).any())
+        return self._masks[key]
+
+    def check(self) -> None:
+        """Refuse a knockout that left some query no key (one read back for the whole call)."""
+        if self._starved and bool(torch.stack(self._starved).any()):
+            for mask in self._masks.values():
+                refuse_starved(mask)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`tensor` on `device`; a host tensor goes to a GPU from pinned memory, asynchronously (a
+    copy from pageable memory waits for the device to finish its queued work first)."""
+    if tensor.device.type == device.type and device.index in (None, tensor.device.index):
+        return tensor
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def model_allowed(mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from flowtrace.engine.condition import KnockoutCondition
@@ -108,11 +109,20 @@ def first_blocked_query(
     starts = []
     for blocked in condition.blocked.values():
         if id(blocked) not in memo:
-            rows = blocked.any(-1).nonzero()
-            memo[id(blocked)] = int(rows[0, 0]) if rows.numel() else None
+            memo[id(blocked)] = _first_row(blocked)
         if memo[id(blocked)] is not None:
             starts.append(memo[id(blocked)])
     return min(starts) if starts else None
+
+
+def _first_row(blocked: torch.Tensor) -> int | None:
+    """The first row of a (L, L) bool matrix holding a True, read without a device sync where
+    the matrix is on the host (numpy: torch's CPU reductions of bool matrices are far slower)."""
+    if blocked.device.type == "cpu":
+        rows = np.flatnonzero(blocked.numpy().any(-1))
+        return int(rows[0]) if rows.size else None
+    rows = blocked.any(-1).nonzero()
+    return int(rows[0, 0]) if rows.numel() else None
 
 
 def side_by_side_kwargs(kwargs: dict[str, Any], starts: list[int]) -> dict[str, Any]:
