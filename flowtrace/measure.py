@@ -173,6 +173,9 @@ class Plan:
 
     knockouts: list[KnockoutCondition] = field(default_factory=list)
     context: Any = None
+    # Whether `fill` runs the model itself (its own reads, replies): then the sample is finished
+    # before the next one's clean pass, which would take the engine's state.
+    fill_runs_model: bool = True
 
 
 class KnockoutMeasure:
@@ -219,7 +222,7 @@ class KnockoutMeasure:
         )
         # Replies run their own batched generation; first-token knockouts join the pass's batch.
         knockouts = [] if self.generate else [c.knockout for c in conditions]
-        return Plan(knockouts, conditions)
+        return Plan(knockouts, conditions, fill_runs_model=bool(self.generate))
 
     def fill(self, step: Step) -> None:
         record, probs = step.record, step.probs
@@ -335,7 +338,7 @@ class PathwayMeasure:
             100 * (1 - sum(int((b & counted).sum()) for b in plan.values()) / total)
             for plan in plans
         ]
-        return Plan([KnockoutCondition(p) for p in plans], kept)
+        return Plan([KnockoutCondition(p) for p in plans], kept, fill_runs_model=False)
 
     def fill(self, step: Step) -> None:
         clean, record, plan, probs = step.clean, step.record, step.plan, step.probs

@@ -75,6 +75,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(autouse=True)
+def fresh_self_check():
+    """Each test confirms its own shortcuts: the fast engine shares confirmed kinds across the
+    engines of one model in a process, and tests break shortcuts on purpose."""
+    from flowtrace.engine.fast import VERIFIED
+
+    VERIFIED.clear()
+    yield
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synth.generate(tmp_path_factory.mktemp("data"), n_per_task=2, seed=7)

@@ -15,6 +15,7 @@ from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
+from flowtrace.engine.compiled import COMPILED_PATHS
 from flowtrace.engine.fast import FastEngineFallback
 from flowtrace.engine.self_check import SELF_CHECK_TOLERANCE, shortcut_kinds
 from flowtrace.engine.suffix import Row, first_blocked_query
@@ -275,6 +276,23 @@ def test_self_check_runs_once_per_kind(toy):
     assert fast.checked_rows == runs[1] + 1
 
 
+def test_engines_of_one_model_share_confirmed_kinds(toy, toy_prepared):
+    """The next engine on a model (a process's next run) confirms no kind again and gives the
+    same rows; an engine with other settings confirms its own."""
+    conditions = load_recipe("vql_to_ql").conditions(
+        toy_prepared.layout, toy.num_layers, Sweep(window=3)
+    )
+    knockouts = [c.knockout for c in conditions]
+    rows, checked = [], []
+    for engine in (FastEngine(toy), FastEngine(toy), FastEngine(toy, token_budget=1024)):
+        engine.clean(toy_prepared.inputs)
+        rows.append(engine.knockout(toy_prepared.inputs, knockouts))
+        assert engine.used == {"fast"}
+        checked.append(engine.checked_rows)
+    assert checked[0] > 0 and checked[1] == 0 and checked[2] > 0, checked
+    assert torch.equal(rows[0], rows[1])
+
+
 @pytest.mark.slow
 def test_compiled_recompute_matches_plain_pytorch(toy, toy_prepared):
     """torch.compile'd layer twins (the GPU default) give the plain knockout's numbers, on the
@@ -299,12 +317,17 @@ def test_compiled_recompute_matches_plain_pytorch(toy, toy_prepared):
     clean = plain_per_layer_probs(toy.model, prepared.inputs, {})
     for want in wants:
         assert (want - clean).abs().max() > 100 * TOLERANCE
-    for flat_tokens in (0, 10**9):
+    # All batched, all side by side (compiled only where asked: by default the batched path).
+    for flat_tokens, paths, compiled in [
+        (0, COMPILED_PATHS, True),
+        (10**9, ("batched", "flat"), True),
+        (10**9, COMPILED_PATHS, False),
+    ]:
         fast = FastEngine(toy, compile=True)
-        fast.flat_tokens = flat_tokens
+        fast.flat_tokens, fast.compiled_paths = flat_tokens, paths
         fast.clean(prepared.inputs)
         got = fast.knockout(prepared.inputs, conditions)
-        assert fast.compile and fast.compiled_calls > 0, "the compiled layers did not run"
+        assert fast.compile and (fast.compiled_calls > 0) == compiled, fast.compiled_calls
         assert fast.used == {"fast"} and fast.fallback_reason == ""
         for row, want in zip(got, wants, strict=True):
             assert torch.allclose(row, want, atol=TOLERANCE, rtol=0), (row - want).abs().max()
@@ -326,6 +349,7 @@ def test_a_failing_compile_runs_uncompiled_with_a_warning(toy, toy_prepared, mon
     m[np.ix_(last, question)] = True
     want = plain_knockout_probs(toy.model, prepared.inputs, [(last, question)], [3, 4, 5])
     fast = FastEngine(toy, compile=True)
+    fast.flat_tokens = 0  # the batched path: the one compiled by default
     fast.clean(prepared.inputs)
     with pytest.warns(FastEngineFallback, match="torch.compile failed.*backend exploded"):
         got = fast.knockout(prepared.inputs, [KnockoutCondition.window(m, [3, 4, 5])])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import flowtrace.pipeline.analysis as analysis_module
-from flowtrace.engine.fast import FastEngine
+from flowtrace.engine.fast import FastEngine, PendingKnockout
 from flowtrace.errors import OptionError
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
@@ -23,47 +23,75 @@ def options(out: Path, **kw) -> RunOptions:
     return RunOptions(out=out, limit=LIMIT, sample_mode="all", plot=False, **kw)
 
 
-def counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    counts = {"decode": 0, "clean": 0, "knockout": 0}
-    frames, clean, knockout = (
+def counting(monkeypatch: pytest.MonkeyPatch) -> tuple[dict[str, int], list[str]]:
+    """Calls of the pass's stages, counted, and the fast engine's in the order they ran."""
+    counts = {"decode": 0, "clean": 0, "launch": 0}
+    order: list[str] = []
+    frames, clean, launch, result = (
         analysis_module.sample_frames,
         FastEngine.clean,
-        FastEngine.knockout,
+        FastEngine.launch,
+        PendingKnockout.result,
     )
 
     def count(name, fn):
         def wrapped(*args, **kwargs):
-            counts[name] += 1
+            counts[name] = counts.get(name, 0) + 1
+            order.append(name)
             return fn(*args, **kwargs)
 
         return wrapped
 
     monkeypatch.setattr(analysis_module, "sample_frames", count("decode", frames))
     monkeypatch.setattr(FastEngine, "clean", count("clean", clean))
-    monkeypatch.setattr(FastEngine, "knockout", count("knockout", knockout))
-    return counts
+    monkeypatch.setattr(FastEngine, "launch", count("launch", launch))
+    monkeypatch.setattr(PendingKnockout, "result", count("result", result))
+    return counts, order
+
+
+def assert_same_stores(a_path: Path, b_path: Path) -> None:
+    a, b = open_cube(a_path), open_cube(b_path)
+    assert a.sizes == b.sizes and set(a.variables) == set(b.variables)
+    assert (a["status"].values == "ok").all()
+    for name in a.variables:
+        x, y = a[name].values, b[name].values
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=name)
+        else:
+            assert (x == y).all(), name
+    differ = {k for k in a.attrs if a.attrs[k] != b.attrs.get(k)}
+    assert differ <= {"created", "git_commit"}, differ  # others commit while it runs
 
 
 def test_one_pass_equals_each_recipe_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     recipes = [load_recipe(name) for name in RECIPES]
     alone = {r.name: run(r, options(tmp_path / f"{r.name}.zarr")).store for r in recipes}
-    counts = counting(monkeypatch)
+    counts, order = counting(monkeypatch)
     results = run(recipes, options(tmp_path / "pass"))
     # logit_lens reads the model through its own (reference) engine: its clean pass is its own.
-    assert counts == {"decode": LIMIT, "clean": LIMIT, "knockout": LIMIT}
+    assert counts == {"decode": LIMIT, "clean": LIMIT, "launch": LIMIT, "result": LIMIT}
+    # logit_lens runs the model in its fill: each sample is finished before the next starts.
+    engine_calls = [name for name in order if name != "decode"]
+    assert engine_calls == ["clean", "launch", "result"] * LIMIT, engine_calls
     assert [r.store for r in results] == [tmp_path / "pass" / f"{n}.zarr" for n in RECIPES]
     for recipe, result in zip(recipes, results, strict=True):
-        a, b = open_cube(alone[recipe.name]), open_cube(result.store)
-        assert a.sizes == b.sizes and set(a.variables) == set(b.variables)
-        assert (a["status"].values == "ok").all()
-        for name in a.variables:
-            x, y = a[name].values, b[name].values
-            if x.dtype.kind == "f":
-                np.testing.assert_allclose(x, y, rtol=0, atol=1e-6, err_msg=name)
-            else:
-                assert (x == y).all(), name
-        differ = {k for k in a.attrs if a.attrs[k] != b.attrs.get(k)}
-        assert differ <= {"created", "git_commit"}, differ  # others commit while it runs
+        assert_same_stores(alone[recipe.name], result.store)
+
+
+def test_knockouts_of_one_sample_run_beside_the_next_clean_pass(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A pass of knockout recipes keeps one sample in flight: sample i+1's clean pass and
+    knockouts start before sample i is read back, and every store is still its recipe's own."""
+    recipes = [load_recipe(name) for name in ("cross_frame", "vq_to_true_option")]
+    alone = {r.name: run(r, options(tmp_path / f"{r.name}.zarr")).store for r in recipes}
+    counts, order = counting(monkeypatch)
+    results = run(recipes, options(tmp_path / "pass"))
+    engine_calls = [name for name in order if name != "decode"]
+    overlapped = ["clean", "launch"] + ["clean", "launch", "result"] * (LIMIT - 1) + ["result"]
+    assert engine_calls == overlapped, engine_calls
+    for recipe, result in zip(recipes, results, strict=True):
+        assert_same_stores(alone[recipe.name], result.store)
 
 
 def test_a_recipe_needing_eager_attention_runs_alone(tmp_path: Path):
@@ -162,8 +190,8 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
 
     real = FastEngine._recompute
 
-    def broken(self, capture, rows, flat):
-        probs = real(self, capture, rows, flat)
+    def broken(self, capture, rows, flat, allowed=None):
+        probs = real(self, capture, rows, flat, allowed)
         return probs.roll(1, dims=-1)  # a shortcut that gets the answer wrong
 
     monkeypatch.setattr(FastEngine, "_recompute", broken)

@@ -19,6 +19,11 @@ COMPILE_ENV = "FLOWTRACE_COMPILE"
 # Graphs per layer shape: one token (the self-check), one row of suffix tokens, several rows; with
 # and without head-level masks. Beyond this, dynamo gives up and runs the layer uncompiled.
 COMPILE_RECOMPILE_LIMIT = 32
+# The recompute paths whose layer calls run compiled. A compiled call costs more on the host
+# (dynamo's guards, the graph's launch) than an eager one: it pays where a call keeps the GPU
+# busy for long (batch rows of a long suffix), not on the side-by-side path's short calls
+# (benchmarks/runs/2026-12-06-h100: compiled flat calls were launch-bound).
+COMPILED_PATHS = ("batched",)
 
 
 def compile_default(loaded: LoadedModel) -> bool:
@@ -46,10 +51,10 @@ def plain_twin(module: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
-def compiled_twins(layers: list[torch.nn.Module]) -> list[Any]:
-    """Each layer's twin under torch.compile with dynamic shapes (rows and lengths vary)."""
+def compiled_twins(twins: list[torch.nn.Module]) -> list[Any]:
+    """Each layer's plain twin under torch.compile with dynamic shapes (rows and lengths vary)."""
     import torch._dynamo
 
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, COMPILE_RECOMPILE_LIMIT)
-    return [torch.compile(plain_twin(layer), dynamic=True) for layer in layers]
+    return [torch.compile(twin, dynamic=True) for twin in twins]

@@ -25,17 +25,25 @@ reference path runs too.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from flowtrace.engine.compiled import COMPILE_ENV, compile_default, compiled_twins
+from flowtrace.engine.compiled import (
+    COMPILE_ENV,
+    COMPILED_PATHS,
+    compile_default,
+    compiled_twins,
+    plain_twin,
+)
 from flowtrace.engine.condition import KnockoutCondition
-from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed
-from flowtrace.engine.reference import ReferenceEngine
+from flowtrace.engine.masks import AllowedEdges, additive_mask, model_allowed
+from flowtrace.engine.reference import Launched, ReferenceEngine
 from flowtrace.engine.self_check import (
     HALF_PRECISION_TOLERANCE,
     SELF_CHECK_TOLERANCE,
@@ -61,6 +69,12 @@ DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
 # Short suffixes of several rows go side by side in one sequence, up to this many tokens: their
 # attention to each other's (masked) blocks is the price, small next to the MLPs at this size.
 FLAT_TOKENS = 4096
+
+
+# Per model (held weakly), per engine settings: the kinds of shortcut confirmed so far.
+VERIFIED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, set[tuple]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass
@@ -105,19 +119,31 @@ class FastEngine(ReferenceEngine):
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
         self.compile = compile_default(loaded) if compile is None else compile
+        # The decoder layers without nnsight's per-instance wrappers (which cost more than a
+        # small layer call outside a trace), and their compiled versions; made on first use.
+        self.compiled_paths = COMPILED_PATHS  # which recompute paths call compiled layers
+        self._twins: list[Any] | None = None
         self._compiled: list[Any] | None = None
+        # Knockouts run on a stream of their own on CUDA, so the next sample's clean pass (on
+        # the default stream, with the model's own host syncs) runs beside them (`launch`).
+        self._stream = torch.cuda.Stream(loaded.device) if loaded.device.type == "cuda" else None
         self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
         self._capture: CleanCapture | None = None
         self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
-        # Kinds of shortcut a full forward has confirmed (self_check.shortcut_kinds), for the
-        # model's life.
-        self._verified: set[tuple] = set()
         self._broken = ""  # why the shortcut is off for this model ("" while it holds)
         self.fallback_reason = ""  # why this sample's knockouts fell back ("" when none did)
         self.checked_rows = 0  # rows the self-check has re-run on the reference path, in all
         # Recomputed (token, layer) pairs and (query, key) pairs since the last clean pass:
         # the benchmark turns them into FLOPs.
         self.work = {"token_layers": 0, "query_keys": 0}
+
+    @property
+    def _verified(self) -> set[tuple]:
+        """Kinds of shortcut a full forward has confirmed (self_check.shortcut_kinds) for this
+        model under these settings: every engine on the model in this process shares them (a
+        pass's next run, a notebook's next cell), so each kind costs its full forward once."""
+        settings = (self.compile, tuple(self.compiled_paths), self.flat_tokens, self.token_budget)
+        return VERIFIED.setdefault(self.loaded.model, {}).setdefault(settings, set())
 
     # -- clean pass -------------------------------------------------------------------------
 
@@ -180,8 +206,17 @@ class FastEngine(ReferenceEngine):
     def knockout(
         self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
     ) -> torch.Tensor:
+        return self.launch(inputs, conditions).result()
+
+    @torch.no_grad()
+    def launch(
+        self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
+    ) -> Launched:
+        """Queue every condition's recompute on the device and return at once; `result()`
+        reads the rows back, runs the self-check and falls back where it fails. Until then
+        the host is free (the pass runs the next sample's clean pass meanwhile)."""
         if not conditions:
-            return torch.zeros(0)
+            return Launched(torch.zeros(0))
         capture = self._clean_capture(inputs)
         seq_len = capture.seq_len
         out: list[torch.Tensor | None] = [None] * len(conditions)
@@ -194,11 +229,11 @@ class FastEngine(ReferenceEngine):
             else:
                 rows.append(Row(index, condition, start, condition.layers[0]))
         if not rows:
-            return torch.stack(out)  # type: ignore[arg-type]
+            return Launched(torch.stack(out))  # type: ignore[arg-type]
         if not self._broken:
             self._check_noop(capture)
         if self._broken:
-            return self._fall_back(inputs, conditions, self._broken)
+            return self._launch_fallback(inputs, conditions, self._broken)
         rows.sort(key=lambda r: r.entry)
         flat_limit = FLAT_TOKENS if self.flat_tokens is None else self.flat_tokens
 
@@ -208,10 +243,12 @@ class FastEngine(ReferenceEngine):
             suffix = seq_len - row.start
             return suffix <= flat_limit and (self.flat_tokens is not None or 4 * suffix <= seq_len)
 
-        chunks = [
-            (c, True)
-            for c in chunks_by_tokens([r for r in rows if lies_flat(r)], seq_len, flat_limit)
-        ]
+        # Flat chunks (many short layer calls, bound by how fast the host queues them) first,
+        # batched ones (long calls) last: the device queue holds a bounded number of kernels,
+        # and ending on long ones leaves the most device work queued when `launch` returns,
+        # the time the host has for the next sample's clean pass.
+        flat_rows = [r for r in rows if lies_flat(r)]
+        chunks = [(c, True) for c in chunks_by_tokens(flat_rows, seq_len, flat_limit)]
         by_start: dict[int, list[Row]] = {}
         for row in rows:
             if not lies_flat(row):
@@ -220,28 +257,41 @@ class FastEngine(ReferenceEngine):
             size = max(1, self.token_budget // (seq_len - start))
             chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
         flat_of: dict[int, bool] = {}
-        # Allowed-edge masks on the device, made once per call for every chunk: each one costs a
-        # host-to-device copy and a sync (the starved-query check), which stall the GPU.
-        allowed: dict[tuple[int, int], torch.Tensor] = {}
-        for chunk, flat in chunks:
-            probs = self._recompute(capture, chunk, flat, allowed)
-            for row, p in zip(chunk, probs, strict=True):
-                out[row.index] = p
-                flat_of[row.index] = flat
+        stream = self._stream
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(self.loaded.device))  # the capture
+        with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+            allowed = AllowedEdges(seq_len, self.loaded.device)
+            for chunk, flat in chunks:
+                probs = self._recompute(capture, chunk, flat, allowed)
+                for row, p in zip(chunk, probs, strict=True):
+                    out[row.index] = p
+                    flat_of[row.index] = flat
+            stacked = torch.stack(out)  # type: ignore[arg-type]
+            done = None
+            if stream is not None:
+                done = torch.cuda.Event()
+                done.record(stream)
         causal = all(mask is None for mask in capture.own_masks)
-        failure = self._check_kinds(inputs, rows, flat_of, out, seq_len, causal)
-        if failure:
-            self._broken = failure
-            return self._fall_back(inputs, conditions, failure)
-        self.used.add("fast")
-        return torch.stack(out)  # type: ignore[arg-type]
+        return PendingKnockout(
+            self, inputs, conditions, capture, rows, flat_of, out, stacked, allowed, causal, done
+        )
+
+    def _launch_fallback(
+        self,
+        inputs: dict[str, torch.Tensor],
+        conditions: Sequence[KnockoutCondition],
+        reason: str,
+    ) -> Launched:
+        probs = self._fall_back(inputs, conditions, reason)
+        return Launched(probs, {"reference"}, reason)
 
     def _recompute(
         self,
         capture: CleanCapture,
         rows: Sequence[Row],
         flat: bool,
-        allowed: dict[tuple[int, int], torch.Tensor] | None = None,
+        allowed: AllowedEdges | None = None,
     ) -> torch.Tensor:
         """Next-token probabilities of `rows` (sorted by entry layer), recomputed together.
 
@@ -264,17 +314,9 @@ class FastEngine(ReferenceEngine):
         prefix_len = max(r.start for r in rows)
         lengths = [seq_len - r.start for r in rows]
         offsets = [sum(lengths[:i]) for i in range(len(rows))]
-        # (own mask, blocked) -> allowed edges; sweeps share both across rows and layers. The
-        # caller's conditions and capture keep both alive, so their ids stay theirs.
-        allowed = {} if allowed is None else allowed
-
-        def edges(own: torch.Tensor | None, blocked: torch.Tensor | None) -> torch.Tensor:
-            key = (id(own), id(blocked))
-            if key not in allowed:
-                if blocked is None:
-                    blocked = torch.zeros(seq_len, seq_len, dtype=torch.bool, device=device)
-                allowed[key] = allowed_attention(blocked.to(device), own)
-            return allowed[key]
+        # (own mask, blocked) -> allowed edges; sweeps share both across rows and layers.
+        checked_here = allowed is None
+        edges = AllowedEdges(seq_len, device) if allowed is None else allowed
 
         # Head-level conditions need a mask per head: (heads, Q, K) flat, (R, heads, S, T) batched.
         heads = loaded.num_heads if any(r.condition.heads is not None for r in rows) else 0
@@ -289,8 +331,15 @@ class FastEngine(ReferenceEngine):
         masks = torch.zeros(shape, dtype=torch.bool, device=device)
         edits = attention_edits(rows, offsets, flat)
         patched = bool(edits) or any(r.enters is not None for r in rows)
-        eager = loaded.layers(loaded.model)
-        layers = eager if patched or not self.compile else self._compiled_layers(eager)
+        originals = loaded.layers(loaded.model)
+        # Patched rows edit through hooks on the model's own modules; the rest call the twins,
+        # compiled on the paths where compiling pays (engine/compiled.py).
+        if patched:
+            eager = layers = originals
+        else:
+            eager = self._plain_layers(originals)
+            compiled = self.compile and ("flat" if flat else "batched") in self.compiled_paths
+            layers = self._compiled_layers(eager) if compiled else eager
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
         current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
@@ -368,14 +417,22 @@ class FastEngine(ReferenceEngine):
             last = hidden[0, [o + n - 1 for o, n in zip(offsets, lengths, strict=True)]]
         else:
             last = hidden[:, -1]
+        if checked_here:
+            edges.check()
         return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
 
     # -- compiled layers ----------------------------------------------------------------------
 
-    def _compiled_layers(self, eager: list[Any]) -> list[Any]:
-        """The compiled twins of the decoder layers, made on first use."""
+    def _plain_layers(self, originals: list[Any]) -> list[Any]:
+        """The decoder layers' plain twins (sharing the weights), made on first use."""
+        if self._twins is None:
+            self._twins = [plain_twin(layer) for layer in originals]
+        return self._twins
+
+    def _compiled_layers(self, twins: list[Any]) -> list[Any]:
+        """The twins under torch.compile, made on first use."""
         if self._compiled is None:
-            self._compiled = compiled_twins(eager)
+            self._compiled = compiled_twins(twins)
         return self._compiled
 
     def _call_layer(
@@ -451,7 +508,7 @@ class FastEngine(ReferenceEngine):
                         f"the shortcut ({describe_kinds(kinds)}) differs from a full forward by "
                         f"{gap:.2e} (max |Δp|, tolerance {tolerance:.0e})"
                     )
-                self._verified |= kinds
+                self._verified.update(kinds)
         return ""
 
     def _fall_back(
@@ -470,6 +527,56 @@ class FastEngine(ReferenceEngine):
             stacklevel=4,  # the caller of knockout (under its no_grad wrapper)
         )
         return super().knockout(inputs, conditions)
+
+
+class PendingKnockout(Launched):
+    """A fast-path knockout call queued on the device: `result()` waits for it, refuses a
+    starved query, confirms each new kind of shortcut against a full forward, and falls back
+    to the reference path where one differs."""
+
+    def __init__(
+        self,
+        engine: FastEngine,
+        inputs: dict[str, torch.Tensor],
+        conditions: Sequence[KnockoutCondition],
+        capture: CleanCapture,  # held: the queued recompute reads it until `done`
+        rows: list[Row],
+        flat_of: dict[int, bool],
+        out: list[torch.Tensor | None],
+        stacked: torch.Tensor,
+        allowed: AllowedEdges,
+        causal: bool,
+        done: torch.cuda.Event | None,
+    ) -> None:
+        super().__init__(None)
+        self.engine, self.inputs, self.conditions = engine, inputs, conditions
+        self.capture, self.rows, self.flat_of, self.out = capture, rows, flat_of, out
+        self.stacked, self.allowed, self.causal, self.done = stacked, allowed, causal, done
+
+    @torch.no_grad()
+    def _finish(self) -> torch.Tensor:
+        engine = self.engine
+        if self.done is not None:
+            self.done.synchronize()
+            # Made on the knockout stream, read on the caller's: its memory must not go back to
+            # the knockout stream's pool while the caller's reads are still queued.
+            self.stacked.record_stream(torch.cuda.current_stream(self.stacked.device))
+        self.allowed.check()
+        if engine._broken:  # an earlier sample's check failed after this one was queued
+            return self._fallback(engine._broken)
+        failure = engine._check_kinds(
+            self.inputs, self.rows, self.flat_of, self.out, self.capture.seq_len, self.causal
+        )
+        if failure:
+            engine._broken = failure
+            return self._fallback(failure)
+        self.used = {"fast"}
+        engine.used.add("fast")
+        return self.stacked
+
+    def _fallback(self, reason: str) -> torch.Tensor:
+        self.used, self.note = {"reference"}, reason
+        return self.engine._fall_back(self.inputs, self.conditions, reason)
 
 
 def _same_inputs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

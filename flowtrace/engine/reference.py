@@ -24,6 +24,25 @@ from flowtrace.models import LoadedModel
 nnsight.register(masks)
 
 
+class Launched:
+    """Knockouts started on the device (`engine.launch`): `result()` gives their rows, (C, V).
+
+    `used` says which paths served them and `note` why they left the fast path ("" if they did
+    not), both known once `result()` has returned.
+    """
+
+    def __init__(self, probs: torch.Tensor | None, used: set[str] | None = None, note: str = ""):
+        self._probs, self.used, self.note = probs, set(used or ()), note
+
+    def result(self) -> torch.Tensor:
+        if self._probs is None:
+            self._probs = self._finish()
+        return self._probs
+
+    def _finish(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
 class ReferenceEngine:
     name = "reference"
     # Why a sample's knockouts left the fast path (FastEngine sets it); "" here: nothing to leave.
@@ -91,6 +110,12 @@ class ReferenceEngine:
             for i in range(0, len(conditions), self.batch_size)
         ]
         return torch.cat(out) if out else torch.zeros(0)
+
+    def launch(
+        self, inputs: dict[str, torch.Tensor], conditions: Sequence[KnockoutCondition]
+    ) -> Launched:
+        """`knockout`, as a started call (the fast engine's returns before the device is done)."""
+        return Launched(self.knockout(inputs, conditions), {"reference"} if conditions else None)
 
     @torch.no_grad()
     def generate(

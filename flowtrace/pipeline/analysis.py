@@ -4,7 +4,7 @@ and one sample analysed by every recipe of a pass."""
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ import torch
 from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample, SampleError, sample_frames, validate_sample
 from flowtrace.engine import ReferenceEngine, make_engine
+from flowtrace.engine.reference import Launched
 from flowtrace.engine.remote import remote_trace_kwargs, route_traces
 from flowtrace.errors import OptionError
 from flowtrace.measure import (
@@ -180,20 +181,53 @@ def load_inputs(analysis: Analysis, sample: Sample) -> Prepared:
     return analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
 
 
+@dataclass
+class InFlight:
+    """One sample between `start_sample` and `finish_sample`: its records, clean answers and
+    plans, and the knockouts each engine has been given."""
+
+    group: list[Analysis]
+    sample: Sample
+    prepared: Prepared | SampleError | None
+    records: list[SampleRecord]
+    cleans: dict[int, Clean] = field(default_factory=dict)  # one clean pass per engine
+    plans: dict[int, Plan] = field(default_factory=dict)
+    launched: dict[int, Launched] = field(default_factory=dict)  # by engine
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether the next sample may start before this one finishes: nothing of this one is
+        left to run but the knockouts already queued."""
+        return not any(plan.fill_runs_model for plan in self.plans.values())
+
+
 def analyse_sample(
     group: list[Analysis],
     sample: Sample,
     prepared: Prepared | SampleError | None = None,
 ) -> list[SampleRecord]:
     """One sample's records, a record per analysis; the serial pass and every Ray worker call
-    exactly this. `prepared`: the inputs (or the reason they could not be made) if the
-    prefetcher made them already."""
+    exactly this (the serial pass in two halves, `start_sample` and `finish_sample`, so the
+    next sample's clean pass runs while the device works on this one's knockouts).
+    `prepared`: the inputs (or the reason they could not be made) if the prefetcher made them
+    already."""
+    return finish_sample(start_sample(group, sample, prepared))
+
+
+def start_sample(
+    group: list[Analysis],
+    sample: Sample,
+    prepared: Prepared | SampleError | None = None,
+) -> InFlight:
+    """The sample's clean pass, each recipe's plan, and every recipe's knockouts started on
+    their engine (one call per engine)."""
     records = [sample_record(sample, a.measure.schema, a.root) for a in group]
     if prepared is None:
         try:
             prepared = load_inputs(group[0], sample)
         except SampleError as err:
             prepared = err
+    flight = InFlight(group, sample, prepared, records)
     live: list[int] = []
     for index, analysis in enumerate(group):
         try:
@@ -204,33 +238,18 @@ def analyse_sample(
             live.append(index)
         except SampleError as err:
             _failed(records[index], err)
-    if live and not isinstance(prepared, SampleError):
-        _measure(group, records, live, sample, prepared)
-    return records
-
-
-def _failed(record: SampleRecord, err: SampleError) -> None:
-    record.coords["status"] = "failed"
-    record.coords["reason"] = str(err)
-
-
-def _measure(
-    group: list[Analysis],
-    records: list[SampleRecord],
-    live: list[int],
-    sample: Sample,
-    prepared: Prepared,
-) -> None:
-    cleans: dict[int, Clean] = {}  # one clean pass per engine
-    plans: dict[int, Plan] = {}
-    for index in list(live):
+    if not live or isinstance(prepared, SampleError):
+        return flight
+    for index in live:
         analysis, record = group[index], records[index]
         options = analysis.options
         try:
             key = id(analysis.engine)
-            if key not in cleans:
-                cleans[key] = measure_clean(analysis.loaded, analysis.engine, prepared, sample)
-            clean = cleans[key]
+            if key not in flight.cleans:
+                flight.cleans[key] = measure_clean(
+                    analysis.loaded, analysis.engine, prepared, sample
+                )
+            clean = flight.cleans[key]
             record_clean(record, clean)
             if options.eval_only:
                 record.coords["status"] = "ok"
@@ -241,31 +260,57 @@ def _measure(
                     f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
                 )
             else:
-                plans[index] = analysis.measure.plan(prepared, sample.id)
+                flight.plans[index] = analysis.measure.plan(prepared, sample.id)
         except SampleError as err:
             _failed(record, err)
     # Every recipe's knockouts on one engine go through it as one batch.
-    by_engine: dict[int, list[int]] = {}
-    for index in plans:
-        by_engine.setdefault(id(group[index].engine), []).append(index)
-    for indices in by_engine.values():
+    for engine_id, indices in _by_engine(flight).items():
+        knockouts = [k for i in indices for k in flight.plans[i].knockouts]
+        if knockouts:
+            flight.launched[engine_id] = group[indices[0]].engine.launch(prepared.inputs, knockouts)
+    return flight
+
+
+def finish_sample(flight: InFlight) -> list[SampleRecord]:
+    """Read the knockouts back and let each recipe record them (or run its own reads)."""
+    group, records = flight.group, flight.records
+    prepared = flight.prepared
+    for engine_id, indices in _by_engine(flight).items():
         engine = group[indices[0]].engine
-        knockouts = [k for i in indices for k in plans[i].knockouts]
-        rows = engine.knockout(prepared.inputs, knockouts) if knockouts else None
+        launched = flight.launched.get(engine_id)
+        rows = launched.result() if launched is not None else None
         start = 0
         for index in indices:
-            analysis, record, plan = group[index], records[index], plans[index]
+            analysis, record, plan = group[index], records[index], flight.plans[index]
             count = len(plan.knockouts)
             mine = rows[start : start + count] if rows is not None else None
             start += count
             try:
-                clean = cleans[id(engine)]
-                analysis.measure.fill(Step(sample, engine, prepared, clean, record, plan, mine))
-                record.coords["engine"] = "+".join(sorted(engine.used))
-                record.coords["engine_note"] = getattr(engine, "fallback_reason", "") or ""
+                clean = flight.cleans[engine_id]
+                step = Step(flight.sample, engine, prepared, clean, record, plan, mine)
+                analysis.measure.fill(step)
+                # A recipe that ran its own reads finished before the next sample's clean pass,
+                # so the engine's own record of its paths is this sample's.
+                used = engine.used if launched is None else launched.used
+                note = getattr(engine, "fallback_reason", "") if launched is None else launched.note
+                record.coords["engine"] = "+".join(sorted(used))
+                record.coords["engine_note"] = note or ""
                 record.coords["status"] = "ok"
             except SampleError as err:
                 _failed(record, err)
+    return records
+
+
+def _by_engine(flight: InFlight) -> dict[int, list[int]]:
+    by_engine: dict[int, list[int]] = {}
+    for index in flight.plans:
+        by_engine.setdefault(id(flight.group[index].engine), []).append(index)
+    return by_engine
+
+
+def _failed(record: SampleRecord, err: SampleError) -> None:
+    record.coords["status"] = "failed"
+    record.coords["reason"] = str(err)
 
 
 def excluded(sample_mode: str, correct: bool) -> bool:

@@ -8,7 +8,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from flowtrace.data import Sample
-from flowtrace.pipeline.analysis import Analysis, analyse_sample, load_inputs
+from flowtrace.pipeline.analysis import Analysis, InFlight, finish_sample, load_inputs, start_sample
 from flowtrace.pipeline.prefetch import prefetched
 from flowtrace.store import CubeStore
 
@@ -44,14 +44,31 @@ def run_pass(
             finished += 1
             if progress:
                 progress(finished, len(samples), "resumed")
-        for sample, prepared in prefetched(
-            todo, lambda s: load_inputs(analyses[0], s), options.prefetch
-        ):
-            wanted = [i for i, d in enumerate(done) if sample.id not in d]
-            records = analyse_sample([analyses[i] for i in wanted], sample, prepared)
+
+        def finish(wanted: list[int], flight: InFlight) -> None:
+            nonlocal finished
+            records = finish_sample(flight)
             for i, record in zip(wanted, records, strict=True):
                 stores[i].append(record)
             finished += 1
             if progress:
                 progress(finished, len(samples), records[0].status)
+
+        # One sample in flight: its knockouts run on the device while the next sample's clean
+        # pass and plans run, and it is finished (read back, recorded) after that.
+        in_flight: tuple[list[int], InFlight] | None = None
+        for sample, prepared in prefetched(
+            todo, lambda s: load_inputs(analyses[0], s), options.prefetch
+        ):
+            wanted = [i for i, d in enumerate(done) if sample.id not in d]
+            flight = start_sample([analyses[i] for i in wanted], sample, prepared)
+            if in_flight is not None:
+                finish(*in_flight)
+                in_flight = None
+            if flight.overlaps:
+                in_flight = (wanted, flight)
+            else:
+                finish(wanted, flight)
+        if in_flight is not None:
+            finish(*in_flight)
     return [a.out for a in analyses], resumed
