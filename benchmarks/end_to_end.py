@@ -14,7 +14,9 @@ the share of wall time the GPU was busy (NVML utilisation sampled every 50 ms; C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
+import dataclasses
 import json
 import pstats
 import shutil
@@ -94,8 +96,15 @@ class GpuBusy:
 
 
 def engine_only(
-    loaded, recipes, data: Path, frames: int, window: int, device: str, together: bool
-) -> float:
+    loaded,
+    recipes,
+    data: Path,
+    frames: int,
+    window: int,
+    device: str,
+    together: bool,
+    skip_first: bool = True,
+) -> list[float]:
     """Seconds per sample of the clean pass and every recipe's conditions through the fast
     engine, inputs and conditions made beforehand (no decoding, planning or recording): one
     knockout call per recipe (as four runs make them) or one for all (as one pass does)."""
@@ -109,7 +118,7 @@ def engine_only(
             for recipe in recipes
         ]
         work.append((inputs.inputs, [sum(per_recipe, [])] if together else per_recipe))
-    total = 0.0
+    seconds = []
     for index, (inputs, calls) in enumerate(work):
         sync(device)
         started = time.perf_counter()
@@ -117,9 +126,9 @@ def engine_only(
         for conditions in calls:
             engine.knockout(inputs, conditions)
         sync(device)
-        if index:  # the first sample warms kernels and the self-check up
-            total += time.perf_counter() - started
-    return total / max(1, len(work) - 1)
+        if index or not skip_first:  # the first sample warms kernels and the self-check up
+            seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 def main() -> None:
@@ -133,6 +142,22 @@ def main() -> None:
         "--profile",
         type=Path,
         help="cProfile the one-pass run (main thread) into this file and print its top calls.",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="After the timings, torch.profiler traces (CPU and GPU) of the one pass and of the "
+        "engine alone on --trace-samples samples: gzipped Chrome traces and op tables here.",
+    )
+    parser.add_argument("--trace-samples", type=int, default=3)
+    parser.add_argument(
+        "--variants",
+        default="default",
+        help=f"Comma-separated settings to time in turn, each after its own warm-up: "
+        f"{', '.join(VARIANTS)}.",
+    )
+    parser.add_argument(
+        "--skip-engine-only", action="store_true", help="Time the runs alone (no engine figure)."
     )
     parser.add_argument(
         "--clips",
@@ -162,27 +187,79 @@ def main() -> None:
             limit=limit,
         )
 
-    # Warm-up on one sample per task: kernels, compiled graphs, the fast engine's self-check,
-    # the tokenizer's caches.
-    started = time.perf_counter()
-    run(recipes, options(work / "warm", limit=4), loaded=loaded)
-    warm_s = time.perf_counter() - started
-    print(json.dumps({"measure": "warm_up", "s": round(warm_s, 1), "compiled": compiled}))
-    base = engine_only(loaded, recipes, data, frames, window, args.device, together=False)
-    print(json.dumps({"measure": "engine_only", "s_per_sample": round(base, 4), "samples": count}))
-    together = engine_only(loaded, recipes, data, frames, window, args.device, together=True)
-    print(json.dumps({"measure": "engine_only_one_call", "s_per_sample": round(together, 4)}))
+    base = together = float("nan")
+    if not args.skip_engine_only:
+        run(recipes, options(work / "warm_engine"), loaded=loaded)  # compiled graphs, caches
+        per_sample = engine_only(loaded, recipes, data, frames, window, args.device, False)
+        base = float(np.mean(per_sample))
+        print(json.dumps({"measure": "engine_only", **spread(per_sample), "samples": count}))
+        per_sample = engine_only(loaded, recipes, data, frames, window, args.device, True)
+        together = float(np.mean(per_sample))
+        print(json.dumps({"measure": "engine_only_one_call", **spread(per_sample)}))
+    for variant in args.variants.split(","):
+        with VARIANTS[variant]():
+            # Warm-up, the one pass over every sample: kernels, a compiled graph for every shape
+            # the timed runs meet, the tokenizer's caches.
+            started = time.perf_counter()
+            shutil.rmtree(work / "warm", ignore_errors=True)
+            run(recipes, options(work / "warm"), loaded=loaded)
+            warm_s = time.perf_counter() - started
+            print(json.dumps({"measure": "warm_up", "variant": variant, "s": round(warm_s, 1)}))
+            rows = time_runs(args, loaded, recipes, options, work, count)
+        four = sum(rows[r.name] for r in recipes)
+        summary = {
+            "measure": "summary",
+            "variant": variant,
+            "shape": args.shape,
+            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+            "samples": count,
+            "compiled_layers": compiled,
+            "warm_up_s": round(warm_s, 1),
+            "engine_only_s": round(base, 4),
+            "four_runs_s": round(four, 4),
+            "one_pass_s": round(rows["one_pass"], 4),
+            "four_runs_steady_s": round(sum(rows[f"{r.name}_steady"] for r in recipes), 4),
+            "one_pass_steady_s": round(rows["one_pass_steady"], 4),
+            "engine_only_one_call_s": round(together, 4),
+            "four_runs_over_engine": round(four / base, 2),
+            "one_pass_over_engine": round(rows["one_pass"] / base, 2),
+            "four_runs_over_one_pass": round(four / rows["one_pass"], 2),
+        }
+        print(json.dumps(summary))
+    if args.trace:
+        trace(args.trace, work, args.trace_samples, loaded, recipes, data, options, args.device)
+
+
+def spread(seconds: list[float]) -> dict[str, float]:
+    """Mean, min, median and max of per-sample seconds."""
+    values = np.asarray(seconds)
+    return {
+        "s_per_sample": round(float(values.mean()), 4),
+        "min": round(float(values.min()), 4),
+        "median": round(float(np.median(values)), 4),
+        "max": round(float(values.max()), 4),
+    }
+
+
+def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[str, float]:
+    """Seconds per sample of each recipe alone and of the four in one pass."""
     rows = {}
     for name, chosen in [*((r.name, [r]) for r in recipes), ("one_pass", recipes)]:
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         sync(args.device)
         profiler = cProfile.Profile() if args.profile and name == "one_pass" else None
+        stamps: list[float] = []
         with GpuBusy(args.device) as busy:
             started = time.perf_counter()
             if profiler:
                 profiler.enable()
-            run(chosen if name == "one_pass" else chosen[0], options(out), loaded=loaded)
+            run(
+                chosen if name == "one_pass" else chosen[0],
+                options(out),
+                progress=lambda *_, stamps=stamps: stamps.append(time.perf_counter()),
+                loaded=loaded,
+            )
             sync(args.device)
             seconds = (time.perf_counter() - started) / count
             if profiler:
@@ -192,26 +269,114 @@ def main() -> None:
                 stats.sort_stats("tottime").print_stats(25)
                 stats.sort_stats("cumulative").print_stats(40)
         rows[name] = seconds
+        # Between the first and the last sample's records: per sample, without what a run pays
+        # once (stores opened and summarised, the first sample's self-check).
+        steady = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
+        rows[f"{name}_steady"] = steady
         print(
-            json.dumps({"measure": name, "s_per_sample": round(seconds, 4), "gpu_busy": busy.share})
+            json.dumps(
+                {
+                    "measure": name,
+                    "s_per_sample": round(seconds, 4),
+                    "steady_s_per_sample": round(steady, 4),
+                    "gpu_busy": busy.share,
+                }
+            )
         )
-    four = sum(rows[r.name] for r in recipes)
-    summary = {
-        "measure": "summary",
-        "shape": args.shape,
-        "device": args.device,
-        "samples": count,
-        "compiled_layers": compiled,
-        "warm_up_s": round(warm_s, 1),
-        "engine_only_s": round(base, 4),
-        "four_runs_s": round(four, 4),
-        "one_pass_s": round(rows["one_pass"], 4),
-        "engine_only_one_call_s": round(together, 4),
-        "four_runs_over_engine": round(four / base, 2),
-        "one_pass_over_engine": round(rows["one_pass"] / base, 2),
-        "four_runs_over_one_pass": round(four / rows["one_pass"], 2),
+    return rows
+
+
+@contextlib.contextmanager
+def compile_every_path():
+    """The recompute's flat (side-by-side) calls compiled too, as before 2026-12-06."""
+    import flowtrace.engine.fast as fast
+
+    saved = fast.COMPILED_PATHS
+    fast.COMPILED_PATHS = ("batched", "flat")
+    try:
+        yield
+    finally:
+        fast.COMPILED_PATHS = saved
+
+
+@contextlib.contextmanager
+def one_sample_at_a_time():
+    """No sample in flight: each is read back before the next one's clean pass, as before
+    2026-12-06."""
+    from flowtrace.pipeline.analysis import InFlight
+
+    saved = InFlight.overlaps
+    InFlight.overlaps = property(lambda self: False)
+    try:
+        yield
+    finally:
+        InFlight.overlaps = saved
+
+
+VARIANTS = {
+    "default": contextlib.nullcontext,
+    "compile_every_path": compile_every_path,
+    "one_sample_at_a_time": one_sample_at_a_time,
+}
+
+
+def trace(
+    folder: Path, work: Path, samples: int, loaded, recipes, data: Path, options, device: str
+) -> None:
+    """torch.profiler over the one pass and over the engine alone (one call per sample), the
+    same first `samples` samples, warm: Chrome traces (open in Perfetto) and op tables in
+    `folder`; the samples' folder and the store in `work`."""
+    import gzip
+
+    from torch.profiler import ProfilerActivity, profile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    activities = [ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(ProfilerActivity.CUDA)
+    clips = sorted((data / "video").rglob("*.mp4"))[:samples]
+    subset = work / "trace_clips"
+    shutil.rmtree(subset, ignore_errors=True)
+    # The same samples for both: a TVBench folder holding only the first few clips' entries.
+    for task_json in (data / "json").glob("*.json"):
+        keep = {c.name for c in clips if c.parent.name == task_json.stem}
+        entries = [e for e in json.loads(task_json.read_text()) if e["video"] in keep]
+        if entries:
+            (subset / "json").mkdir(parents=True, exist_ok=True)
+            (subset / "json" / task_json.name).write_text(json.dumps(entries))
+            (subset / "video").mkdir(parents=True, exist_ok=True)
+            link = subset / "video" / task_json.stem
+            if not link.exists():
+                link.symlink_to((data / "video" / task_json.stem).resolve())
+    subset_options = dataclasses.replace(options(work / "trace_store"), data=str(subset))
+    window, frames = subset_options.sweep.window, loaded.adapter.default_frames
+    runs = {
+        "pass": lambda: run(recipes, subset_options, loaded=loaded),
+        "engine": lambda: engine_only(
+            loaded, recipes, subset, frames, window, device, together=True, skip_first=False
+        ),
     }
-    print(json.dumps(summary))
+    for name, call in runs.items():
+        shutil.rmtree(work / "trace_store", ignore_errors=True)
+        sync(device)
+        with profile(activities=activities) as prof:
+            started = time.perf_counter()
+            call()
+            sync(device)
+            wall = time.perf_counter() - started
+        raw = folder / f"{name}_trace.json"
+        prof.export_chrome_trace(str(raw))
+        with open(raw, "rb") as src, gzip.open(f"{raw}.gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        raw.unlink()
+        averages = prof.key_averages()
+        tables = [
+            averages.table(sort_by=key, row_limit=30, max_name_column_width=60)
+            for key in ("self_cpu_time_total", "self_device_time_total")
+            if key == "self_cpu_time_total" or device.startswith("cuda")
+        ]
+        (folder / f"{name}_ops.txt").write_text(f"wall {wall:.3f} s\n\n" + "\n\n".join(tables))
+        print(json.dumps({"measure": f"trace_{name}", "wall_s": round(wall, 3)}))
 
 
 if __name__ == "__main__":
