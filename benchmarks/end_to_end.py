@@ -157,6 +157,17 @@ def main() -> None:
         f"{', '.join(VARIANTS)}.",
     )
     parser.add_argument(
+        "--runs",
+        default="all",
+        help="Comma-separated runs to time (recipe names, one_pass), or all (the summary needs "
+        "all).",
+    )
+    parser.add_argument(
+        "--warm-once",
+        action="store_true",
+        help="Warm up before the first variant only (variants that compile nothing new).",
+    )
+    parser.add_argument(
         "--skip-engine-only", action="store_true", help="Time the runs alone (no engine figure)."
     )
     parser.add_argument(
@@ -196,16 +207,19 @@ def main() -> None:
         per_sample = engine_only(loaded, recipes, data, frames, window, args.device, True)
         together = float(np.mean(per_sample))
         print(json.dumps({"measure": "engine_only_one_call", **spread(per_sample)}))
-    for variant in args.variants.split(","):
+    for index, variant in enumerate(args.variants.split(",")):
         with VARIANTS[variant]():
             # Warm-up, the one pass over every sample: kernels, a compiled graph for every shape
             # the timed runs meet, the tokenizer's caches.
             started = time.perf_counter()
-            shutil.rmtree(work / "warm", ignore_errors=True)
-            run(recipes, options(work / "warm"), loaded=loaded)
+            if index == 0 or not args.warm_once:
+                shutil.rmtree(work / "warm", ignore_errors=True)
+                run(recipes, options(work / "warm"), loaded=loaded)
             warm_s = time.perf_counter() - started
             print(json.dumps({"measure": "warm_up", "variant": variant, "s": round(warm_s, 1)}))
             rows = time_runs(args, loaded, recipes, options, work, count)
+        if args.runs != "all":
+            continue
         four = sum(rows[r.name] for r in recipes)
         summary = {
             "measure": "summary",
@@ -245,6 +259,8 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
     """Seconds per sample of each recipe alone and of the four in one pass."""
     rows = {}
     for name, chosen in [*((r.name, [r]) for r in recipes), ("one_pass", recipes)]:
+        if args.runs != "all" and name not in args.runs.split(","):
+            continue
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         sync(args.device)
@@ -313,8 +329,22 @@ def one_sample_at_a_time():
         InFlight.overlaps = saved
 
 
+@contextlib.contextmanager
+def stores_closed_in_turn():
+    """A pass's stores closed one after another, as before 2026-12-06."""
+    import flowtrace.pipeline.passes as passes
+
+    saved = passes.close_together
+    passes.close_together = lambda stores: None
+    try:
+        yield
+    finally:
+        passes.close_together = saved
+
+
 VARIANTS = {
     "default": contextlib.nullcontext,
+    "stores_closed_in_turn": stores_closed_in_turn,
     "compile_every_path": compile_every_path,
     "one_sample_at_a_time": one_sample_at_a_time,
 }
