@@ -329,22 +329,8 @@ def one_sample_at_a_time():
         InFlight.overlaps = saved
 
 
-@contextlib.contextmanager
-def stores_closed_in_turn():
-    """A pass's stores closed one after another, as before 2026-12-06."""
-    import flowtrace.pipeline.passes as passes
-
-    saved = passes.close_together
-    passes.close_together = lambda stores: None
-    try:
-        yield
-    finally:
-        passes.close_together = saved
-
-
 VARIANTS = {
     "default": contextlib.nullcontext,
-    "stores_closed_in_turn": stores_closed_in_turn,
     "compile_every_path": compile_every_path,
     "one_sample_at_a_time": one_sample_at_a_time,
 }

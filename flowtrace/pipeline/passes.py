@@ -4,7 +4,6 @@ each store's writer thread. Killed at any point, a rerun resumes where the store
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -72,16 +71,4 @@ def run_pass(
                 finish(wanted, flight)
         if in_flight is not None:
             finish(*in_flight)
-        close_together(stores)
     return [a.out for a in analyses], resumed
-
-
-def close_together(stores: list[CubeStore]) -> None:
-    """Each store's last flush in a thread of its own: a pass's stores are written side by side
-    (zarr's codecs and file writes release the GIL). Errors surface as each store's close would
-    raise them; the ExitStack's closes after this find nothing left to do."""
-    if len(stores) < 2:
-        return
-    with ThreadPoolExecutor(max_workers=len(stores), thread_name_prefix="flowtrace-close") as pool:
-        for future in [pool.submit(store.close) for store in stores]:
-            future.result()
