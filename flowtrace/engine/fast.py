@@ -119,8 +119,9 @@ class FastEngine(ReferenceEngine):
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
         self.compile = compile_default(loaded) if compile is None else compile
-        # The decoder layers without nnsight's per-instance wrappers (which cost more than a
-        # small layer call outside a trace), and their compiled versions; made on first use.
+        # The decoder layers without nnsight's per-instance wrappers (what torch.compile needs,
+        # engine/compiled.py), called compiled or not, and their compiled versions; made on
+        # first use.
         self.compiled_paths = COMPILED_PATHS  # which recompute paths call compiled layers
         self._twins: list[Any] | None = None
         self._compiled: list[Any] | None = None
