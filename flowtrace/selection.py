@@ -189,11 +189,7 @@ def walk_cube(rows: Sequence[dict], items: Sequence[FitSample]) -> xr.Dataset:
             "asked": (("proposal", "sample"), asked),
             "correct": (("proposal", "sample"), correct),
             "prob_true": (("proposal", "sample"), p_true),
-            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
-            "clean_prob_true": (
-                ("sample",),
-                np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
-            ),
+            **clean_columns(items),
         },
         coords={
             "proposal": np.arange(n),
@@ -201,10 +197,28 @@ def walk_cube(rows: Sequence[dict], items: Sequence[FitSample]) -> xr.Dataset:
             "size": ("proposal", column("size", np.int64)),
             "cells_cut": ("proposal", column("cells_cut", np.int64)),
             "passed": ("proposal", column("passed", bool)),
-            "sample": [it.sample.id for it in items],
-            "task": ("sample", [it.sample.task for it in items]),
+            **sample_coords(items),
         },
     )
+
+
+def clean_columns(items: Sequence[FitSample]) -> dict:
+    """The per-sample variables of the selection's cubes: right clean, clean p(true answer)."""
+    return {
+        "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
+        "clean_prob_true": (
+            ("sample",),
+            np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
+        ),
+    }
+
+
+def sample_coords(items: Sequence[FitSample]) -> dict:
+    """The sample coordinates of the selection's cubes: id and task."""
+    return {
+        "sample": [it.sample.id for it in items],
+        "task": ("sample", [it.sample.task for it in items]),
+    }
 
 
 def path_outcomes(
@@ -238,17 +252,12 @@ def path_outcomes(
             "correct": (("point", "sample"), correct),
             "prob_true": (("point", "sample"), p_true),
             "passes": (("point", "sample"), passed),
-            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
-            "clean_prob_true": (
-                ("sample",),
-                np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
-            ),
+            **clean_columns(items),
         },
         coords={
             "point": np.arange(n),
             "cells_cut": ("point", np.asarray(points, dtype=np.int64)),
-            "sample": [it.sample.id for it in items],
-            "task": ("sample", [it.sample.task for it in items]),
+            **sample_coords(items),
         },
     )
 
