@@ -180,45 +180,40 @@ def walk_cube(rows: Sequence[dict], items: Sequence[FitSample]) -> xr.Dataset:
     for r, row in enumerate(rows):
         for i, right, p in row["asked"]:
             asked[r, i], correct[r, i], p_true[r, i] = True, right, p
+    per_proposal = {
+        key: np.asarray([row[key] for row in rows], dtype=dtype)
+        for key, dtype in (("start", np.int64), ("size", np.int64), ("cells_cut", np.int64))
+        + (("passed", bool),)
+    }
+    arrays = {"asked": asked, "correct": correct, "prob_true": p_true}
+    return sample_cube("proposal", arrays, per_proposal, items)
 
-    def column(key: str, dtype) -> np.ndarray:
-        return np.asarray([row[key] for row in rows], dtype=dtype)
 
+def sample_cube(
+    dim: str,
+    arrays: dict[str, np.ndarray],
+    coords: dict[str, np.ndarray],
+    items: Sequence[FitSample],
+) -> xr.Dataset:
+    """A selection cube: `arrays` (each n × samples) over (dim, sample), `coords` over dim, and
+    per sample its id, task, whether it is right clean and its clean p(true answer)."""
+    n = next(iter(arrays.values())).shape[0]
     return xr.Dataset(
         {
-            "asked": (("proposal", "sample"), asked),
-            "correct": (("proposal", "sample"), correct),
-            "prob_true": (("proposal", "sample"), p_true),
-            **clean_columns(items),
+            **{name: ((dim, "sample"), values) for name, values in arrays.items()},
+            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
+            "clean_prob_true": (
+                ("sample",),
+                np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
+            ),
         },
         coords={
-            "proposal": np.arange(n),
-            "start": ("proposal", column("start", np.int64)),
-            "size": ("proposal", column("size", np.int64)),
-            "cells_cut": ("proposal", column("cells_cut", np.int64)),
-            "passed": ("proposal", column("passed", bool)),
-            **sample_coords(items),
+            dim: np.arange(n),
+            **{name: (dim, values) for name, values in coords.items()},
+            "sample": [it.sample.id for it in items],
+            "task": ("sample", [it.sample.task for it in items]),
         },
     )
-
-
-def clean_columns(items: Sequence[FitSample]) -> dict:
-    """The per-sample variables of the selection's cubes: right clean, clean p(true answer)."""
-    return {
-        "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
-        "clean_prob_true": (
-            ("sample",),
-            np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
-        ),
-    }
-
-
-def sample_coords(items: Sequence[FitSample]) -> dict:
-    """The sample coordinates of the selection's cubes: id and task."""
-    return {
-        "sample": [it.sample.id for it in items],
-        "task": ("sample", [it.sample.task for it in items]),
-    }
 
 
 def path_outcomes(
@@ -247,19 +242,8 @@ def path_outcomes(
             p_true[i, s] = float(row[item.clean.true_id])
             if item.clean.correct:
                 passed[i, s] = keeps(item, row, loaded, ratio)
-    return xr.Dataset(
-        {
-            "correct": (("point", "sample"), correct),
-            "prob_true": (("point", "sample"), p_true),
-            "passes": (("point", "sample"), passed),
-            **clean_columns(items),
-        },
-        coords={
-            "point": np.arange(n),
-            "cells_cut": ("point", np.asarray(points, dtype=np.int64)),
-            **sample_coords(items),
-        },
-    )
+    arrays = {"correct": correct, "prob_true": p_true, "passes": passed}
+    return sample_cube("point", arrays, {"cells_cut": np.asarray(points, np.int64)}, items)
 
 
 def select_prefix(
