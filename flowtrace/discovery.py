@@ -23,14 +23,13 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
    shipped results) the select and test splits are fresh samples of the synthetic generator
    under seeds of their own (`FRESH_SEEDS`), never used for training or the embedded held-out
    set, and the search keeps the data's search split.
-5. Select (`select`), on the select split: the search's last point is fitted to its own samples.
-   A prefix of the search's cut order *holds* when at most `max_select_failures` (a share, 1%
-   by default: at most 1 of 128) of the select samples fail the search's own acceptance test
-   (a sample answered right clean that is answered wrong or keeps less than `min_ratio` of its
-   clean p(true answer)). Scanned every `step` cells from 0, the path stops at the first prefix
-   that does not hold; the shipped pathway is the last holding prefix, refined by bisection
-   between the last holding step and that one. `max_select_failures=0` is the earlier rule
-   (stop at the first failure of any select sample).
+5. Select, on the select split (flowtrace.selection): the search's last point is fitted to its
+   own samples, so the select split decides which of the search's cut cells (its *path*) are
+   cut, with the search's own acceptance test. The default rule, `repair`: halve the select
+   split (`split_halves`); on the first half run the search's procedure again along the path
+   (a cell that breaks a sample is kept, the walk goes on past it); on the second half take the
+   longest prefix of the walk's cut cells that no sample fails. The rule `prefix` (until
+   2026-12-06): the longest prefix of the path at which at most 1% of the select samples fail.
 6. The frontier is measured on the test split against random cuts of the same per-layer budget
    (`frontier`): the cut cells as cut, then the kept ones least important first.
 """
@@ -70,10 +69,14 @@ Cell = tuple[int, str, str]  # (layer, source group, target group)
 # by flowtrace.data.synth under seed 0 (every training clip, of both toys and the planted toy's
 # init) and 10000 (the embedded held-out set: seed + toy.train.HELDOUT_SEED_OFFSET); a clip is
 # drawn from numpy's stream [seed, task, index], so other seeds give other clips.
-FRESH_SEEDS = {"select": 40_001, "test": 40_003}
-# Fresh seeds used before and looked at: the test split of the zero-failure rule (seed 40002),
-# whose frontier was seen before the tolerant rule was chosen; kept out of every new split.
-FRESH_SEEDS_USED = {"test (zero-failure rule, looked at)": 40_002}
+FRESH_SEEDS = {"select": 40_001, "test": 40_004}
+# Fresh seeds used before and looked at, kept out of every new split: the test split of the
+# zero-failure prefix rule (seed 40002), whose frontier was seen before the 1% rule was chosen,
+# and that of the 1% prefix rule (seed 40003), seen before the repair rule was chosen.
+FRESH_SEEDS_USED = {
+    "test (zero-failure prefix rule, looked at)": 40_002,
+    "test (1% prefix rule, looked at)": 40_003,
+}
 
 
 def cell_groups(layout: TokenLayout) -> list[str]:
@@ -235,49 +238,84 @@ def search(
     """Greedy cut in blocks with back-off (step 3 of the module's procedure); stops once
     `patience` cells in a row are kept, keeping the rest of the ranking (its most important
     cells)."""
+    result = greedy_cut(loaded, engine, items, order, min_ratio, block, patience, log=log)
+    if result is None:
+        raise FlowtraceError(
+            "cutting the counted edges that no cell holds (video markers) already changes "
+            "answers on the fit samples: this model needs them, so no pathway of cells is found"
+        )
+    result.scores = dict(scores or {})
+    return result
+
+
+def greedy_cut(
+    loaded: LoadedModel,
+    engine,
+    items: Sequence[FitSample],
+    order: Sequence[Cell],
+    min_ratio: float,
+    block: int,
+    patience: int,
+    allowed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+    record: list[dict] | None = None,
+) -> SearchResult | None:
+    """The search's procedure (step 3) on `items` along `order`: a proposal passes when at most
+    `allowed` of the samples answered right clean fail the acceptance test (`keeps`, min_ratio);
+    the search allows none. None when cutting the edges no cell holds already fails. `record`,
+    when given, receives one row per proposal: where it starts in `order`, its size, the cells
+    cut with it, whether it passed, and each asked sample's index into `items`, answer and
+    p(true answer), so that every decision can be replayed (`selection.replay_walk`)."""
     if not 0 <= min_ratio <= 1:
         raise FlowtraceError(f"min_ratio {min_ratio}: must be in [0, 1] (share of p(true) kept)")
     layers = loaded.num_layers
-    judged = [it for it in items if it.clean.correct]
+    judged = [i for i, it in enumerate(items) if it.clean.correct]
     if not judged:
-        raise FlowtraceError("no fit sample is answered right clean: nothing to keep accuracy on")
-    fragile: list[int] = []  # the sample that refused the last refused proposal
+        raise FlowtraceError("no sample is answered right clean: nothing to keep accuracy on")
+    fragile: list[int] = []  # samples that failed a proposal, the latest first
     cut: list[Cell] = []
     kept: list[Cell] = []
     steps: list[dict] = []
     position, size = 0, block
     started = time.time()
 
-    def passes(item: FitSample, probs: torch.Tensor) -> bool:
-        return keeps(item, probs, loaded, min_ratio)
-
-    def surviving(proposals: list[list[Cell]]) -> list[int]:
-        """Indices of the proposals every judged fit sample passes. The sample that refused the
-        last proposal is asked first, then the others by AtP's predicted damage, largest first,
-        so a refused proposal usually costs one or two knockouts."""
-        alive = list(range(len(proposals)))
-        damage = [-sum(it.estimates.get(c, 0.0) for c in proposals[0]) for it in judged]
-        ranking = sorted(range(len(judged)), key=lambda i: (i not in fragile[:1], -damage[i]))
+    def holds(proposal: list[Cell]) -> bool:
+        """Whether at most `allowed` judged samples fail with `proposal` cut on top. The samples
+        that failed last are asked first, then the others by AtP's predicted damage, largest
+        first, so a refused proposal usually costs one or two knockouts."""
+        damage = {i: -sum(items[i].estimates.get(c, 0.0) for c in proposal) for i in judged}
+        first = fragile[: allowed + 1]
+        ranking = sorted(
+            judged, key=lambda i: (first.index(i) if i in first else allowed + 1, -damage[i])
+        )
+        failed, asked = 0, []
         for i in ranking:
-            item = judged[i]
-            conditions = [
-                KnockoutCondition(cut_plan(item, set(cut) | set(proposals[j]), layers))
-                for j in alive
-            ]
-            probs = engine.knockout(item.inputs, conditions)
-            alive = [j for j, p in zip(alive, probs, strict=True) if passes(item, p)]
-            if len(alive) < len(conditions):  # it refused something: ask it first next time
-                fragile[:] = [i]
-            if not alive:
-                break
-        return alive
+            item = items[i]
+            plan = cut_plan(item, set(cut) | set(proposal), layers)
+            probs = engine.knockout(item.inputs, [KnockoutCondition(plan)])[0]
+            ok = keeps(item, probs, loaded, min_ratio)
+            asked.append((i, is_right(item, probs, loaded), float(probs[item.clean.true_id])))
+            if not ok:
+                failed += 1
+                fragile[:] = [i] + [j for j in fragile if j != i]
+                if failed > allowed:
+                    break
+        passed = failed <= allowed
+        if record is not None:
+            record.append(
+                {
+                    "start": position,
+                    "size": len(proposal),
+                    "cells_cut": len(cut) + len(proposal),
+                    "passed": passed,
+                    "asked": asked,
+                }
+            )
+        return passed
 
     # The edges no cell holds are cut from the start: that alone must pass.
-    if not surviving([[]]):
-        raise FlowtraceError(
-            "cutting the counted edges that no cell holds (video markers) already changes "
-            "answers on the fit samples: this model needs them, so no pathway of cells is found"
-        )
+    if not holds([]):
+        return None
     streak = 0  # cells kept in a row
     while position < len(order):
         if streak >= patience:
@@ -285,12 +323,12 @@ def search(
             log(f"  {patience} cells kept in a row: the {len(order) - position} left are kept")
             break
         # The block, then halves of it, each tried alone: a refused block costs the one or two
-        # fragile samples that refuse it, an accepted one a knockout of every fit sample.
+        # fragile samples that refuse it, an accepted one a knockout of every sample.
         tried = []
         chosen: list[Cell] | None = None
-        for s in sorted({min(len(order) - position, max(1, size >> k)) for k in range(11)})[::-1]:
+        for s in block_sizes(size, len(order) - position):
             tried.append(s)
-            if surviving([list(order[position : position + s])]):
+            if holds(list(order[position : position + s])):
                 chosen = list(order[position : position + s])
                 break
         if chosen:
@@ -308,7 +346,12 @@ def search(
             f"  {len(cut)} cells cut, {len(kept)} kept, {len(order) - position} left "
             f"({time.time() - started:.0f} s)"
         )
-    return SearchResult(kept, cut, steps, dict(scores or {}))
+    return SearchResult(kept, cut, steps)
+
+
+def block_sizes(size: int, left: int) -> list[int]:
+    """The proposal sizes tried in turn at one position: the block, then its halves, … 1."""
+    return sorted({min(left, max(1, size >> k)) for k in range(11)})[::-1]
 
 
 def frontier(
@@ -479,105 +522,11 @@ def fresh_split(name: str, n_per_task: int, root: Path) -> list[Sample]:
     return [replace(s, id=f"{name}-{seed}/{s.id}") for s in read_samples(folder)]
 
 
-def path_outcomes(
-    loaded: LoadedModel,
-    engine,
-    items: Sequence[FitSample],
-    elimination: Sequence[Cell],
-    points: Sequence[int],
-    ratio: float,
-) -> xr.Dataset:
-    """Per point k × sample, with the first k cells of `elimination` cut: right, p(true answer),
-    and whether the sample passes the acceptance test (`keeps`; a sample wrong clean passes
-    trivially: there is nothing to keep)."""
-    layers = loaded.num_layers
-    n, m = len(points), len(items)
-    correct = np.zeros((n, m), dtype=bool)
-    p_true = np.zeros((n, m), dtype=np.float32)
-    passed = np.ones((n, m), dtype=bool)
-    for s, item in enumerate(items):
-        conditions = [
-            KnockoutCondition(cut_plan(item, set(elimination[:k]), layers)) for k in points
-        ]
-        probs = engine.knockout(item.inputs, conditions) if conditions else []
-        for i, row in enumerate(probs):
-            correct[i, s] = is_right(item, row, loaded)
-            p_true[i, s] = float(row[item.clean.true_id])
-            if item.clean.correct:
-                passed[i, s] = keeps(item, row, loaded, ratio)
-    return xr.Dataset(
-        {
-            "correct": (("point", "sample"), correct),
-            "prob_true": (("point", "sample"), p_true),
-            "passes": (("point", "sample"), passed),
-            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
-            "clean_prob_true": (
-                ("sample",),
-                np.array([float(it.clean.probs[it.clean.true_id]) for it in items], np.float32),
-            ),
-        },
-        coords={
-            "point": np.arange(n),
-            "cells_cut": ("point", np.asarray(points, dtype=np.int64)),
-            "sample": [it.sample.id for it in items],
-            "task": ("sample", [it.sample.task for it in items]),
-        },
-    )
-
-
-def allowed_failures(n: int, share: float) -> int:
-    """How many of `n` select samples may fail the acceptance test at a holding prefix: the
-    largest count not more than `share` of them (1% of 128: 1)."""
-    if not 0 <= share < 1:
-        raise FlowtraceError(f"max_select_failures {share}: must be in [0, 1) (share of samples)")
-    return int(np.floor(share * n + 1e-9))
-
-
-def select(
-    loaded: LoadedModel,
-    engine,
-    items: Sequence[FitSample],
-    elimination: Sequence[Cell],
-    searched: int,
-    ratio: float,
-    step: int = 8,
-    max_failures: float = 0.01,
-) -> tuple[int, xr.Dataset]:
-    """Step 5, on the select split (`items`, none of which the search saw): the number k <=
-    `searched` of the path's cells to cut. Prefixes 0, step, 2·step, …, searched are checked
-    (`path_outcomes`); a prefix holds when at most `allowed_failures(len(items), max_failures)`
-    samples fail the acceptance test; k is the last holding prefix before the first that does
-    not hold, refined by bisection between those two. Returns k and every prefix checked
-    (point × sample), sorted by k: the evidence for k."""
-    if not any(it.clean.correct for it in items):
-        raise FlowtraceError("no select sample is answered right clean: nothing to select on")
-    allowed = allowed_failures(len(items), max_failures)
-
-    def holds(ds: xr.Dataset) -> np.ndarray:
-        return (~ds["passes"]).sum("sample").values <= allowed
-
-    grid = sorted(set(range(0, searched, max(1, step))) | {searched})
-    checked = [path_outcomes(loaded, engine, items, elimination, grid, ratio)]
-    held = holds(checked[0])
-    if held.all():
-        return searched, checked[0]
-    first = int(np.argmin(held))  # the first prefix that does not hold
-    if first == 0:
-        return 0, checked[0]  # even the edges of no cell: the path holds nowhere
-    low, high = grid[first - 1], grid[first]
-    while high - low > 1:
-        mid = (low + high) // 2
-        one = path_outcomes(loaded, engine, items, elimination, [mid], ratio)
-        checked.append(one)
-        low, high = (mid, high) if bool(holds(one)[0]) else (low, mid)
-    ds = xr.concat(checked, "point", data_vars="minimal", coords="minimal").sortby("cells_cut")
-    return low, ds.assign_coords(point=np.arange(ds.sizes["point"]))
-
-
 def load_search(folder: Path) -> dict:
-    """A finished search read back from a found_pathway folder (its frontier cube's elimination
-    order and its summary), so that a new selection or test split can reuse it: the search saw
-    only its search split."""
+    """A finished search read back from a found_pathway folder (its summary and the search's own
+    order: its frontier cube's `search_elimination`, or `elimination` in folders written before
+    the selection could reorder the frontier's path), so that a new selection or test split can
+    reuse it: the search saw only its search split."""
     folder = Path(folder)
     summary = json.loads((folder / "summary.json").read_text())
     cube = xr.open_zarr(folder / "frontier_cube")
@@ -586,7 +535,10 @@ def load_search(folder: Path) -> dict:
         "model": summary["model"],
         "min_ratio": summary["min_ratio"],
         "search_ids": list(summary["search_ids"]),
-        "elimination": [tuple(c) for c in json.loads(cube.attrs["elimination"])],
+        "elimination": [
+            tuple(c)
+            for c in json.loads(cube.attrs.get("search_elimination", cube.attrs["elimination"]))
+        ],
         "searched": int(summary["cells_cut_by_search"]),
         "search_s": summary["search_s"],
         "proposals": summary["proposals"],
@@ -605,8 +557,9 @@ def discover(
     select_samples: Sequence[Sample] | None = None,
     test_samples: Sequence[Sample] | None = None,
     fresh: dict | None = None,
-    max_select_failures: float = 0.01,
+    max_select_failures: float | None = None,
     reuse_search: dict | None = None,
+    rule: str = "repair",
 ) -> dict:
     """Search a pathway on the search split of `samples`, select its length on the select split,
     and only then measure its frontier on the test split (`split_three`; `select_samples` and
@@ -615,8 +568,15 @@ def discover(
     zarr), selection_cube (the select split's checks), frontier.csv, frontier.png/.html,
     recipe.py, summary.json. `reuse_search` (from `load_search`): take that search's cut order
     instead of searching again; it must have searched this model on these search samples with
-    this min_ratio."""
-    allowed_failures(1, max_select_failures)  # checks the share before any work
+    this min_ratio. `rule` and `max_select_failures` choose the selection (flowtrace.selection:
+    `repair` by default, no select sample failing; `prefix`, the rule of 2026-12-02, 1%); `step`
+    is the scan step of the prefixes checked; the repair walk's proposals go to walk_cube/."""
+    from flowtrace import selection
+
+    if rule not in selection.RULES:
+        raise FlowtraceError(f"selection rule {rule!r}: one of {', '.join(selection.RULES)}")
+    if max_select_failures is not None:
+        selection.allowed_failures(1, max_select_failures)  # checks the share before any work
     engine = make_engine("fast", loaded)
     search_samples, own_select, own_test = split_three(samples)
     select_samples = own_select if select_samples is None else list(select_samples)
@@ -658,10 +618,16 @@ def discover(
         searched, search_s = int(reuse_search["searched"]), float(reuse_search["search_s"])
         proposals, reused = int(reuse_search["proposals"]), str(reuse_search["from"])
         log(f"search reused from {reused}: {searched} cells cut of {len(elimination)}")
-    found, checked = select(
-        loaded, engine, judge, elimination, searched, min_ratio, step, max_select_failures
+    path, rest = elimination[:searched], elimination[searched:]
+    chosen = selection.select(
+        loaded, engine, judge, path, min_ratio, rule, max_select_failures, step=step, log=log
     )
-    log(f"selected on the select split: the first {found} of the {searched} cells the search cut")
+    elimination, found, checked = chosen.elimination(rest), chosen.found, chosen.checked
+    allowed = chosen.constants["stop_allowed"]
+    log(
+        f"selected on the select split ({rule} rule): {found} of the {searched} cells the "
+        "search cut are cut"
+    )
     kept_cells = elimination[found:]
     # The pathway is fixed: only now is the test split read.
     test = prepare_samples(loaded, engine, test_samples, frames)
@@ -676,14 +642,13 @@ def discover(
         }
     )
     cube = frontier(loaded, engine, test, elimination, grid, seeds)
-    on_search = path_outcomes(loaded, engine, fit, elimination, [found], min_ratio)
+    on_search = selection.path_outcomes(loaded, engine, fit, elimination, [found], min_ratio)
     at = grid.index(found)
     cube = cube.assign_coords(
         found=("point", np.asarray(grid) == found), searched=("point", np.asarray(grid) == searched)
     )
     table = frontier_table(cube)
     row = table.iloc[at]
-    chosen = checked.isel(point=int(np.flatnonzero(checked["cells_cut"].values == found)[0]))
     model = loaded.model_id
     recipe = pathway_recipe(
         kept_cells,
@@ -691,8 +656,8 @@ def discover(
         title=f"Found effective pathway of {model}: {len(kept_cells)} cells kept",
         description=(
             f"found by flowtrace.discovery: searched on {len(fit)} samples, length selected on "
-            f"{len(judge)} others (min_ratio {min_ratio}, at most "
-            f"{allowed_failures(len(judge), max_select_failures)} failing); "
+            f"{len(judge)} others ({rule} rule, min_ratio {min_ratio}, at most "
+            f"{allowed} failing); "
             f"test split ({len(test)} more): "
             f"{row.accuracy:.1f}% with {row.edges_kept_pct:.1f}% of edges kept"
         ),
@@ -714,9 +679,11 @@ def discover(
             "random_mean": float(searched_row.random_mean),
         },
         "min_ratio": min_ratio,
-        "select_step": step,
-        "max_select_failures": max_select_failures,
-        "allowed_select_failures": allowed_failures(len(judge), max_select_failures),
+        "selection": chosen.constants,
+        "cells_kept_by_selection": searched - found,
+        "select_halves": (
+            {"repair": chosen.halves[0], "stop": chosen.halves[1]} if chosen.halves else None
+        ),
         "search_reused_from": reused,
         "edges_kept_pct": float(row.edges_kept_pct),
         "test_accuracy": float(row.accuracy),
@@ -726,8 +693,8 @@ def discover(
         "random_max": float(row.random_max),
         "random_std": float(row.random_std),
         "search_accuracy": 100 * float(on_search["correct"].astype(float).mean()),
-        "select_accuracy": 100 * float(chosen["correct"].astype(float).mean()),
-        "select_failures": int((~chosen["passes"]).sum()),
+        "select_accuracy": 100 * float(chosen.selected["correct"].astype(float).mean()),
+        "select_failures": int((~chosen.selected["passes"]).sum()),
         "select_clean_accuracy": 100 * float(checked["clean_correct"].astype(float).mean()),
         "search_s": round(search_s, 1),
         "total_s": round(time.time() - started, 1),
@@ -743,12 +710,18 @@ def discover(
         recipe_kind="Frontier",
         recipe="found_pathway",
         elimination=json.dumps([list(c) for c in elimination]),
+        # The search's own order (its cut cells as it cut them, then its kept ones), which
+        # `load_search` reuses: the frontier's order above puts the selection's cut cells first.
+        search_elimination=json.dumps([list(c) for c in path + rest]),
     )
     checked.attrs.update(attrs, recipe_kind="Selection", recipe="found_pathway")
     out.mkdir(parents=True, exist_ok=True)
     # Plain xarray cubes, not run stores: no `.zarr` suffix, so `flowtrace report` skips them.
     cube.to_zarr(out / "frontier_cube", mode="w", consolidated=True)
     checked.to_zarr(out / "selection_cube", mode="w", consolidated=True)
+    if chosen.walk is not None:
+        chosen.walk.attrs.update(attrs, recipe_kind="Selection walk", recipe="found_pathway")
+        chosen.walk.to_zarr(out / "walk_cube", mode="w", consolidated=True)
     table.to_csv(out / "frontier.csv", index=False)
     from flowtrace.plots import save_chart
 
@@ -778,6 +751,6 @@ def discover(
         )
     (out / "recipe.py").write_text(recipe_source(recipe, doc))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    lists = ("kept", "search_ids", "select_ids", "test_ids")
+    lists = ("kept", "search_ids", "select_ids", "test_ids", "select_halves")
     log(json.dumps({k: v for k, v in summary.items() if k not in lists}))
     return summary

@@ -58,13 +58,23 @@ def pathways(
             "data's."
         ),
     ] = 0,
-    max_select_failures: Annotated[
-        float,
+    selection: Annotated[
+        str,
         typer.Option(
-            help="--find: a prefix of the search's path holds while at most this share of the "
-            "select samples fail the acceptance test (0.01: 1 of 128); 0: none may fail."
+            help="--find: how the select split decides which of the search's cut cells are cut "
+            "(flowtrace.selection): 'repair', the search's procedure run again along its path "
+            "on half the select split (a cell it refuses is kept), then the longest prefix of "
+            "that walk the other half holds; 'prefix', the longest prefix of the search's path "
+            "the select split holds (the rule of 2026-12-02)."
         ),
-    ] = 0.01,
+    ] = "repair",
+    max_select_failures: Annotated[
+        float | None,
+        typer.Option(
+            help="--find: share of the select samples that may fail the acceptance test "
+            "(default: 0 for repair, in each half; 0.01 for prefix, 1 of 128)."
+        ),
+    ] = None,
     reuse_search: Annotated[
         Path | None,
         typer.Option(
@@ -116,6 +126,7 @@ def pathways(
                     fresh=fresh,
                     max_select_failures=max_select_failures,
                     reuse_search=reused,
+                    rule=selection,
                 )
         except FlowtraceError as err:
             fail(err)
