@@ -94,6 +94,28 @@ def test_knockouts_of_one_sample_run_beside_the_next_clean_pass(
         assert_same_stores(alone[recipe.name], result.store)
 
 
+def test_an_error_starting_a_sample_keeps_the_one_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Interrupted while the third sample starts, the pass still records the second, whose
+    knockouts were in flight, and the rerun resumes after it."""
+    import flowtrace.pipeline.passes as passes
+
+    real, started = passes.start_sample, []
+
+    def interrupted(group, sample, prepared=None):
+        started.append(sample.id)
+        if len(started) == 3:
+            raise KeyboardInterrupt
+        return real(group, sample, prepared)
+
+    monkeypatch.setattr(passes, "start_sample", interrupted)
+    out = tmp_path / "cf.zarr"
+    with pytest.raises(KeyboardInterrupt):
+        run(load_recipe("cross_frame"), options(out))
+    assert list(open_cube(out)["sample"].values) == started[:2]
+
+
 def test_a_recipe_needing_eager_attention_runs_alone(tmp_path: Path):
     recipes = [load_recipe("cross_frame"), load_recipe("attention_map")]
     with pytest.raises(OptionError, match="attention_map needs eager attention"):

@@ -4,7 +4,7 @@ each store's writer thread. Killed at any point, a rerun resumes where the store
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from flowtrace.data import Sample
@@ -61,7 +61,15 @@ def run_pass(
             todo, lambda s: load_inputs(analyses[0], s), options.prefetch
         ):
             wanted = [i for i, d in enumerate(done) if sample.id not in d]
-            flight = start_sample([analyses[i] for i in wanted], sample, prepared)
+            try:
+                flight = start_sample([analyses[i] for i in wanted], sample, prepared)
+            except BaseException:
+                # Ctrl-C or an error while starting the next sample: the one in flight is
+                # analysed already; record it before the error goes on.
+                if in_flight is not None:
+                    with suppress(Exception):
+                        finish(*in_flight)
+                raise
             if in_flight is not None:
                 finish(*in_flight)
                 in_flight = None
