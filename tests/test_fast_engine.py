@@ -395,3 +395,22 @@ def test_a_start_inside_a_causal_model_is_confirmed_once_for_every_position(toy,
     row = Row(0, condition, starts[1], 2)
     assert ("start", "inside") in shortcut_kinds(row, True, seq_len, causal=True)
     assert ("start", starts[1]) in shortcut_kinds(row, True, seq_len, causal=False)
+
+
+def test_a_starved_query_is_refused_on_the_fast_path(toy, toy_prepared):
+    """A cut that leaves a query no key is refused as on the reference path, though the fast
+    engine reads the check back only once per call, after queuing every recompute."""
+    from flowtrace.errors import FlowtraceError
+
+    layout = toy_prepared.layout
+    query = int(layout["question"][0])
+    starved = torch.zeros(layout.seq_len, layout.seq_len, dtype=torch.bool)
+    starved[query, : query + 1] = True  # the query and everything before it
+    fine = torch.zeros_like(starved)
+    fine[np.ix_(layout["last"], layout["video"])] = True
+    fast = FastEngine(toy)
+    fast.clean(toy_prepared.inputs)
+    conditions = [KnockoutCondition.window(m, [2]) for m in (fine, starved)]
+    with pytest.raises(FlowtraceError, match=rf"query position\(s\) \[{query}\] with no key"):
+        fast.knockout(toy_prepared.inputs, conditions)
+    assert fast.knockout(toy_prepared.inputs, conditions[:1]).shape[0] == 1
