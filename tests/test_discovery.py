@@ -15,6 +15,7 @@ import xarray as xr
 from test_edges import small_layout
 
 import flowtrace.discovery as discovery
+import flowtrace.find_pathway as find_pathway
 import flowtrace.selection as selection
 from flowtrace.data import read_samples, sample_frames, synth
 from flowtrace.discovery import (
@@ -238,12 +239,12 @@ def test_discover_never_shows_test_samples_before_the_pathway_is_fixed(
     class Loaded(FakeLoaded):
         model_id = "fake"
 
-    monkeypatch.setattr(discovery, "make_engine", lambda kind, loaded: engine)
-    monkeypatch.setattr(discovery, "prepare_samples", fake_prepare)
+    monkeypatch.setattr(find_pathway, "make_engine", lambda kind, loaded: engine)
+    monkeypatch.setattr(find_pathway, "prepare_samples", fake_prepare)
     monkeypatch.setattr(discovery, "edge_attribution", fake_attribution)
-    monkeypatch.setattr(discovery, "search", spy_search)
+    monkeypatch.setattr(find_pathway, "search", spy_search)
     monkeypatch.setattr(selection, "select", spy_select)
-    summary = discovery.discover(
+    summary = find_pathway.discover(
         Loaded(), samples, tmp_path, seeds=2, log=lambda _: None, rule=rule, **given
     )
 
@@ -292,18 +293,18 @@ def test_discover_reuses_a_search_without_searching_again(
     class Loaded(FakeLoaded):
         model_id = "fake"
 
-    monkeypatch.setattr(discovery, "make_engine", lambda kind, loaded: PerItemEngine())
-    monkeypatch.setattr(discovery, "prepare_samples", fake_prepare)
+    monkeypatch.setattr(find_pathway, "make_engine", lambda kind, loaded: PerItemEngine())
+    monkeypatch.setattr(find_pathway, "prepare_samples", fake_prepare)
     monkeypatch.setattr(discovery, "edge_attribution", fake_attribution)
-    first = discovery.discover(Loaded(), samples, tmp_path / "a", seeds=2, log=lambda _: None)
-    reused = discovery.load_search(tmp_path / "a")
+    first = find_pathway.discover(Loaded(), samples, tmp_path / "a", seeds=2, log=lambda _: None)
+    reused = find_pathway.load_search(tmp_path / "a")
 
     def refuse(*args, **kwargs):
         raise AssertionError("searched again")
 
     monkeypatch.setattr(discovery, "edge_attribution", refuse)
-    monkeypatch.setattr(discovery, "search", refuse)
-    again = discovery.discover(
+    monkeypatch.setattr(find_pathway, "search", refuse)
+    again = find_pathway.discover(
         Loaded(), samples, tmp_path / "b", seeds=2, log=lambda _: None, reuse_search=reused
     )
     assert first["search_reused_from"] is None and again["search_reused_from"] == str(
@@ -317,7 +318,7 @@ def test_discover_reuses_a_search_without_searching_again(
     ]
     assert elimination[0] == elimination[1]
     with pytest.raises(FlowtraceError, match="search samples"):
-        discovery.discover(
+        find_pathway.discover(
             Loaded(), samples[1:], tmp_path / "c", seeds=2, log=lambda _: None, reuse_search=reused
         )
 

@@ -95,7 +95,8 @@ def pathways(
         import tempfile
 
         from flowtrace.data import read_samples
-        from flowtrace.discovery import FRESH_SEEDS, discover, fresh_split, load_search
+        from flowtrace.discovery import FRESH_SEEDS, fresh_split
+        from flowtrace.find_pathway import discover, load_search
         from flowtrace.models import load_model
         from flowtrace.pipeline.options import resolve_data
 
