@@ -9,18 +9,6 @@ import torch
 from flowtrace.errors import FlowtraceError
 
 
-def allowed_attention(blocked: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's own mask (`base`, default causal) minus the blocked edges; refuses a query
-    that would be left with no key.
-
-    With every key at finfo.min a softmax row turns uniform over *all* keys, future ones included,
-    so such a condition would silently measure something else.
-    """
-    allowed = _allowed(blocked, base)
-    refuse_starved(allowed)
-    return allowed
-
-
 def _allowed(blocked: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
     if base is None:
         seq_len = blocked.shape[-1]
@@ -29,6 +17,9 @@ def _allowed(blocked: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
 
 
 def refuse_starved(allowed: torch.Tensor) -> None:
+    """Refuse a mask that leaves a query no key: with every key at finfo.min a softmax row
+    turns uniform over *all* keys, future ones included, so such a condition would silently
+    measure something else."""
     starved = ~allowed.any(-1)
     if starved.any():
         rows = starved.nonzero()[:, -1].unique().tolist()
@@ -59,7 +50,7 @@ class AllowedEdges:
             if blocked is None:
                 cut = torch.zeros(self.seq_len, self.seq_len, dtype=torch.bool, device=self.device)
             else:
-                cut = to_device(blocked, self.device)
+                cut = to_device_async(blocked, self.device)
             allowed = _allowed(cut, own)
             self._masks[key] = allowed
             self._starved.append((~allowed.any(-1)).any())
@@ -72,7 +63,7 @@ class AllowedEdges:
                 refuse_starved(mask)
 
 
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """`tensor` on `device`; a host tensor goes to a GPU from pinned memory, asynchronously (a
     copy from pageable memory waits for the device to finish its queued work first)."""
     if tensor.device.type == device.type and device.index in (None, tensor.device.index):

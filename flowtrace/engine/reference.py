@@ -16,7 +16,7 @@ import torch
 
 from flowtrace.engine import masks
 from flowtrace.engine.condition import KnockoutCondition
-from flowtrace.engine.masks import additive_mask, allowed_attention, model_allowed, per_head
+from flowtrace.engine.masks import AllowedEdges, additive_mask, model_allowed, per_head
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 
@@ -226,14 +226,13 @@ class ReferenceEngine:
         rows = len(chunk)
         device = loaded.device
         seq_len = next(iter(inputs.values())).shape[1]
-        causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=device).tril()
         # Conditions share blocked matrices across layers: check and convert each one once.
-        allowed: dict[int, torch.Tensor] = {}
+        allowed = AllowedEdges(seq_len, device)
         for c in chunk:
             for blocked in c.blocked.values():
-                if id(blocked) not in allowed:
-                    allowed[id(blocked)] = allowed_attention(blocked.to(device))
-        allowed[id(None)] = causal
+                allowed(None, blocked)
+        allowed.check()
+        causal = allowed(None, None)
         edited = {layer for c in chunk for layer in c.blocked}
         visit = range(loaded.num_layers) if groups is not None else sorted(edited)
         batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
@@ -242,7 +241,7 @@ class ReferenceEngine:
         attentions = {layer: loaded.attention(model, layer) for layer in visit}
         cuts = {}
         for layer in edited:
-            per_row = torch.stack([allowed[id(c.blocked.get(layer))] for c in chunk])
+            per_row = torch.stack([allowed(None, c.blocked.get(layer)) for c in chunk])
             if any(c.heads is not None for c in chunk):
                 per_row = per_head(per_row, chunk, layer, causal, loaded.num_heads)
             cuts[layer] = per_row
