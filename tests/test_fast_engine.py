@@ -119,6 +119,93 @@ def test_per_layer_edges_and_mixed_starts_match_plain_pytorch(toy, toy_prepared)
         assert torch.allclose(got[-1], clean, atol=TOLERANCE, rtol=0)
 
 
+def _window_plans(layout) -> tuple[list[dict], list[KnockoutCondition], int]:
+    """Cross-frame cuts over the toy's first layers, as a sweep's first windows make them (one
+    matrix shared by every layer and row): 0-1, 0-2, 0-3, 0-1 again, and 0-1 with another cut
+    on layer 0. Returns the plans as (queries, keys) pairs, as conditions, and the first cut
+    query."""
+    frames = [layout[f"frame_{t}"] for t in range(layout.num_frames)]
+    cross = [(frames[t], np.concatenate(frames[:t])) for t in range(1, len(frames))]
+    first_pair = [(frames[1], frames[0])]
+    plans = [
+        {0: cross, 1: cross},
+        {0: cross, 1: cross, 2: cross},  # as the first up to layer 2: a copy of it there
+        {0: cross, 1: cross, 2: cross, 3: cross},  # as the second up to layer 3
+        {0: cross, 1: cross},  # the first again: a copy of its output
+        {0: first_pair, 1: cross},  # another cut on layer 0: its own stream from the start
+    ]
+    matrices = {}
+    for pairs in (cross, first_pair):
+        m = torch.zeros(layout.seq_len, layout.seq_len, dtype=torch.bool)
+        for queries, keys in pairs:
+            m[np.ix_(queries, keys)] = True
+        matrices[id(pairs)] = m
+    conditions = [KnockoutCondition({k: matrices[id(v)] for k, v in p.items()}) for p in plans]
+    return plans, conditions, int(frames[1][0])
+
+
+@pytest.mark.parametrize("flat_tokens", [0, 10**9], ids=["batched", "side_by_side"])
+def test_rows_cutting_the_same_first_layers_compute_them_once(flat_tokens, toy, toy_prepared):
+    """Rows of one call that cut the same edges up to some layer share the stream up to there:
+    the later one joins as a copy. Numbers against plain PyTorch, the work against a hand
+    count."""
+    prepared = toy_prepared
+    plans, conditions, start = _window_plans(prepared.layout)
+    wants = [plain_per_layer_probs(toy.model, prepared.inputs, plan) for plan in plans]
+    clean = plain_per_layer_probs(toy.model, prepared.inputs, {})
+    # A copy taken one layer too late or too early would show: the plans differ by more.
+    assert (wants[1] - wants[0]).abs().max() > 10 * TOLERANCE
+    assert (wants[2] - wants[1]).abs().max() > 10 * TOLERANCE
+    assert (wants[4] - wants[0]).abs().max() > 10 * TOLERANCE
+    assert (wants[0] - clean).abs().max() > 100 * TOLERANCE
+    fast = FastEngine(toy)
+    fast.flat_tokens = flat_tokens
+    fast.clean(prepared.inputs)
+    fast.knockout(prepared.inputs, conditions)  # the self-check's once-per-model no-op row
+    fast.clean(prepared.inputs)  # the same inputs: the capture is kept, the work counted anew
+    launched = fast.launch(prepared.inputs, conditions)
+    got = launched.result()
+    assert fast.used == {"fast"} and launched.forked == {1, 2, 3}
+    for row, want in zip(got, wants, strict=True):
+        assert torch.allclose(row, want, atol=TOLERANCE, rtol=0), (row - want).abs().max()
+    # Layers recomputed per row: all 8, from 2, from 3, none, all 8.
+    suffix = prepared.layout.seq_len - start
+    assert fast.work["token_layers"] == suffix * (8 + 6 + 5 + 0 + 8)
+
+
+@pytest.mark.parametrize("flat_tokens", [0, 10**9], ids=["batched", "side_by_side"])
+def test_a_wrong_copy_is_caught_by_the_self_check(flat_tokens, toy, toy_prepared, monkeypatch):
+    """A row begun as a copy is a kind of its own: a copy taken one layer late (where the rows
+    cut differently) falls back, though every other feature of that row was confirmed."""
+    import flowtrace.engine.fast as fast_module
+
+    prepared = toy_prepared
+    _, conditions, _ = _window_plans(prepared.layout)
+    want = ReferenceEngine(toy).knockout(prepared.inputs, conditions)
+    real = fast_module.forks
+
+    def late(rows, num_layers):
+        return {
+            i: (j, min(layer + 1, num_layers)) for i, (j, layer) in real(rows, num_layers).items()
+        }
+
+    monkeypatch.setattr(fast_module, "forks", late)
+    unchecked = FastEngine(toy)
+    unchecked.flat_tokens = flat_tokens
+    unchecked._check_kinds = lambda *args: ""
+    unchecked.clean(prepared.inputs)
+    wrong = unchecked.knockout(prepared.inputs, conditions)
+    assert (wrong - want).abs().max() > 10 * SELF_CHECK_TOLERANCE[torch.float32]
+
+    fast = FastEngine(toy)
+    fast.flat_tokens = flat_tokens
+    fast.clean(prepared.inputs)
+    with pytest.warns(FastEngineFallback, match="begun as a copy"):
+        got = fast.knockout(prepared.inputs, conditions)
+    assert fast.used == {"reference"}
+    assert torch.allclose(got, want, atol=1e-6, rtol=0)
+
+
 def test_falls_back_to_reference_when_the_model_breaks_causality(tiny_model_dir, tiny_data):
     """A hook that mixes positions (no causal LM does) makes the shortcut wrong: it must notice."""
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="sdpa")
@@ -200,7 +287,7 @@ def _off_by_one_flat(monkeypatch):
     pass for one position too many (the first cut query keeps its clean state)."""
     real = FastEngine._recompute
 
-    def recompute(self, capture, rows, flat, allowed=None):
+    def recompute(self, capture, rows, flat, allowed=None, forked=None):
         if flat:
             rows = [
                 Row(r.index, r.condition, r.start + 1, r.entry)
@@ -208,7 +295,7 @@ def _off_by_one_flat(monkeypatch):
                 else r
                 for r in rows
             ]
-        return real(self, capture, rows, flat, allowed)
+        return real(self, capture, rows, flat, allowed, forked)
 
     monkeypatch.setattr(FastEngine, "_recompute", recompute)
 

@@ -212,8 +212,8 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
 
     real = FastEngine._recompute
 
-    def broken(self, capture, rows, flat, allowed=None):
-        probs = real(self, capture, rows, flat, allowed)
+    def broken(self, capture, rows, flat, allowed=None, forked=None):
+        probs = real(self, capture, rows, flat, allowed, forked)
         return probs.roll(1, dims=-1)  # a shortcut that gets the answer wrong
 
     monkeypatch.setattr(FastEngine, "_recompute", broken)

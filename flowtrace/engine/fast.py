@@ -57,6 +57,7 @@ from flowtrace.engine.suffix import (
     chunks_by_tokens,
     first_blocked_query,
     first_tokens,
+    forks,
     replace_output,
     shared_masks,
     side_by_side_kwargs,
@@ -184,10 +185,14 @@ class FastEngine(ReferenceEngine):
                 out = layer.output
                 layer_out.append((out[0] if isinstance(out, tuple) else out).save())
             logits = model.output.logits[:, -1].save()
-        deltas: list[torch.Tensor | None] = []
-        for index in range(len(layer_in) - 1):
-            delta = layer_in[index + 1] - layer_out[index]
-            deltas.append(delta if bool(delta.any()) else None)
+        # Next input − this output: nonzero only where the model adds to the stream between
+        # layers (DeepStack). A layer that gets its predecessor's output tensor itself needs no
+        # subtraction; the rest are read back in one sync, not one per layer.
+        pairs = zip(layer_in[1:], layer_out[:-1], strict=True)
+        differences = [None if after is before else after - before for after, before in pairs]
+        computed = [d for d in differences if d is not None]
+        nonzero = iter(torch.stack([d.any() for d in computed]).tolist() if computed else [])
+        deltas = [None if d is None or not next(nonzero) else d for d in differences]
         deltas.append(None)
         self._capture = CleanCapture(
             source=dict(inputs),
@@ -263,8 +268,9 @@ class FastEngine(ReferenceEngine):
             stream.wait_stream(torch.cuda.current_stream(self.loaded.device))  # the capture
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
             allowed = AllowedEdges(seq_len, self.loaded.device)
+            forked: set[int] = set()
             for chunk, flat in chunks:
-                probs = self._recompute(capture, chunk, flat, allowed)
+                probs = self._recompute(capture, chunk, flat, allowed, forked)
                 for row, p in zip(chunk, probs, strict=True):
                     out[row.index] = p
                     flat_of[row.index] = flat
@@ -275,7 +281,18 @@ class FastEngine(ReferenceEngine):
                 done.record(stream)
         causal = all(mask is None for mask in capture.own_masks)
         return PendingKnockout(
-            self, inputs, conditions, capture, rows, flat_of, out, stacked, allowed, causal, done
+            self,
+            inputs,
+            conditions,
+            capture,
+            rows,
+            flat_of,
+            forked,
+            out,
+            stacked,
+            allowed,
+            causal,
+            done,
         )
 
     def _launch_fallback(
@@ -293,6 +310,7 @@ class FastEngine(ReferenceEngine):
         rows: Sequence[Row],
         flat: bool,
         allowed: AllowedEdges | None = None,
+        forked: set[int] | None = None,
     ) -> torch.Tensor:
         """Next-token probabilities of `rows` (sorted by entry layer), recomputed together.
 
@@ -300,7 +318,9 @@ class FastEngine(ReferenceEngine):
         replaced where it `enters` patched), from its own start on. Flat: the rows' suffixes lie
         side by side in one sequence after one shared prefix (a block mask keeps rows apart), so
         the prefix K/V is never repeated. Batched (one start): the rows are batch rows, each
-        attending a broadcast copy of the prefix for one layer.
+        attending a broadcast copy of the prefix for one layer. On either path a row that cuts
+        what an earlier one cuts up to some layer joins there as a copy of its stream
+        (`suffix.forks`; their `index` is added to `forked`).
 
         Patched rows (flowtrace.patching) run every layer uncompiled, and a row's `attends` edits
         go in through a forward hook on the original attention module for that layer's call.
@@ -312,6 +332,16 @@ class FastEngine(ReferenceEngine):
         """
         loaded = self.loaded
         device, seq_len = loaded.device, capture.seq_len
+        # Rows that begin as a copy of an earlier row's stream, further on (suffix.forks): the
+        # rows go in the order they join, and their answers back in the caller's order at the end.
+        copies = forks(rows, loaded.num_layers)
+        if forked is not None:
+            forked.update(rows[i].index for i in copies)
+        joins = [copies[i][1] if i in copies else r.entry for i, r in enumerate(rows)]
+        order = sorted(range(len(rows)), key=joins.__getitem__)
+        place = {old: new for new, old in enumerate(order)}
+        rows, joins = [rows[i] for i in order], [joins[i] for i in order]
+        parent = {place[i]: place[j] for i, (j, _) in copies.items()}
         prefix_len = max(r.start for r in rows)
         lengths = [seq_len - r.start for r in rows]
         offsets = [sum(lengths[:i]) for i in range(len(rows))]
@@ -345,10 +375,17 @@ class FastEngine(ReferenceEngine):
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
         current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
         joined = tokens = 0
-        for index in range(rows[0].entry, loaded.num_layers):
-            while joined < len(rows) and rows[joined].entry == index:
+
+        def join(index: int) -> None:
+            nonlocal hidden, joined, tokens
+            while joined < len(rows) and joins[joined] == index:
                 row = rows[joined]
-                fresh = capture.inputs[index][:, row.start :]
+                if joined in parent:
+                    p = parent[joined]
+                    o, n = (offsets[p], lengths[p]) if flat else (p, 1)
+                    fresh = hidden[:, o : o + n] if flat else hidden[o : o + n]
+                else:
+                    fresh = capture.inputs[index][:, row.start :]
                 if row.enters is not None:
                     positions, value = row.enters
                     fresh = fresh.clone()
@@ -357,6 +394,9 @@ class FastEngine(ReferenceEngine):
                 current.append((-1, -1))
                 joined += 1
                 tokens += fresh.shape[1]
+
+        for index in range(joins[0], loaded.num_layers):
+            join(index)
             own = capture.own_masks[index]
             for i, r in enumerate(rows[:joined]):
                 blocked = r.condition.blocked.get(index)
@@ -414,10 +454,13 @@ class FastEngine(ReferenceEngine):
                 if flat:
                     delta = torch.cat([delta[:, r.start :] for r in rows[:joined]], dim=1)
                 hidden = hidden + (delta if flat else delta[:, prefix_len:])
+        join(loaded.num_layers)  # rows that cut what another cuts on every layer
         if flat:
             last = hidden[0, [o + n - 1 for o, n in zip(offsets, lengths, strict=True)]]
         else:
             last = hidden[:, -1]
+        if order != sorted(order):
+            last = last[[place[i] for i in range(len(order))]]
         if checked_here:
             edges.check()
         return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
@@ -484,6 +527,7 @@ class FastEngine(ReferenceEngine):
         inputs: dict[str, torch.Tensor],
         rows: Sequence[Row],
         flat_of: dict[int, bool],
+        forked: set[int],
         out: list[torch.Tensor | None],
         seq_len: int,
         causal: bool,
@@ -493,7 +537,7 @@ class FastEngine(ReferenceEngine):
         probes: list[tuple[Row, set[tuple]]] = []
         pending: set[tuple] = set()
         for row in rows:
-            kinds = shortcut_kinds(row, flat_of[row.index], seq_len, causal)
+            kinds = shortcut_kinds(row, flat_of[row.index], seq_len, causal, row.index in forked)
             if not kinds <= self._verified | pending:
                 probes.append((row, kinds))
                 pending |= kinds
@@ -543,6 +587,7 @@ class PendingKnockout(Launched):
         capture: CleanCapture,  # held: the queued recompute reads it until `done`
         rows: list[Row],
         flat_of: dict[int, bool],
+        forked: set[int],
         out: list[torch.Tensor | None],
         stacked: torch.Tensor,
         allowed: AllowedEdges,
@@ -552,6 +597,7 @@ class PendingKnockout(Launched):
         super().__init__(None)
         self.engine, self.inputs, self.conditions = engine, inputs, conditions
         self.capture, self.rows, self.flat_of, self.out = capture, rows, flat_of, out
+        self.forked = forked
         self.stacked, self.allowed, self.causal, self.done = stacked, allowed, causal, done
 
     @torch.no_grad()
@@ -566,7 +612,13 @@ class PendingKnockout(Launched):
         if engine._broken:  # an earlier sample's check failed after this one was queued
             return self._fallback(engine._broken)
         failure = engine._check_kinds(
-            self.inputs, self.rows, self.flat_of, self.out, self.capture.seq_len, self.causal
+            self.inputs,
+            self.rows,
+            self.flat_of,
+            self.forked,
+            self.out,
+            self.capture.seq_len,
+            self.causal,
         )
         if failure:
             engine._broken = failure

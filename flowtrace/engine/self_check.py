@@ -15,7 +15,9 @@ SELF_CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 HALF_PRECISION_TOLERANCE = 2e-3
 
 
-def shortcut_kinds(row: Row, flat: bool, seq_len: int, causal: bool) -> set[tuple]:
+def shortcut_kinds(
+    row: Row, flat: bool, seq_len: int, causal: bool, forked: bool = False
+) -> set[tuple]:
     """What kind of shortcut `row` takes, as the features a full forward must have confirmed.
 
     A first cut query is "last" for the last token alone (its position moves with every
@@ -26,7 +28,8 @@ def shortcut_kinds(row: Row, flat: bool, seq_len: int, causal: bool) -> set[tupl
     start is named by its position. The edge pattern is the
     sequence of distinct edge sets over the row's layers from its first cut on, runs collapsed
     and a layer without cuts as -1: a window sweep is (0,), an inverse window (0, -1, 0), a
-    pathway plan that changes edges per layer (0, 1, -1, 2).
+    pathway plan that changes edges per layer (0, 1, -1, 2). A row begun as a copy of
+    another's stream (`suffix.forks`) is a kind of its own on each path.
     """
     condition = row.condition
     slots: dict[int, int] = {}
@@ -41,12 +44,13 @@ def shortcut_kinds(row: Row, flat: bool, seq_len: int, causal: bool) -> set[tupl
     else:
         start = "inside" if causal else row.start
     path = ("flat" if flat else "batched", "heads" if condition.heads is not None else "all")
-    return {
+    kinds = {
         ("path", *path),
         ("start", start),
         ("entry", row.entry),
         ("edges", tuple(pattern)),
     }
+    return kinds | {("forked", path[0])} if forked else kinds
 
 
 def describe_kinds(kinds: set[tuple]) -> str:
@@ -55,5 +59,5 @@ def describe_kinds(kinds: set[tuple]) -> str:
     return (
         f"{path} path, {'some heads' if heads == 'heads' else 'all heads'}, first cut query "
         f"{named['start'][0]}, first cut layer {named['entry'][0]}, edge pattern "
-        f"{named['edges'][0]}"
+        f"{named['edges'][0]}" + (", begun as a copy of another row" if "forked" in named else "")
     )

@@ -85,6 +85,39 @@ def chunks_by_tokens(rows: list[Row], seq_len: int, limit: int) -> list[list[Row
     return chunks
 
 
+def forks(rows: Sequence[Row], num_layers: int) -> dict[int, tuple[int, int]]:
+    """Rows that can begin as a copy of an earlier one: i -> (j, layer) where rows i and j
+    start at the same query, enter at the same layer and cut the same edges (the same matrices)
+    in the same heads on every layer before `layer`, so i's stream entering `layer` is j's.
+
+    A window sweep's first windows all begin at layer 0 and differ only where one ends: each
+    row then computes those shared layers once. `layer` is the latest such point; j may be a
+    fork itself when it has joined by then. Patched rows never fork.
+    """
+    joins: list[int] = [row.entry for row in rows]
+    out: dict[int, tuple[int, int]] = {}
+    for i, row in enumerate(rows):
+        if row.enters is not None or row.attends:
+            continue
+        for j in range(i):
+            other = rows[j]
+            if (
+                other.entry != row.entry
+                or other.start != row.start
+                or other.condition.heads != row.condition.heads
+                or other.enters is not None
+                or other.attends
+            ):
+                continue
+            layer = row.entry
+            cuts, others = row.condition.blocked, other.condition.blocked
+            while layer < num_layers and cuts.get(layer) is others.get(layer):
+                layer += 1
+            if layer > max(joins[i], joins[j]):
+                out[i], joins[i] = (j, layer), layer
+    return out
+
+
 def shared_masks(masks: list[torch.Tensor | None], seq_len: int) -> list[torch.Tensor | None]:
     """Plain causal masks become None; equal masks of several layers become one tensor."""
     causal = None
