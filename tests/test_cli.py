@@ -38,6 +38,8 @@ def test_default_run_on_four_samples(default_run):
     out, done = default_run
     assert done.returncode == 0, done.stderr
     assert f"store: {out}" in done.stdout
+    # zarr's listing of the store meets flowtrace's lock and marker files: not the user's concern.
+    assert "not recognized as a component" not in done.stderr, done.stderr
     ds = xr.open_zarr(out)
     assert ds.sizes["sample"] == 4
     assert set(ds["prob_pred"].dims) == {"sample", "layer", "source", "target"}

@@ -13,6 +13,11 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from flowtrace.cube import SAMPLE
 
+# The lock and marker files beside the arrays are ours, not zarr's: zarr warns of them whenever it
+# lists a store's members, in any thread (the writer's first write among them), so the warning is
+# off once, here, rather than around each call (`catch_warnings` is not thread-safe).
+warnings.filterwarnings("ignore", message=r"Object at \.flowtrace")
+
 STORE_FORMAT = 2  # 2: chunks of CHUNK_SAMPLES samples with checksums, NaN blocked_edges if skipped
 
 
@@ -38,10 +43,8 @@ def array_encoding(ds: xr.Dataset) -> dict[str, dict]:
 
 
 def zarr_arrays(path: Path, mode: str, consolidated: bool) -> list[tuple[str, zarr.Array]]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Object at .flowtrace")
-        group = zarr.open_group(path, mode=mode, use_consolidated=consolidated)
-        return list(group.arrays())
+    group = zarr.open_group(path, mode=mode, use_consolidated=consolidated)
+    return list(group.arrays())
 
 
 def append_arrays(path: Path, ds: xr.Dataset, start: int) -> None:
@@ -84,8 +87,6 @@ def truncate(path: Path, length: int) -> None:
 def consolidate(path: Path) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
-        # The lock and marker files beside the arrays are ours, not zarr's.
-        warnings.filterwarnings("ignore", message="Object at .flowtrace")
         zarr.consolidate_metadata(path)
 
 
