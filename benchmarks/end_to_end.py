@@ -141,7 +141,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="cProfile the one-pass run (main thread) into this file and print its top calls.",
+        help="After the timings, cProfile one more one-pass run (main thread; untimed) into "
+        "this file and print its top calls.",
     )
     parser.add_argument(
         "--trace",
@@ -196,6 +197,7 @@ def main() -> None:
             device=args.device,
             sweep=Sweep(window=window),
             limit=limit,
+            **RUN_OPTIONS,
         )
 
     base = together = float("nan")
@@ -240,6 +242,17 @@ def main() -> None:
             "four_runs_over_one_pass": round(four / rows["one_pass"], 2),
         }
         print(json.dumps(summary))
+    if args.profile:
+        shutil.rmtree(work / "profiled", ignore_errors=True)
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(recipes, options(work / "profiled"), loaded=loaded)
+        sync(args.device)
+        profiler.disable()
+        profiler.dump_stats(str(args.profile))
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("tottime").print_stats(30)
+        stats.sort_stats("cumulative").print_stats(50)
     if args.trace:
         trace(args.trace, work, args.trace_samples, loaded, recipes, data, options, args.device)
 
@@ -264,12 +277,9 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         sync(args.device)
-        profiler = cProfile.Profile() if args.profile and name == "one_pass" else None
         stamps: list[float] = []
         with GpuBusy(args.device) as busy:
             started = time.perf_counter()
-            if profiler:
-                profiler.enable()
             run(
                 chosen if name == "one_pass" else chosen[0],
                 options(out),
@@ -277,13 +287,8 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
                 loaded=loaded,
             )
             sync(args.device)
-            seconds = (time.perf_counter() - started) / count
-            if profiler:
-                profiler.disable()
-                profiler.dump_stats(str(args.profile))
-                stats = pstats.Stats(profiler)
-                stats.sort_stats("tottime").print_stats(25)
-                stats.sort_stats("cumulative").print_stats(40)
+            ended = time.perf_counter()
+            seconds = (ended - started) / count
         rows[name] = seconds
         # Between the first and the last sample's records: per sample, without what a run pays
         # once (stores opened and summarised, the first sample's self-check).
@@ -296,6 +301,11 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
                     "s_per_sample": round(seconds, 4),
                     "steady_s_per_sample": round(steady, 4),
                     "gpu_busy": busy.share,
+                    # What a run pays once: up to the first sample's record (stores opened,
+                    # the first sample decoded, analysed alone) and after the last one's
+                    # (stores closed and summarised).
+                    "head_s": round(stamps[0] - started, 3),
+                    "tail_s": round(ended - stamps[-1], 3),
                 }
             )
         )
@@ -329,10 +339,56 @@ def one_sample_at_a_time():
         InFlight.overlaps = saved
 
 
+@contextlib.contextmanager
+def token_budget(tokens: int):
+    """The fast engine's batched chunks bounded at `tokens` rows × suffix tokens on CUDA."""
+    import flowtrace.engine.fast as fast
+
+    saved = fast.DEFAULT_TOKEN_BUDGET["cuda"]
+    fast.DEFAULT_TOKEN_BUDGET["cuda"] = tokens
+    try:
+        yield
+    finally:
+        fast.DEFAULT_TOKEN_BUDGET["cuda"] = saved
+
+
+@contextlib.contextmanager
+def no_shared_layers():
+    """Every batch row computes its layers itself: no row begins as a copy of another's stream,
+    as before 2026-12-07 (engine/suffix.forks)."""
+    import flowtrace.engine.fast as fast
+
+    saved = fast.forks
+    fast.forks = lambda rows, num_layers: {}
+    try:
+        yield
+    finally:
+        fast.forks = saved
+
+
+# RunOptions fields a variant sets.
+RUN_OPTIONS: dict[str, object] = {}
+
+
+@contextlib.contextmanager
+def run_options(**fields):
+    """Runs made with these RunOptions fields."""
+    RUN_OPTIONS.update(fields)
+    try:
+        yield
+    finally:
+        RUN_OPTIONS.clear()
+
+
 VARIANTS = {
     "default": contextlib.nullcontext,
     "compile_every_path": compile_every_path,
     "one_sample_at_a_time": one_sample_at_a_time,
+    "token_budget_16k": lambda: token_budget(16384),
+    "token_budget_32k": lambda: token_budget(32768),
+    "token_budget_64k": lambda: token_budget(65536),
+    "no_shared_layers": no_shared_layers,
+    "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
 }
 
 
