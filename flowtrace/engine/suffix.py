@@ -96,25 +96,20 @@ def forks(rows: Sequence[Row], num_layers: int) -> dict[int, tuple[int, int]]:
     """
     joins: list[int] = [row.entry for row in rows]
     out: dict[int, tuple[int, int]] = {}
+    earlier: dict[tuple, list[int]] = {}  # rows that may share a stream: one start, entry, heads
     for i, row in enumerate(rows):
         if row.enters is not None or row.attends:
             continue
-        for j in range(i):
-            other = rows[j]
-            if (
-                other.entry != row.entry
-                or other.start != row.start
-                or other.condition.heads != row.condition.heads
-                or other.enters is not None
-                or other.attends
-            ):
-                continue
-            layer = row.entry
-            cuts, others = row.condition.blocked, other.condition.blocked
+        cuts = row.condition.blocked
+        heads = row.condition.heads
+        group = earlier.setdefault((row.start, row.entry, heads and tuple(heads)), [])
+        for j in group:
+            others, layer = rows[j].condition.blocked, row.entry
             while layer < num_layers and cuts.get(layer) is others.get(layer):
                 layer += 1
             if layer > max(joins[i], joins[j]):
                 out[i], joins[i] = (j, layer), layer
+        group.append(i)
     return out
 
 
