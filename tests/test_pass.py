@@ -94,26 +94,43 @@ def test_knockouts_of_one_sample_run_beside_the_next_clean_pass(
         assert_same_stores(alone[recipe.name], result.store)
 
 
-def test_an_error_starting_a_sample_keeps_the_one_in_flight(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["starting", "waiting"])
+def test_an_interrupt_keeps_the_sample_in_flight(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    """Interrupted while the third sample starts, the pass still records the second, whose
-    knockouts were in flight, and the rerun resumes after it."""
+    """Interrupted while the third sample starts, or while the pass waits for its frames, the
+    pass still records the second, whose knockouts were in flight; the rerun resumes after it
+    and ends with every sample once."""
     import flowtrace.pipeline.passes as passes
 
-    real, started = passes.start_sample, []
+    real_start, real_prefetched, started = passes.start_sample, passes.prefetched, []
 
-    def interrupted(group, sample, prepared=None):
+    def interrupted_start(group, sample, prepared=None):
         started.append(sample.id)
         if len(started) == 3:
             raise KeyboardInterrupt
-        return real(group, sample, prepared)
+        return real_start(group, sample, prepared)
 
-    monkeypatch.setattr(passes, "start_sample", interrupted)
+    def interrupted_wait(todo, load, ahead):
+        for index, item in enumerate(real_prefetched(todo, load, ahead)):
+            if index == 2:
+                raise KeyboardInterrupt
+            started.append(item[0].id)
+            yield item
+
+    if where == "starting":
+        monkeypatch.setattr(passes, "start_sample", interrupted_start)
+    else:
+        monkeypatch.setattr(passes, "prefetched", interrupted_wait)
     out = tmp_path / "cf.zarr"
     with pytest.raises(KeyboardInterrupt):
         run(load_recipe("cross_frame"), options(out))
     assert list(open_cube(out)["sample"].values) == started[:2]
+    monkeypatch.undo()
+    result = run(load_recipe("cross_frame"), options(out))
+    samples = list(open_cube(out)["sample"].values)
+    assert result.resumed == 2 and samples[:2] == started[:2]
+    assert len(samples) == len(set(samples)) == LIMIT
 
 
 def test_a_recipe_needing_eager_attention_runs_alone(tmp_path: Path):

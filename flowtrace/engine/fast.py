@@ -120,10 +120,10 @@ class FastEngine(ReferenceEngine):
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
         self.compile = compile_default(loaded) if compile is None else compile
+        self.compiled_paths = COMPILED_PATHS  # which recompute paths call compiled layers
         # The decoder layers without nnsight's per-instance wrappers (what torch.compile needs,
         # engine/compiled.py), called compiled or not, and their compiled versions; made on
         # first use.
-        self.compiled_paths = COMPILED_PATHS  # which recompute paths call compiled layers
         self._twins: list[Any] | None = None
         self._compiled: list[Any] | None = None
         # Knockouts run on a stream of their own on CUDA, so the next sample's clean pass (on
@@ -262,7 +262,7 @@ class FastEngine(ReferenceEngine):
         for start, group in by_start.items():
             size = max(1, self.token_budget // (seq_len - start))
             chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
-        flat_of: dict[int, bool] = {}
+        paths: dict[int, tuple[bool, bool]] = {}  # row index -> (side by side, begun as a copy)
         stream = self._stream
         if stream is not None:
             stream.wait_stream(torch.cuda.current_stream(self.loaded.device))  # the capture
@@ -273,26 +273,14 @@ class FastEngine(ReferenceEngine):
                 probs = self._recompute(capture, chunk, flat, allowed, forked)
                 for row, p in zip(chunk, probs, strict=True):
                     out[row.index] = p
-                    flat_of[row.index] = flat
+                    paths[row.index] = (flat, row.index in forked)
             stacked = torch.stack(out)  # type: ignore[arg-type]
             done = None
             if stream is not None:
                 done = torch.cuda.Event()
                 done.record(stream)
-        causal = all(mask is None for mask in capture.own_masks)
         return PendingKnockout(
-            self,
-            inputs,
-            conditions,
-            capture,
-            rows,
-            flat_of,
-            forked,
-            out,
-            stacked,
-            allowed,
-            causal,
-            done,
+            self, inputs, conditions, capture, rows, paths, out, stacked, allowed, done
         )
 
     def _launch_fallback(
@@ -312,7 +300,7 @@ class FastEngine(ReferenceEngine):
         allowed: AllowedEdges | None = None,
         forked: set[int] | None = None,
     ) -> torch.Tensor:
-        """Next-token probabilities of `rows` (sorted by entry layer), recomputed together.
+        """Next-token probabilities of `rows`, recomputed together.
 
         Row r joins at its entry layer with the clean residual stream there (some positions
         replaced where it `enters` patched), from its own start on. Flat: the rows' suffixes lie
@@ -526,18 +514,18 @@ class FastEngine(ReferenceEngine):
         self,
         inputs: dict[str, torch.Tensor],
         rows: Sequence[Row],
-        flat_of: dict[int, bool],
-        forked: set[int],
+        paths: dict[int, tuple[bool, bool]],
         out: list[torch.Tensor | None],
-        seq_len: int,
-        causal: bool,
+        capture: CleanCapture,
     ) -> str:
         """Re-run on the reference path one row of every kind not yet confirmed; the reason
         for falling back, or "" when the shortcut's answers hold."""
+        causal = all(mask is None for mask in capture.own_masks)
         probes: list[tuple[Row, set[tuple]]] = []
         pending: set[tuple] = set()
         for row in rows:
-            kinds = shortcut_kinds(row, flat_of[row.index], seq_len, causal, row.index in forked)
+            flat, forked = paths[row.index]
+            kinds = shortcut_kinds(row, flat, capture.seq_len, causal, forked)
             if not kinds <= self._verified | pending:
                 probes.append((row, kinds))
                 pending |= kinds
@@ -586,19 +574,16 @@ class PendingKnockout(Launched):
         conditions: Sequence[KnockoutCondition],
         capture: CleanCapture,  # held: the queued recompute reads it until `done`
         rows: list[Row],
-        flat_of: dict[int, bool],
-        forked: set[int],
+        paths: dict[int, tuple[bool, bool]],
         out: list[torch.Tensor | None],
         stacked: torch.Tensor,
         allowed: AllowedEdges,
-        causal: bool,
         done: torch.cuda.Event | None,
     ) -> None:
         super().__init__(None)
         self.engine, self.inputs, self.conditions = engine, inputs, conditions
-        self.capture, self.rows, self.flat_of, self.out = capture, rows, flat_of, out
-        self.forked = forked
-        self.stacked, self.allowed, self.causal, self.done = stacked, allowed, causal, done
+        self.capture, self.rows, self.paths, self.out = capture, rows, paths, out
+        self.stacked, self.allowed, self.done = stacked, allowed, done
 
     @torch.no_grad()
     def _finish(self) -> torch.Tensor:
@@ -611,15 +596,7 @@ class PendingKnockout(Launched):
         self.allowed.check()
         if engine._broken:  # an earlier sample's check failed after this one was queued
             return self._fallback(engine._broken)
-        failure = engine._check_kinds(
-            self.inputs,
-            self.rows,
-            self.flat_of,
-            self.forked,
-            self.out,
-            self.capture.seq_len,
-            self.causal,
-        )
+        failure = engine._check_kinds(self.inputs, self.rows, self.paths, self.out, self.capture)
         if failure:
             engine._broken = failure
             return self._fallback(failure)

@@ -9,13 +9,6 @@ import torch
 from flowtrace.errors import FlowtraceError
 
 
-def _allowed(blocked: torch.Tensor, base: torch.Tensor | None) -> torch.Tensor:
-    if base is None:
-        seq_len = blocked.shape[-1]
-        base = torch.ones(seq_len, seq_len, dtype=torch.bool, device=blocked.device).tril()
-    return base & ~blocked
-
-
 def refuse_starved(allowed: torch.Tensor) -> None:
     """Refuse a mask that leaves a query no key: with every key at finfo.min a softmax row
     turns uniform over *all* keys, future ones included, so such a condition would silently
@@ -47,11 +40,10 @@ class AllowedEdges:
         key = (id(own), id(blocked))
         if key not in self._masks:
             self._keys.append((own, blocked))
-            if blocked is None:
-                cut = torch.zeros(self.seq_len, self.seq_len, dtype=torch.bool, device=self.device)
-            else:
-                cut = to_device_async(blocked, self.device)
-            allowed = _allowed(cut, own)
+            if own is None:
+                own = torch.ones(self.seq_len, self.seq_len, dtype=torch.bool, device=self.device)
+                own = own.tril()
+            allowed = own if blocked is None else own & ~to_device_async(blocked, self.device)
             self._masks[key] = allowed
             self._starved.append((~allowed.any(-1)).any())
         return self._masks[key]

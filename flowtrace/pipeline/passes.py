@@ -57,26 +57,26 @@ def run_pass(
         # One sample in flight: its knockouts run on the device while the next sample's clean
         # pass and plans run, and it is finished (read back, recorded) after that.
         in_flight: tuple[list[int], InFlight] | None = None
-        for sample, prepared in prefetched(
-            todo, lambda s: load_inputs(analyses[0], s), options.prefetch
-        ):
-            wanted = [i for i, d in enumerate(done) if sample.id not in d]
-            try:
+        try:
+            for sample, prepared in prefetched(
+                todo, lambda s: load_inputs(analyses[0], s), options.prefetch
+            ):
+                wanted = [i for i, d in enumerate(done) if sample.id not in d]
                 flight = start_sample([analyses[i] for i in wanted], sample, prepared)
-            except BaseException:
-                # Ctrl-C or an error while starting the next sample: the one in flight is
-                # analysed already; record it before the error goes on.
                 if in_flight is not None:
-                    with suppress(Exception):
-                        finish(*in_flight)
-                raise
+                    pending, in_flight = in_flight, None  # finished at most once
+                    finish(*pending)
+                if flight.overlaps:
+                    in_flight = (wanted, flight)
+                else:
+                    finish(wanted, flight)
+        except BaseException:
+            # Ctrl-C or an error while waiting for or starting the next sample: the one in
+            # flight is analysed already; record it before the error goes on.
             if in_flight is not None:
-                finish(*in_flight)
-                in_flight = None
-            if flight.overlaps:
-                in_flight = (wanted, flight)
-            else:
-                finish(wanted, flight)
+                with suppress(Exception):
+                    finish(*in_flight)
+            raise
         if in_flight is not None:
             finish(*in_flight)
     return [a.out for a in analyses], resumed

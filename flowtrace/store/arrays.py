@@ -13,10 +13,12 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from flowtrace.cube import SAMPLE
 
-# The lock and marker files beside the arrays are ours, not zarr's: zarr warns of them whenever it
-# lists a store's members, in any thread (the writer's first write among them), so the warning is
-# off once, here, rather than around each call (`catch_warnings` is not thread-safe).
+# Two zarr warnings that are not the user's concern, off once here rather than around each call
+# (`catch_warnings` is not thread-safe, and the writer thread lists and consolidates stores): the
+# lock and marker files beside the arrays are ours, not zarr's; consolidated metadata is a
+# zarr-python extension of v3 that xarray reads fine.
 warnings.filterwarnings("ignore", message=r"Object at \.flowtrace")
+warnings.filterwarnings("ignore", message="Consolidated metadata")
 
 STORE_FORMAT = 2  # 2: chunks of CHUNK_SAMPLES samples with checksums, NaN blocked_edges if skipped
 
@@ -85,9 +87,7 @@ def truncate(path: Path, length: int) -> None:
 
 
 def consolidate(path: Path) -> None:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        zarr.consolidate_metadata(path)
+    zarr.consolidate_metadata(path)
 
 
 def vlen_strings(ds: xr.Dataset) -> xr.Dataset:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,16 +33,14 @@ def compact(path: Path | str) -> None:
     }
     staging = path.with_name(path.name + ".compact")
     shutil.rmtree(staging, ignore_errors=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        ds.to_zarr(
-            staging,
-            mode="w-",
-            zarr_format=3,
-            consolidated=True,
-            encoding=encoding,
-            write_empty_chunks=True,
-        )
+    ds.to_zarr(
+        staging,
+        mode="w-",
+        zarr_format=3,
+        consolidated=True,
+        encoding=encoding,
+        write_empty_chunks=True,
+    )
     write_marker(staging)
     shutil.rmtree(path)
     staging.rename(path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -226,23 +225,20 @@ class CubeStore:
             raise ValueError("CubeStore: records need the measure's schema")
         ds = stack(batch, self.schema)
         ds = vlen_strings(ds)
-        with warnings.catch_warnings():
-            # Consolidated metadata is a zarr-python extension of v3; xarray reads it fine.
-            warnings.filterwarnings("ignore", message="Consolidated metadata")
-            if self.written == 0:
-                ds.attrs.update(self.attrs)
-                ds.to_zarr(
-                    self.path,
-                    mode="a",  # "w" would delete the lock and marker beside the arrays
-                    zarr_format=3,
-                    consolidated=False,
-                    encoding=array_encoding(ds),
-                    write_empty_chunks=True,  # every chunk on disk: a missing one is damage
-                )
-            else:
-                with zarr.config.set({"array.write_empty_chunks": True}):
-                    append_arrays(self.path, ds, self.written)
-            consolidate(self.path)  # one atomic write: the samples are now whole
+        if self.written == 0:
+            ds.attrs.update(self.attrs)
+            ds.to_zarr(
+                self.path,
+                mode="a",  # "w" would delete the lock and marker beside the arrays
+                zarr_format=3,
+                consolidated=False,
+                encoding=array_encoding(ds),
+                write_empty_chunks=True,  # every chunk on disk: a missing one is damage
+            )
+        else:
+            with zarr.config.set({"array.write_empty_chunks": True}):
+                append_arrays(self.path, ds, self.written)
+        consolidate(self.path)  # one atomic write: the samples are now whole
         self.written += ds.sizes[SAMPLE]
         self.done.update(str(s) for s in ds[SAMPLE].values)
 
