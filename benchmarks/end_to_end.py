@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import cProfile
 import dataclasses
+import functools
 import json
 import pstats
 import shutil
@@ -354,8 +355,8 @@ def token_budget(tokens: int):
 
 @contextlib.contextmanager
 def no_shared_layers():
-    """Every batch row computes its layers itself: no row begins as a copy of another's stream,
-    as before 2026-12-07 (engine/suffix.forks)."""
+    """Every row computes its layers itself: no row begins as a copy of another's stream, as
+    before the second session of 2026-12-06 (engine/suffix.forks)."""
     import flowtrace.engine.fast as fast
 
     saved = fast.forks
@@ -384,9 +385,7 @@ VARIANTS = {
     "default": contextlib.nullcontext,
     "compile_every_path": compile_every_path,
     "one_sample_at_a_time": one_sample_at_a_time,
-    "token_budget_16k": lambda: token_budget(16384),
-    "token_budget_32k": lambda: token_budget(32768),
-    "token_budget_64k": lambda: token_budget(65536),
+    **{f"token_budget_{k}k": functools.partial(token_budget, k * 1024) for k in (16, 32, 64)},
     "no_shared_layers": no_shared_layers,
     "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
 }

@@ -264,7 +264,7 @@ def greedy_cut(
     the search allows none. None when cutting the edges no cell holds already fails. `record`,
     when given, receives one row per proposal: where it starts in `order`, its size, the cells
     cut with it, whether it passed, and each asked sample's index into `items`, answer and
-    p(true answer), so that every decision can be replayed (`selection.replay_walk`)."""
+    p(true answer), so that every decision can be replayed (tests/test_selection.py does)."""
     if not 0 <= min_ratio <= 1:
         raise FlowtraceError(f"min_ratio {min_ratio}: must be in [0, 1] (share of p(true) kept)")
     layers = loaded.num_layers

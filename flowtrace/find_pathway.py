@@ -80,10 +80,7 @@ def discover(
     this min_ratio. `rule` and `max_select_failures` choose the selection (flowtrace.selection:
     `repair` by default, no select sample failing; `prefix`, the rule of 2026-12-02, 1%); `step`
     is the scan step of the prefixes checked; the repair walk's proposals go to walk_cube/."""
-    if rule not in selection.RULES:
-        raise FlowtraceError(f"selection rule {rule!r}: one of {', '.join(selection.RULES)}")
-    if max_select_failures is not None:
-        selection.allowed_failures(1, max_select_failures)  # checks the share before any work
+    selection.failure_share(rule, max_select_failures)  # a bad rule or share: before any work
     engine = make_engine("fast", loaded)
     search_samples, own_select, own_test = split_three(samples)
     select_samples = own_select if select_samples is None else list(select_samples)

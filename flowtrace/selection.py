@@ -95,10 +95,7 @@ def select(
     """The path's cells to cut, by `rule` (module docstring), on the select split `items`, none
     of which the search saw. `max_failures` (a share of each half or of the split): the rule's
     default when None."""
-    if rule not in RULES:
-        raise FlowtraceError(f"selection rule {rule!r}: one of {', '.join(RULES)}")
-    share = DEFAULT_MAX_FAILURES[rule] if max_failures is None else max_failures
-    allowed_failures(1, share)
+    share = failure_share(rule, max_failures)
     if not any(it.clean.correct for it in items):
         raise FlowtraceError("no select sample is answered right clean: nothing to select on")
     constants = {"rule": rule, "min_ratio": ratio, "max_failures": share, "step": step}
@@ -116,7 +113,8 @@ def select(
             loaded, engine, repair, path, ratio, block, patience, allowed, log
         )
         log(f"  repair half ({len(repair)} samples): {len(walked)} of {len(path)} cells cut")
-        order = walked + [c for c in path if c not in set(walked)]
+        kept = set(walked)
+        order = walked + [c for c in path if c not in kept]
         stop_within = len(walked)
         constants |= {
             "block": block,
@@ -136,6 +134,16 @@ def select(
     selected = path_outcomes(loaded, engine, items, order, [k], ratio)
     selected = selected[["correct", "prob_true", "passes"]].isel(point=0, drop=True)
     return Selection(rule, order, k, checked, selected, constants, walk, halves)
+
+
+def failure_share(rule: str, max_failures: float | None) -> float:
+    """The share of select samples `rule` lets fail (its default when None); refuses an
+    unknown rule or a share outside [0, 1) before any model work."""
+    if rule not in RULES:
+        raise FlowtraceError(f"selection rule {rule!r}: one of {', '.join(RULES)}")
+    share = DEFAULT_MAX_FAILURES[rule] if max_failures is None else max_failures
+    allowed_failures(1, share)
+    return share
 
 
 def allowed_failures(n: int, share: float) -> int:
