@@ -19,6 +19,7 @@ import cProfile
 import dataclasses
 import functools
 import json
+import os
 import pstats
 import shutil
 import tempfile
@@ -367,6 +368,33 @@ def no_shared_layers():
         fast.forks = saved
 
 
+@contextlib.contextmanager
+def environment(name: str, value: str):
+    """Runs made with an environment variable set (engines read theirs when made)."""
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+
+
+@contextlib.contextmanager
+def flat_tokens(tokens: int):
+    """Side-by-side chunks of up to `tokens` suffix tokens (FastEngine's FLAT_TOKENS)."""
+    import flowtrace.engine.fast as fast
+
+    saved = fast.FLAT_TOKENS
+    fast.FLAT_TOKENS = tokens
+    try:
+        yield
+    finally:
+        fast.FLAT_TOKENS = saved
+
+
 # RunOptions fields a variant sets.
 RUN_OPTIONS: dict[str, object] = {}
 
@@ -388,6 +416,10 @@ VARIANTS = {
     **{f"token_budget_{k}k": functools.partial(token_budget, k * 1024) for k in (16, 32, 64)},
     "no_shared_layers": no_shared_layers,
     "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
+    # Side-by-side rows attend densely (SDPA, other rows' keys masked), as before 2026-12-06's
+    # third session.
+    "dense_side_by_side": lambda: environment("FLOWTRACE_BLOCK_SPARSE", "0"),
+    **{f"side_by_side_{k}k": functools.partial(flat_tokens, k * 1024) for k in (2, 8)},
 }
 
 
