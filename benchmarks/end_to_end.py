@@ -19,7 +19,6 @@ import cProfile
 import dataclasses
 import functools
 import json
-import os
 import pstats
 import shutil
 import tempfile
@@ -369,20 +368,6 @@ def no_shared_layers():
 
 
 @contextlib.contextmanager
-def environment(name: str, value: str):
-    """Runs made with an environment variable set (engines read theirs when made)."""
-    saved = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = saved
-
-
-@contextlib.contextmanager
 def flat_tokens(tokens: int):
     """Side-by-side chunks of up to `tokens` suffix tokens (FastEngine's FLAT_TOKENS)."""
     import flowtrace.engine.fast as fast
@@ -416,9 +401,6 @@ VARIANTS = {
     **{f"token_budget_{k}k": functools.partial(token_budget, k * 1024) for k in (16, 32, 64)},
     "no_shared_layers": no_shared_layers,
     "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
-    # Side-by-side rows attend densely (SDPA, other rows' keys masked), as before 2026-12-06's
-    # third session.
-    "dense_side_by_side": lambda: environment("FLOWTRACE_BLOCK_SPARSE", "0"),
     **{f"side_by_side_{k}k": functools.partial(flat_tokens, k * 1024) for k in (2, 8)},
 }
 

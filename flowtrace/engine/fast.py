@@ -34,12 +34,6 @@ from typing import Any
 
 import torch
 
-from flowtrace.engine.blocks import (
-    block_sparse_default,
-    block_sparse_twins,
-    padded,
-    sparse_blocks,
-)
 from flowtrace.engine.compiled import (
     COMPILE_ENV,
     COMPILED_PATHS,
@@ -121,20 +115,12 @@ class FastEngine(ReferenceEngine):
         batch_size: int = 8,
         token_budget: int | None = None,
         compile: bool | None = None,
-        block_sparse: bool | None = None,
     ) -> None:
         super().__init__(loaded, batch_size)
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
         self.compile = compile_default(loaded) if compile is None else compile
         self.compiled_paths = COMPILED_PATHS  # which recompute paths call compiled layers
-        # Side-by-side rows attend through FlexAttention with a block mask, skipping the other
-        # rows' keys (engine/blocks.py); None: where compiling is on, since uncompiled
-        # FlexAttention computes every pair densely.
-        self.block_sparse = (
-            block_sparse_default(self.compile) if block_sparse is None else block_sparse
-        )
-        self._sparse_twins: list[Any] | None = None
         # The decoder layers without nnsight's per-instance wrappers (what torch.compile needs,
         # engine/compiled.py), called compiled or not, and their compiled versions; made on
         # first use.
@@ -158,13 +144,7 @@ class FastEngine(ReferenceEngine):
         """Kinds of shortcut a full forward has confirmed (self_check.shortcut_kinds) for this
         model under these settings: every engine on the model in this process shares them (a
         pass's next run, a notebook's next cell), so each kind costs its full forward once."""
-        settings = (
-            self.compile,
-            tuple(self.compiled_paths),
-            self.flat_tokens,
-            self.token_budget,
-            self.block_sparse,
-        )
+        settings = (self.compile, tuple(self.compiled_paths), self.flat_tokens, self.token_budget)
         return VERIFIED.setdefault(self.loaded.model, {}).setdefault(settings, set())
 
     # -- clean pass -------------------------------------------------------------------------
@@ -362,8 +342,7 @@ class FastEngine(ReferenceEngine):
         per_head = (heads,) if heads else ()
         if flat:
             total = sum(lengths)
-            # Whole tiles, so a block-sparse tile never reads past the buffer.
-            shape = (*per_head, padded(total), padded(prefix_len + total))
+            shape = (*per_head, total, prefix_len + total)
             kwargs = side_by_side_kwargs(capture.layer_kwargs, [r.start for r in rows])
         else:
             shape = (len(rows), *per_head, lengths[0], seq_len)
@@ -374,11 +353,8 @@ class FastEngine(ReferenceEngine):
         originals = loaded.layers(loaded.model)
         # Patched rows edit through hooks on the model's own modules; the rest call the twins,
         # compiled on the paths where compiling pays (engine/compiled.py).
-        sparse = flat and not patched and self.block_sparse
         if patched:
             eager = layers = originals
-        elif sparse:
-            eager = layers = self._block_sparse_layers(self._plain_layers(originals))
         else:
             eager = self._plain_layers(originals)
             compiled = self.compile and ("flat" if flat else "batched") in self.compiled_paths
@@ -387,10 +363,9 @@ class FastEngine(ReferenceEngine):
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
         current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
         joined = tokens = 0
-        blocks: Any = None  # the block-sparse mask, remade when a row joins or changes its cut
 
         def join(index: int) -> None:
-            nonlocal hidden, joined, tokens, blocks
+            nonlocal hidden, joined, tokens
             while joined < len(rows) and joins[joined] == index:
                 row = rows[joined]
                 if joined in parent:
@@ -405,7 +380,6 @@ class FastEngine(ReferenceEngine):
                     fresh[0, positions - row.start] = value
                 hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)
                 current.append((-1, -1))
-                blocks = None
                 joined += 1
                 tokens += fresh.shape[1]
 
@@ -418,7 +392,6 @@ class FastEngine(ReferenceEngine):
                 if current[i] == key:  # only rows entering or leaving a cut rewrite their mask
                     continue
                 current[i] = key
-                blocks = None
                 cut = edges(own, blocked)[r.start :]
                 only = r.condition.heads if blocked is not None else None
                 # A head-level row: the cut in its heads, its uncut mask in the others.
@@ -447,39 +420,23 @@ class FastEngine(ReferenceEngine):
             if index in edits:
                 attention = loaded.attention(loaded.model, index)
                 hook = attention.register_forward_hook(replace_output(edits[index]))
-            call = {
-                "use_cache": False,
-                self._cache_kwarg: prefix,
-                **(first_tokens(kwargs, tokens) if flat else kwargs),
-            }
             try:
-                if sparse:
-                    if blocks is None:
-                        blocks = sparse_blocks(masks, tokens, prefix_len + tokens)
-                    try:
-                        out = layers[index](hidden, attention_mask=blocks, **call)
-                    except torch.OutOfMemoryError:
-                        raise
-                    except Exception as error:  # noqa: BLE001 - any failure: attend densely
-                        self._block_sparse_failed(index, error)
-                        sparse, eager = False, self._plain_layers(originals)
-                        layers = eager
-                if not sparse:
-                    dense = additive_mask(mask, loaded.dtype)
-                    out = self._call_layer(
-                        layers, eager, index, hidden, attention_mask=dense, **call
-                    )
+                out = self._call_layer(
+                    layers,
+                    eager,
+                    index,
+                    hidden,
+                    attention_mask=additive_mask(mask, loaded.dtype),
+                    use_cache=False,
+                    **{self._cache_kwarg: prefix},
+                    **(first_tokens(kwargs, tokens) if flat else kwargs),
+                )
             finally:
                 if hook is not None:
                     hook.remove()
             hidden = out[0] if isinstance(out, tuple) else out
             self.work["token_layers"] += tokens if flat else joined * lengths[0]
-            # The (query, key) pairs the attention computes: a block-sparse row's own.
-            self.work["query_keys"] += (
-                sum(n * (prefix_len + n) for n in lengths[:joined])
-                if sparse
-                else mask.numel() // max(heads, 1)
-            )
+            self.work["query_keys"] += mask.numel() // max(heads, 1)
             if capture.deltas[index] is not None:
                 delta = capture.deltas[index]
                 if flat:
@@ -503,23 +460,6 @@ class FastEngine(ReferenceEngine):
         if self._twins is None:
             self._twins = [plain_twin(layer) for layer in originals]
         return self._twins
-
-    def _block_sparse_layers(self, twins: list[Any]) -> list[Any]:
-        """Copies of the twins that attend block-sparsely (engine/blocks.py), made on first use."""
-        if self._sparse_twins is None:
-            self._sparse_twins = block_sparse_twins(twins)
-        return self._sparse_twins
-
-    def _block_sparse_failed(self, index: int, error: Exception) -> None:
-        self.block_sparse = False
-        warnings.warn(
-            FastEngineFallback(
-                f"fast engine on {self.loaded.model_id}: block-sparse attention failed on decoder "
-                f"layer {index} ({type(error).__name__}: {str(error)[:200]}); side-by-side rows "
-                "attend densely from here on"
-            ),
-            stacklevel=3,
-        )
 
     def _compiled_layers(self, twins: list[Any]) -> list[Any]:
         """The twins under torch.compile, made on first use."""
