@@ -1,7 +1,7 @@
 """Why do the short sweeps alone run slower block-sparse? Timings, dynamo counters, a profile.
 
 Ran from the repository root at the commit that added engine/blocks.py (see README.md here):
-    TORCH_LOGS=recompiles python benchmarks/runs/2026-12-06-h100-block-sparse/block_sparse_ab.py
+    TORCH_LOGS=recompiles python benchmarks/runs/2026-12-06-h100-third-session/block_sparse_ab.py
 """
 
 import json
