@@ -384,20 +384,6 @@ def flat_tokens(tokens: int):
         fast.FLAT_TOKENS = saved
 
 
-@contextlib.contextmanager
-def caller_queues():
-    """The caller's thread queues each knockout call's recompute (no launch thread), as before
-    2026-12-06's third session."""
-    import flowtrace.engine.fast as fast
-
-    saved = fast.BACKGROUND_DEVICES
-    fast.BACKGROUND_DEVICES = ()
-    try:
-        yield
-    finally:
-        fast.BACKGROUND_DEVICES = saved
-
-
 # RunOptions fields a variant sets.
 RUN_OPTIONS: dict[str, object] = {}
 
@@ -418,7 +404,6 @@ VARIANTS = {
     "one_sample_at_a_time": one_sample_at_a_time,
     **{f"token_budget_{k}k": functools.partial(token_budget, k * 1024) for k in (16, 32, 64)},
     "no_shared_layers": no_shared_layers,
-    "caller_queues": caller_queues,
     "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
     **{f"side_by_side_{k}k": functools.partial(flat_tokens, k * 1024) for k in (2, 8)},
 }

@@ -165,7 +165,7 @@ def test_rows_cutting_the_same_first_layers_compute_them_once(flat_tokens, toy, 
     fast.clean(prepared.inputs)  # the same inputs: the capture is kept, the work counted anew
     launched = fast.launch(prepared.inputs, conditions)
     got = launched.result()
-    copies = {index for index, (_, forked) in launched.queued.result().paths.items() if forked}
+    copies = {index for index, (_, forked) in launched.paths.items() if forked}
     assert fast.used == {"fast"} and copies == {1, 2, 3}
     for row, want in zip(got, wants, strict=True):
         assert torch.allclose(row, want, atol=TOLERANCE, rtol=0), (row - want).abs().max()
@@ -505,48 +505,3 @@ def test_a_starved_query_is_refused_on_the_fast_path(toy, toy_prepared):
     with pytest.raises(FlowtraceError, match=rf"query position\(s\) \[{query}\] with no key"):
         fast.knockout(toy_prepared.inputs, conditions)
     assert fast.knockout(toy_prepared.inputs, conditions[:1]).shape[0] == 1
-
-
-def test_a_thread_of_its_own_queues_the_knockouts_and_frees_the_caller(toy, toy_prepared):
-    """With `background` (CUDA's default), `launch` returns before any recompute has run:
-    the caller's next clean pass runs meanwhile. The answers are still plain PyTorch's, and an
-    error in the thread surfaces in `result()`."""
-    import threading
-
-    from flowtrace.engine.fast import LAUNCH_THREAD
-
-    prepared = toy_prepared
-    last, question = prepared.layout["last"], prepared.layout["question"]
-    m = torch.zeros(prepared.layout.seq_len, prepared.layout.seq_len, dtype=torch.bool)
-    m[np.ix_(last, question)] = True
-    want = plain_knockout_probs(toy.model, prepared.inputs, [(last, question)], [3, 4, 5])
-    fast = FastEngine(toy)
-    fast.background = True
-    fast.clean(prepared.inputs)
-    fast.knockout(prepared.inputs, [KnockoutCondition.window(m, [3, 4, 5])])  # self-check
-    go, threads = threading.Event(), []
-    recompute = fast._recompute
-
-    def held(*args, **kwargs):
-        threads.append(threading.current_thread().name)
-        assert go.wait(timeout=60)
-        return recompute(*args, **kwargs)
-
-    fast._recompute = held
-    launched = fast.launch(prepared.inputs, [KnockoutCondition.window(m, [3, 4, 5])])
-    assert not launched.queued.done()  # the caller is free while the recompute waits
-    other = toy_sample(toy, "Object Count")  # the next sample's clean pass, meanwhile
-    fast.clean(other.inputs)
-    go.set()
-    got = launched.result()
-    assert threads and all(name.startswith(LAUNCH_THREAD) for name in threads), threads
-    assert launched.used == {"fast"}
-    assert torch.allclose(got[0], want, atol=TOLERANCE, rtol=0), (got[0] - want).abs().max()
-
-    def broken(*args, **kwargs):
-        raise RuntimeError("device lost")
-
-    fast._recompute = broken
-    launched = fast.launch(prepared.inputs, [KnockoutCondition.window(m, [3, 4, 5])])
-    with pytest.raises(RuntimeError, match="device lost"):
-        launched.result()

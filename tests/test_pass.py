@@ -3,13 +3,11 @@ sample, and each store equal to the store of running its recipe alone."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import flowtrace.engine.fast as fast_module
 import flowtrace.pipeline.analysis as analysis_module
 from flowtrace.engine.fast import FastEngine, PendingKnockout
 from flowtrace.errors import OptionError
@@ -80,33 +78,18 @@ def test_one_pass_equals_each_recipe_alone(tmp_path: Path, monkeypatch: pytest.M
         assert_same_stores(alone[recipe.name], result.store)
 
 
-@pytest.mark.parametrize("queued_by", ["caller", "launch_thread"])
 def test_knockouts_of_one_sample_run_beside_the_next_clean_pass(
-    queued_by: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     """A pass of knockout recipes keeps one sample in flight: sample i+1's clean pass and
-    knockouts start before sample i is read back, and every store is still its recipe's own
-    (alone: queued by the caller), also when the engine's own thread queues the knockouts
-    while the next sample's clean pass traces the model (as on CUDA)."""
+    knockouts start before sample i is read back, and every store is still its recipe's own."""
     recipes = [load_recipe(name) for name in ("cross_frame", "vq_to_true_option")]
     alone = {r.name: run(r, options(tmp_path / f"{r.name}.zarr")).store for r in recipes}
     counts, order = counting(monkeypatch)
-    if queued_by == "launch_thread":
-        monkeypatch.setattr(fast_module, "BACKGROUND_DEVICES", ("cpu", "cuda"))
-    threads: list[str] = []
-    queue = FastEngine._queue
-
-    def recorded(self, *args):
-        threads.append(threading.current_thread().name)
-        return queue(self, *args)
-
-    monkeypatch.setattr(FastEngine, "_queue", recorded)
     results = run(recipes, options(tmp_path / "pass"))
     engine_calls = [name for name in order if name != "decode"]
     overlapped = ["clean", "launch"] + ["clean", "launch", "result"] * (LIMIT - 1) + ["result"]
     assert engine_calls == overlapped, engine_calls
-    on_thread = [name.startswith(fast_module.LAUNCH_THREAD) for name in threads]
-    assert on_thread == [queued_by == "launch_thread"] * LIMIT, threads
     for recipe, result in zip(recipes, results, strict=True):
         assert_same_stores(alone[recipe.name], result.store)
 

@@ -26,11 +26,9 @@ reference path runs too.
 from __future__ import annotations
 
 import contextlib
-import threading
 import warnings
 import weakref
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,10 +67,6 @@ from flowtrace.models import LoadedModel
 
 # Rows × recomputed positions per batch; bounds the activations (the MLP's intermediate dominates).
 DEFAULT_TOKEN_BUDGET = {"cuda": 16384, "cpu": 4096}
-# Devices whose knockout calls are queued by a thread of the engine's own (FastEngine.background):
-# where kernels run asynchronously. On a CPU each op computes as it is called, so a thread would
-# only take turns with the caller.
-BACKGROUND_DEVICES = ("cuda",)
 # Short suffixes of several rows go side by side in one sequence, up to this many tokens: their
 # attention to each other's (masked) blocks is the price, small next to the MLPs at this size.
 FLAT_TOKENS = 4096
@@ -135,12 +129,6 @@ class FastEngine(ReferenceEngine):
         # Knockouts run on a stream of their own on CUDA, so the next sample's clean pass (on
         # the default stream, with the model's own host syncs) runs beside them (`launch`).
         self._stream = torch.cuda.Stream(loaded.device) if loaded.device.type == "cuda" else None
-        # On CUDA a thread of the engine's own queues each call's recompute. The device queue
-        # holds a bounded number of kernels, so queuing a sample's knockouts blocks the host
-        # until the last of them fit; from a thread of its own, the next sample's clean pass
-        # and plans run meanwhile, and the device is fed as it drains.
-        self.background = loaded.device.type in BACKGROUND_DEVICES
-        self._launcher: ThreadPoolExecutor | None = None
         self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
         self._capture: CleanCapture | None = None
         self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
@@ -274,45 +262,26 @@ class FastEngine(ReferenceEngine):
         for start, group in by_start.items():
             size = max(1, self.token_budget // (seq_len - start))
             chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
+        paths: dict[int, tuple[bool, bool]] = {}  # row index -> (side by side, begun as a copy)
         stream = self._stream
         if stream is not None:
             stream.wait_stream(torch.cuda.current_stream(self.loaded.device))  # the capture
-        # Patched rows edit through hooks on the model's own modules, which the next sample's
-        # clean pass runs through: they are queued here, before it starts.
-        patched = any(r.enters is not None or r.attends for r in rows)
-        if self.background and not patched:
-            queued = self._launch_thread().submit(self._queue, capture, chunks, out)
-        else:
-            queued = Future()
-            queued.set_result(self._queue(capture, chunks, out))
-        return PendingKnockout(self, inputs, conditions, capture, rows, out, queued)
-
-    @torch.no_grad()
-    def _queue(
-        self, capture: CleanCapture, chunks: list[tuple[list[Row], bool]], out: list
-    ) -> Queued:
-        """Queue the chunks' recomputes on the device, filling `out` with each row's answer."""
-        paths: dict[int, tuple[bool, bool]] = {}  # row index -> (side by side, begun as a copy)
-        stream = self._stream
         with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
-            allowed = AllowedEdges(capture.seq_len, self.loaded.device)
+            allowed = AllowedEdges(seq_len, self.loaded.device)
             forked: set[int] = set()
             for chunk, flat in chunks:
                 probs = self._recompute(capture, chunk, flat, allowed, forked)
                 for row, p in zip(chunk, probs, strict=True):
                     out[row.index] = p
                     paths[row.index] = (flat, row.index in forked)
-            stacked = torch.stack(out)
+            stacked = torch.stack(out)  # type: ignore[arg-type]
             done = None
             if stream is not None:
                 done = torch.cuda.Event()
                 done.record(stream)
-        return Queued(paths, stacked, allowed, done, threading.current_thread().name)
-
-    def _launch_thread(self) -> ThreadPoolExecutor:
-        if self._launcher is None:
-            self._launcher = ThreadPoolExecutor(1, thread_name_prefix=LAUNCH_THREAD)
-        return self._launcher
+        return PendingKnockout(
+            self, inputs, conditions, capture, rows, paths, out, stacked, allowed, done
+        )
 
     def _launch_fallback(
         self,
@@ -593,20 +562,6 @@ class FastEngine(ReferenceEngine):
         return super().knockout(inputs, conditions)
 
 
-LAUNCH_THREAD = "flowtrace-launch"
-
-
-@dataclass
-class Queued:
-    """A knockout call's recomputes, queued on the device (`FastEngine._queue`)."""
-
-    paths: dict[int, tuple[bool, bool]]  # row index -> (side by side, begun as a copy)
-    stacked: torch.Tensor  # (C, V): every condition's answer, once the device is done
-    allowed: AllowedEdges
-    done: torch.cuda.Event | None  # recorded after the last recompute (CUDA)
-    thread: str  # the thread that queued them
-
-
 class PendingKnockout(Launched):
     """A fast-path knockout call queued on the device: `result()` waits for it, refuses a
     starved query, confirms each new kind of shortcut against a full forward, and falls back
@@ -619,32 +574,35 @@ class PendingKnockout(Launched):
         conditions: Sequence[KnockoutCondition],
         capture: CleanCapture,  # held: the queued recompute reads it until `done`
         rows: list[Row],
+        paths: dict[int, tuple[bool, bool]],
         out: list[torch.Tensor | None],
-        queued: Future[Queued],
+        stacked: torch.Tensor,
+        allowed: AllowedEdges,
+        done: torch.cuda.Event | None,
     ) -> None:
         super().__init__(None)
         self.engine, self.inputs, self.conditions = engine, inputs, conditions
-        self.capture, self.rows, self.out, self.queued = capture, rows, out, queued
+        self.capture, self.rows, self.paths, self.out = capture, rows, paths, out
+        self.stacked, self.allowed, self.done = stacked, allowed, done
 
     @torch.no_grad()
     def _finish(self) -> torch.Tensor:
         engine = self.engine
-        queued = self.queued.result()  # the queuing thread's error, if any, is raised here
-        if queued.done is not None:
-            queued.done.synchronize()
+        if self.done is not None:
+            self.done.synchronize()
             # Made on the knockout stream, read on the caller's: its memory must not go back to
             # the knockout stream's pool while the caller's reads are still queued.
-            queued.stacked.record_stream(torch.cuda.current_stream(queued.stacked.device))
-        queued.allowed.check()
+            self.stacked.record_stream(torch.cuda.current_stream(self.stacked.device))
+        self.allowed.check()
         if engine._broken:  # an earlier sample's check failed after this one was queued
             return self._fallback(engine._broken)
-        failure = engine._check_kinds(self.inputs, self.rows, queued.paths, self.out, self.capture)
+        failure = engine._check_kinds(self.inputs, self.rows, self.paths, self.out, self.capture)
         if failure:
             engine._broken = failure
             return self._fallback(failure)
         self.used = {"fast"}
         engine.used.add("fast")
-        return queued.stacked
+        return self.stacked
 
     def _fallback(self, reason: str) -> torch.Tensor:
         self.used, self.note = {"reference"}, reason
