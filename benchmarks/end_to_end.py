@@ -405,7 +405,7 @@ VARIANTS = {
     **{f"token_budget_{k}k": functools.partial(token_budget, k * 1024) for k in (16, 32, 64)},
     "no_shared_layers": no_shared_layers,
     "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
-    **{f"side_by_side_{k}k": functools.partial(flat_tokens, k * 1024) for k in (2, 8)},
+    "side_by_side_2k": functools.partial(flat_tokens, 2048),
 }
 
 
