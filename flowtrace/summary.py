@@ -102,8 +102,9 @@ def knockout_table(ds: xr.Dataset) -> list[str]:
                 continue
             mean = change.mean("sample")
             # A per-head sweep: thirds over the mean of the heads; worst as (layer, head).
-            per_layer = (mean.mean("head") if "head" in mean.dims else mean).values
-            parts = [float(np.nanmean(per_layer[np.isin(layers, part)])) for part in thirds]
+            per_layer = mean.mean("head") if "head" in mean.dims else mean
+            # xarray's mean: NaN for a third with nothing measured, without numpy's warning.
+            parts = [float(per_layer.sel(layer=part).mean()) for part in thirds]
             cell = np.unravel_index(int(np.nanargmin(mean.values)), mean.shape)
             where = {dim: int(mean[dim].values[i]) for dim, i in zip(mean.dims, cell, strict=True)}
             accuracy = float(after.sel(source=source, target=target, **where))
