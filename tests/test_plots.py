@@ -114,6 +114,8 @@ def test_flow_map_summary_and_pathway_use_the_same_denominator():
         lines = knockout_table(FLIPPED)
     row = next(line for line in lines if line.startswith("video -/-> last"))
     assert row.endswith("50.0%")  # worst layer is 0 (all tied): 2 right of 4 counted
+    # The cube holds -10 for every analysed sample; layers 0 and 1 are the first two thirds.
+    assert row.split()[3:6] == ["-10.0", "-10.0", "nan"], row
     pathway = FLIPPED.isel(layer=0, source=0, target=0, drop=True)
     pathway = pathway.expand_dims(condition=["kept"]).transpose("sample", "condition")
     pathway["edges_kept_pct"] = xr.full_like(pathway["rel_change_pred"], 40.0)
