@@ -25,15 +25,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
 from reference_engine import build, sync
 
+import flowtrace.engine.fast as fast
 from flowtrace.data import read_samples, sample_frames
 from flowtrace.data.sources import DataSource
 from flowtrace.data.synth import TASKS, make_clip, slug, write_mp4
 from flowtrace.engine import FastEngine
+from flowtrace.pipeline.analysis import InFlight
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.sweep import Sweep, default_window
@@ -317,95 +320,32 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
     return rows
 
 
-@contextlib.contextmanager
-def compile_every_path():
-    """The recompute's flat (side-by-side) calls compiled too, as before 2026-12-06."""
-    import flowtrace.engine.fast as fast
-
-    saved = fast.COMPILED_PATHS
-    fast.COMPILED_PATHS = ("batched", "flat")
-    try:
-        yield
-    finally:
-        fast.COMPILED_PATHS = saved
-
-
-@contextlib.contextmanager
-def one_sample_at_a_time():
-    """No sample in flight: each is read back before the next one's clean pass, as before
-    2026-12-06."""
-    from flowtrace.pipeline.analysis import InFlight
-
-    saved = InFlight.overlaps
-    InFlight.overlaps = property(lambda self: False)
-    try:
-        yield
-    finally:
-        InFlight.overlaps = saved
-
-
-@contextlib.contextmanager
-def token_budget(tokens: int):
-    """The fast engine's batched chunks bounded at `tokens` rows × suffix tokens on CUDA."""
-    import flowtrace.engine.fast as fast
-
-    saved = fast.DEFAULT_TOKEN_BUDGET["cuda"]
-    fast.DEFAULT_TOKEN_BUDGET["cuda"] = tokens
-    try:
-        yield
-    finally:
-        fast.DEFAULT_TOKEN_BUDGET["cuda"] = saved
-
-
-@contextlib.contextmanager
-def no_shared_layers():
-    """Every row computes its layers itself: no row begins as a copy of another's stream, as
-    before the second session of 2026-12-06 (engine/suffix.forks)."""
-    import flowtrace.engine.fast as fast
-
-    saved = fast.forks
-    fast.forks = lambda rows, num_layers: {}
-    try:
-        yield
-    finally:
-        fast.forks = saved
-
-
-@contextlib.contextmanager
-def flat_tokens(tokens: int):
-    """Side-by-side chunks of up to `tokens` suffix tokens (FastEngine's FLAT_TOKENS)."""
-    import flowtrace.engine.fast as fast
-
-    saved = fast.FLAT_TOKENS
-    fast.FLAT_TOKENS = tokens
-    try:
-        yield
-    finally:
-        fast.FLAT_TOKENS = saved
-
-
 # RunOptions fields a variant sets.
 RUN_OPTIONS: dict[str, object] = {}
 
-
-@contextlib.contextmanager
-def run_options(**fields):
-    """Runs made with these RunOptions fields."""
-    RUN_OPTIONS.update(fields)
-    try:
-        yield
-    finally:
-        RUN_OPTIONS.clear()
-
-
+# Each variant patches one setting for the runs made under it (the engine reads them when made).
 VARIANTS = {
     "default": contextlib.nullcontext,
-    "compile_every_path": compile_every_path,
-    "one_sample_at_a_time": one_sample_at_a_time,
-    **{f"token_budget_{k}k": functools.partial(token_budget, k * 1024) for k in (16, 32, 64)},
-    "no_shared_layers": no_shared_layers,
-    "flush_10s": lambda: run_options(flush_seconds=10.0, flush_samples=64),
-    "side_by_side_2k": functools.partial(flat_tokens, 2048),
+    # The recompute's flat (side-by-side) calls compiled too, as before 2026-12-06.
+    "compile_every_path": lambda: mock.patch.object(fast, "COMPILED_PATHS", ("batched", "flat")),
+    # No sample in flight: each is read back before the next one's clean pass, as before
+    # 2026-12-06.
+    "one_sample_at_a_time": lambda: mock.patch.object(
+        InFlight, "overlaps", property(lambda self: False)
+    ),
+    # The batched chunks bounded at k rows × suffix tokens on CUDA (16k: the default).
+    **{
+        f"token_budget_{k}k": functools.partial(
+            mock.patch.dict, fast.DEFAULT_TOKEN_BUDGET, {"cuda": k * 1024}
+        )
+        for k in (16, 32, 64)
+    },
+    # Every row computes its layers itself: no row begins as a copy of another's stream
+    # (engine/suffix.forks), as before the second session of 2026-12-06.
+    "no_shared_layers": lambda: mock.patch.object(fast, "forks", lambda rows, num_layers: {}),
+    "flush_10s": lambda: mock.patch.dict(RUN_OPTIONS, flush_seconds=10.0, flush_samples=64),
+    # Side-by-side chunks of up to 2k suffix tokens (FLAT_TOKENS: 4k).
+    "side_by_side_2k": lambda: mock.patch.object(fast, "FLAT_TOKENS", 2048),
 }
 
 
