@@ -247,3 +247,36 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
     )
     summary("", result, "all", False, 1.0)
     assert any("fast engine fell back" in line and f"{LIMIT} samples" in line for line in printed)
+
+
+@pytest.mark.parametrize(
+    ("given", "device_type", "ahead"),
+    [(None, "cpu", 0), (None, "cuda", 2), (3, "cpu", 3), (0, "cuda", 0)],
+)
+def test_prefetch_defaults_by_where_the_model_runs(given, device_type: str, ahead: int):
+    """None means ahead on an accelerator and in line on CPU, whose cores the model uses; a
+    given count is kept."""
+    from flowtrace.pipeline.options import settle
+    from flowtrace.sweep import Sweep
+
+    settled = settle(
+        RunOptions(prefetch=given, sweep=Sweep(window=1)), 4, 2, 8, lambda f: f, device_type
+    )
+    assert settled.prefetch == ahead
+
+
+@pytest.mark.parametrize(("given", "ahead"), [(None, 0), (2, 2)])
+def test_the_pass_prefetches_as_settled(given, ahead: int, tmp_path, monkeypatch):
+    """A CPU run decodes in line unless told otherwise; the pass hands the loader that count."""
+    import flowtrace.pipeline.passes as passes
+
+    real_prefetched, asked = passes.prefetched, []
+
+    def recorded(todo, load, count):
+        asked.append(count)
+        return real_prefetched(todo, load, count)
+
+    monkeypatch.setattr(passes, "prefetched", recorded)
+    out = tmp_path / "v.zarr"
+    run(load_recipe("vql_to_ql"), RunOptions(out=out, limit=1, plot=False, prefetch=given))
+    assert asked == [ahead]

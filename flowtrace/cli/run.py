@@ -179,13 +179,14 @@ def run(
         ),
     ] = None,
     prefetch: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Samples decoded and processed ahead of the model, in a background thread "
-            "(0: in line).",
+            "(0: in line). Default: 2 on a GPU, 0 on CPU (where the model uses every core).",
+            show_default=False,
         ),
-    ] = 2,
+    ] = None,
 ) -> None:
     """Run recipes on a model and dataset; write a zarr cube and a figure per recipe.
 

@@ -45,6 +45,7 @@ class Analysis:
     out: Path
     open_ended: bool = False  # whether the recipe analyses open-ended samples
     root: Path | None = None  # videos are stored relative to it (None: as the data names them)
+    prefetch: int = 0  # samples decoded and processed ahead of the model (settled)
 
 
 def with_generate(recipe: Recipe, generate: int | None) -> Recipe:
@@ -98,6 +99,7 @@ def prepare_analyses(
         loaded.num_heads,
         loaded.adapter.default_frames,
         lambda frames: loaded.adapter.video_grid(loaded, frames)[0],
+        loaded.device.type,
     )
     trace_kwargs, trace_target = remote_trace_kwargs(options)
     route_traces(loaded, trace_kwargs)
@@ -157,6 +159,7 @@ def prepare_analyses(
                 out,
                 kind.open_ended or bool(getattr(recipe, "open_ended", False)),
                 None if options.absolute_paths else root,
+                settled.prefetch,
             )
         )
     return analyses

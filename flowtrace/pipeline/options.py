@@ -51,7 +51,8 @@ class RunOptions:
     remote: bool = False  # run the traces on NDIF (API key from NDIF_API_KEY or nnsight's config)
     serve: str | None = None  # run the traces on a self-hosted nnsight server at this URL
     # The pipeline: samples decoded ahead of the model, and how often the store is written.
-    prefetch: int = 2  # samples decoded and processed ahead (0: in line)
+    # samples decoded and processed ahead (0: in line; None: 2 on an accelerator, 0 on CPU)
+    prefetch: int | None = None
     flush_samples: int = 16  # write the store every this many samples…
     flush_seconds: float = 2.0  # …or this many seconds, whichever comes first
     # Provenance names the data root and videos as the user did (relative); True: absolute paths.
@@ -81,7 +82,7 @@ def check_options(options: RunOptions) -> None:
     for name, value in at_least_one.items():
         if value is not None and value < 1:
             raise OptionError(name, f"{value}: must be at least 1")
-    if options.prefetch < 0:
+    if options.prefetch is not None and options.prefetch < 0:
         raise OptionError("prefetch", f"{options.prefetch}: must be 0 or more")
     if options.flush_seconds <= 0:
         raise OptionError("flush_seconds", f"{options.flush_seconds}: must be above 0")
@@ -102,14 +103,32 @@ class Settled:
     sweep: Sweep  # checked against the model's layers and heads, its window settled
     frames: int
     num_frames: int  # frames the model sees after temporal pooling
+    prefetch: int  # samples decoded and processed ahead of the model
+
+
+# Samples decoded ahead while an accelerator computes. On a CPU the model's forward already
+# uses every core, and a decoding thread beside it only competes for them (and for the GIL):
+# the default toy run took 0.90x the time with none (benchmarks/runs/2026-12-06-cpu-prefetch).
+PREFETCH_ON_ACCELERATOR = 2
 
 
 def settle(
-    options: RunOptions, num_layers: int, num_heads: int, default_frames: int, video_frames
+    options: RunOptions,
+    num_layers: int,
+    num_heads: int,
+    default_frames: int,
+    video_frames,
+    device_type: str,
 ) -> Settled:
-    """The sweep (the reference's window unless given), frames (the adapter's unless given)."""
+    """The sweep (the reference's window unless given), frames (the adapter's unless given),
+    samples prefetched (by where the model runs unless given)."""
     frames = options.frames or default_frames
-    return Settled(options.sweep.resolve(num_layers, num_heads), frames, video_frames(frames))
+    prefetch = options.prefetch
+    if prefetch is None:
+        prefetch = 0 if device_type == "cpu" else PREFETCH_ON_ACCELERATOR
+    return Settled(
+        options.sweep.resolve(num_layers, num_heads), frames, video_frames(frames), prefetch
+    )
 
 
 def default_out(recipe_name: str, model_id: str, data: str, folder: Path | None = None) -> Path:

@@ -59,7 +59,7 @@ def run_pass(
         in_flight: tuple[list[int], InFlight] | None = None
         try:
             for sample, prepared in prefetched(
-                todo, lambda s: load_inputs(analyses[0], s), options.prefetch
+                todo, lambda s: load_inputs(analyses[0], s), analyses[0].prefetch
             ):
                 wanted = [i for i, d in enumerate(done) if sample.id not in d]
                 flight = start_sample([analyses[i] for i in wanted], sample, prepared)
