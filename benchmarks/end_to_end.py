@@ -21,6 +21,7 @@ import functools
 import json
 import pstats
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -346,7 +347,22 @@ VARIANTS = {
     "flush_10s": lambda: mock.patch.dict(RUN_OPTIONS, flush_seconds=10.0, flush_samples=64),
     # Side-by-side chunks of up to 2k suffix tokens (FLAT_TOKENS: 4k).
     "side_by_side_2k": lambda: mock.patch.object(fast, "FLAT_TOKENS", 2048),
+    # Samples decoded and processed in line, no prefetch thread.
+    "prefetch_0": lambda: mock.patch.dict(RUN_OPTIONS, prefetch=0),
+    # The interpreter's thread switch interval at 0.1 ms (Python's default: 5 ms): how long the
+    # main thread waits for the GIL when a background thread holds it.
+    "switch_100us": lambda: switch_interval(1e-4),
 }
+
+
+@contextlib.contextmanager
+def switch_interval(seconds: float):
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def trace(
