@@ -250,24 +250,25 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
 
 
 @pytest.mark.parametrize(
-    ("given", "device_type", "ahead"),
-    [(None, "cpu", 0), (None, "cuda", 2), (3, "cpu", 3), (0, "cuda", 0)],
+    ("given", "on_this_cpu", "ahead"),
+    [(None, True, 0), (None, False, 2), (3, True, 3), (0, False, 0)],
 )
-def test_prefetch_defaults_by_where_the_model_runs(given, device_type: str, ahead: int):
-    """None means ahead on an accelerator and in line on CPU, whose cores the model uses; a
-    given count is kept."""
+def test_prefetch_defaults_by_where_the_model_computes(given, on_this_cpu: bool, ahead: int):
+    """None means in line where the model computes on this machine's CPU (its cores are busy),
+    ahead where it computes elsewhere (a GPU, a server); a given count is kept."""
     from flowtrace.pipeline.options import settle
     from flowtrace.sweep import Sweep
 
-    settled = settle(
-        RunOptions(prefetch=given, sweep=Sweep(window=1)), 4, 2, 8, lambda f: f, device_type
-    )
-    assert settled.prefetch == ahead
+    options = RunOptions(prefetch=given, sweep=Sweep(window=1))
+    assert settle(options, 4, 2, 8, lambda f: f, on_this_cpu).prefetch == ahead
 
 
-@pytest.mark.parametrize(("given", "ahead"), [(None, 0), (2, 2)])
-def test_the_pass_prefetches_as_settled(given, ahead: int, tmp_path, monkeypatch):
-    """A CPU run decodes in line unless told otherwise; the pass hands the loader that count."""
+@pytest.mark.parametrize(
+    ("given", "serve", "ahead"), [(None, None, 0), (2, None, 2), (None, "local", 2)]
+)
+def test_the_pass_prefetches_as_settled(given, serve, ahead: int, tmp_path, monkeypatch):
+    """A CPU run decodes in line unless told otherwise, one whose traces run on a server
+    decodes ahead; the pass hands the loader that count."""
     import flowtrace.pipeline.passes as passes
 
     real_prefetched, asked = passes.prefetched, []
@@ -278,5 +279,8 @@ def test_the_pass_prefetches_as_settled(given, ahead: int, tmp_path, monkeypatch
 
     monkeypatch.setattr(passes, "prefetched", recorded)
     out = tmp_path / "v.zarr"
-    run(load_recipe("vql_to_ql"), RunOptions(out=out, limit=1, plot=False, prefetch=given))
+    run(
+        load_recipe("vql_to_ql"),
+        RunOptions(out=out, limit=1, plot=False, prefetch=given, serve=serve),
+    )
     assert asked == [ahead]

@@ -183,7 +183,8 @@ def run(
         typer.Option(
             min=0,
             help="Samples decoded and processed ahead of the model, in a background thread "
-            "(0: in line). Default: 2 on a GPU, 0 on CPU (where the model uses every core).",
+            "(0: in line). Default: 2 on a GPU or server, 0 on CPU (where the model uses "
+            "every core).",
             show_default=False,
         ),
     ] = None,

@@ -93,15 +93,15 @@ def prepare_analyses(
         pooling=options.pooling,
         lora=options.lora,
     )
+    trace_kwargs, trace_target = remote_trace_kwargs(options)
     settled = settle(
         options,
         loaded.num_layers,
         loaded.num_heads,
         loaded.adapter.default_frames,
         lambda frames: loaded.adapter.video_grid(loaded, frames)[0],
-        loaded.device.type,
+        computes_on_this_cpu=loaded.device.type == "cpu" and not trace_kwargs,
     )
-    trace_kwargs, trace_target = remote_trace_kwargs(options)
     route_traces(loaded, trace_kwargs)
     source = resolve_data(options.data)
     engines: dict[str, ReferenceEngine] = {}

@@ -51,7 +51,8 @@ class RunOptions:
     remote: bool = False  # run the traces on NDIF (API key from NDIF_API_KEY or nnsight's config)
     serve: str | None = None  # run the traces on a self-hosted nnsight server at this URL
     # The pipeline: samples decoded ahead of the model, and how often the store is written.
-    # samples decoded and processed ahead (0: in line; None: 2 on an accelerator, 0 on CPU)
+    # samples decoded and processed ahead (0: in line; None: 0 where the model computes on this
+    # machine's CPU, else 2)
     prefetch: int | None = None
     flush_samples: int = 16  # write the store every this many samples…
     flush_seconds: float = 2.0  # …or this many seconds, whichever comes first
@@ -106,10 +107,12 @@ class Settled:
     prefetch: int  # samples decoded and processed ahead of the model
 
 
-# Samples decoded ahead while an accelerator computes. On a CPU the model's forward already
-# uses every core, and a decoding thread beside it only competes for them (and for the GIL):
-# the default toy run took 0.90x the time with none (benchmarks/runs/2026-12-06-cpu-prefetch).
-PREFETCH_ON_ACCELERATOR = 2
+# Samples decoded ahead while the model computes elsewhere (a GPU, a server). On a GPU decoding
+# in line made the host-bound short sweeps 1.1-1.5x slower. On this machine's CPU the model's
+# forward already uses every core, and a decoding thread beside it only competes: the default
+# toy run took 0.83x the wall time with none (benchmarks/runs/2026-12-06-cpu-prefetch and
+# 2026-12-06-h200-fourth-session).
+PREFETCH_BESIDE_THE_MODEL = 2
 
 
 def settle(
@@ -118,14 +121,14 @@ def settle(
     num_heads: int,
     default_frames: int,
     video_frames,
-    device_type: str,
+    computes_on_this_cpu: bool,
 ) -> Settled:
     """The sweep (the reference's window unless given), frames (the adapter's unless given),
-    samples prefetched (by where the model runs unless given)."""
+    samples prefetched (none where the model computes on this machine's CPU, unless given)."""
     frames = options.frames or default_frames
     prefetch = options.prefetch
     if prefetch is None:
-        prefetch = 0 if device_type == "cpu" else PREFETCH_ON_ACCELERATOR
+        prefetch = 0 if computes_on_this_cpu else PREFETCH_BESIDE_THE_MODEL
     return Settled(
         options.sweep.resolve(num_layers, num_heads), frames, video_frames(frames), prefetch
     )
