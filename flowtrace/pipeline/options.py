@@ -108,10 +108,10 @@ class Settled:
 
 
 # Samples decoded ahead while the model computes elsewhere (a GPU, a server). On a GPU decoding
-# in line made the host-bound short sweeps 1.1-1.5x slower. On this machine's CPU the model's
-# forward already uses every core, and a decoding thread beside it only competes: the default
-# toy run took 0.83x the wall time with none (benchmarks/runs/2026-12-06-cpu-prefetch and
-# 2026-12-06-h200-fourth-session).
+# in line made the host-bound short sweeps 1.1-1.5x slower. Where the model computes on the
+# local CPU its forward already uses every core, and a decoding thread beside it only competes:
+# on a 2-core CPU the default toy run took 0.83x the wall time with none
+# (benchmarks/runs/2026-12-06-cpu-prefetch and 2026-12-06-h200-fourth-session).
 PREFETCH_BESIDE_THE_MODEL = 2
 
 
