@@ -49,6 +49,7 @@ import xarray as xr
 
 from flowtrace.attribution import edge_attribution
 from flowtrace.data import Sample, read_samples, sample_frames, synth
+from flowtrace.edge_share import causal_pairs, kept_shares, pooled
 from flowtrace.engine import KnockoutCondition
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import TokenLayout
@@ -165,8 +166,7 @@ def cut_plan(
 
 def kept_share(item: FitSample, plan: dict[int, torch.Tensor], layers: int) -> float:
     """% of counted edges (over all layers) a plan keeps."""
-    total = int(item.counted.sum()) * layers
-    return 100 * (1 - sum(int((m & item.counted).sum()) for m in plan.values()) / total)
+    return kept_shares(plan, item.counted, layers)[0]
 
 
 def is_right(item: FitSample, probs: torch.Tensor, loaded: LoadedModel) -> bool:
@@ -369,11 +369,12 @@ def frontier(
     p_true = np.zeros((n, m), dtype=np.float32)
     random_correct = np.zeros((n, seeds, m), dtype=bool)
     kept = np.zeros((n, m), dtype=np.float32)
+    paper = np.zeros((n, m), dtype=np.float32)
     for s, item in enumerate(items):
         conditions = []
         for i, k in enumerate(points):
             plan = cut_plan(item, set(elimination[:k]), layers)
-            kept[i, s] = kept_share(item, plan, layers)
+            kept[i, s], paper[i, s] = kept_shares(plan, item.counted, layers)
             budget = {layer: int((cut & item.counted).sum()) for layer, cut in plan.items()}
             conditions.append(KnockoutCondition(plan))
             for seed in range(seeds):
@@ -395,6 +396,11 @@ def frontier(
             "prob_true": (("point", "sample"), p_true),
             "random_correct": (("point", "seed", "sample"), random_correct),
             "edges_kept_pct": (("point", "sample"), kept),
+            "paper_kept_pct": (("point", "sample"), paper),
+            "attention_pairs": (
+                ("sample",),
+                np.array([causal_pairs(it.layout.seq_len) * layers for it in items], float),
+            ),
             "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
         },
         coords={
@@ -412,10 +418,21 @@ def frontier_table(cube: xr.Dataset) -> pd.DataFrame:
 
     Every accuracy is over the same samples, every one of them (one denominator)."""
     random = 100 * cube["random_correct"].astype(float).mean("sample")
+    # The paper's share (edge_share), pooled over samples as the reference pools it; a cube
+    # written before it was recorded has none (edge_share.paper_from_counted converts).
+    paper = (
+        [
+            pooled(cube["paper_kept_pct"].isel(point=i).values, cube["attention_pairs"].values)
+            for i in range(cube.sizes["point"])
+        ]
+        if "paper_kept_pct" in cube
+        else np.full(cube.sizes["point"], np.nan)
+    )
     return pd.DataFrame(
         {
             "cells_cut": cube["cells_cut"].values,
             "edges_kept_pct": cube["edges_kept_pct"].mean("sample").values,
+            "paper_kept_pct": paper,
             "accuracy": 100 * cube["correct"].astype(float).mean("sample").values,
             "random_mean": random.mean("seed").values,
             "random_min": random.min("seed").values,
@@ -433,7 +450,11 @@ def frontier_chart(table: pd.DataFrame, title: str) -> alt.LayerChart:
     found = (
         alt.Chart(table)
         .mark_line(point=True, color="#1f77b4")
-        .encode(x=x, y=y, tooltip=["cells_cut", "edges_kept_pct", "accuracy", "random_mean"])
+        .encode(
+            x=x,
+            y=y,
+            tooltip=["cells_cut", "edges_kept_pct", "paper_kept_pct", "accuracy", "random_mean"],
+        )
     )
     band = (
         alt.Chart(table)

@@ -163,7 +163,8 @@ def discover(
             f"{len(judge)} others ({rule} rule, min_ratio {min_ratio}, at most "
             f"{allowed} failing); "
             f"test split ({len(test)} more): "
-            f"{row.accuracy:.1f}% with {row.edges_kept_pct:.1f}% of edges kept"
+            f"{row.accuracy:.1f}% with {row.edges_kept_pct:.1f}% of edges kept "
+            f"({row.paper_kept_pct:.1f}% by the paper's count)"
         ),
     )
     searched_row = table.iloc[grid.index(searched)]
@@ -179,6 +180,7 @@ def discover(
         "cells_cut_selected": found,
         "search_point": {
             "edges_kept_pct": float(searched_row.edges_kept_pct),
+            "paper_kept_pct": float(searched_row.paper_kept_pct),
             "test_accuracy": float(searched_row.accuracy),
             "random_mean": float(searched_row.random_mean),
         },
@@ -190,6 +192,7 @@ def discover(
         ),
         "search_reused_from": reused,
         "edges_kept_pct": float(row.edges_kept_pct),
+        "paper_kept_pct": float(row.paper_kept_pct),
         "test_accuracy": float(row.accuracy),
         "test_clean_accuracy": float(row.clean_accuracy),
         "random_mean": float(row.random_mean),
@@ -238,7 +241,8 @@ def discover(
         f"every other counted edge is cut. Searched on {len(fit)} samples, its length selected "
         f"on {len(judge)} others;\ntest split ({len(test)} samples neither saw): "
         f"{row.accuracy:.1f}% accuracy (clean {row.clean_accuracy:.1f}%)\n"
-        f"with {row.edges_kept_pct:.1f}% of edges kept; random cuts of the same per-layer "
+        f"with {row.edges_kept_pct:.1f}% of edges kept ({row.paper_kept_pct:.1f}% of all "
+        "causal pairs, the paper's count); random cuts of the same per-layer "
         f"budget: {row.random_mean:.1f}%\n(min {row.random_min:.1f}, max "
         f"{row.random_max:.1f}, {seeds} seeds). Regenerate with\n"
         "`flowtrace pathways FLOW_MAP --find`; edit the layers to try others.\n"

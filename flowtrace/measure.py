@@ -19,6 +19,7 @@ import torch
 
 from flowtrace.cube import CLEAN_VARIABLES, SampleRecord, Schema, Variable
 from flowtrace.data import Sample, SampleError
+from flowtrace.edge_share import causal_pairs, kept_shares
 from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition, ReferenceEngine
 from flowtrace.models import LoadedModel, Prepared
@@ -301,6 +302,14 @@ class ProbeMeasure(_ReadsCleanPass):
             values["top_token"][:, lens_index] = np.asarray(words, dtype=object)
 
 
+EDGE_MEASURES = (
+    "edges_kept_pct: % of causal (query, key) pairs from the first video token on kept, over "
+    "all layers (flowtrace's count); paper_kept_pct: % of all causal pairs kept, T(T+1)/2 per "
+    "layer with the system prompt (the reference code's attention_amount); over samples the "
+    "paper pools kept pairs over attention_pairs (flowtrace.edge_share.pooled)"
+)
+
+
 class PathwayMeasure:
     """The answer with only the effective pathways kept, and with random cuts of equal budget."""
 
@@ -315,15 +324,20 @@ class PathwayMeasure:
             {
                 **CLEAN_VARIABLES,
                 **answer_variables(dims),
+                # Two shares of edges kept (flowtrace.edge_share): flowtrace's, from the first
+                # video token on, and the paper's over all causal pairs (its attention_amount),
+                # with that denominator so shares pool over samples as the reference pools them.
                 "edges_kept_pct": Variable(dims, "float32", np.nan),
+                "paper_kept_pct": Variable(dims, "float32", np.nan),
+                "attention_pairs": Variable((), "float64", np.nan),
             },
             {"condition": self.CONDITIONS},
         )
+        self.attrs = {"edges_kept_measures": EDGE_MEASURES}
 
     def plan(self, prepared: Prepared, sample_id: str) -> Plan:
         layout, layers = prepared.layout, self.loaded.num_layers
         counted = counted_edges(layout)
-        total = int(counted.sum()) * layers
         pathway = self.recipe.plan(layout, layers)
         if self.recipe.random_ratio is None:
             budget = {layer: int((cut & counted).sum()) for layer, cut in pathway.items()}
@@ -334,17 +348,18 @@ class PathwayMeasure:
         seed = zlib.crc32(f"{self.seed}/{sample_id}".encode())
         random = random_plan(counted, budget, torch.Generator().manual_seed(seed))
         plans = (pathway, random)
-        kept = [
-            100 * (1 - sum(int((b & counted).sum()) for b in plan.values()) / total)
-            for plan in plans
-        ]
+        kept = [kept_shares(plan, counted, layers) for plan in plans]
         return Plan([KnockoutCondition(p) for p in plans], kept, fill_runs_model=False)
 
     def fill(self, step: Step) -> None:
         clean, record, plan, probs = step.clean, step.record, step.plan, step.probs
         at = (np.arange(len(self.CONDITIONS)),)
         record_answers(record, at, probs, clean, self.decode)
-        record.values["edges_kept_pct"][:] = plan.context
+        ours, paper = zip(*plan.context, strict=True)
+        record.values["edges_kept_pct"][:] = ours
+        record.values["paper_kept_pct"][:] = paper
+        pairs = causal_pairs(step.prepared.layout.seq_len) * self.loaded.num_layers
+        record.values["attention_pairs"][()] = pairs
 
 
 class VideoLensMeasure(_ReadsCleanPass):

@@ -30,7 +30,7 @@ from flowtrace.models import LoadedModel
 from flowtrace.recipe import EffectivePathway
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.summary import accuracy_after, clean_accuracy, counted
+from flowtrace.summary import accuracy_after, clean_accuracy, counted, edge_shares
 
 _FRAME = re.compile(r"^frame_(\d+)$")
 # % relative change of p(answer) that counts as none by default. The fast path recomputes with
@@ -148,17 +148,18 @@ def pathway_curve(
         out = Path(options.out or "results/auto_pathway") / f"threshold_{threshold:g}.zarr"
         result = run(recipe, dataclasses.replace(options, out=out, plot=False), loaded=loaded)
         cube = open_cube(result.store)
-        # One denominator for the curve and the clean line: every counted sample, a skipped one
-        # at its clean answer (summary.accuracy_after).
+        # One denominator for the curve and the clean line: every counted sample
+        # (summary.accuracy_after).
         after = accuracy_after(cube)
-        ok = cube.isel(sample=cube["status"].values == "ok")
+        shares = edge_shares(cube)
         for condition in map(str, cube["condition"].values):
             rows.append(
                 {
                     "threshold": threshold,
                     "condition": condition,
                     "accuracy": float(after.sel(condition=condition)),
-                    "edges_kept_pct": float(ok["edges_kept_pct"].sel(condition=condition).mean()),
+                    "edges_kept_pct": shares[condition][0],
+                    "paper_kept_pct": shares[condition][1],
                     "clean_accuracy": clean_accuracy(cube),
                     "samples": int(counted(cube).sizes["sample"]),
                     "kept_layers": recipe.title.split(": ", 1)[1],
@@ -167,23 +168,54 @@ def pathway_curve(
     return pd.DataFrame(rows)
 
 
-def curve_chart(table: pd.DataFrame) -> alt.LayerChart:
-    """Accuracy against the share of edges kept, one point per threshold."""
-    base = alt.Chart(table).encode(
-        x=alt.X("edges_kept_pct:Q", title="attention edges kept (%)"),
-        y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
-        color=alt.Color("condition:N", title="kept"),
-        tooltip=["threshold", "condition", "accuracy", "edges_kept_pct", "kept_layers"],
+MEASURES = {
+    "edges_kept_pct": "edges kept (%), from the first video token on",
+    "paper_kept_pct": "edges kept (%) of all causal pairs (the paper's)",
+}
+
+
+def curve_chart(table: pd.DataFrame) -> alt.HConcatChart:
+    """Accuracy against the share of edges kept, one point per threshold, by flowtrace's count
+    and by the paper's side by side. Thresholds that keep the same edges share one point, and
+    its label names them all; random cuts share the pathway's points and are not labelled."""
+    table = table.copy()
+    table["thresholds"] = table.groupby(["condition", "edges_kept_pct"])["threshold"].transform(
+        lambda t: ", ".join(f"{x:g}" for x in t)
     )
+    points = table.drop_duplicates(["condition", "edges_kept_pct"])
     clean = float(table["clean_accuracy"].iloc[0]) if len(table) else 0.0
-    rule = (
-        alt.Chart(pd.DataFrame({"y": [clean]}))
-        .mark_rule(color="gray", strokeDash=[4, 4])
-        .encode(y="y:Q")
-    )
-    labels = base.mark_text(dy=-8).encode(text="threshold:N")
-    return (base.mark_line(point=True) + labels + rule).properties(
-        width=380,
-        height=260,
-        title="Derived effective pathways vs random cuts of the same budget (label: threshold)",
+    panels = []
+    for measure, title in MEASURES.items():
+        base = alt.Chart(points).encode(
+            x=alt.X(f"{measure}:Q", title=title, scale=alt.Scale(zero=False, nice=True)),
+            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+            color=alt.Color("condition:N", title="kept"),
+            tooltip=[
+                "thresholds",
+                "condition",
+                alt.Tooltip("accuracy:Q", format=".1f"),
+                alt.Tooltip("edges_kept_pct:Q", format=".1f"),
+                alt.Tooltip("paper_kept_pct:Q", format=".1f"),
+                "kept_layers",
+            ],
+        )
+        rule = (
+            alt.Chart(pd.DataFrame({"y": [clean]}))
+            .mark_rule(color="gray", strokeDash=[4, 4])
+            .encode(y="y:Q")
+        )
+        labels = (
+            base.transform_filter(alt.datum.condition == "pathway")
+            .mark_text(dy=-10, angle=0)
+            .encode(text="thresholds:N")
+        )
+        panels.append(
+            (base.mark_line(point=True) + labels + rule).properties(width=340, height=260)
+        )
+    return alt.hconcat(*panels).properties(
+        title=alt.TitleParams(
+            "Derived effective pathways vs random cuts of the same budget",
+            subtitle="label: the thresholds at each point; dashed: clean accuracy",
+            anchor="start",
+        )
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from flowtrace.edge_share import pooled
+
 PROVENANCE = (
     "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
     "data_kind", "split", "ratio", "frames", "pooling", "window", "window_style", "sample_mode",
@@ -39,6 +41,24 @@ def accuracy_after(ds: xr.Dataset, measure: str | None = "rel_change_pred") -> x
         correct = correct.where(ds[measure].notnull())
     value = xr.where(analysed, correct, ds["clean_correct"].astype(float))
     return 100 * value.mean("sample", skipna=True)
+
+
+def edge_shares(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
+    """Per condition of an effective-pathway store: % of edges kept over the analysed samples,
+    by flowtrace's count and by the paper's (flowtrace.edge_share; NaN in a store written
+    before the paper's was recorded)."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    out = {}
+    for condition in map(str, ok["condition"].values):
+        at = ok.sel(condition=condition)
+        ours = float(at["edges_kept_pct"].mean()) if at.sizes["sample"] else float("nan")
+        paper = (
+            pooled(at["paper_kept_pct"].values, at["attention_pairs"].values)
+            if "paper_kept_pct" in at
+            else float("nan")
+        )
+        out[condition] = (ours, paper)
+    return out
 
 
 def describe(ds: xr.Dataset) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
@@ -11,6 +12,7 @@ from plain_reference import plain_per_layer_probs
 from test_edges import small_layout
 
 from flowtrace.data import read_frames, read_samples
+from flowtrace.edge_share import kept_shares, paper_from_counted, pooled
 from flowtrace.errors import RecipeError
 from flowtrace.models import load_model
 from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
@@ -69,9 +71,37 @@ def test_pathway_run_matches_plain_reference(tiny_model_dir: Path, tiny_data: Pa
         assert got == pytest.approx(float(want[pred]), abs=1e-5)
         n = len(ids) - video[0]
         kept = 100 * (1 - len(video) / (n * (n + 1) / 2))
+        # The paper's share: over every causal pair of the whole prompt, system prompt included.
+        total = len(ids) * (len(ids) + 1) / 2
+        paper = 100 * (1 - len(video) / total)
         for condition in ("pathway", "random"):
             share = row["edges_kept_pct"].sel(condition=condition).item()
             assert share == pytest.approx(kept, abs=1e-3)
+            assert row["paper_kept_pct"].sel(condition=condition).item() == pytest.approx(
+                paper, abs=1e-3
+            )
+        assert row["attention_pairs"].item() == total * loaded.num_layers
+    assert "attention_amount" in ds.attrs["edges_kept_measures"]
+
+
+def test_paper_share_on_a_hand_built_layout():
+    # small_layout: T = 13 tokens, the video from position 2. Cutting video -> last (6 pairs)
+    # in all 4 layers keeps 1 - 6/66 of flowtrace's 11·12/2 = 66 pairs per layer, and
+    # 1 - 6/91 of the paper's 13·14/2 = 91.
+    recipe = EffectivePathway(name="t", title="t", pathways={"v2l": ("video -> last", None)})
+    layout = small_layout()
+    ours, paper = kept_shares(recipe.plan(layout, 4), counted_edges(layout), 4)
+    assert ours == pytest.approx(100 * 60 / 66)
+    assert paper == pytest.approx(100 * 85 / 91)
+    assert paper_from_counted(100 * 60 / 66, 13, 2) == pytest.approx(100 * 85 / 91)
+    # Cut everything counted in layers 0 and 1 of 4: 2·66 of 4·91 pairs gone.
+    rest = EffectivePathway(name="t", title="t", pathways={}, cut_rest=True)
+    plan = {layer: cut for layer, cut in rest.plan(layout, 4).items() if layer < 2}
+    ours, paper = kept_shares(plan, counted_edges(layout), 4)
+    assert ours == pytest.approx(50.0)
+    assert paper == pytest.approx(100 * (1 - 132 / 364))
+    # Over samples the reference pools counts: (50·100 + 90·300) / 400, a NaN sample left out.
+    assert pooled(np.array([50.0, 90.0, np.nan]), np.array([100, 300, 50])) == pytest.approx(80)
 
 
 def test_explicit_layers_cut_rest_and_per_model_by_hand():

@@ -111,6 +111,16 @@ def test_curve_runs_each_threshold_against_random(tiny_model_dir, tiny_data, tmp
     kept = table[table.condition == "pathway"].set_index("threshold")["edges_kept_pct"]
     assert kept[0.25] >= kept[0.75]  # a lower threshold keeps more layers
     assert (tmp_path / "auto" / "threshold_0.25.zarr").exists()
+    # The paper's share beside it, pooled as the reference pools it: Σ kept pairs / Σ pairs.
+    ds = open_cube(tmp_path / "auto" / "threshold_0.25.zarr")
+    for condition in ("pathway", "random"):
+        at = ds.sel(condition=condition)
+        pairs = at["attention_pairs"].values
+        want = (at["paper_kept_pct"].values * pairs).sum() / pairs.sum()
+        row = table[(table.threshold == 0.25) & (table.condition == condition)].iloc[0]
+        assert row["paper_kept_pct"] == pytest.approx(want, rel=1e-6)
+        # The system prompt's pairs are never cut: the paper's share is the larger.
+        assert row["edges_kept_pct"] < row["paper_kept_pct"] < 100
 
 
 def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, tmp_path):
