@@ -147,6 +147,8 @@ def prepare_analyses(
         # engine's self-check holds both to the reference path), rounding aside.
         attrs["compiled_layers"] = "yes" if getattr(engine, "compile", False) else "no"
         measure = kind.measure(recipe, loaded, options, settled, samples)
+        # What a measure says of its own variables (definitions, units) joins the provenance.
+        attrs.update(getattr(measure, "attrs", {}))
         analyses.append(
             Analysis(
                 recipe,
