@@ -29,17 +29,18 @@ def clean_accuracy(ds: xr.Dataset) -> float:
 def accuracy_after(ds: xr.Dataset, measure: str | None = "rel_change_pred") -> xr.DataArray:
     """Accuracy in % after the intervention, per cell of `correct`, over every counted sample.
 
-    The denominator is the clean line's, as in the reference code: a sample skipped by
-    --sample-mode counts with its clean answer (the knockout would not have run on it), so
-    the curve and the clean accuracy are over the same samples. An analysed sample whose cell
-    `measure` is NaN (a pair it lacks, say an option it has not) drops out of that cell.
+    The reference code's definition in every `--sample-mode`: the analysed samples answered
+    right under the intervention, over every counted sample (its `cnt_samples`, the clean
+    line's denominator); a sample skipped by --sample-mode is never run under the
+    intervention and counts as 0, as there. An analysed sample whose cell `measure` is NaN (a
+    pair it lacks, say an option it has not) drops out of that cell.
     """
     ds = counted(ds)
     analysed = ds["status"] == "ok"
     correct = ds["correct"].astype(float)
     if measure is not None and measure in ds:
         correct = correct.where(ds[measure].notnull())
-    value = xr.where(analysed, correct, ds["clean_correct"].astype(float))
+    value = xr.where(analysed, correct, 0.0)
     return 100 * value.mean("sample", skipna=True)
 
 
@@ -104,7 +105,7 @@ def reply_examples(ds: xr.Dataset, samples: int = 3) -> list[str]:
 def knockout_table(ds: xr.Dataset) -> list[str]:
     """Mean relative change of p(answer) per edge over the early / middle / late thirds of the
     layers (the paper's summary), with the layer of the deepest drop and the accuracy there (over
-    every counted sample, skipped ones at their clean answer: see `accuracy_after`)."""
+    every counted sample, skipped ones as wrong: see `accuracy_after`)."""
     ok = ds.isel(sample=ds["status"].values == "ok")
     after = accuracy_after(ds)
     layers = ok["layer"].values

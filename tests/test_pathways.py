@@ -124,8 +124,9 @@ def test_curve_runs_each_threshold_against_random(tiny_model_dir, tiny_data, tmp
 
 
 def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, tmp_path):
-    """Skipped samples (answered wrong clean, --sample-mode correct) count in the curve at their
-    clean answer, as in the clean line: one denominator, every counted sample (by hand)."""
+    """Skipped samples (answered wrong clean, --sample-mode correct) count in the curve as
+    wrong, as the reference counts them, over the clean line's denominator: every counted
+    sample (by hand)."""
     loaded = load_model(str(tiny_model_dir), device="cpu", dtype="float32")
     common = dict(model=str(tiny_model_dir), data=str(tiny_data), limit=4)
     flow_map = run(
@@ -148,7 +149,7 @@ def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, 
     clean = ds["clean_correct"].values[counted].astype(float)
     for condition in ("pathway", "random"):
         after = ds["correct"].sel(condition=condition).values[counted].astype(float)
-        want = np.where(status[counted] == "ok", after, clean).mean() * 100
+        want = np.where(status[counted] == "ok", after, 0.0).mean() * 100
         row = table.set_index("condition").loc[condition]
         assert row["accuracy"] == pytest.approx(want)
         assert row["clean_accuracy"] == pytest.approx(100 * clean.mean())

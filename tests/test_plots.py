@@ -61,7 +61,7 @@ FLIPPED = _cube(
     [True, True, False, False, False],
     [[True, True], [True, False], [False, False], [False, False], [False, False]],
 )
-EXPECTED = {0: 50.0, 1: 25.0}  # (right analysed + right skipped) / 4 counted samples
+EXPECTED = {0: 50.0, 1: 25.0}  # right analysed / 4 counted samples
 
 
 def _old_formula(ds: xr.Dataset) -> dict[int, float]:
@@ -82,16 +82,44 @@ def test_accuracy_after_knockout_is_over_every_counted_sample():
     assert set(table["n"]) == {2}  # the effect's mean stays over the analysed samples
 
 
-def test_sample_mode_wrong_counts_skipped_samples_as_right():
-    # --sample-mode wrong skips the clean-right samples: they count as right after the cut.
-    ds = _cube(
-        ["skipped", "skipped", "skipped", "ok"],
-        [True, True, True, False],
-        [[False, False], [False, False], [False, False], [False, True]],
-    )
+def _reference_accuracy(clean_right, new_right, mode):
+    """The reference code's accuracy after a knockout (analysis/information_flow_analysis.py),
+    transcribed: every sample counts in cnt_samples; those the sample mode skips are never run,
+    so only the analysed samples' new answers add 1 / cnt_samples * 100."""
+    acc_new, cnt_samples, results = 0.0, 0, []
+    for clean, new in zip(clean_right, new_right, strict=True):
+        cnt_samples += 1
+        if mode == "correct" and not clean:
+            continue
+        if mode == "wrong" and clean:
+            continue
+        results.append(new)
+    for new in results:
+        if new:
+            acc_new += 1 / cnt_samples * 100
+    return acc_new
+
+
+@pytest.mark.parametrize("mode", ["correct", "wrong", "all"])
+def test_accuracy_after_follows_the_reference_in_every_sample_mode(mode):
+    clean_right = [True, True, True, False, False, False]
+    # Answers under the knockout at layers 0 and 1, had each sample been run.
+    new_right = [[True, False], [False, False], [True, True], [False, True], [True, False]]
+    new_right.append([False, False])
+    analysed = [{"correct": c, "wrong": not c, "all": True}[mode] for c in clean_right]
+    status = ["ok" if a else "skipped" for a in analysed]
+    ds = _cube(status, clean_right, new_right)
     after = accuracy_after(ds).sel(source="video", target="last")
-    assert [float(after.sel(layer=layer)) for layer in LAYERS] == [75.0, 100.0]
-    assert clean_accuracy(ds) == 75.0
+    for layer in LAYERS:
+        want = _reference_accuracy(clean_right, [n[layer] for n in new_right], mode)
+        assert float(after.sel(layer=layer)) == pytest.approx(want)
+    assert clean_accuracy(ds) == 50.0  # the reference's acc_base: every counted sample
+    # --sample-mode wrong skips the clean-right samples: before, they counted at their clean
+    # answer (right), 50 points above the reference here.
+    if mode == "wrong":
+        assert [float(after.sel(layer=layer)) for layer in LAYERS] == pytest.approx(
+            [100 / 6, 100 / 6]
+        )
 
 
 def test_knockout_figure_panel_and_clean_line_share_the_denominator():
@@ -102,7 +130,7 @@ def test_knockout_figure_panel_and_clean_line_share_the_denominator():
     clean = [row["y"] for row in rows if str(row.get("label", "")).startswith("clean")]
     assert clean == [50.0]
     text = json.dumps(spec)
-    assert "over all 4 counted samples (skipped ones at their clean answer)" in text
+    assert "over all 4 counted samples (skipped ones count as wrong, as in the reference)" in text
 
 
 def test_flow_map_summary_and_pathway_use_the_same_denominator():

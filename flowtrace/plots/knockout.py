@@ -10,7 +10,7 @@ import xarray as xr
 from flowtrace.plots.common import analysed, mean_ci, subtitle, titled, window_label
 from flowtrace.summary import accuracy_after, clean_accuracy, counted
 
-ACCURACY_NOTE = "over all {n} counted samples (skipped ones at their clean answer)"
+ACCURACY_NOTE = "over all {n} counted samples (skipped ones count as wrong, as in the reference)"
 
 
 def knockout_summary(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.DataFrame:
