@@ -32,7 +32,7 @@ def edge_attribution(
     if not isinstance(engine, FastEngine):
         raise FlowtraceError("edge_attribution needs the fast engine (make_engine('fast', loaded))")
     loaded = engine.loaded
-    capture = engine._clean_capture(inputs)
+    capture = engine.capture(inputs)
     seq_len, heads = capture.seq_len, loaded.num_heads
     if target is None:
         target = int(capture.probs.argmax())
@@ -43,7 +43,7 @@ def edge_attribution(
     layers = loaded.layers(loaded.model)
     hidden = capture.inputs[0]
     # The whole sequence is recomputed: no prefix from the clean pass.
-    cache = {engine._cache_kwarg: None}
+    cache = {engine.cache_kwarg: None}
     with torch.enable_grad():
         for index in range(loaded.num_layers):
             own = capture.own_masks[index]

@@ -1,23 +1,25 @@
-"""Recipes as trace programs: a function that runs its own nnsight traces on one sample.
+"""Recipes as trace programs: a function of one sample's `Trace` that returns named arrays.
 
-A recipe file may define its analysis as a function of a `Trace` (the sample's inputs, its token
-groups by name, the nnsight model, the clean answer) that returns named arrays with named dims:
+A program states interventions in the vocabulary of `flowtrace.interventions` and runs them with
+one call; the pass's engine batches them and recomputes only what each changes:
 
-    def patch_effect(t: Trace):
-        ...
-        with t.model.trace(**t.inputs):
-            ...
-            p = t.model.output.logits[0, -1].softmax(-1)[t.answer_id].save()
-        return {"p_answer": (("layer", "group"), values)}
+    def ablate(t: Trace):
+        out = t.run(t.grid(lambda layer, group: Ablate("residual", group, layer),
+                           layer=range(t.num_layers), group=["video", "last"]))
+        return {"p_answer": out.p(t.answer_id)}
 
-    recipe = TraceProgram("my_analysis", "What my analysis shows", patch_effect)
+    recipe = TraceProgram("my_analysis", "What my analysis shows", ablate)
 
-The runner gives it what the built-in kinds get: data, sample modes, prefetch, a store with
-resume and provenance, `show`/`query`/`plot` with a figure chosen from the dims.
+Plain nnsight traces (`with t.model.trace(**t.inputs): …`) stay possible for anything the
+vocabulary does not say. The runner gives a program what the built-in kinds get: data, sample
+modes, prefetch, a store with resume and provenance, `show`/`query`/`plot` with a figure chosen
+from the dims. docs/programs.md is the guide.
 """
 
 from __future__ import annotations
 
+import linecache
+import traceback
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,16 +28,30 @@ from typing import Any
 
 import numpy as np
 import torch
+import xarray as xr
 
-from flowtrace.cube import CLEAN_VARIABLES, Schema, Variable
+from flowtrace.cube import CLEAN_VARIABLES, SAMPLE, SAMPLE_COORDS, Schema, Variable
 from flowtrace.data import Sample, SampleError, sample_frames
-from flowtrace.engine import ReferenceEngine
+from flowtrace.edges import blocked_edges
+from flowtrace.engine import FastEngine, ReferenceEngine
+from flowtrace.engine.reads import Run, capture_run, group_attention_mass
+from flowtrace.interventions import (
+    Condition,
+    Grid,
+    Outcome,
+    as_conditions,
+    compile_condition,
+    grid,
+)
 from flowtrace.layout import TokenLayout
 from flowtrace.measure import Plan, Step
 from flowtrace.models import LoadedModel, Prepared
 from flowtrace.recipe import TraceProgram
 
 __all__ = ["Trace", "TraceProgram", "ProgramMeasure"]
+
+# Donor videos a mean ablation averages over (the same prompt over other videos of the data).
+MEAN_DONORS = 4
 
 
 @dataclass
@@ -52,8 +68,12 @@ class Trace:
     frame_count: int
     seed: int
     engine: ReferenceEngine | None = None  # the pass's engine: its clean capture is reusable
-    others: Sequence[Sample] = ()  # the run's other samples, for counterfactuals across videos
+    # Every sample of the data (all tasks, no limit): donors for counterfactuals across videos
+    # are drawn from it, so a sample's donor is the same whatever --limit or --task.
+    others: Sequence[Sample] = ()
     scratch: dict[str, Any] = field(default_factory=dict)  # what a program keeps for this sample
+
+    # -- the model -----------------------------------------------------------------------------
 
     @property
     def model(self) -> Any:
@@ -65,9 +85,95 @@ class Trace:
         """The decoder layers of the nnsight model, in order."""
         return list(self.loaded.layers(self.loaded.nnsight))
 
+    @property
+    def num_layers(self) -> int:
+        return self.loaded.num_layers
+
     def attention(self, layer: int) -> Any:
         """The attention module of decoder layer `layer` (nnsight)."""
         return self.loaded.attention(self.loaded.nnsight, layer)
+
+    @property
+    def frame_groups(self) -> list[str]:
+        """`frame_0`, `frame_1`, … in order."""
+        return [f"frame_{i}" for i in range(self.layout.num_frames)]
+
+    # -- interventions -------------------------------------------------------------------------
+
+    grid = staticmethod(grid)
+
+    def run(self, conditions: Grid | Sequence[Condition] | Condition) -> Outcome:
+        """Next-token probabilities under each condition (an intervention, or a tuple of them
+        applied together), as one engine call: batched, only what each changes recomputed, the
+        shortcut checked against full forwards."""
+        laid = as_conditions(conditions)
+        compiled = self.conditions(laid)
+        engine = self._engine()
+        probs = engine.launch(self.inputs, compiled).result() if compiled else torch.zeros(0, 1)
+        return Outcome(probs, laid.dims, laid.coords)
+
+    def conditions(self, conditions: Grid | Sequence[Condition] | Condition) -> list:
+        """The engine's conditions (`engine.condition.KnockoutCondition`: cut matrices per layer,
+        site edits) for this sample, as `run` gives them to the engine."""
+        memo: dict[tuple[str, ...], torch.Tensor] = {}
+
+        def blocked_of(expressions: tuple[str, ...]) -> torch.Tensor:
+            if expressions not in memo:
+                cut = np.zeros((self.layout.seq_len, self.layout.seq_len), dtype=bool)
+                for expression in expressions:
+                    cut |= blocked_edges(expression, self.layout)
+                memo[expressions] = torch.from_numpy(cut)
+            return memo[expressions]
+
+        sources = _LazySources(self)
+        return [
+            compile_condition(c, self.layout, self.num_layers, sources, blocked_of)
+            for c in as_conditions(conditions).conditions
+        ]
+
+    def _engine(self) -> ReferenceEngine:
+        if self.engine is not None:
+            return self.engine
+        if "engine" not in self.scratch:
+            self.scratch["engine"] = FastEngine(self.loaded)
+        return self.scratch["engine"]
+
+    # -- runs and reads -------------------------------------------------------------------------
+
+    def capture(self, frames: np.ndarray | None = None) -> Run:
+        """This prompt over `frames` (the sample's own if None): every layer's site outputs,
+        the source of a `Patch`."""
+        if frames is None:
+            return self.clean_run
+        prepared = self.prepare(frames)
+        return capture_run(self.loaded, prepared.inputs, prepared.layout)
+
+    @cached_property
+    def clean_run(self) -> Run:
+        """The clean run's site outputs at every layer."""
+        return capture_run(self.loaded, self.inputs, self.layout)
+
+    def hidden(self, site: str, layer: int, group: str) -> torch.Tensor:
+        """(tokens, d) the clean run's `site` output at `layer` over `group`."""
+        return self.clean_run.at(site, layer, group)
+
+    def attention_mass(
+        self, targets: Sequence[str], sources: Sequence[str], layers: Sequence[int] | None = None
+    ) -> xr.DataArray:
+        """The attention each target group's queries put on each source group's keys, averaged
+        over the queries: (layer, head, target, source). Works under sdpa (the read computes
+        with eager attention for its one forward)."""
+        layers = list(range(self.num_layers)) if layers is None else list(layers)
+        mass = group_attention_mass(
+            self.loaded, self.inputs, self.layout, list(targets), list(sources), layers
+        )
+        return xr.DataArray(
+            mass.cpu().numpy(),
+            dims=("layer", "head", "target", "source"),
+            coords={"layer": layers, "target": list(targets), "source": list(sources)},
+        )
+
+    # -- counterfactual inputs -------------------------------------------------------------------
 
     @cached_property
     def frames(self) -> np.ndarray:
@@ -78,21 +184,71 @@ class Trace:
         """The same sample with other frames: inputs and layout for a counterfactual."""
         return self.loaded.adapter.prepare(self.loaded, self.sample, frames)
 
-    def other_frames(self) -> np.ndarray:
-        """Frames of another video of the run, chosen by the seed and this sample."""
-        pool = [s for s in self.others if str(s.video) != str(self.sample.video)]
+    def donors(self, n: int = 1) -> list[Sample]:
+        """`n` samples of other videos, in an order fixed by the seed and this sample alone
+        (each candidate ranked by a hash of both): the same donors in every run of the data."""
+        own = str(self.sample.video)
+        seen: set[str] = set()
+        pool = []
+        for s in sorted(self.others, key=lambda s: self._rank(s.id)):
+            video = str(s.video)
+            if video != own and video not in seen:
+                seen.add(video)
+                pool.append(s)
+                if len(pool) == n:
+                    break
         if not pool:
             raise SampleError("a counterfactual needs another video, and the data has one only")
-        pick = zlib.crc32(f"{self.seed}/{self.sample.id}".encode()) % len(pool)
-        return sample_frames(pool[pick], self.frame_count, self.loaded.adapter)
+        return pool
+
+    def other_frames(self, k: int = 0) -> np.ndarray:
+        """Frames of the k-th donor video (`donors`)."""
+        donor = self.donors(k + 1)[-1]  # the last there is, where the data has fewer
+        return sample_frames(donor, self.frame_count, self.loaded.adapter)
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded by the run seed and this sample: reruns draw the same."""
         return np.random.default_rng(zlib.crc32(f"{self.seed}/{self.sample.id}/{salt}".encode()))
 
+    def _rank(self, other: str) -> int:
+        return zlib.crc32(f"{self.seed}/{self.sample.id}/{other}".encode())
+
+
+class _LazySources(Mapping[str, Run]):
+    """The runs ablations read, made on first use and kept for the sample: `resample` (the first
+    donor's video under this prompt) and `mean` (the mean over MEAN_DONORS donors)."""
+
+    def __init__(self, t: Trace) -> None:
+        self.t = t
+
+    def __getitem__(self, how: str) -> Run:
+        cache = self.t.scratch.setdefault("ablation_sources", {})
+        if how not in cache:
+            donors = self.t.donors(1 if how == "resample" else MEAN_DONORS)
+            runs = [
+                self.t.capture(sample_frames(d, self.t.frame_count, self.t.loaded.adapter))
+                for d in donors
+            ]
+            cache[how] = runs[0] if how == "resample" else Run.mean(runs)
+        return cache[how]
+
+    def __iter__(self):
+        return iter(("resample", "mean"))
+
+    def __len__(self) -> int:
+        return 2
+
+
+# Names a program's result may not take: the cube's own per-sample coordinates and variables.
+RESERVED = frozenset({SAMPLE, *SAMPLE_COORDS, *CLEAN_VARIABLES, "coords"})
+# float32 holds every integer up to this exactly.
+FLOAT32_EXACT = 2**24
+
 
 class ProgramMeasure:
-    """Runs a trace program per sample; its first sample fixes the arrays' dims and sizes."""
+    """Runs a trace program per sample; its first sample fixes the arrays' dims, sizes and
+    dtypes. A program that raises, or returns what the store cannot hold, fails that sample
+    alone, with the reason."""
 
     def __init__(
         self,
@@ -102,6 +258,7 @@ class ProgramMeasure:
         samples: Sequence[Sample],
         seed: int,
     ) -> None:
+        """`samples`: every sample of the data, the pool counterfactual donors come from."""
         self.recipe, self.loaded, self.frames = recipe, loaded, frames
         self.samples, self.seed = list(samples), seed
         # Filled in place by the first sample, so stores holding this schema see it grow.
@@ -113,8 +270,7 @@ class ProgramMeasure:
         return Plan()
 
     def fill(self, step: Step) -> None:
-        """Run the program on this sample; its arrays become the record's values. The result may
-        label dims with a "coords" entry ({dim: labels}), the same for every sample."""
+        """Run the program on this sample; its arrays become the record's values."""
         prepared, clean, record = step.prepared, step.clean, step.record
         trace = Trace(
             sample=step.sample,
@@ -129,84 +285,198 @@ class ProgramMeasure:
             engine=step.engine,
             others=self.samples,
         )
-        out = self.recipe.program(trace)
+        out = self._call(trace)
         if not isinstance(out, Mapping) or not out:
             raise SampleError(
                 f"trace program {self.recipe.name} returned {type(out).__name__}; return a dict "
-                '{"name": (("dim", …), array)}'
+                '{"name": (("dim", …), array)} or {"name": labelled xarray.DataArray}'
             )
         out = dict(out)
-        for dim, labels in dict(out.pop("coords", {})).items():
+        coords = {dim: list(labels) for dim, labels in dict(out.pop("coords", {})).items()}
+        parts = {name: _parts(self.recipe.name, name, value, coords) for name, value in out.items()}
+        # Everything is checked before anything is recorded: a bad result leaves no half record.
+        staged = dict(self.schema.coords)
+        for dim, labels in coords.items():
             labels = [str(x) if isinstance(x, str) else x for x in labels]
-            known = self.schema.coords.get(dim)
-            if known is None or not self.schema.complete:
-                self.schema.coords[dim] = labels
-            elif list(known) != labels:
+            known = staged.get(dim)
+            if known is not None and self.schema.complete and list(known) != labels:
                 raise SampleError(
                     f"trace program {self.recipe.name}: dim {dim} is labelled {labels} for this "
                     f"sample, {list(known)} for the first; labels must not change"
                 )
-        for name, value in out.items():
-            dims, array = _parts(self.recipe.name, name, value)
-            self._declare(name, dims, array)
-            variable = self.schema.variables[name]
-            if array.shape != self.schema.shape(name):
+            staged[dim] = labels
+        variables = dict(self.schema.variables)
+        values = {}
+        for name, (dims, array) in parts.items():
+            variable = variables.get(name) or _declare(self.recipe.name, name, dims, array, staged)
+            if variable.dims != dims:
+                raise SampleError(
+                    f"trace program {self.recipe.name}: {name} has dims {dims}, the first sample "
+                    f"gave {variable.dims}"
+                )
+            shape = tuple(len(staged[d]) for d in dims)
+            if array.shape != shape:
                 raise SampleError(
                     f"trace program {self.recipe.name}: {name} has shape {array.shape} for this "
-                    f"sample, {self.schema.shape(name)} for the first; every sample must give "
-                    "the same sizes"
+                    f"sample, {shape} for the first; every sample must give the same sizes"
                 )
-            record.values[name] = array.astype(
-                object if variable.dtype == "str" else variable.dtype
-            )
+            values[name] = _stored(self.recipe.name, name, array, variable)
+            variables[name] = variable
+        self.schema.coords.update(staged)
+        self.schema.variables.update(variables)
+        record.values.update(values)
         self.schema.complete = True
         record.schema = self.schema
 
-    def _declare(self, name: str, dims: tuple[str, ...], array: np.ndarray) -> None:
-        known = self.schema.variables.get(name)
-        if known is not None:
-            if known.dims != dims:
-                raise SampleError(
-                    f"trace program {self.recipe.name}: {name} has dims {dims}, the first sample "
-                    f"gave {known.dims}"
-                )
-            return
-        for dim, size in zip(dims, array.shape, strict=True):
-            labels = self.schema.coords.get(dim)
-            if labels is None:  # numbered (a `layer` dim: the layer numbers)
-                self.schema.coords[dim] = list(range(size))
-            elif len(labels) != size:
-                raise SampleError(
-                    f"trace program {self.recipe.name}: {name}'s dim {dim} has {size} entries "
-                    f"but the recipe's coords name {len(labels)}"
-                )
-        kind = array.dtype.kind
-        if kind == "b":
-            variable = Variable(dims, "bool", False)
-        elif kind in "iu":
-            variable = Variable(dims, "int64", -1)
-        elif kind in "USO":
-            variable = Variable(dims, "str", "")
-        else:
-            variable = Variable(dims, "float32", np.nan)
-        self.schema.variables[name] = variable
+    def _call(self, trace: Trace) -> Any:
+        """The program, under inference mode unless it asks for gradients; any exception it
+        raises fails this sample with the program's own line in the reason."""
+        try:
+            if self.recipe.gradients:
+                with torch.enable_grad():
+                    return self.recipe.program(trace)
+            with torch.inference_mode():
+                return self.recipe.program(trace)
+        except SampleError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a user's program: any error fails the sample
+            raise SampleError(_explain(self.recipe, error)) from error
 
 
-def _parts(program: str, name: str, value: object) -> tuple[tuple[str, ...], np.ndarray]:
-    try:
-        dims, array = value  # type: ignore[misc]
-        dims = (dims,) if isinstance(dims, str) else tuple(dims)
-    except (TypeError, ValueError):
+def _explain(recipe: TraceProgram, error: BaseException) -> str:
+    """One line: the error, where in the recipe's own file it rose, and what to write instead
+    where the cause is a known pitfall."""
+    frames = traceback.extract_tb(error.__traceback__)
+    code = getattr(recipe.program, "__code__", None)
+    files = {recipe.source_file.split("#", 1)[0], code.co_filename if code else ""} - {""}
+    own = [f for f in frames if f.filename in files]
+    where = ""
+    if own:
+        frame = own[-1]
+        code = (frame.line or linecache.getline(frame.filename, frame.lineno)).strip()
+        where = f" at {frame.filename.rsplit('/', 1)[-1]}, line {frame.lineno}: {code}"
+    text = str(error).splitlines()[0][:300] if str(error) else ""
+    line = f"trace program {recipe.name} raised {type(error).__name__}: {text}{where}"
+    hint = _hint(error, text)
+    return f"{line} ({hint})" if hint else line
+
+
+def _hint(error: BaseException, text: str) -> str:
+    if isinstance(error, UnboundLocalError) or "not defined" in text and "save" in text:
+        return (
+            "a value made inside `with model.trace(...)` exists after the block only if it was "
+            "saved: write `x = ….save()` or `xs = nnsight.save([])` and append to it, not a list "
+            "comprehension of .save() calls; or use t.run(...), which needs no save"
+        )
+    if isinstance(error, TypeError) and "NoneType" in text and "subscript" in text:
+        return (
+            "attention modules return no weights under sdpa: read t.attention_mass(...), which "
+            "computes them, or declare TraceProgram(..., attn='eager')"
+        )
+    if isinstance(error, RuntimeError) and "inference tensor" in text.lower():
+        return "programs run under torch.inference_mode: declare TraceProgram(..., gradients=True)"
+    if isinstance(error, RuntimeError) and "does not require grad" in text:
+        return "programs run without gradients: declare TraceProgram(..., gradients=True)"
+    return ""
+
+
+def _declare(
+    program: str,
+    name: str,
+    dims: tuple[str, ...],
+    array: np.ndarray,
+    coords: dict[str, list],
+) -> Variable:
+    """The variable a first result declares; numbered labels for dims the recipe left bare."""
+    if name in RESERVED:
         raise SampleError(
-            f"trace program {program}: {name} must be ((dim, …), array), got {type(value).__name__}"
-        ) from None
+            f"trace program {program}: a result may not be named {name!r} (the store's own "
+            "per-sample field); rename it"
+        )
+    for dim, size in zip(dims, array.shape, strict=True):
+        labels = coords.get(dim)
+        if labels is None:  # numbered (a `layer` dim: the layer numbers)
+            coords[dim] = list(range(size))
+        elif len(labels) != size:
+            raise SampleError(
+                f"trace program {program}: {name}'s dim {dim} has {size} entries but its "
+                f"coords name {len(labels)}"
+            )
+    kind = array.dtype.kind
+    if kind == "b":
+        return Variable(dims, "bool", False)
+    if kind in "iu":
+        return Variable(dims, "int64", -1)
+    if kind in "USO":
+        return Variable(dims, "str", "")
+    if kind == "f":
+        return Variable(dims, "float32", np.nan)
+    raise SampleError(
+        f"trace program {program}: {name} holds {array.dtype} values, which a store cannot "
+        "hold; return floats, integers, booleans or strings"
+    )
+
+
+def _stored(program: str, name: str, array: np.ndarray, variable: Variable) -> np.ndarray:
+    """`array` as the variable's dtype, refused where that would change a value."""
+
+    def refuse(what: str) -> SampleError:
+        return SampleError(
+            f"trace program {program}: {name} is {variable.dtype} (its first sample's), but this "
+            f"sample gives {what}; return one dtype for every sample"
+        )
+
+    kind = array.dtype.kind
+    if variable.dtype == "str":
+        if kind == "O" and not all(isinstance(x, str) for x in array.flat):
+            raise refuse("objects that are not strings")
+        if kind not in "USO":
+            raise refuse(str(array.dtype))
+        return array.astype(object)
+    if kind in "USO":
+        raise refuse("strings")
+    if variable.dtype == "bool":
+        if kind != "b" and not np.isin(array, (0, 1)).all():
+            raise refuse(f"{array.dtype} values other than 0 and 1")
+        return array.astype(bool)
+    if variable.dtype == "int64":
+        if kind == "f" and not (np.isfinite(array).all() and (array == np.round(array)).all()):
+            raise refuse("fractional or non-finite numbers")
+        return array.astype(np.int64)
+    if kind in "iu" and np.abs(array).max(initial=0) > FLOAT32_EXACT:
+        raise refuse("integers too large for float32")
+    return array.astype(np.float32)
+
+
+def _parts(
+    program: str, name: str, value: object, coords: dict[str, list]
+) -> tuple[tuple[str, ...], np.ndarray]:
+    """A result as (dims, numpy array); a DataArray brings its own dims and labels."""
+    if isinstance(value, xr.DataArray):
+        for dim in value.dims:
+            if dim in value.coords and dim not in coords:
+                coords[str(dim)] = list(value.coords[dim].values.tolist())
+        dims, array = tuple(str(d) for d in value.dims), value.values
+    else:
+        try:
+            dims, array = value  # type: ignore[misc]
+            dims = (dims,) if isinstance(dims, str) else tuple(dims)
+        except (TypeError, ValueError):
+            raise SampleError(
+                f"trace program {program}: {name} must be ((dim, …), array) or an "
+                f"xarray.DataArray, got {type(value).__name__}"
+            ) from None
     if isinstance(array, torch.Tensor):
-        array = array.detach().float().cpu().numpy() if array.is_floating_point() else array.cpu()
-    array = np.asarray(array)
+        array = array.detach()
+        array = (array.float() if array.is_floating_point() else array).cpu().numpy()
+    try:
+        array = np.asarray(array)
+    except ValueError as error:
+        raise SampleError(f"trace program {program}: {name} is not an array ({error})") from None
     if array.ndim != len(dims):
         raise SampleError(
             f"trace program {program}: {name} has {array.ndim} dims but names {len(dims)} {dims}"
         )
-    if "sample" in dims:
+    if SAMPLE in dims:
         raise SampleError(f"trace program {program}: {name}: the runner adds the sample dim")
     return dims, array

@@ -291,6 +291,10 @@ class TraceProgram:
     # Whether it runs with remote/serve: False where it calls the model's modules itself
     # (a fast path), which only a local model allows.
     remote: bool = True
+    # "eager" where its own traces read attention weights (`attention.output[1]`): the run loads
+    # eager attention (t.attention_mass needs no such declaration).
+    attn: str | None = None
+    gradients: bool = False  # whether it takes gradients (programs run under inference mode)
     description: str = ""
     source_file: str = field(default="", compare=False)
 

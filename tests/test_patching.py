@@ -12,9 +12,11 @@ from adapters_fixtures import build_qwen
 
 from flowtrace.data import read_samples, sample_frames
 from flowtrace.engine import FastEngine
+from flowtrace.engine.suffix import Row, first_blocked_query
+from flowtrace.interventions import Patch
 from flowtrace.models import load_model
 from flowtrace.models.family_templates import EVAL_MVBENCH_CHATML
-from flowtrace.patching import Patch, capture, counterfactual_frames, patched, patched_fast
+from flowtrace.patching import counterfactual
 from flowtrace.pipeline.options import resolve_data
 from flowtrace.program import Trace
 from flowtrace.recipe import load_recipe
@@ -61,11 +63,15 @@ def plain_patch(model, clean_inputs, cf_inputs, site: str, layer: int, positions
     return logits.float().softmax(-1)
 
 
+def reversed_inputs(t: Trace) -> dict:
+    return t.prepare(counterfactual(t, "reversed").frames).inputs
+
+
 def test_patching_equals_plain_forward_hooks(planted):
     sample = read_samples(resolve_data("toy"), tasks=["Moving Direction"], limit=1)[0]
     t = trace_of(planted, sample)
-    cf = t.prepare(counterfactual_frames(t, "reversed")).inputs
-    source = capture(t, cf)
+    cf = reversed_inputs(t)
+    source = t.capture(counterfactual(t, "reversed").frames)
     last = len(t.layers) - 1
     cases = [
         ("residual", 0, "frame_3"),
@@ -76,44 +82,42 @@ def test_patching_equals_plain_forward_hooks(planted):
         ("attention", 6, "last"),
         ("attention", 0, "options"),
     ]
-    patches = [Patch(site, layer, torch.as_tensor(t.layout[g])) for site, layer, g in cases]
-    fast, slow = patched_fast(t, source, patches), patched(t, source, patches)
+    got = t.run([Patch(site, g, layer, source) for site, layer, g in cases]).probs
     clean = planted.model(**t.inputs).logits[0, -1].float().softmax(-1).detach()
     moved = 0
-    for (site, layer, group), a, b in zip(cases, fast, slow, strict=True):
+    for (site, layer, group), a in zip(cases, got, strict=True):
         want = plain_patch(planted.model, t.inputs, cf, site, layer, t.layout[group])
         assert (a - want).abs().max() < 1e-5, (site, layer, group)
-        assert (b - want).abs().max() < 1e-5, (site, layer, group)
         moved += float((want - clean).abs().max()) > 1e-2
     assert moved >= 3  # the patches checked change the answer distribution, not only noise
+    assert t.scratch["engine"].used == {"fast"}
 
 
 def test_a_patch_enters_its_row_and_edits_its_attention_at_a_middle_layer(planted):
     """Each patch kind against plain hooks, at a tolerance far below what it moves: a residual
     patch (the row enters layer l + 1 with the patched stream) and an attention patch (layer l's
     attention output edited in the recompute), in one batch with rows entering at different
-    layers. The pass's engine compiles its layers; patching runs them eagerly, never compiled."""
+    layers. The pass's engine compiles its layers; attention edits run them eagerly."""
     sample = read_samples(resolve_data("toy"), tasks=["Moving Direction"], limit=1)[0]
     t = trace_of(planted, sample)
     t.engine = FastEngine(planted, compile=True)
-    cf = t.prepare(counterfactual_frames(t, "reversed")).inputs
-    source = capture(t, cf)
+    cf = reversed_inputs(t)
+    source = t.capture(counterfactual(t, "reversed").frames)
     cases = [
         ("attention", 5, "query"),  # the last token reads the query's reversed direction
         ("residual", 2, "query"),  # same group (one batch), entering two layers earlier
         ("residual", 4, "frame_7"),  # the query reads frame_7 in layer 5
         ("attention", 2, "frame_7"),
     ]
-    patches = [Patch(site, layer, torch.as_tensor(t.layout[g])) for site, layer, g in cases]
-    got = patched_fast(t, source, patches)
     clean = t.engine.clean(t.inputs)
+    got = t.run([(Patch(site, g, layer, source)) for site, layer, g in cases]).probs
     tolerance = 1e-5
     for (site, layer, group), row in zip(cases, got, strict=True):
         want = plain_patch(planted.model, t.inputs, cf, site, layer, t.layout[group])
         assert (row - want).abs().max() < tolerance, (site, layer, group)
         if group == "frame_7" or layer == 5:  # the patches that carry the direction
             assert (want - clean).abs().max() > 1e4 * tolerance, (site, layer, group)
-    assert t.engine.compiled_calls == 0
+    assert t.engine.used == {"fast"}
 
 
 @pytest.fixture(scope="module")
@@ -135,22 +139,25 @@ def test_a_residual_patch_enters_with_deepstack_features_added(qwen3_vl):
     the clean run's visual features there, as with a hook on the Hugging Face layer."""
     t = qwen3_vl
     t.engine = FastEngine(t.loaded)
-    cf = t.prepare(counterfactual_frames(t, "reversed")).inputs
-    source = capture(t, cf)
+    t.engine.clean(t.inputs)
+    cf = reversed_inputs(t)
+    source = t.capture(counterfactual(t, "reversed").frames)
     video = t.layout["video"]
-    clean = t.engine._clean_capture(t.inputs)
+    clean = t.engine.capture(t.inputs)
     assert clean.deltas[0] is not None and bool(clean.deltas[0][0, video].any())
-    patch = Patch("residual", 0, torch.as_tensor(video))
+    patch = Patch("residual", "video", 0, source)
     want = plain_patch(t.loaded.model, t.inputs, cf, "residual", 0, video)
     tolerance = 1e-5
-    got = patched_fast(t, source, [patch])[0]
+    got = t.run([patch]).probs[0]
     assert (got - want).abs().max() < tolerance
     delta, clean.deltas[0] = clean.deltas[0], None  # the features left out: the test must see it
     try:
-        without = patched_fast(t, source, [patch])[0]
+        (condition,) = t.conditions([patch])
+        row = Row(0, condition, first_blocked_query(condition), condition.entry)
+        without = t.engine._recompute(clean, [row], False)
     finally:
         clean.deltas[0] = delta
-    assert (without - want).abs().max() > 100 * tolerance
+    assert (without[0] - want).abs().max() > 100 * tolerance
 
 
 @pytest.fixture(scope="module")

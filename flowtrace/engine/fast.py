@@ -53,12 +53,13 @@ from flowtrace.engine.self_check import (
 from flowtrace.engine.suffix import (
     PrefixCache,
     Row,
-    attention_edits,
+    apply_edits,
     chunks_by_tokens,
+    edit_output,
     first_blocked_query,
     first_tokens,
     forks,
-    replace_output,
+    placed_edits,
     shared_masks,
     side_by_side_kwargs,
     suffix_kwargs,
@@ -87,6 +88,7 @@ class CleanCapture:
     source: dict[str, torch.Tensor]
     probs: torch.Tensor  # (V,) float32 at the last position
     inputs: list[torch.Tensor]  # per layer: (1, T, d) residual stream entering the layer
+    final: torch.Tensor  # (1, T, d) the last decoder layer's output
     deltas: list[torch.Tensor | None]  # per layer: next input − this output, if not 0 (DeepStack)
     keys: list[torch.Tensor]  # per layer: (1, kv_heads, T, head_dim) as the attention saw them
     values: list[torch.Tensor]
@@ -98,6 +100,10 @@ class CleanCapture:
     @property
     def seq_len(self) -> int:
         return self.inputs[0].shape[1]
+
+    def stream(self, layer: int) -> torch.Tensor:
+        """(1, T, d) the residual stream entering `layer` (the last layer's output past it)."""
+        return self.inputs[layer] if layer < len(self.inputs) else self.final
 
 
 class FastEngineFallback(UserWarning):
@@ -154,10 +160,16 @@ class FastEngine(ReferenceEngine):
         self.used = set()
         self.fallback_reason = ""
         self.work = dict.fromkeys(self.work, 0)
-        return self._clean_capture(inputs).probs
+        return self.capture(inputs).probs
+
+    @property
+    def cache_kwarg(self) -> str:
+        """The name the decoder layers take their K/V cache under (it changed in transformers 5)."""
+        return self._cache_kwarg
 
     @torch.no_grad()
-    def _clean_capture(self, inputs: dict[str, torch.Tensor]) -> CleanCapture:
+    def capture(self, inputs: dict[str, torch.Tensor]) -> CleanCapture:
+        """The clean pass of `inputs` as the recompute reads it, made once per input."""
         if self._capture is not None and _same_inputs(self._capture.source, inputs):
             return self._capture
         self._capture = None  # free the last sample's capture before making this one
@@ -198,6 +210,7 @@ class FastEngine(ReferenceEngine):
             source=dict(inputs),
             probs=logits[0].float().softmax(-1),
             inputs=list(layer_in),
+            final=layer_out[-1],
             deltas=deltas,
             keys=[cache.layers[i].keys for i in range(len(layer_in))],
             values=[cache.layers[i].values for i in range(len(layer_in))],
@@ -223,7 +236,7 @@ class FastEngine(ReferenceEngine):
         the host is free (the pass runs the next sample's clean pass meanwhile)."""
         if not conditions:
             return Launched(torch.zeros(0))
-        capture = self._clean_capture(inputs)
+        capture = self.capture(inputs)
         seq_len = capture.seq_len
         out: list[torch.Tensor | None] = [None] * len(conditions)
         rows: list[Row] = []
@@ -233,7 +246,7 @@ class FastEngine(ReferenceEngine):
             if start is None:  # nothing cut: the clean pass is the answer
                 out[index] = capture.probs
             else:
-                rows.append(Row(index, condition, start, condition.layers[0]))
+                rows.append(Row(index, condition, start, condition.entry))
         if not rows:
             return Launched(torch.stack(out))  # type: ignore[arg-type]
         if not self._broken:
@@ -302,16 +315,17 @@ class FastEngine(ReferenceEngine):
     ) -> torch.Tensor:
         """Next-token probabilities of `rows`, recomputed together.
 
-        Row r joins at its entry layer with the clean residual stream there (some positions
-        replaced where it `enters` patched), from its own start on. Flat: the rows' suffixes lie
+        Row r joins at its entry layer with the clean residual stream there (a residual edit of
+        the layer before applied), from its own start on. Flat: the rows' suffixes lie
         side by side in one sequence after one shared prefix (a block mask keeps rows apart), so
         the prefix K/V is never repeated. Batched (one start): the rows are batch rows, each
         attending a broadcast copy of the prefix for one layer. On either path a row that cuts
         what an earlier one cuts up to some layer joins there as a copy of its stream
         (`suffix.forks`; their `index` is added to `forked`).
 
-        Patched rows (flowtrace.patching) run every layer uncompiled, and a row's `attends` edits
-        go in through a forward hook on the original attention module for that layer's call.
+        Residual edits are written between layer calls, so their rows run as knockout rows do.
+        Attention and MLP edits go in through a forward hook on the original module for that
+        layer's call, and a chunk holding one runs every layer uncompiled.
         Dynamo does not guard on module hooks (`skip_nnmodule_hook_guards`), so a compiled twin
         traced before the hook was added may skip it silently; editing the attention output
         without a hook would mean splitting each model family's decoder layer. Eager layers also
@@ -348,12 +362,12 @@ class FastEngine(ReferenceEngine):
             shape = (len(rows), *per_head, lengths[0], seq_len)
             kwargs = suffix_kwargs(capture.layer_kwargs, prefix_len)
         masks = torch.zeros(shape, dtype=torch.bool, device=device)
-        edits = attention_edits(rows, offsets, flat)
-        patched = bool(edits) or any(r.enters is not None for r in rows)
+        edits = placed_edits(rows, offsets, flat, device, loaded.dtype)
+        hooked = any(site != "residual" for site, _ in edits)
         originals = loaded.layers(loaded.model)
-        # Patched rows edit through hooks on the model's own modules; the rest call the twins,
-        # compiled on the paths where compiling pays (engine/compiled.py).
-        if patched:
+        # Attention and MLP edits go in through hooks on the model's own modules; the rest call
+        # the twins, compiled on the paths where compiling pays (engine/compiled.py).
+        if hooked:
             eager = layers = originals
         else:
             eager = self._plain_layers(originals)
@@ -373,11 +387,21 @@ class FastEngine(ReferenceEngine):
                     o, n = (offsets[p], lengths[p]) if flat else (p, 1)
                     fresh = hidden[:, o : o + n] if flat else hidden[o : o + n]
                 else:
-                    fresh = capture.inputs[index][:, row.start :]
-                if row.enters is not None:
-                    positions, value = row.enters
-                    fresh = fresh.clone()
-                    fresh[0, positions - row.start] = value
+                    fresh = capture.stream(index)[:, row.start :]
+                    before = [e for e in row.condition.edits if e.entry == index]
+                    before = [e for e in before if e.site == "residual"]
+                    if before:  # the previous layer's output edited: the stream it enters with
+                        delta = capture.deltas[index - 1]
+                        fresh = (
+                            fresh - delta[:, row.start :] if delta is not None else fresh.clone()
+                        )
+                        local = Row(0, KnockoutCondition({}, edits=tuple(before)), row.start, index)
+                        for places in placed_edits(
+                            [local], [0], False, device, loaded.dtype
+                        ).values():
+                            apply_edits(fresh, places)
+                        if delta is not None:
+                            fresh = fresh + delta[:, row.start :]
                 hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)
                 current.append((-1, -1))
                 joined += 1
@@ -416,10 +440,11 @@ class FastEngine(ReferenceEngine):
             prefix = PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
-            hook = None
-            if index in edits:
-                attention = loaded.attention(loaded.model, index)
-                hook = attention.register_forward_hook(replace_output(edits[index]))
+            hooks = []
+            for site in ("attention", "mlp"):
+                if (site, index) in edits:
+                    module = loaded.site(loaded.model, index, site)
+                    hooks.append(module.register_forward_hook(edit_output(edits[site, index])))
             try:
                 out = self._call_layer(
                     layers,
@@ -432,9 +457,12 @@ class FastEngine(ReferenceEngine):
                     **(first_tokens(kwargs, tokens) if flat else kwargs),
                 )
             finally:
-                if hook is not None:
+                for hook in hooks:
                     hook.remove()
             hidden = out[0] if isinstance(out, tuple) else out
+            if ("residual", index) in edits:
+                # A row joining at the next layer takes this edit as it joins.
+                apply_edits(hidden, [e for e in edits["residual", index] if e[0] < joined])
             self.work["token_layers"] += tokens if flat else joined * lengths[0]
             self.work["query_keys"] += mask.numel() // max(heads, 1)
             if capture.deltas[index] is not None:

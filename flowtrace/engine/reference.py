@@ -234,11 +234,23 @@ class ReferenceEngine:
         allowed.check()
         causal = allowed(None, None)
         edited = {layer for c in chunk for layer in c.blocked}
-        visit = range(loaded.num_layers) if groups is not None else sorted(edited)
+        # Per (layer, site): the rows' site edits, resolved here (positions, values on the device).
+        site_edits: dict[tuple[int, str], list] = {}
+        for r, c in enumerate(chunk):
+            for e in c.edits:
+                value = None if e.value is None else e.value.to(device, loaded.dtype)
+                place = (r, e.positions.to(device), e.scale, value)
+                site_edits.setdefault((e.layer, e.site), []).append(place)
+        touched = edited | {layer for layer, _ in site_edits}
+        visit = range(loaded.num_layers) if groups is not None else sorted(touched)
         batch = {k: v.repeat(rows, *[1] * (v.dim() - 1)) for k, v in inputs.items()}
         # Everything from flowtrace is resolved before the block: a trace body that runs on a
         # server may hold only the model's envoys, tensors and plain values (docs/scale.md).
         attentions = {layer: loaded.attention(model, layer) for layer in visit}
+        modules = {key: loaded.site(model, *key) for key in site_edits}
+        # Within a layer nnsight needs the attention output, then the MLP's, then the layer's.
+        order = [(layer, site) for layer in visit for site in ("attention", "mlp", "residual")]
+        edit_order = [key for key in order if key in site_edits]
         cuts = {}
         for layer in edited:
             per_row = torch.stack([allowed(None, c.blocked.get(layer)) for c in chunk])
@@ -274,6 +286,15 @@ class ReferenceEngine:
                 if share is not None:
                     weights = attention.output[1].float()  # (rows, heads, L, L)
                     masses.append(share @ weights @ groups.T)
+                for key in edit_order:
+                    if key[0] != layer:
+                        continue
+                    out = modules[key].output
+                    hidden = out[0] if isinstance(out, tuple) else out
+                    for r, positions, scale, value in site_edits[key]:
+                        old = hidden[r, positions]
+                        new = old * scale if scale else torch.zeros_like(old)
+                        hidden[r, positions] = new if value is None else new + value
             logits = model.output.logits[:, -1].save()
         if emptied:
             raise FlowtraceError(

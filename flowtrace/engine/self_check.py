@@ -29,12 +29,14 @@ def shortcut_kinds(
     sequence of distinct edge sets over the row's layers from its first cut on, runs collapsed
     and a layer without cuts as -1: a window sweep is (0,), an inverse window (0, -1, 0), a
     pathway plan that changes edges per layer (0, 1, -1, 2). A row begun as a copy of
-    another's stream (`suffix.forks`) is a kind of its own on each path.
+    another's stream (`suffix.forks`) is a kind of its own on each path. A row with site edits
+    (patches, ablations, steering) is named by the combination it carries: whether it also cuts,
+    and each edit's site, mode and whether it sits at the row's entry or later.
     """
     condition = row.condition
     slots: dict[int, int] = {}
     pattern: list[int] = []
-    for layer in range(row.entry, max(condition.blocked) + 1):
+    for layer in range(row.entry, max(condition.blocked, default=row.entry - 1) + 1):
         blocked = condition.blocked.get(layer)
         slot = -1 if blocked is None else slots.setdefault(id(blocked), len(slots))
         if not pattern or pattern[-1] != slot:
@@ -50,6 +52,11 @@ def shortcut_kinds(
         ("entry", row.entry),
         ("edges", tuple(pattern)),
     }
+    if condition.edits:
+        features = {
+            (e.site, e.mode, "entry" if e.entry == row.entry else "later") for e in condition.edits
+        }
+        kinds.add(("edits", bool(condition.blocked), tuple(sorted(features))))
     return kinds | {("forked", path[0])} if forked else kinds
 
 
@@ -59,5 +66,7 @@ def describe_kinds(kinds: set[tuple]) -> str:
     return (
         f"{path} path, {'some heads' if heads == 'heads' else 'all heads'}, first cut query "
         f"{named['start'][0]}, first cut layer {named['entry'][0]}, edge pattern "
-        f"{named['edges'][0]}" + (", begun as a copy of another row" if "forked" in named else "")
+        f"{named['edges'][0]}"
+        + (", begun as a copy of another row" if "forked" in named else "")
+        + (f", site edits {named['edits'][1]}" if "edits" in named else "")
     )

@@ -32,40 +32,47 @@ class PrefixCache:
 
 @dataclass(frozen=True, eq=False)
 class Row:
-    """One condition to recompute: where its first cut query sits, where its first cut layer is."""
+    """One condition to recompute: where its first changed query sits, where its first changed
+    layer is (its cuts and site edits both count)."""
 
     index: int  # position in the caller's list
     condition: KnockoutCondition
     start: int
     entry: int
-    # A patch (flowtrace.patching): (positions, value) replacing those positions of the stream
-    # the row enters its entry layer with; per layer, (positions, value) replacing them in that
-    # layer's attention output. Positions are the prompt's, all ≥ start.
-    enters: tuple[torch.Tensor, torch.Tensor] | None = None
-    attends: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
-Edit = tuple[int, torch.Tensor, torch.Tensor]  # (batch row, sequence positions, value)
+# (row in the call, batch row, sequence positions in the recomputed batch, scale, value): one
+# edit, placed.
+Placed = tuple[int, int, torch.Tensor, float, torch.Tensor | None]
 
 
-def attention_edits(rows: Sequence[Row], offsets: list[int], flat: bool) -> dict[int, list[Edit]]:
-    """Per layer, the rows' `attends` as places in the recomputed batch."""
-    edits: dict[int, list[Edit]] = {}
+def placed_edits(
+    rows: Sequence[Row], offsets: list[int], flat: bool, device: torch.device, dtype: torch.dtype
+) -> dict[tuple[str, int], list[Placed]]:
+    """Per (site, layer), the rows' edits as places in the recomputed batch (row i of `rows`
+    is batch row i, or the block at offsets[i] of the one side-by-side sequence)."""
+    out: dict[tuple[str, int], list[Placed]] = {}
     for i, row in enumerate(rows):
-        for layer, (positions, value) in (row.attends or {}).items():
-            local = positions - row.start
+        for edit in row.condition.edits:
+            local = edit.positions.to(device) - row.start
             place = (0, offsets[i] + local) if flat else (i, local)
-            edits.setdefault(layer, []).append((*place, value))
-    return edits
+            value = None if edit.value is None else edit.value.to(device, dtype)
+            out.setdefault((edit.site, edit.layer), []).append((i, *place, edit.scale, value))
+    return out
 
 
-def replace_output(edits: list[Edit]):
+def apply_edits(hidden: torch.Tensor, edits: list[Placed]) -> None:
+    """Write `edits` into `hidden` (batch, seq, d) in place: scale * old + value."""
+    for _, row, positions, scale, value in edits:
+        new = hidden[row, positions] * scale if scale else torch.zeros_like(hidden[row, positions])
+        hidden[row, positions] = new if value is None else new + value
+
+
+def edit_output(edits: list[Placed]):
     """A forward hook writing `edits` into the module's output (a tensor, or a tuple's first)."""
 
     def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        for row, positions, value in edits:
-            hidden[row, positions] = value
+        apply_edits(output[0] if isinstance(output, tuple) else output, edits)
         return output
 
     return hook
@@ -98,7 +105,7 @@ def forks(rows: Sequence[Row], num_layers: int) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     earlier: dict[tuple, list[int]] = {}  # rows that may share a stream: one start, entry, heads
     for i, row in enumerate(rows):
-        if row.enters is not None or row.attends:
+        if row.condition.edits:
             continue
         cuts = row.condition.blocked
         heads = row.condition.heads
@@ -132,9 +139,10 @@ def shared_masks(masks: list[torch.Tensor | None], seq_len: int) -> list[torch.T
 def first_blocked_query(
     condition: KnockoutCondition, memo: dict[int, int | None] | None = None
 ) -> int | None:
-    """The lowest query position any layer of `condition` cuts an edge of (None: cuts nothing)."""
+    """The lowest query position the condition changes: the first a cut of any layer touches,
+    or the first an edit rewrites (None: it changes nothing)."""
     memo = {} if memo is None else memo
-    starts = []
+    starts = [int(edit.positions.min()) for edit in condition.edits]
     for blocked in condition.blocked.values():
         if id(blocked) not in memo:
             memo[id(blocked)] = _first_row(blocked)

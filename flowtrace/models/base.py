@@ -50,6 +50,7 @@ class Adapter:
     model_types: ClassVar[tuple[str, ...]]  # config.model_type values this adapter reads
     layers_path: ClassVar[str]  # attribute path of the decoder layers from the top module
     attention_name: ClassVar[str] = "self_attn"
+    mlp_name: ClassVar[str] = "mlp"
     final_norm_path: ClassVar[str]  # the decoder's last norm, applied before the unembedding
     lm_head_path: ClassVar[str] = "lm_head"
     default_frames: int = 8
@@ -125,6 +126,15 @@ class LoadedModel:
 
     def attention(self, root: Any, layer: int) -> Any:
         return getattr(self.layers(root)[layer], self.adapter.attention_name)
+
+    def site(self, root: Any, layer: int, site: str) -> Any:
+        """The module whose output is `site` (residual, attention, mlp) at decoder layer `layer`."""
+        module = self.layers(root)[layer]
+        if site == "residual":
+            return module
+        return getattr(
+            module, self.adapter.attention_name if site == "attention" else self.adapter.mlp_name
+        )
 
     def letter_id(self, letter: str) -> int:
         """Vocabulary id of an option letter as the answer token (the reference's `vocab[gt]`)."""

@@ -76,14 +76,18 @@ def prepare_analyses(
     for recipe in recipes:  # recipes made in code, not loaded from a file, are checked here
         check_groups(recipe)
     recipes = [with_generate(r, options.generate) for r in recipes]
-    needs = {kind_of(r).attn for r in recipes} - {None}
+    # A kind's need, or a trace program's own declaration (it reads attention weights).
+    need = {id(r): getattr(r, "attn", None) or kind_of(r).attn for r in recipes}
+    needs = set(need.values()) - {None}
     if needs and len(recipes) > 1:
         raise OptionError(
             "recipes",
-            f"{', '.join(r.name for r in recipes if kind_of(r).attn)} needs {needs.pop()} "
+            f"{', '.join(r.name for r in recipes if need[id(r)])} needs {needs.pop()} "
             "attention, which would change the other recipes' numbers: run it on its own",
         )
     attn = next(iter(needs)) if needs else options.attn
+    if loaded is not None and needs and loaded.attn != attn:
+        raise OptionError("attn", f"{recipes[0].name} needs {attn} attention; load the model so")
     loaded = loaded or load_model(
         options.model,
         device=options.device,

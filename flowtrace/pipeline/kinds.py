@@ -10,8 +10,8 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flowtrace.data import Sample
-from flowtrace.errors import OptionError, RecipeError
+from flowtrace.data import Sample, read_samples
+from flowtrace.errors import FlowtraceError, OptionError, RecipeError
 from flowtrace.measure import (
     AttentionMeasure,
     KnockoutMeasure,
@@ -21,7 +21,7 @@ from flowtrace.measure import (
     VideoLensMeasure,
 )
 from flowtrace.models import LoadedModel
-from flowtrace.pipeline.options import RunOptions, Settled
+from flowtrace.pipeline.options import RunOptions, Settled, resolve_data
 from flowtrace.program import ProgramMeasure, TraceProgram
 from flowtrace.recipe import (
     AttentionMap,
@@ -76,7 +76,13 @@ def _pathway(recipe, loaded, options, settled, samples) -> PathwayMeasure:
 
 
 def _program(recipe, loaded, options, settled, samples) -> ProgramMeasure:
-    return ProgramMeasure(recipe, loaded, settled.frames, samples, options.seed)
+    # Donors come from all of the data, not the run's subset: a sample's counterfactual is the
+    # same whatever --limit or --task (the run's samples where the data cannot be read again).
+    try:
+        pool = read_samples(resolve_data(options.data))
+    except FlowtraceError:
+        pool = list(samples)
+    return ProgramMeasure(recipe, loaded, settled.frames, pool or samples, options.seed)
 
 
 KINDS: dict[type, Kind] = {
@@ -86,7 +92,7 @@ KINDS: dict[type, Kind] = {
     LayerProbe: Kind(_probe),
     VideoLogitLens: Kind(_video_lens, open_ended=True),
     AttentionMap: Kind(_attention, attn="eager"),
-    # Its clean pass on the fast engine: a program's patches reuse that capture (patching.py).
+    # Its clean pass on the fast engine: a program's interventions reuse that capture.
     TraceProgram: Kind(_program, fast_clean=True),  # open-ended where the recipe says so
 }
 
