@@ -12,7 +12,10 @@ def patching_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
     """One heatmap per counterfactual and site: the share of analysed samples whose answer flips
     when the group (x) is patched from the counterfactual run at the layer (y)."""
     ok = analysed(ds)
-    flips = ok["flipped"].astype(float).mean("sample")
+    flipped = ok["flipped"].astype(float)
+    if "same_as_clean" in ok:  # a counterfactual equal to the clean video measures nothing
+        flipped = flipped.where(~ok["same_as_clean"].astype(bool))
+    flips = flipped.mean("sample")
     change = (ok["p_clean_answer"] - ok["clean_prob_pred"]).mean("sample")
     table = (
         xr.Dataset({"flip_rate": flips, "p_change": change})
