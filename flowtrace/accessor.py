@@ -39,8 +39,32 @@ class FlowtraceAccessor:
     def table(
         self, variable: str, mean: tuple[str, ...] = ("sample",), **selection
     ) -> pd.DataFrame:
-        """One variable of the analysed samples, selected and averaged, as a tidy table."""
-        data = self.analysed()[variable].sel(**selection)
+        """One variable of the analysed samples, selected and averaged, as a tidy table.
+
+        `selection`: a dim's value(s) (`layer=3`, `source=["video"]`), or a per-sample
+        coordinate's (`task="Object Count"`), which keeps the samples that have it."""
+        from flowtrace.errors import FlowtraceError
+        from flowtrace.query import per_sample_coords, select
+
+        ds = self.analysed()
+        if variable not in ds:
+            raise FlowtraceError(
+                f"table({variable!r}): not a variable of the store; it has "
+                f"{', '.join(map(str, ds.data_vars))}"
+            )
+        by_sample = {k: v for k, v in selection.items() if k not in ds.dims}
+        unknown = [k for k in by_sample if k not in per_sample_coords(ds)]
+        if unknown:
+            raise FlowtraceError(
+                f"table({unknown[0]}=…): the store has dims {', '.join(map(str, ds.dims))} and "
+                f"per-sample coordinates {', '.join(per_sample_coords(ds))}"
+            )
+        wanted = {
+            k: [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])]
+            for k, v in by_sample.items()
+        }
+        ds = select(ds, wanted, "the store")
+        data = ds[variable].sel(**{k: v for k, v in selection.items() if k in ds.dims})
         return data.mean(list(mean)).to_dataframe().reset_index() if mean else data.to_dataframe()
 
     def chart(self):

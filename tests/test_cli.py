@@ -79,7 +79,9 @@ def test_show_and_plot_read_the_store_alone(default_run, tmp_path: Path):
     done = flowtrace("plot", str(out), str(other), "--out", str(both))
     assert done.returncode == 0, done.stderr
     spec = both.with_suffix(".html").read_text()
-    assert '"other"' in spec and '"cross_frame"' in spec  # one line per store
+    # One line per store, each labelled by its path from the stores' common folder.
+    assert f'"{other.parent.name}/other"' in spec
+    assert f'"{out.parent.name}/cross_frame"' in spec
 
 
 def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
@@ -97,11 +99,12 @@ def test_query_selects_averages_and_joins_stores(default_run, tmp_path: Path):
 
     table = pd.read_csv(csv)
     assert list(table.columns) == ["run", "layer", "source", "target", "rel_change_pred"]
-    assert len(table) == 4 and set(table["run"]) == {"cross_frame", "other"}
+    runs = {f"{out.parent.name}/cross_frame", f"{other.parent.name}/other"}
+    assert len(table) == 4 and set(table["run"]) == runs
     ds = xr.open_zarr(out)
     ok = ds["status"].values == "ok"
     by_hand = ds["rel_change_pred"].values[ok][:, [1, 3], 0, 0].mean(0)
-    got = table[table["run"] == "other"]["rel_change_pred"].to_numpy()
+    got = table[table["run"] == f"{other.parent.name}/other"]["rel_change_pred"].to_numpy()
     assert np.allclose(got, by_hand, atol=1e-4)
     parquet = tmp_path / "table.parquet"
     pick = ["--sel", "layer=1|3", "--mean", "sample", "--var", "rel_change_pred"]

@@ -17,7 +17,11 @@ def query_command(
         list[Path], typer.Argument(help="One or more stores (a `run` column joins them).")
     ],
     sel: Annotated[
-        str | None, typer.Option(help="DIM=VALUE[|VALUE…],…  e.g. source=video,target=last")
+        str | None,
+        typer.Option(
+            help="DIM=VALUE[|VALUE…],…  e.g. source=video,target=last; a per-sample coordinate "
+            "selects samples, e.g. task=Object Count"
+        ),
     ] = None,
     mean: Annotated[list[str] | None, typer.Option(help="Average over this dim (repeat).")] = None,
     var: Annotated[list[str] | None, typer.Option(help="Only these variables (repeat).")] = None,
@@ -25,6 +29,13 @@ def query_command(
     json_: Annotated[bool, typer.Option("--json", help="JSON records.")] = False,
     parquet: Annotated[bool, typer.Option("--parquet", help="Parquet (needs --out).")] = False,
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A store's `run` value (repeat, one per store; default: its path from the "
+            "stores' common folder, less .zarr)."
+        ),
+    ] = None,
     all_samples: Annotated[
         bool, typer.Option(help="Keep skipped and failed samples too (NaN where not measured).")
     ] = False,
@@ -37,7 +48,7 @@ def query_command(
         fail(FlowtraceError(f"--{' --'.join(chosen)}: choose one output format"))
     fmt = chosen[0] if chosen else "csv"
     try:
-        table = query(stores, parse_selection(sel), mean or [], var, not all_samples)
+        table = query(stores, parse_selection(sel), mean or [], var, not all_samples, label)
         text = write_table(table, fmt, out)
     except FlowtraceError as err:
         fail(err)

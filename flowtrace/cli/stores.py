@@ -51,18 +51,58 @@ def plot(
     out: Annotated[
         Path | None, typer.Option(help="Figure path without suffix (default: next to the store).")
     ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A store's name in the figure (repeat, one per store; default: its path from "
+            "the stores' common folder, less .zarr)."
+        ),
+    ] = None,
+    var: Annotated[
+        str | None,
+        typer.Option(
+            help="The curves' variable (knockout figures: default rel_change_pred, the relative "
+            "change of p(clean answer); e.g. rel_change_true, prob_true)."
+        ),
+    ] = None,
+    sel: Annotated[
+        str | None,
+        typer.Option(help="DIM=VALUE[|VALUE…],…: only these, e.g. task=Object Count or layer=0|1."),
+    ] = None,
+    y_range: Annotated[
+        str | None,
+        typer.Option(help="LOW,HIGH: one y range for every panel and store, e.g. -100,20."),
+    ] = None,
+    by_task: Annotated[bool, typer.Option("--by-task", help="One row of panels per task.")] = False,
+    combined: Annotated[
+        bool,
+        typer.Option(
+            "--combined",
+            help="One panel per store (a pass's sweeps, e.g. recipes/paper.py's four) on one y "
+            "scale, instead of one panel per blocked edge.",
+        ),
+    ] = False,
 ) -> None:
     """Redraw a store's figure (HTML + PNG) from the store alone, no model needed; with several
-    knockout stores, their layer curves side by side."""
-    from flowtrace.plots import chart_for, compare_chart, save_chart
+    knockout stores, their layer curves side by side, each store labelled by its path (two
+    stores under one label are refused)."""
+    from flowtrace.plots import save_chart
+    from flowtrace.plots.scales import parse_y_range
+    from flowtrace.plots.stores import stores_chart
+    from flowtrace.query import parse_selection
 
-    if len(stores) == 1:
-        chart = chart_for(open_store(stores[0]))
-    else:
-        try:
-            chart = compare_chart({p.stem: open_store(p) for p in stores})
-        except ValueError as err:
-            fail(FlowtraceError(str(err)))
-            return
+    try:
+        chart = stores_chart(
+            stores,
+            label,
+            var,
+            parse_selection(sel),
+            parse_y_range(y_range),
+            by_task,
+            combined,
+        )
+    except FlowtraceError as err:
+        fail(err)
+        return
     for path in save_chart(chart, out or stores[0].with_suffix("")):
         print(path)

@@ -12,10 +12,17 @@ from collections.abc import Callable
 import altair as alt
 import xarray as xr
 
+from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import Z95, save_chart
 from flowtrace.plots.flow_map import flow_map_chart, flow_map_table
 from flowtrace.plots.generic import generic_chart
-from flowtrace.plots.knockout import compare_chart, head_chart, knockout_chart, knockout_summary
+from flowtrace.plots.knockout import (
+    combined_chart,
+    compare_chart,
+    head_chart,
+    knockout_chart,
+    knockout_summary,
+)
 from flowtrace.plots.patching import patching_chart
 from flowtrace.plots.pathway import pathway_chart
 from flowtrace.plots.probe import accuracy_chart, gen_prob_chart
@@ -30,6 +37,7 @@ __all__ = [
     "accuracy_chart",
     "attention_chart",
     "chart_for",
+    "combined_chart",
     "compare_chart",
     "flow_map_chart",
     "flow_map_table",
@@ -78,12 +86,41 @@ def register_chart(kind: str, fn: ChartFn, *, replace: bool = False) -> None:
     CHARTS[kind] = fn
 
 
-def chart_for(ds: xr.Dataset) -> alt.TopLevelMixin:
-    """The figure of a store, from its attributes alone (no model, no recipe file)."""
+def chart_for(
+    ds: xr.Dataset,
+    variable: str | None = None,
+    y_range: tuple[float, float] | None = None,
+    by_task: bool = False,
+) -> alt.TopLevelMixin:
+    """The figure of a store, from its attributes alone (no model, no recipe file).
+
+    The knockout figure draws `rel_change_pred` unless `variable` names another (say
+    `rel_change_true`), on `y_range` if given, one row per task with `by_task`; a kind without a
+    figure of its own draws `variable` or `generic.pick_variable`'s choice. Other figures draw
+    fixed variables and refuse these options."""
     title = str(ds.attrs.get("recipe_title", ds.attrs.get("recipe", "")))
+    asked = {
+        name: value
+        for name, value in (("var", variable), ("y_range", y_range), ("by_task", by_task))
+        if value
+    }
     if int(ds.attrs.get("eval_only", 0)):
-        return accuracy_chart(ds, title)
-    if "head" in ds.dims and "rel_change_pred" in ds:
-        return head_chart(ds, title)
-    kind = str(ds.attrs.get("chart") or ds.attrs.get("recipe_kind", "Knockout"))
-    return CHARTS.get(kind, generic_chart)(ds, title)
+        chart, kind = accuracy_chart, "eval-only"
+    elif "head" in ds.dims and "rel_change_pred" in ds:
+        chart, kind = head_chart, "per-head"
+    else:
+        kind = str(ds.attrs.get("chart") or ds.attrs.get("recipe_kind", "Knockout"))
+        chart = CHARTS.get(kind, generic_chart)
+    options = {knockout_chart: {"var", "y_range", "by_task"}, generic_chart: {"var"}}
+    takes = options.get(chart, set())
+    refused = sorted(set(asked) - takes)
+    if refused:
+        raise FlowtraceError(
+            f"{refused[0]}={asked[refused[0]]}: the {kind} figure draws its own variables "
+            "on its own axes; `flowtrace query` exports any variable, per task too"
+        )
+    if chart is generic_chart:
+        return generic_chart(ds, title, variable)
+    if chart is knockout_chart:
+        return knockout_chart(ds, title, variable or "rel_change_pred", y_range, by_task)
+    return chart(ds, title)

@@ -6,6 +6,7 @@ import altair as alt
 import numpy as np
 import xarray as xr
 
+from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import analysed, subtitle, titled
 
 MAX_SERIES = 24  # more lines than this do not read: average the remaining dims away
@@ -30,11 +31,17 @@ def _categorical(ds: xr.Dataset, dim: str) -> bool:
     return dim not in ds.coords or not np.issubdtype(ds[dim].dtype, np.number)
 
 
-def generic_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
-    """Mean over analysed samples of `pick_variable`: one line per series over `layer` when
-    the store has a layer dim, a heatmap of two categorical dims, else bars of one dim."""
+def generic_chart(ds: xr.Dataset, title: str, variable: str | None = None) -> alt.TopLevelMixin:
+    """Mean over analysed samples of `variable` (default `pick_variable`): one line per series
+    over `layer` when the store has a layer dim, a heatmap of two categorical dims, else bars of
+    one dim."""
     ok = analysed(ds)
-    name = pick_variable(ok)
+    if variable is not None and variable not in ok:
+        raise FlowtraceError(
+            f"var={variable}: not a variable of the store; it has "
+            f"{', '.join(map(str, ok.data_vars))}"
+        )
+    name = variable or pick_variable(ok)
     mean = ok[name].astype(float)
     if "sample" in mean.dims:
         mean = mean.mean("sample", skipna=True)

@@ -7,17 +7,37 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import analysed, mean_ci, subtitle, titled, window_label
+from flowtrace.plots.scales import TITLES, band_fill, clip_band, colour, y_scale
 from flowtrace.summary import accuracy_after, clean_accuracy, counted
 
 ACCURACY_NOTE = "over all {n} counted samples (skipped ones count as wrong, as in the reference)"
 
 
-def knockout_summary(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.DataFrame:
-    """Per (condition, layer): mean of `measure` over analysed samples, 95% CI, and the
-    accuracy in % over every counted sample (`flowtrace.summary.accuracy_after`)."""
+def knockout_summary(
+    ds: xr.Dataset, measure: str = "rel_change_pred", by_task: bool = False
+) -> pd.DataFrame:
+    """Per (condition, layer): mean of `measure` over analysed samples, its 95% CI clipped to
+    the measure's range (plots.scales), and the accuracy in % over every counted sample
+    (`flowtrace.summary.accuracy_after`), with the clean accuracy beside it. `by_task`: the
+    same per task (a `task` column), each over its own samples."""
+    if measure not in ds:
+        numeric = [v for v in ds.data_vars if "layer" in ds[v].dims and ds[v].dtype.kind == "f"]
+        raise FlowtraceError(
+            f"var={measure}: not a variable of the store; curves can show {', '.join(numeric)}"
+        )
+    if by_task:
+        tasks = sorted({str(t) for t in counted(ds)["task"].values})
+        parts = []
+        for task in tasks:
+            part = knockout_summary(ds.isel(sample=ds["task"].values == task), measure)
+            part.insert(0, "task", task)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     ok = analysed(ds)
     after = accuracy_after(ds, measure)
+    clean = clean_accuracy(ds)
     rows = []
     for source in ok["source"].values:
         for target in ok["target"].values:
@@ -35,52 +55,83 @@ def knockout_summary(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.Dat
                         "low": low,
                         "high": high,
                         "accuracy": float(after.sel(source=source, target=target, layer=layer)),
+                        "clean": clean,
                         "n": int((~np.isnan(at_layer)).sum()),
                     }
                 )
-    return pd.DataFrame(rows)
+    return clip_band(pd.DataFrame(rows), measure)
 
 
-def knockout_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
+def knockout_chart(
+    ds: xr.Dataset,
+    title: str,
+    measure: str = "rel_change_pred",
+    y_range: tuple[float, float] | None = None,
+    by_task: bool = False,
+) -> alt.TopLevelMixin:
     """The paper's knockout figure: relative change of the answer's probability per layer
     (mean over analysed samples, 95% CI band), beside accuracy per layer with the clean
-    accuracy, both over every counted sample."""
-    table = knockout_summary(ds)
+    accuracy, both over every counted sample. `measure`: the curve's variable; `y_range`: its
+    axis, shared by every panel; `by_task`: one row of panels per task."""
+    table = knockout_summary(ds, measure, by_task)
     n = int((ds["status"] == "ok").sum())
     total = counted(ds).sizes["sample"]
-    clean_acc = clean_accuracy(ds)
-    color = alt.Color("condition:N", title="blocked edge")
     x = alt.X("layer:Q", title=f"layer ({window_label(ds)})", axis=alt.Axis(tickMinStep=1))
-    base = alt.Chart(table)
-    area = base.mark_area(opacity=0.2).encode(x=x, y="low:Q", y2="high:Q", color=color)
-    line = base.mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("mean:Q", title="relative change in p(answer) (%)"),
-        color=color,
-        tooltip=["condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+    y = alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range))
+    area = (
+        alt.Chart()
+        .mark_area(opacity=0.2, clip=True)
+        .encode(
+            x=x,
+            y=alt.Y("low:Q", scale=y_scale(y_range)),
+            y2="high:Q",
+            fill=band_fill("condition"),
+        )
     )
-    zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(y="y:Q")
-    prob = (area + line + zero).properties(width=360, height=240, title=f"{n} analysed samples")
-    acc_line = base.mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
-        color=color,
-        tooltip=["condition", "layer", alt.Tooltip("accuracy:Q", format=".1f")],
+    line = (
+        alt.Chart()
+        .mark_line(point=True, clip=True)
+        .encode(
+            x=x,
+            y=y,
+            color=colour("condition", "blocked edge"),
+            tooltip=["condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+        )
+    )
+    zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
+    acc_line = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("accuracy:Q", title="accuracy (%)", scale=alt.Scale(domain=[0, 100])),
+            color=colour("condition", "blocked edge"),
+            tooltip=["condition", "layer", alt.Tooltip("accuracy:Q", format=".1f")],
+        )
     )
     clean = (
-        alt.Chart(pd.DataFrame({"y": [clean_acc], "label": [f"clean {clean_acc:.1f}%"]}))
+        alt.Chart()
         .mark_rule(color="gray", strokeDash=[4, 4])
-        .encode(y="y:Q", tooltip=["label"])
+        .encode(
+            y="mean(clean):Q", tooltip=[alt.Tooltip("mean(clean):Q", format=".1f", title="clean %")]
+        )
     )
-    acc = (acc_line + clean).properties(
-        width=360,
-        height=240,
-        title=alt.TitleParams(
-            "accuracy after knockout (dashed: clean)",
-            subtitle=ACCURACY_NOTE.format(n=total),
-        ),
+    size = {"width": 360, "height": 240} if not by_task else {"width": 300, "height": 160}
+    prob = alt.layer(area, line, zero, data=table).properties(**size)
+    acc = alt.layer(acc_line, clean, data=table).properties(**size)
+    prob_title = f"{n} analysed samples"
+    acc_title = alt.TitleParams(
+        "accuracy after knockout (dashed: clean)", subtitle=ACCURACY_NOTE.format(n=total)
     )
-    return titled(alt.hconcat(prob, acc), title, subtitle(ds))
+    if by_task:
+        row = alt.Row("task:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left"))
+        chart = alt.hconcat(
+            prob.facet(row=row).properties(title=prob_title),
+            acc.facet(row=row).properties(title=acc_title),
+        )
+    else:
+        chart = alt.hconcat(prob.properties(title=prob_title), acc.properties(title=acc_title))
+    return titled(chart, title, subtitle(ds))
 
 
 def head_chart(ds: xr.Dataset, title: str) -> alt.VConcatChart:
@@ -125,29 +176,107 @@ def head_chart(ds: xr.Dataset, title: str) -> alt.VConcatChart:
     return titled(alt.vconcat(bars, heat), f"{title}: head by head", sub)
 
 
-def compare_chart(stores: dict[str, xr.Dataset]) -> alt.FacetChart:
+def compare_chart(
+    stores: dict[str, xr.Dataset],
+    measure: str = "rel_change_pred",
+    y_range: tuple[float, float] | None = None,
+    by_task: bool = False,
+) -> alt.FacetChart:
     """Knockout curves of several stores (models, datasets, settings) side by side: one panel per
-    blocked edge, one line per store."""
+    blocked edge (per task and edge with `by_task`), one line per store, every panel on one y
+    scale (`y_range` fixes it)."""
+    table = _stacked(stores, measure, by_task)
+    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
+    area = (
+        alt.Chart()
+        .mark_area(opacity=0.15, clip=True)
+        .encode(
+            x=x,
+            y=alt.Y("low:Q", scale=y_scale(y_range)),
+            y2="high:Q",
+            fill=band_fill("run"),
+        )
+    )
+    line = (
+        alt.Chart()
+        .mark_line(point=True, clip=True)
+        .encode(
+            x=x,
+            y=alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range)),
+            color=colour("run", "store"),
+            tooltip=["run", "condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+        )
+    )
+    layered = alt.layer(area, line, data=table).properties(width=300, height=220)
+    if by_task:
+        chart = layered.facet(
+            row=alt.Row("task:N", title=None), column=alt.Column("condition:N", title=None)
+        )
+    else:
+        chart = layered.facet(facet=alt.Facet("condition:N", title=None), columns=3)
+    return chart.properties(title="Knockout curves compared across stores")
+
+
+def combined_chart(
+    stores: dict[str, xr.Dataset],
+    measure: str = "rel_change_pred",
+    y_range: tuple[float, float] | None = None,
+) -> alt.TopLevelMixin:
+    """One panel per store (a pass's sweeps, such as recipes/paper.py's four), one line per
+    blocked edge in it, every panel on one y scale (`y_range` fixes it)."""
+    table = _stacked(stores, measure, False)
+    if y_range is None and len(table):  # one scale for every panel: effects compare by eye
+        low = min(float(table[["low", "mean"]].min().min()), 0.0)
+        high = max(float(table[["high", "mean"]].max().max()), 0.0)
+        y_range = (low - 0.05 * (high - low), high + 0.05 * (high - low))
+    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
+    panels = []
+    for run in stores:
+        part = table[table["run"] == run]
+        area = (
+            alt.Chart()
+            .mark_area(opacity=0.2, clip=True)
+            .encode(
+                x=x,
+                y=alt.Y("low:Q", scale=y_scale(y_range)),
+                y2="high:Q",
+                fill=band_fill("condition"),
+            )
+        )
+        line = (
+            alt.Chart()
+            .mark_line(point=True, clip=True)
+            .encode(
+                x=x,
+                y=alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range)),
+                color=alt.Color("condition:N", title=None, legend=alt.Legend(orient="bottom")),
+                tooltip=["condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+            )
+        )
+        zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
+        panels.append(
+            alt.layer(area, line, zero, data=part)
+            .properties(width=300, height=220, title=run)
+            .resolve_scale(color="independent")
+        )
+    rows = [alt.hconcat(*panels[i : i + 2]) for i in range(0, len(panels), 2)]
+    first = next(iter(stores.values()))
+    chart = alt.vconcat(*rows).resolve_scale(color="independent")
+    return titled(
+        chart,
+        "Knockout sweeps of one pass",
+        subtitle(first, f"{int((first['status'] == 'ok').sum())} analysed samples"),
+    )
+
+
+def _stacked(stores: dict[str, xr.Dataset], measure: str, by_task: bool) -> pd.DataFrame:
     tables = []
     for run, ds in stores.items():
-        if ds.attrs.get("recipe_kind", "Knockout") != "Knockout" or int(
+        if ds.attrs.get("recipe_kind", "Knockout") not in ("Knockout", "FlowMap") or int(
             ds.attrs.get("eval_only", 0)
         ):
-            raise ValueError(f"{run}: only knockout stores can be compared (this one is not)")
-        table = knockout_summary(ds)
+            raise FlowtraceError(f"{run}: only knockout stores can be compared (this one is not)")
+        table = knockout_summary(ds, measure, by_task)
         table["run"] = run
         tables.append(table)
-    table = pd.concat(tables, ignore_index=True)
-    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
-    base = alt.Chart().encode(x=x, color=alt.Color("run:N", title="store"))
-    area = base.mark_area(opacity=0.15).encode(y="low:Q", y2="high:Q")
-    line = base.mark_line(point=True).encode(
-        y=alt.Y("mean:Q", title="relative change in p(answer) (%)"),
-        tooltip=["run", "condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
-    )
-    return (
-        alt.layer(area, line, data=table)
-        .properties(width=300, height=220)
-        .facet(facet=alt.Facet("condition:N", title=None), columns=3)
-        .properties(title="Knockout curves compared across stores")
-    )
+    return pd.concat(tables, ignore_index=True)
