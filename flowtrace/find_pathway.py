@@ -28,6 +28,7 @@ from flowtrace.discovery import (
 from flowtrace.engine import make_engine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
+from flowtrace.outputs import PATHWAYS, claims
 from flowtrace.plots import save_chart
 
 
@@ -229,11 +230,13 @@ def discover(
     if chosen.walk is not None:
         chosen.walk.attrs.update(attrs, recipe_kind="Selection walk", recipe="found_pathway")
         chosen.walk.to_zarr(out / "walk_cube", mode="w", consolidated=True)
-    table.to_csv(out / "frontier.csv", index=False)
+    with claims(out) as held:  # whole files, never over the user's own (flowtrace.outputs)
+        held.write(out / "frontier.csv", table.to_csv(index=False), PATHWAYS)
     save_chart(
         frontier_chart(table, f"{model}: found pathway vs random cuts (test split)"),
         out / "frontier",
         scale=1,
+        owner=PATHWAYS,
     )
     doc = (
         f"Effective pathway of the {model} model, found by search (flowtrace.discovery).\n\n"
@@ -255,8 +258,9 @@ def discover(
             f"`flowtrace pathways FLOW_MAP --find --fresh-select {fresh.get('select_per_task')} "
             f"--fresh-test {fresh.get('test_per_task')}`.\n"
         )
-    (out / "recipe.py").write_text(recipe_source(recipe, doc))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    with claims(out) as held:
+        held.write(out / "recipe.py", recipe_source(recipe, doc), PATHWAYS)
+        held.write(out / "summary.json", json.dumps(summary, indent=1) + "\n", PATHWAYS)
     lists = ("kept", "search_ids", "select_ids", "test_ids", "select_halves")
     log(json.dumps({k: v for k, v in summary.items() if k not in lists}))
     return summary

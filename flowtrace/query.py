@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 import xarray as xr
 
 from flowtrace.errors import FlowtraceError
+from flowtrace.outputs import claims, is_a_folder
 from flowtrace.store import open_cube
 
 
@@ -136,17 +138,27 @@ def _cast(value: str, index: np.ndarray) -> object:
 
 
 def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> str | None:
-    """CSV or JSON to stdout (returned) or to `out`; Parquet needs `out`."""
+    """CSV or JSON to stdout (returned) or to `out`; Parquet needs `out`. A file is written
+    whole, and replaces only a table flowtrace wrote there (flowtrace.outputs)."""
+    if out is not None and Path(out).is_dir():
+        raise is_a_folder(Path(out), "out")
     if fmt == "parquet":
         if out is None:
             raise FlowtraceError("--parquet needs --out FILE")
+        buffer = io.BytesIO()
         try:
-            table.to_parquet(out, index=False)
+            table.to_parquet(buffer, index=False)
         except ImportError:
             raise FlowtraceError("--parquet needs pyarrow: pip install pyarrow") from None
+        _write(Path(out), buffer.getvalue())
         return None
     text = table.to_csv(index=False) if fmt == "csv" else table.to_json(orient="records", indent=1)
     if out is None:
         return text
-    out.write_text(text)
+    _write(Path(out), text)
     return None
+
+
+def _write(out: Path, data: bytes | str) -> None:
+    with claims(out.parent) as held:
+        held.write(out, data, "flowtrace query")

@@ -4,6 +4,7 @@ progress and storage."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,10 +17,11 @@ from flowtrace.data import read_samples
 from flowtrace.engine.remote import remote_trace_kwargs
 from flowtrace.errors import DataError, OptionError
 from flowtrace.models import LoadedModel
+from flowtrace.outputs import OutputWarning
 from flowtrace.pipeline.analysis import prepare_analyses
 from flowtrace.pipeline.options import RunOptions, check_options, resolve_data
 from flowtrace.pipeline.passes import run_pass
-from flowtrace.plots import chart_for, save_chart
+from flowtrace.plots import FigureTooLarge, chart_for, save_store_figure
 from flowtrace.recipe import Recipe
 from flowtrace.store import open_cube
 
@@ -84,9 +86,19 @@ def run(
         result = summarise(ds, out, resumed)
         result.retried = retried
         if options.plot and result.counts["ok"]:
-            result.figures = save_chart(chart_for(ds), out.with_suffix(""))
+            result.figures = figure(ds, out)
         results.append(result)
     return results if isinstance(recipe, list | tuple) else results[0]
+
+
+def figure(ds: xr.Dataset, out: Path) -> list[Path]:
+    """The store's figure beside it (plots.save_store_figure); one too large to draw is skipped
+    with a warning, the store being whole."""
+    try:
+        return save_store_figure(chart_for(ds), out)
+    except FigureTooLarge as err:
+        warnings.warn(f"no figure for {out}: {err}", OutputWarning, stacklevel=2)
+        return []
 
 
 def summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:

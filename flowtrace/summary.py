@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
 from flowtrace.edge_share import pooled
+from flowtrace.paths import shown
 
 PROVENANCE = (
     "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
@@ -63,6 +66,9 @@ def edge_shares(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
 
 
 def describe(ds: xr.Dataset) -> list[str]:
+    """What `flowtrace show` prints and a report's provenance block holds; paths in it (a failed
+    sample's video, an older store's model) name the data root as the run did and the home
+    folder as `~`."""
     lines = [f"{key}: {ds.attrs[key]}" for key in PROVENANCE if key in ds.attrs]
     status = [str(s) for s in ds["status"].values]
     counts = {name: status.count(name) for name in ("ok", "skipped", "failed")}
@@ -80,7 +86,18 @@ def describe(ds: xr.Dataset) -> list[str]:
         lines += ["", *knockout_table(ds)]
     if "clean_text" in ds:
         lines += ["", *reply_examples(ds)]
-    return lines
+    root, named = _data_root(ds)
+    return [shown(line, root, named) for line in lines]
+
+
+def _data_root(ds: xr.Dataset) -> tuple[Path | None, str | None]:
+    """The run's data root on this machine, and as the store names it."""
+    from flowtrace.data.sources import video_file
+
+    named = ds.attrs.get("data_root")
+    if not named:
+        return None, None
+    return video_file(ds.attrs, ""), str(named)
 
 
 def reply_examples(ds: xr.Dataset, samples: int = 3) -> list[str]:

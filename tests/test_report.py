@@ -5,6 +5,7 @@ The page drawn in a real browser is tests/test_browser.py."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import re
@@ -222,3 +223,98 @@ def test_moved_embedded_videos_are_found_in_this_checkout(tmp_path):
     here = resolve_video(moved)
     assert here is not None and here.exists()
     assert resolve_video(str(tmp_path / "gone.mp4")) is None
+
+
+HOSTILE = 'x"><img src=x onerror=window.__pwned=1>'
+SHIPPED_FLOW_MAP = Path(__file__).resolve().parents[1] / "results" / "toy" / "flow_map.zarr"
+
+
+def test_store_names_with_dots_spaces_and_markup_become_safe_ids_and_escaped_text(tmp_path):
+    """Element ids are letters, digits, `_` and `-` (a dot or a space broke the selector the
+    page draws with, leaving it blank); names are text, never markup."""
+    stores = []
+    for name in ("my runs/threshold_0.25.zarr", f"{HOSTILE}/{HOSTILE}.zarr", "a.b/exp.a.zarr"):
+        stores.append(tmp_path / name)
+        shutil.copytree(SHIPPED_FLOW_MAP, stores[-1])
+    page = write_report(stores, tmp_path / "r.html").read_text()
+    ids = re.findall(r'\bid="([^"]*)"', page)
+    assert ids and all(re.fullmatch(r"[A-Za-z0-9_-]+", i) for i in ids), ids
+    assert len(set(ids)) == len(ids)
+    data = _page_data(page)
+    assert {target for target, _ in data["embeds"]} <= set(ids)  # every figure has its element
+    assert "<img" not in page.split('<script type="module">')[0].replace("&lt;img", "")
+    assert f"<h2>{html.escape(HOSTILE)}.zarr</h2>" in page
+    assert "<h2>threshold_0.25.zarr</h2>" in page
+    # The side-by-side pickers name each store by its label, escaped.
+    assert f"{html.escape(HOSTILE)}/{html.escape(HOSTILE)} · figure</option>" in page
+
+
+def test_a_site_links_every_page_by_its_escaped_address_and_stays_in_its_folder(
+    tmp_path, monkeypatch
+):
+    from urllib.parse import quote, unquote
+
+    root = tmp_path / "in"
+    for name in (f"{HOSTILE}/s.zarr", "my runs/threshold_0.25.zarr"):
+        shutil.copytree(SHIPPED_FLOW_MAP, root / name)
+    index = write_site([root], tmp_path / "site")
+    text = index.read_text()
+    hrefs = re.findall(r'href="([^"]*)"', text)
+    assert quote(f"{HOSTILE}/s.html") in [html.unescape(h) for h in hrefs]
+    for href in hrefs:
+        page = tmp_path / "site" / unquote(html.unescape(href))
+        assert page.is_file(), href
+        if "compare/" not in href:
+            data_js = re.search(r'<script src="([^"]*\.data\.js)"', page.read_text())[1]
+            assert (page.parent / unquote(html.unescape(data_js))).is_file()
+    assert "<img" not in text
+    # A store named relative to the working folder lands in the site under that folder's name.
+    monkeypatch.chdir(root / "my runs")
+    write_site([Path("threshold_0.25.zarr")], tmp_path / "site2")
+    assert (tmp_path / "site2" / "my runs" / "threshold_0.25.html").is_file()
+    assert sorted(p.name for p in (tmp_path / "site2").iterdir()) == [
+        ".flowtrace-outputs.json", "assets", "index.html", "my runs",
+    ]  # fmt: skip
+
+
+def test_a_recipes_side_by_side_page_name_stays_in_the_site():
+    from flowtrace.report.site import compare_name
+
+    assert compare_name("cross_frame") == "compare/cross_frame"
+    assert compare_name("../../etc/x") == "compare/_.._etc_x"
+    assert "/" not in compare_name("a/b").removeprefix("compare/")
+
+
+def test_json_in_the_page_cannot_end_its_script_element():
+    from flowtrace.report.page import script_json
+
+    text = script_json({"q": "</script><!--<script>&", "n": 1})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"q": "</script><!--<script>&", "n": 1}
+
+
+def test_a_failed_samples_video_is_named_under_the_data_root_and_home(tmp_path, monkeypatch):
+    from flowtrace.summary import describe
+
+    home = tmp_path / "home"
+    (home / "data").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    ds = xr.Dataset(
+        coords={
+            "sample": ["a/0", "a/1"],
+            "status": ("sample", ["failed", "failed"]),
+            "reason": (
+                "sample",
+                [
+                    f"video not found: {home}/data/video/a.mp4 — check the dataset folder",
+                    f"{home}/other/model: could not load",
+                ],
+            ),  # fmt: skip
+            "clean_correct": ("sample", [False, False]),
+        },
+        attrs={"data": str(home / "data"), "data_root": "~/data", "model": f"{home}/m"},
+    )
+    text = "\n".join(describe(ds))
+    assert "video not found: ~/data/video/a.mp4" in text
+    assert "~/other/model: could not load" in text and "model: ~/m" in text
+    assert str(home) not in text

@@ -3,15 +3,20 @@ options several commands take."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from flowtrace.errors import FlowtraceError, OptionError
+from flowtrace.outputs import OutputWarning
 
 app = typer.Typer(
     help="Map how information flows inside video LLMs (attention knockout, logit lens, …).",
@@ -19,7 +24,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
+# Every message holds user text (paths, names, questions, reasons): markup, emoji codes and
+# highlighting are off, so `[/]` in a path prints as itself instead of crashing and `[bold]` is
+# not swallowed. Styles are given as rich.text.Text, never as markup in a string.
+console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 # Library parameters whose flag has another name: the fields of flowtrace.engine.masks.Sweep.
 ALIASES = {"style": "window_style", "layers": "sweep"}
@@ -30,8 +38,42 @@ StoreArgument = Annotated[Path, typer.Argument(help="A store written by `flowtra
 
 def fail(err: Exception, code: int = 2) -> NoReturn:
     """Print `err` as one line, in flags (exit `code`, 2: bad input)."""
-    console.print(f"[bold red]error:[/] {as_flags(err)}", highlight=False, soft_wrap=True)
+    console.print(Text.assemble(("error:", "bold red"), " ", as_flags(err)), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """One `warning:` line (an output that went elsewhere, a figure not drawn)."""
+    console.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
+
+
+@contextlib.contextmanager
+def output_warnings() -> Iterator[None]:
+    """Print the OutputWarnings raised inside as `warning:` lines, also where warnings are being
+    recorded (pytest); others are passed on as they came."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", OutputWarning)
+        try:
+            yield
+        finally:
+            mine = [w for w in caught if issubclass(w.category, OutputWarning)]
+            others = [w for w in caught if w not in mine]
+    for w in mine:
+        warn(str(w.message))
+    for w in others:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    # flowtrace's own output warnings as one line; every other warning as Python shows it.
+    if issubclass(category, OutputWarning):
+        warn(str(message))
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+warnings.showwarning = _show_warning
 
 
 def as_flags(err: Exception) -> str:

@@ -86,11 +86,17 @@ def pathways(
     """Derive effective pathways from a flow map at each threshold, run them against random
     cuts of the same budget, and draw accuracy against the share of edges kept; with --find,
     search for the pathway instead (docs/pathways.md)."""
+    from flowtrace.outputs import PATHWAYS, claims
     from flowtrace.pathways import curve_chart, pathway_curve
     from flowtrace.plots import save_chart
     from flowtrace.runner import RunOptions
 
     ds = open_store(flow_map)
+    try:
+        # The files this writes into --out: refused before the runs if they are the user's.
+        check_outputs(out, FOUND_FILES if find else CURVE_FILES)
+    except FlowtraceError as err:
+        fail(err)
     if find:
         import tempfile
 
@@ -149,8 +155,31 @@ def pathways(
     except FlowtraceError as err:
         fail(err)
         return
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "curve.csv", index=False)
+    try:
+        with claims(out) as held:
+            held.write(out / "curve.csv", table.to_csv(index=False), PATHWAYS)
+        figures = save_chart(curve_chart(table), out / "curve", owner=PATHWAYS)
+    except FlowtraceError as err:
+        fail(err)
+        return
     print(table.to_string(index=False))
-    for path in [out / "curve.csv", *save_chart(curve_chart(table), out / "curve")]:
+    for path in [out / "curve.csv", *figures]:
         print(path)
+
+
+CURVE_FILES = ("curve.csv", "curve.html", "curve.png")
+FOUND_FILES = ("frontier.csv", "frontier.html", "frontier.png", "recipe.py", "summary.json")
+
+
+def check_outputs(out: Path, names: tuple[str, ...]) -> None:
+    """Refuse an --out whose files of these names flowtrace did not write (the user's own
+    recipe.py, a table edited since), before any model loads."""
+    from flowtrace.outputs import PATHWAYS, claims
+
+    if out.exists() and not out.is_dir():
+        raise FlowtraceError(f"--out {out}: is a file; give a folder for the runs and the curve")
+    if not out.exists():
+        return
+    with claims(out) as held:
+        for name in names:
+            held.check(out / name, PATHWAYS)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flowtrace.cli.common import StoreArgument, console, fail, open_store
+from flowtrace.cli.common import StoreArgument, console, fail, open_store, output_warnings
 from flowtrace.errors import FlowtraceError, StoreError
 
 
@@ -49,7 +49,10 @@ def plot(
         list[Path], typer.Argument(help="A store, or several knockout stores to compare.")
     ],
     out: Annotated[
-        Path | None, typer.Option(help="Figure path without suffix (default: next to the store).")
+        Path | None,
+        typer.Option(
+            help="Figure path without suffix (default: beside the store, named as it less .zarr)."
+        ),
     ] = None,
     label: Annotated[
         list[str] | None,
@@ -85,8 +88,10 @@ def plot(
 ) -> None:
     """Redraw a store's figure (HTML + PNG) from the store alone, no model needed; with several
     knockout stores, their layer curves side by side, each store labelled by its path (two
-    stores under one label are refused)."""
-    from flowtrace.plots import save_chart
+    stores under one label are refused). A file flowtrace did not write for this
+    store is never replaced."""
+    from flowtrace.paths import store_stem
+    from flowtrace.plots import save_chart, save_store_figure
     from flowtrace.plots.scales import parse_y_range
     from flowtrace.plots.stores import stores_chart
     from flowtrace.query import parse_selection
@@ -101,8 +106,16 @@ def plot(
             by_task,
             combined,
         )
+        if out is None and len(stores) == 1:
+            with output_warnings():  # the figure went to another name: say where and why
+                paths = save_store_figure(chart, stores[0])
+        else:
+            # A name the user gave: replaced only where flowtrace drew these stores there.
+            owner = "the store" + ("s " if len(stores) > 1 else " ")
+            owner += ", ".join(p.name for p in stores)
+            paths = save_chart(chart, out or stores[0].parent / store_stem(stores[0]), owner=owner)
     except FlowtraceError as err:
         fail(err)
         return
-    for path in save_chart(chart, out or stores[0].with_suffix("")):
+    for path in paths:
         print(path)

@@ -13,6 +13,7 @@ import torch
 
 import flowtrace
 from flowtrace.models import LoadedModel
+from flowtrace.paths import home_relative
 from flowtrace.pipeline.options import TOY_DATA, RunOptions, Settled
 from flowtrace.recipe import Knockout, Recipe
 from flowtrace.sweep import WINDOW_RULE
@@ -34,19 +35,19 @@ def provenance(
         "recipe": recipe.name,
         "recipe_kind": type(recipe).__name__,
         "recipe_title": recipe.title,
-        "recipe_source": recipe.source_file,
+        "recipe_source": _source(recipe.source_file),
         "chart": getattr(recipe, "chart", ""),
         "edges": json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
         "generate": recipe.generate if isinstance(recipe, Knockout) else 0,
         "eval_only": int(options.eval_only),
         "overlay_layers": json.dumps(getattr(recipe, "overlay_layers", [])),
-        "model": loaded.model_id,
+        "model": home_relative(loaded.model_id),
         "model_revision": loaded.revision,
         "adapter": loaded.adapter.name,
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "attn": loaded.attn,
-        "data": options.data,
-        "data_root": str(root) if options.absolute_paths else _as_named(options.data),
+        "data": _data(options.data),
+        "data_root": str(root) if options.absolute_paths else _data(_as_named(options.data)),
         "data_kind": data_kind,
         "split": "toy held-out" if options.data == TOY_DATA else root.name,
         "tasks": json.dumps(options.tasks or []),
@@ -54,7 +55,7 @@ def provenance(
         "ratio": options.ratio or 0,
         "frames": settled.frames,
         "pooling": "-".join(map(str, loaded.adapter.video_grid(loaded, settled.frames))),
-        "lora": options.lora or "",
+        "lora": home_relative(options.lora or ""),
         "window": settled.sweep.window,
         "window_default": WINDOW_RULE,
         "window_style": settled.sweep.style,
@@ -75,8 +76,22 @@ def provenance(
 
 
 def _as_named(data: str) -> str:
-    """The data's root as the user wrote it (KIND:PATH → PATH), so no home folder is stored."""
+    """The data's root as the user wrote it (KIND:PATH → PATH)."""
     return data.split(":", 1)[1] if ":" in data else data
+
+
+# Paths are stored as the user named them, a home folder as `~` (stores are shared and
+# published; flowtrace expands `~` wherever it reads one back).
+def _data(data: str) -> str:
+    """KIND:PATH or PATH with PATH home-relative."""
+    kind, sep, path = data.partition(":")
+    return f"{kind}{sep}{home_relative(path)}" if sep else home_relative(data)
+
+
+def _source(source: str) -> str:
+    """A recipe's FILE#sha256:… with FILE home-relative."""
+    file, sep, digest = source.partition("#")
+    return f"{home_relative(file)}{sep}{digest}"
 
 
 def git_commit() -> str:

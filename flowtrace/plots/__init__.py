@@ -13,9 +13,18 @@ import altair as alt
 import xarray as xr
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.plots.common import Z95, save_chart
+from flowtrace.plots.common import (
+    FIGURE_CELLS,
+    Z95,
+    FigureTooLarge,
+    check_cells,
+    figure_files,
+    figure_stem,
+    save_chart,
+    save_store_figure,
+)
 from flowtrace.plots.flow_map import flow_map_chart, flow_map_table
-from flowtrace.plots.generic import generic_chart
+from flowtrace.plots.generic import generic_chart, pick_variable
 from flowtrace.plots.knockout import (
     combined_chart,
     compare_chart,
@@ -32,13 +41,17 @@ ChartFn = Callable[[xr.Dataset, str], alt.TopLevelMixin]
 
 __all__ = [
     "CHARTS",
+    "FIGURE_CELLS",
     "ChartFn",
+    "FigureTooLarge",
     "Z95",
     "accuracy_chart",
     "attention_chart",
     "chart_for",
     "combined_chart",
     "compare_chart",
+    "figure_files",
+    "figure_stem",
     "flow_map_chart",
     "flow_map_table",
     "frame_uri",
@@ -51,6 +64,7 @@ __all__ = [
     "patching_chart",
     "register_chart",
     "save_chart",
+    "save_store_figure",
     "video_lens_chart",
 ]
 
@@ -119,7 +133,8 @@ def chart_for(
             f"{refused[0]}={asked[refused[0]]}: the {kind} figure draws its own variables "
             "on its own axes; `flowtrace query` exports any variable, per task too"
         )
-    if chart is generic_chart:
+    if chart is generic_chart:  # the one figure whose size follows the store's own dims
+        check_cells(ds, variable or pick_variable(ds))
         return generic_chart(ds, title, variable)
     if chart is knockout_chart:
         return knockout_chart(ds, title, variable or "rel_change_pred", y_range, by_task)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,10 @@ import altair as alt
 import xarray as xr
 
 from flowtrace.errors import OptionError
-from flowtrace.plots import chart_for
+from flowtrace.outputs import claims, is_a_folder
+from flowtrace.paths import store_stem
+from flowtrace.plots import FigureTooLarge, chart_for
+from flowtrace.plots.common import check_rows
 from flowtrace.report.browser import FRAMES, sample_browser
 from flowtrace.report.frames import thumbnails
 from flowtrace.store import open_cube
@@ -23,6 +28,7 @@ SITE_PAGE_BUDGET = 5 * 2**20  # one page's data file in a site (the runtime is s
 SINGLE_SAMPLES = 64  # samples per store in a single file's browser
 SITE_SAMPLES = 200  # samples per store in a site's browser (the figures use every sample)
 THUMB = 64  # thumbnail side, px
+REPORT = "flowtrace report"  # what a report page is written for (flowtrace.outputs' record)
 
 # Draws every figure; the same code runs in a single file (bundled with the runtime) and in a
 # site page (after the shared runtime and the page's data file).
@@ -34,8 +40,10 @@ const withFrames = (spec) => {
   copy.datasets = Object.assign(copy.datasets || {}, {FRAMES_NAME: FT.frames});
   return copy;
 };
+// By id, not a "#" selector: a store named threshold_0.25 or "my runs" is no valid selector.
 const show = (target, key) =>
-  vegaEmbed("#" + target, withFrames(FT.specs[key]), {renderer: "svg", actions: false})
+  vegaEmbed(document.getElementById(target), withFrames(FT.specs[key]),
+            {renderer: "svg", actions: false})
     .then((result) => { window.ftViews[target] = result.view; });
 const pending = FT.embeds.map(([target, key]) => show(target, key));
 for (const select of document.querySelectorAll("select.ft-side")) {
@@ -62,15 +70,22 @@ STYLE = (
 
 @dataclass
 class Entry:
-    """One store on a page: its label (group/name), path and cube."""
+    """One store on a page: its label (group/name), path and cube; `key` names its elements
+    in the page (unique, letters, digits, `_` and `-` only)."""
 
     label: str
     path: Path
     ds: xr.Dataset = field(repr=False)
+    key: str = ""
 
-    @property
-    def key(self) -> str:
-        return self.label.replace("/", "__")
+    def __post_init__(self) -> None:
+        self.key = self.key or page_key(self.label)
+
+
+def page_key(label: str) -> str:
+    """`label` as an element id: `/` as `__`, every character but letters, digits, `_` and `-`
+    as `-HEX-` (a dot, a space or a quote would break a selector or the page)."""
+    return re.sub(r"[^A-Za-z0-9_-]", lambda m: f"-{ord(m[0]):x}-", label.replace("/", "__"))
 
 
 def collect_stores(paths: Sequence[Path]) -> list[Entry]:
@@ -78,7 +93,9 @@ def collect_stores(paths: Sequence[Path]) -> list[Entry]:
     entries = []
     for path in map(Path, paths):
         if _is_store(path):
-            entries.append(Entry(f"{path.parent.name}/{path.stem}", path, open_cube(path)))
+            # The folder's own name, also for a relative path (`x.zarr`, `../x.zarr`).
+            group = path.absolute().parent.name or "."
+            entries.append(Entry(f"{group}/{store_stem(path)}", path, open_cube(path)))
             continue
         if not path.is_dir():
             raise OptionError("stores", f"{path} is neither a store nor a folder of stores")
@@ -86,8 +103,22 @@ def collect_stores(paths: Sequence[Path]) -> list[Entry]:
         if not found:
             raise OptionError("stores", f"no store (*.zarr) under {path}")
         for store in found:
-            label = str(store.relative_to(path).with_suffix(""))
+            relative = store.relative_to(path)
+            label = (relative.parent / store_stem(relative)).as_posix()
             entries.append(Entry(label, store, open_cube(store)))
+    return _unique_keys(entries)
+
+
+def _unique_keys(entries: list[Entry]) -> list[Entry]:
+    """Two labels may map to one key (`a b` and `a-20-b`): later ones get `-2`, `-3`, …"""
+    seen: set[str] = set()
+    for entry in entries:
+        key, n = entry.key, 1
+        while key in seen:
+            n += 1
+            key = f"{entry.key}-{n}"
+        entry.key = key
+        seen.add(key)
     return entries
 
 
@@ -122,10 +153,19 @@ def store_parts(entry: Entry, samples: int | None) -> tuple[str, dict, list, dic
         "<details><summary>provenance and counts</summary><pre>"
         f"{html.escape(chr(10).join(describe(ds)))}</pre></details>",
     ]
+    figure, too_large = None, ""
     if (ds["status"] == "ok").any():
-        specs[f"{key}-figure"] = chart_for(ds).to_dict(validate=False)
+        try:
+            figure = chart_for(ds)
+            check_rows(figure)
+        except FigureTooLarge as err:
+            too_large = str(err)
+    if figure is not None and not too_large:
+        specs[f"{key}-figure"] = figure.to_dict(validate=False)
         embeds.append((f"figure-{key}", f"{key}-figure"))
         parts.append(f'<div id="figure-{key}" class="figure"></div>')
+    elif too_large:
+        parts.append(f"<p>No figure: {html.escape(too_large)}.</p>")
     else:
         parts.append("<p>No analysed samples in this store (see the counts above): no figure.</p>")
     if counted(ds).sizes["sample"]:
@@ -153,15 +193,19 @@ def side_by_side(entries: Sequence[Entry], specs: dict) -> str:
     """Two columns, each with a picker over every figure and browser of the page."""
     if len(entries) < 2 or not specs:
         return ""
-    options = [(k, k.replace("__", "/").rsplit("-", 1)) for k in specs]
+    labels = {e.key: e.label for e in entries}
+    options = []
+    for k in specs:
+        key, what = k.rsplit("-", 1)  # KEY-figure, KEY-browser
+        options.append((k, labels.get(key, key), what))
     first, second = default_pair(entries)
     columns = []
     for side, entry in (("a", first), ("b", second)):
         wanted = f"{entry.key}-figure" if f"{entry.key}-figure" in specs else next(iter(specs))
         choices = "".join(
             f'<option value="{html.escape(k)}"{" selected" if k == wanted else ""}>'
-            f"{html.escape(label)} · {what}</option>"
-            for k, (label, what) in options
+            f"{html.escape(label)} · {html.escape(what)}</option>"
+            for k, label, what in options
         )
         columns.append(
             f'<div><select class="ft-side" data-target="side-{side}">{choices}</select>'
@@ -195,8 +239,12 @@ def page_data(specs: dict, embeds: list, videos: dict[str, int]) -> dict:
 
 
 def script_json(data: dict) -> str:
-    """JSON that may sit inside a <script> element."""
-    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+    """JSON that may sit inside a <script> element: no `<`, `>` or `&` as such (no `</script>`,
+    no `<!--` that would change how the element ends), nor line separators."""
+    text = json.dumps(data, separators=(",", ":"))
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
 
 
 def html_page(title: str, body: str, tail: str) -> str:
@@ -219,6 +267,8 @@ def write_report(
     Refuses a page over `budget` bytes, naming the fix."""
     import vl_convert
 
+    out = Path(out)
+    check_out(out)
     entries = collect_stores(stores)
     sections, specs, embeds, videos = [], {}, [], {}
     for entry in entries:
@@ -242,7 +292,17 @@ def write_report(
             "budget; show fewer samples per store (samples=, --samples) or write a site "
             "(write_site, --site DIR)",
         )
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page, encoding="utf-8")
+    with claims(out.parent) as held:
+        held.write(out, page, REPORT)
     return out
+
+
+def check_out(out: Path) -> None:
+    """Refuse, before any work, an `out` that is a folder or a file flowtrace did not write as
+    a report page (flowtrace.outputs)."""
+    out = Path(out)
+    if out.is_dir():
+        raise is_a_folder(out, "out")
+    if os.path.lexists(out):
+        with claims(out.parent) as held:
+            held.check(out, REPORT)

@@ -7,10 +7,14 @@ scripts, so the folder opens from disk (file://) as well as from any static host
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 from flowtrace.errors import OptionError
+from flowtrace.outputs import Claims, claims
+from flowtrace.paths import store_stem
 from flowtrace.plots import compare_chart
 from flowtrace.report.page import (
     GLUE,
@@ -26,9 +30,11 @@ from flowtrace.report.page import (
     store_parts,
 )
 
+SITE = "flowtrace site"  # what a site's files are written for (flowtrace.outputs' record)
 
-def _page(out: Path, name: str, title: str, body: str, data: dict, depth: int, budget: int):
-    """Write `name`.html and its data file `name`.data.js under `out`."""
+
+def _page(held: Claims, name: str, title: str, body: str, data: dict, depth: int, budget: int):
+    """Write `name`.html and its data file `name`.data.js under the site's folder."""
     up = "../" * depth
     script = "window.FT_DATA = " + script_json(data) + ";\n"
     size = len(script.encode("utf-8"))
@@ -38,17 +44,31 @@ def _page(out: Path, name: str, title: str, body: str, data: dict, depth: int, b
             f"the site page {name}.html's data would be {size / 2**20:.1f} MB, over its "
             f"{budget / 2**20:.0f} MB budget; show fewer samples per store (--samples)",
         )
-    target = out / f"{name}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    (out / f"{name}.data.js").write_text(script, encoding="utf-8")
-    stem = Path(name).name
+    target, data_file = _files(held.folder, name)
+    held.write(data_file, script, SITE)
     tail = (
         f'<script src="{up}assets/vega.js"></script>'
-        f'<script src="{html.escape(stem)}.data.js"></script><script>{GLUE}</script>'
+        f'<script src="{_href(data_file.name)}"></script><script>{GLUE}</script>'
     )
     nav = f'<p><a href="{up}index.html">← gallery</a></p>'
-    target.write_text(html_page(title, nav + body, tail), encoding="utf-8")
+    held.write(target, html_page(title, nav + body, tail), SITE)
     return target
+
+
+def _files(out: Path, name: str) -> tuple[Path, Path]:
+    return out / f"{name}.html", out / f"{name}.data.js"
+
+
+def _href(relative: str) -> str:
+    """A relative link to a file of the site, as an attribute value (a store named `my run#2`
+    or `"x"` links to its own page)."""
+    return html.escape(quote(relative))
+
+
+def compare_name(recipe: str) -> str:
+    """The side-by-side page of a recipe: `compare/NAME` with NAME safe as one file name (a
+    recipe named `../x` stays in the site)."""
+    return "compare/" + (re.sub(r"[^A-Za-z0-9_.-]", "_", recipe).lstrip(".") or "recipe")
 
 
 def write_site(
@@ -58,43 +78,51 @@ def write_site(
     samples: int | None = SITE_SAMPLES,
     budget: int = SITE_PAGE_BUDGET,
 ) -> Path:
-    """Write the site into folder `out`; returns its index.html."""
+    """Write the site into folder `out`; returns its index.html. Every file is written whole;
+    files the folder holds that flowtrace did not write for a site stop it before any is
+    written (flowtrace.outputs)."""
     import vl_convert
 
     entries = collect_stores(stores)
     out = Path(out)
-    (out / "assets").mkdir(parents=True, exist_ok=True)
-    (out / "assets" / "vega.js").write_text(
-        vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"), encoding="utf-8"
-    )
     by_recipe: dict[str, list[Entry]] = {}
-    parts = {}
     for entry in entries:
-        section, specs, embeds, videos = parts[entry.key] = store_parts(entry, samples)
-        depth = entry.label.count("/")
-        _page(out, entry.label, f"{entry.label} · {title}", section,
-              page_data(specs, embeds, videos), depth, budget)  # fmt: skip
-        by_recipe.setdefault(str(entry.ds.attrs.get("recipe", entry.path.stem)), []).append(entry)
-    compared = {}
-    for recipe, group in by_recipe.items():
-        if len(group) < 2:
-            continue
-        specs, videos = {}, {}
-        for entry in group:
-            _, more_specs, _, more_videos = parts[entry.key]
-            specs.update(more_specs)
-            videos.update(more_videos)
-        body, embeds = side_by_side(group, specs), []
-        if all(_plain_knockout(e) for e in group):
-            # Knockout curves of every store in one figure, above the two columns.
-            specs["overlay"] = compare_chart({e.label: e.ds for e in group}).to_dict()
-            embeds.append(("overlay", "overlay"))
-            body = '<div id="overlay" class="figure"></div>' + body
-        name = f"compare/{recipe}"
-        _page(out, name, f"{recipe} side by side · {title}", body,
-              page_data(specs, embeds, videos), 1, budget)  # fmt: skip
-        compared[recipe] = name
-    (out / "index.html").write_text(gallery(entries, by_recipe, compared, title), "utf-8")
+        recipe = str(entry.ds.attrs.get("recipe", store_stem(entry.path)))
+        by_recipe.setdefault(recipe, []).append(entry)
+    compared = {r: compare_name(r) for r, group in by_recipe.items() if len(group) > 1}
+    names = [e.label for e in entries] + list(compared.values())
+    with claims(out, "site") as held:
+        planned = [out / "index.html", out / "assets" / "vega.js"]
+        planned += [f for name in names for f in _files(out, name)]
+        for path in planned:  # refuse before writing anything
+            held.check(path, SITE)
+        held.write(
+            out / "assets" / "vega.js",
+            vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;"),
+            SITE,
+        )
+        parts = {}
+        for entry in entries:
+            section, specs, embeds, videos = parts[entry.key] = store_parts(entry, samples)
+            depth = entry.label.count("/")
+            _page(held, entry.label, f"{entry.label} · {title}", section,
+                  page_data(specs, embeds, videos), depth, budget)  # fmt: skip
+        for recipe, name in compared.items():
+            group = by_recipe[recipe]
+            specs, videos = {}, {}
+            for entry in group:
+                _, more_specs, _, more_videos = parts[entry.key]
+                specs.update(more_specs)
+                videos.update(more_videos)
+            body, embeds = side_by_side(group, specs), []
+            if all(_plain_knockout(e) for e in group):
+                # Knockout curves of every store in one figure, above the two columns.
+                specs["overlay"] = compare_chart({e.label: e.ds for e in group}).to_dict()
+                embeds.append(("overlay", "overlay"))
+                body = '<div id="overlay" class="figure"></div>' + body
+            _page(held, name, f"{recipe} side by side · {title}", body,
+                  page_data(specs, embeds, videos), 1, budget)  # fmt: skip
+        held.write(out / "index.html", gallery(entries, by_recipe, compared, title), SITE)
     return out / "index.html"
 
 
@@ -131,14 +159,14 @@ def gallery(
             cells.append(
                 "<td>"
                 + "<br>".join(
-                    f'<a href="{html.escape(e.label)}.html">{html.escape(e.path.stem)}</a>'
+                    f'<a href="{_href(e.label + ".html")}">{html.escape(store_stem(e.path))}</a>'
                     f"<br><span class='muted'>{html.escape(headline(e.ds))}</span>"
                     for e in found
                 )
                 + "</td>"
             )
         side = (
-            f'<a href="{html.escape(compared[recipe])}.html">side by side</a>'
+            f'<a href="{_href(compared[recipe] + ".html")}">side by side</a>'
             if recipe in compared
             else ""
         )

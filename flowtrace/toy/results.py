@@ -47,7 +47,7 @@ def regenerate(
 ) -> list[Path]:
     """Run `recipes` on `models` into `out`; returns the stores written."""
     from flowtrace.pathways import curve_chart, pathway_curve
-    from flowtrace.plots import chart_for, save_chart
+    from flowtrace.plots import chart_for, figure_stem, save_chart
 
     stores = []
     for model in models:
@@ -69,7 +69,9 @@ def regenerate(
             )
             result = run(recipe, options, loaded=given)
             compact(store)  # a few dozen files instead of one per sample and variable
-            figures = save_chart(chart_for(open_cube(store)), store.with_suffix(""), scale=1)
+            # results/ is flowtrace's own folder: its figures are replaced whatever they hold.
+            chart = chart_for(open_cube(store))
+            figures = save_chart(chart, figure_stem(store), scale=1, replace=True)
             log(f"{store}: {result.counts['ok']} analysed, {', '.join(map(str, figures))}")
             stores.append(store)
         if "flow_map" in recipes:
@@ -82,7 +84,7 @@ def regenerate(
                 compact(threshold_store)
             folder.mkdir(parents=True, exist_ok=True)
             table.to_csv(folder / "curve.csv", index=False)
-            save_chart(curve_chart(table), folder / "curve", scale=1)
+            save_chart(curve_chart(table), folder / "curve", scale=1, replace=True)
             log(f"{folder}: curve over thresholds {', '.join(map(str, THRESHOLDS))}")
     # The index covers every model with results in `out`, not only the ones just rerun.
     (out / "README.md").write_text(index(out, tuple(m for m in MODELS if (out / m).is_dir())))
