@@ -222,3 +222,74 @@ def test_site_gallery_pages_and_side_by_side_open_from_disk(browser, tmp_path):
         assert targets and all(_drawn(page, t) >= 10 for t in targets), link
         assert errors == [], link
         page.close()
+
+
+HOSTILE = 'x"><img src=x onerror=window.__pwned=1>'
+
+
+@pytest.fixture(scope="module")
+def awkward(tiny_model_dir, tiny_data, tmp_path_factory) -> Path:
+    """A folder whose name has a space and a dot, holding a store named to inject a handler
+    (its questions and options carry handlers too) and a flow map named like a pathway's
+    threshold store."""
+    import json
+
+    from flowtrace.recipe import load_recipe
+    from flowtrace.runner import RunOptions, run
+
+    base = tmp_path_factory.mktemp("awkward")
+    data = base / "data"
+    shutil.copytree(tiny_data, data)
+    for file in (data / "json").glob("*.json"):
+        entries = json.loads(file.read_text())
+        for entry in entries:
+            tag = '<b onmouseover="window.__pwned=3">{}</b>'
+            entry["question"] = '<img src=x onerror="window.__pwned=2"> ' + entry["question"]
+            entry["candidates"] = [tag.format(c) for c in entry["candidates"]]
+            entry["answer"] = tag.format(entry["answer"])
+        file.write_text(json.dumps(entries))
+    root = base / "my runs.v2"
+    options = RunOptions(
+        model=str(tiny_model_dir),
+        data=str(data),
+        limit=2,
+        sample_mode="all",
+        plot=False,
+        out=root / f"{HOSTILE}.zarr",
+    )
+    run(load_recipe("cross_frame"), options)
+    shutil.copytree(RESULTS / "toy" / "flow_map.zarr", root / "threshold_0.25.zarr")
+    return root
+
+
+def _unharmed_and_drawn(page, errors: list[str]) -> None:
+    assert page.evaluate("document.body.dataset.drawn") != "error", errors
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.querySelectorAll('img, b').length") == 0  # all text
+    targets = page.evaluate("Object.keys(window.ftViews)")
+    assert targets and all(_drawn(page, t) >= 10 for t in targets), targets
+    assert errors == []
+
+
+def test_awkward_and_hostile_names_draw_and_run_no_script(browser, awkward, tmp_path):
+    """A dot or a space in a store's folder or name left the page blank (exit 0); a store name,
+    question or option holding markup ran its handler. Every figure draws, nothing runs."""
+    report = write_report([awkward], tmp_path / "r.html")
+    page, errors = _open(browser, report.as_uri())
+    _unharmed_and_drawn(page, errors)
+    assert len(page.evaluate("Object.keys(window.ftViews)")) == 2 * 2 + 2  # + side by side
+    text = page.evaluate("document.body.innerText")
+    assert f"{HOSTILE}.zarr" in text  # shown as the name it is
+    browser_id = next(t for t in page.evaluate("Object.keys(window.ftViews)") if "browser-x" in t)
+    shown = page.text_content(f"#{browser_id} svg")
+    assert 'onerror="window.__pwned=2"' in shown  # the question, as text
+    page.close()
+    index = write_site([awkward.parent], tmp_path / "site")  # pages under "my runs.v2/"
+    for link in ("my runs.v2/threshold_0.25.html", f"my runs.v2/{HOSTILE}.html"):
+        page, errors = _open(browser, (index.parent / link).as_uri())
+        _unharmed_and_drawn(page, errors)
+        page.close()
+    page = browser.new_page()
+    page.goto(index.as_uri())
+    assert page.evaluate("window.__pwned") is None
+    page.close()
