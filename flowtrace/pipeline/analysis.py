@@ -4,6 +4,7 @@ and one sample analysed by every recipe of a pass."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from flowtrace.measure import (
     sample_record,
 )
 from flowtrace.models import LoadedModel, Prepared, load_model
+from flowtrace.models.context import check_prompt, context_length
 from flowtrace.pipeline.kinds import kind_of
 from flowtrace.pipeline.options import RunOptions, default_out, resolve_data, settle
 from flowtrace.pipeline.provenance import provenance
@@ -105,6 +107,8 @@ def prepare_analyses(
         loaded.adapter.default_frames,
         lambda frames: loaded.adapter.video_grid(loaded, frames)[0],
         computes_on_this_cpu=loaded.device.type == "cpu" and not trace_kwargs,
+        video_tokens=lambda frames: math.prod(loaded.adapter.video_grid(loaded, frames)),
+        context=context_length(loaded.model),
     )
     route_traces(loaded, trace_kwargs)
     source = resolve_data(options.data)
@@ -187,7 +191,9 @@ def load_inputs(analysis: Analysis, sample: Sample) -> Prepared:
     validate_sample(sample, allow_open_ended=True)
     # The adapter picks its frames where its model reads them its own way (VideoLLaMA3).
     video = sample_frames(sample, analysis.frames, analysis.loaded.adapter)
-    return analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
+    prepared = analysis.loaded.adapter.prepare(analysis.loaded, sample, video)
+    check_prompt(analysis.loaded.model, prepared, sample, getattr(analysis.recipe, "generate", 0))
+    return prepared
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,12 @@ from flowtrace.sweep import Sweep
 SAMPLE_MODES = ("correct", "wrong", "all")
 ENGINES = ("fast", "reference")
 EXECUTORS = ("serial", "ray")
+
+# Bounds refused before the model loads (the model's context bounds them again in `settle`):
+# beyond them a run spends minutes decoding, processing or generating before any message.
+MAX_FRAMES = 1024  # frames per video; the adapters' defaults are 8 to 32
+MAX_GENERATE = 8192  # reply tokens per condition; open_ended.py asks 32
+SEED_RANGE = (0, 2**32 - 1)  # what torch, numpy and Ray each accept as a seed
 
 
 @dataclass
@@ -83,6 +90,17 @@ def check_options(options: RunOptions) -> None:
     for name, value in at_least_one.items():
         if value is not None and value < 1:
             raise OptionError(name, f"{value}: must be at least 1")
+    at_most = {"frames": (options.frames, MAX_FRAMES), "generate": (options.generate, MAX_GENERATE)}
+    for name, (value, bound) in at_most.items():
+        if value is not None and value > bound:
+            raise OptionError(
+                name,
+                f"{value}: give at most {bound} (flowtrace's bound: beyond it a run spends "
+                "minutes before its first sample; the model's context may allow fewer)",
+            )
+    low, high = SEED_RANGE
+    if not isinstance(options.seed, int) or not low <= options.seed <= high:
+        raise OptionError("seed", f"{options.seed}: give a whole number from {low} to {high}")
     if options.prefetch is not None and options.prefetch < 0:
         raise OptionError("prefetch", f"{options.prefetch}: must be 0 or more")
     if options.flush_seconds <= 0:
@@ -122,16 +140,46 @@ def settle(
     default_frames: int,
     video_frames,
     computes_on_this_cpu: bool,
+    video_tokens: Callable[[int], int] | None = None,
+    context: int | None = None,
 ) -> Settled:
     """The sweep (the reference's window unless given), frames (the adapter's unless given),
-    samples prefetched (none where the model computes on this machine's CPU, unless given)."""
+    samples prefetched (none where the model computes on this machine's CPU, unless given).
+
+    `context`: the positions the model reads (its config's max_position_embeddings), which the
+    video tokens of `frames` (`video_tokens`) and a reply of `generate` tokens must leave room in;
+    each sample's whole prompt is checked against it when it is prepared."""
     frames = options.frames or default_frames
+    if context is not None and video_tokens is not None:
+        check_context(options, frames, default_frames, video_tokens(frames), context)
     prefetch = options.prefetch
     if prefetch is None:
         prefetch = 0 if computes_on_this_cpu else PREFETCH_BESIDE_THE_MODEL
     return Settled(
         options.sweep.resolve(num_layers, num_heads), frames, video_frames(frames), prefetch
     )
+
+
+def check_context(
+    options: RunOptions, frames: int, default_frames: int, tokens: int, context: int
+) -> None:
+    """Refuse frames or a reply length that cannot fit the model's context with any prompt."""
+    where = f"the model's context of {context} tokens (max_position_embeddings in its config)"
+    if tokens >= context:
+        given = "" if options.frames else " (the adapter's default)"
+        fit = max(1, frames * (context // 2) // tokens)
+        raise OptionError(
+            "frames",
+            f"{frames}{given}: {frames} frames make {tokens} video tokens, which leave no room "
+            f"for the question in {where}; give fewer frames (about {fit} leave half the context "
+            "to the text)",
+        )
+    if options.generate and tokens + options.generate >= context:
+        raise OptionError(
+            "generate",
+            f"{options.generate}: a reply that long after {tokens} video tokens runs past "
+            f"{where}; give at most {context - tokens - 1} (less the question's tokens)",
+        )
 
 
 def default_out(recipe_name: str, model_id: str, data: str, folder: Path | None = None) -> Path:
