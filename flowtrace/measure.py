@@ -92,6 +92,12 @@ def measure_clean(
     loaded: LoadedModel, engine: ReferenceEngine, prepared: Prepared, sample: Sample
 ) -> Clean:
     probs = engine.clean(prepared.inputs)
+    if not bool(torch.isfinite(probs).all()):  # argmax of NaN is 0: a silent wrong answer
+        raise SampleError(
+            "the model's clean pass gave NaN or infinite probabilities: its weights or "
+            "config.json hold NaN or inf, or the dtype overflows (try float32); check the "
+            "checkpoint against the original"
+        )
     pred = int(probs.argmax())
     letter = prepared.layout.true_letter
     if sample.open_ended:

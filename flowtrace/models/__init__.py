@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, ModelError
 from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
 from flowtrace.models.checkpoint import (
     check_weights,
@@ -93,12 +93,8 @@ def load_model(
 
     source = {TOY: str(EMBEDDED_MODEL), PLANTED: str(EMBEDDED_PLANTED)}.get(spec, spec)
     local = Path(source).expanduser()
-    if not local.exists() and not HUB_ID.match(source):
-        raise FlowtraceError(
-            f"--model {spec}: no such folder, and not a Hugging Face id (org/name); "
-            "pass a local checkpoint folder, an id such as llava-hf/LLaVA-NeXT-Video-7B-hf, "
-            "'toy' or 'planted'"
-        )
+    if not local.exists():
+        check_hub_id(spec, source)
     if local.exists():
         source = str(local.resolve())
     if attn not in ("sdpa", "eager"):
@@ -131,16 +127,57 @@ def load_model(
     )
 
 
+def check_hub_id(spec: str, source: str) -> None:
+    """Refuse a model that is no folder here and cannot be a Hub id. A path written as one
+    (./, ../, /, ~, or under a folder that exists here) is said missing at once, instead of
+    being tried on the Hub (which retries for about 20 s)."""
+    written_as_path = source.startswith(("./", "../", "/", "~", ".\\")) or "\\" in source
+    first = Path(source).parts[0] if Path(source).parts else ""
+    if written_as_path or (first and "/" in source and Path(first).is_dir()):
+        expanded = Path(source).expanduser()
+        missing = expanded
+        while not missing.parent.exists() and missing.parent != missing:
+            missing = missing.parent
+        # The missing part as the user wrote it (~ unexpanded), and the folders beside it.
+        written = Path(source).parts
+        first_missing = Path(*written[: len(written) - len(expanded.parts) + len(missing.parts)])
+        folders = sorted(
+            p.name for p in missing.parent.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+        beside = ", ".join(folders[:8]) + (", …" if len(folders) > 8 else "")
+        raise ModelError(
+            f"model={spec}: no such folder: {first_missing} does not exist"
+            + (f" (its folder holds {beside})" if folders else "")
+            + "; check the path of the local checkpoint"
+        )
+    if not HUB_ID.match(source):
+        raise ModelError(
+            f"model={spec}: no such folder, and not a Hugging Face id (org/name); "
+            "pass a local checkpoint folder, an id such as llava-hf/LLaVA-NeXT-Video-7B-hf, "
+            "'toy' or 'planted'"
+        )
+
+
 def pick_adapter(config: dict, forced: str | None, spec: str) -> Adapter:
-    """The adapter for a raw config.json: `forced` if given, else the one that accepts it."""
+    """The adapter for a raw config.json: `forced` if given, else the one that accepts it.
+
+    A forced adapter is refused where another adapter reads the config (the wrong family's
+    prompt and token layout would give other numbers without a word); it serves configs no
+    adapter reads (a fine-tune with a model_type of its own)."""
+    model_type = config.get("model_type")
+    reader = next((cls for cls in ADAPTERS.values() if cls.accepts(config)), None)
     if forced is not None:
         if forced not in ADAPTERS:
             raise FlowtraceError(f"--adapter {forced}: choose one of {', '.join(ADAPTERS)}")
+        if reader is not None and reader.name != forced:
+            raise FlowtraceError(
+                f"--adapter {forced}: --model {spec} is a {model_type!r} checkpoint, which the "
+                f"{reader.name} adapter reads, not {forced} (it reads "
+                f"{', '.join(ADAPTERS[forced].model_types)}); drop --adapter"
+            )
         return ADAPTERS[forced]()
-    for cls in ADAPTERS.values():
-        if cls.accepts(config):
-            return cls()
-    model_type = config.get("model_type")
+    if reader is not None:
+        return reader()
     if config.get("auto_map"):
         raise FlowtraceError(
             f"--model {spec}: model_type={model_type!r} ships its own modelling code (auto_map) "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -64,9 +65,36 @@ def read_config(source: str) -> dict[str, Any]:
     """The checkpoint's config.json as a plain dict (no class lookup, no remote code)."""
     path = resolve_file(source, "config.json")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ModelError(f"model={source}: config.json is not valid JSON ({err})") from None
+    # json reads NaN and Infinity; a model built from them computes NaN everywhere, which
+    # would read as every sample answered wrong.
+    where = _non_finite(config)
+    if where is not None:
+        key, value = where
+        raise ModelError(
+            f"model={source}: config.json holds {value} at {key}; every number there must be "
+            "finite: restore it from the original checkpoint's config.json"
+        )
+    return config
+
+
+def _non_finite(value: Any, key: str = "") -> tuple[str, float] | None:
+    """The first (key path, value) of a non-finite number in a parsed JSON value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key or "the top level", value
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for name, item in items:
+        found = _non_finite(item, f"{key}.{name}" if key else str(name))
+        if found is not None:
+            return found
+    return None
 
 
 def weight_files(source: str) -> list[Path]:
@@ -105,14 +133,19 @@ def weight_files(source: str) -> list[Path]:
 
 # A pickle checkpoint holds Python objects that loading would run; torch's safe loader refuses
 # those, and flowtrace never unpickles them. Converting once (in an environment you trust) helps.
-CONVERT = (
-    'convert it to safetensors once, where you trust the file: python -c "import torch; '
-    "from safetensors.torch import save_file; "
-    "s = torch.load('pytorch_model.bin', weights_only=False); s = s.get('model', s); "
-    "save_file({k: v.clone().contiguous() for k, v in s.items() if isinstance(v, torch.Tensor)}, "
-    "'model.safetensors')\" "
-    "and remove the .bin"
-)
+def convert_command(pickle_name: str, target: str) -> str:
+    """How to turn the pickle `pickle_name` into the safetensors file `target`, as one line."""
+    return (
+        'convert it to safetensors once, where you trust the file: python -c "import torch; '
+        "from safetensors.torch import save_file; "
+        f"s = torch.load('{pickle_name}', weights_only=False); s = s.get('model', s); "
+        "save_file({k: v.clone().contiguous() for k, v in s.items() if isinstance(v, "
+        f"torch.Tensor)}}, '{target}')\" "
+        "and remove the .bin"
+    )
+
+
+CONVERT = convert_command("pytorch_model.bin", "model.safetensors")
 
 
 def check_weights(source: str) -> list[Path]:
@@ -124,13 +157,13 @@ def check_weights(source: str) -> list[Path]:
     files = weight_files(source)
     for path in files:
         if path.suffix == ".safetensors":
-            _check_safetensors(path, source)
+            check_safetensors(path, source)
         else:
-            _load_bin(path, source, mmap=True)
+            load_bin(path, source, mmap=True)
     return files
 
 
-def _check_safetensors(path: Path, source: str) -> None:
+def check_safetensors(path: Path, source: str, param: str = "model") -> None:
     from safetensors import SafetensorError, safe_open
 
     size = path.stat().st_size if path.exists() else 0
@@ -139,12 +172,16 @@ def _check_safetensors(path: Path, source: str) -> None:
             handle.keys()
     except (SafetensorError, OSError) as err:
         raise ModelError(
-            f"model={source}: {path.name} is not a readable safetensors file ({size} bytes: "
+            f"{param}={source}: {path.name} is not a readable safetensors file ({size} bytes: "
             f"{_first_line(err)}); it is truncated or not safetensors — download or save it again"
         ) from None
 
 
-def _load_bin(path: Path, source: str, mmap: bool = False) -> Any:
+def load_bin(
+    path: Path, source: str, mmap: bool = False, param: str = "model", convert: str = CONVERT
+) -> Any:
+    """A .bin's tensors through torch's safe loader; a pickle of Python objects or a damaged
+    file is refused, naming `param` (model, lora) and how to convert it (`convert`)."""
     import pickle
 
     try:
@@ -156,13 +193,13 @@ def _load_bin(path: Path, source: str, mmap: bool = False) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy format
     except pickle.UnpicklingError:
         raise ModelError(
-            f"model={source}: {path.name} is a pickle checkpoint holding Python objects beside "
+            f"{param}={source}: {path.name} is a pickle checkpoint holding Python objects beside "
             "its tensors; flowtrace does not unpickle them (loading would run code from the "
-            f"file). {CONVERT}"
+            f"file). {convert}"
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
         raise ModelError(
-            f"model={source}: {path.name} is not a readable PyTorch checkpoint "
+            f"{param}={source}: {path.name} is not a readable PyTorch checkpoint "
             f"({_first_line(err)}); it is truncated or damaged — download or save it again"
         ) from None
 
@@ -173,12 +210,12 @@ def iter_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
-            _check_safetensors(path, str(path.parent))
+            check_safetensors(path, str(path.parent))
             with safe_open(str(path), framework="pt", device="cpu") as handle:
                 for key in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
                     yield key, handle.get_tensor(key)
         else:
-            state = _load_bin(path, str(path.parent))
+            state = load_bin(path, str(path.parent))
             # The reference code's checkpoints sometimes nest the weights under "model".
             state = state.get("model", state) if isinstance(state, dict) else state
             yield from state.items()
@@ -225,14 +262,54 @@ def load_tokenizer(source: str) -> Any:
     """The checkpoint's tokenizer, never running remote code (a fast tokenizer for offsets)."""
     from transformers import AutoTokenizer
 
+    return load_processor(
+        lambda: AutoTokenizer.from_pretrained(source, trust_remote_code=False), source, "tokenizer"
+    )
+
+
+def load_processor(factory: Callable[[], Any], source: str, what: str = "processor") -> Any:
+    """`factory()` (a processor's or tokenizer's from_pretrained), its failure said as one line
+    naming the checkpoint: a missing, truncated or foreign tokenizer file."""
     try:
         with quiet_transformers():
-            return AutoTokenizer.from_pretrained(source, trust_remote_code=False)
-    except (OSError, ValueError) as err:
+            return factory()
+    except Exception as err:  # noqa: BLE001 - the tokenizers library raises bare Exception
         raise ModelError(
-            f"model={source}: could not load its tokenizer ({_first_line(err)}); flowtrace "
-            "needs a fast tokenizer (tokenizer.json) and runs no remote tokenizer code"
+            f"model={source}: could not load its {what} ({_tokenizer_problem(source, err)}); "
+            "flowtrace needs "
+            "the checkpoint's fast tokenizer (tokenizer.json, as save_pretrained writes it) and "
+            "runs no remote tokenizer code: copy the tokenizer files again from the original "
+            "checkpoint"
         ) from None
+
+
+# The files a processor or tokenizer reads, in the order a broken one is looked for.
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+)
+
+
+def _tokenizer_problem(source: str, err: Exception) -> str:
+    """Why a local checkpoint's processor did not load, by file where one is missing or not
+    JSON (transformers' own message names neither)."""
+    folder = Path(source)
+    if folder.is_dir():
+        for name in TOKENIZER_FILES:
+            path = folder / name
+            if not path.is_file():
+                continue
+            try:
+                json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as bad:
+                return f"{name} is not valid JSON: {_first_line(bad)}"
+        if not (folder / "tokenizer.json").is_file():
+            return "the folder has no tokenizer.json"
+    return _first_line(err)
 
 
 def build_empty(factory: Callable[[], torch.nn.Module], device: str, dtype: torch.dtype) -> Any:

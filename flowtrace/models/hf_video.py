@@ -21,10 +21,15 @@ import numpy as np
 
 from flowtrace.data import Sample
 from flowtrace.data.video import VideoFrames
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, ModelError
 from flowtrace.layout import TokenLayout
 from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
-from flowtrace.models.checkpoint import build_empty, init_random, quiet_transformers
+from flowtrace.models.checkpoint import (
+    build_empty,
+    init_random,
+    load_processor,
+    quiet_transformers,
+)
 from flowtrace.models.inputs import placeholder_frames, prompt_layout, to_device
 
 
@@ -51,9 +56,9 @@ class HFVideoAdapter(Adapter):
                 f"this transformers ({transformers.__version__}) has no {self.model_class}; "
                 "upgrade transformers to use the " + self.name + " adapter"
             )
+        # The processor first: a broken tokenizer is named before the weights load.
+        processor = load_processor(lambda: AutoProcessor.from_pretrained(source), source)
         model = hf_model(cls, source, options)
-        with quiet_transformers():
-            processor = AutoProcessor.from_pretrained(source)
         return model, processor
 
     # -- per family ------------------------------------------------------------------------------
@@ -127,9 +132,26 @@ def hf_model(cls: Any, source: str, options: LoadOptions) -> Any:
     """A transformers model class's checkpoint on the device, or (`options.weights` False) its
     config.json's architecture with seeded random weights, in eval mode."""
     if options.weights:
-        model = cls.from_pretrained(
-            source, dtype=options.dtype, attn_implementation=options.attn
-        ).to(options.device)
+        # Mismatched shapes are collected and named here rather than raised by transformers
+        # below a table of every key.
+        with quiet_transformers():
+            model, info = cls.from_pretrained(
+                source,
+                dtype=options.dtype,
+                attn_implementation=options.attn,
+                ignore_mismatched_sizes=True,
+                output_loading_info=True,
+            )
+        mismatched = sorted(info.get("mismatched_keys") or [])
+        if mismatched:
+            key, stored, wanted = mismatched[0]
+            more = f" (and {len(mismatched) - 1} more)" if len(mismatched) > 1 else ""
+            raise ModelError(
+                f"model={source}: weight {key} has shape {tuple(stored)} in the checkpoint, the "
+                f"config implies {tuple(wanted)}{more}; config.json and the weights are of "
+                "different models: restore the checkpoint's own config.json"
+            )
+        model = model.to(options.device)
     else:
         from transformers import AutoConfig
 

@@ -14,6 +14,7 @@ from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
 from flowtrace.layout import build_layout
 from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
+from flowtrace.models.checkpoint import load_processor
 from flowtrace.models.hf_video import hf_model
 from flowtrace.models.prompt_template import EVAL_MVBENCH
 
@@ -42,8 +43,9 @@ class LlavaNextVideoAdapter(Adapter):
         # class that applies it.
         planted = getattr(config, "flowtrace_plant", None)
         cls = PlantedLlavaNextVideo if planted else LlavaNextVideoForConditionalGeneration
+        # The processor first: a broken tokenizer is named before the weights load.
+        processor = load_processor(lambda: LlavaNextVideoProcessor.from_pretrained(source), source)
         model = hf_model(cls, source, options)
-        processor = LlavaNextVideoProcessor.from_pretrained(source)
         return model, processor
 
     def video_grid(self, loaded: LoadedModel, frames: int) -> tuple[int, int, int]:

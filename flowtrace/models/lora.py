@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from flowtrace.errors import FlowtraceError
+from flowtrace.models.checkpoint import check_safetensors, convert_command, load_bin
 
 
 def merge_lora(model: Any, path: str) -> Any:
@@ -20,6 +21,7 @@ def merge_lora(model: Any, path: str) -> Any:
             f"--lora {path}: no adapter_config.json there; pass the folder PEFT's "
             "save_pretrained wrote (adapter_config.json + adapter_model.safetensors)"
         )
+    check_lora_weights(folder, path)
     try:
         from peft import PeftModel
     except ImportError:
@@ -35,6 +37,16 @@ def merge_lora(model: Any, path: str) -> Any:
         ) from None
     merged = wrapped.merge_and_unload()
     return merged.eval()
+
+
+def check_lora_weights(folder: Path, path: str) -> None:
+    """Refuse a truncated safetensors file or a pickle of Python objects (which PEFT's safe
+    loader stops with a bare UnpicklingError) before PEFT reads them, naming the file."""
+    for file in sorted(folder.glob("adapter_model*.safetensors")):
+        check_safetensors(file, path, param="lora")
+    for file in sorted(folder.glob("adapter_model*.bin")):
+        convert = convert_command(file.name, "adapter_model.safetensors")
+        load_bin(file, path, mmap=True, param="lora", convert=convert)
 
 
 def _first_line(err: Exception) -> str:
