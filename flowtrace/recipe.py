@@ -386,6 +386,11 @@ def check_groups(recipe: Recipe, where: str = "") -> None:
     before any model is loaded, with the closest names."""
     where = where or f"recipe {recipe.name}"
     if isinstance(recipe, Knockout):
+        if not recipe.edge_map():  # it would run every sample, then have nothing to draw
+            raise RecipeError(
+                f"{where}: `edges` is empty, so there is nothing to knock out; name at least "
+                "one edge, e.g. edges=['video -> last']"
+            )
         recipe.labels()  # every label reads `a -> b`
         for expr in recipe.edge_map().values():
             _check_expression(expr, where)
