@@ -61,3 +61,12 @@ def seal(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "open", guarded_os_open)
     for name, args in (("mkdir", 1), ("replace", 2), ("rename", 2), ("unlink", 1), ("rmdir", 1)):
         monkeypatch.setattr(os, name, guard(getattr(os, name), args))
+
+
+def sealed_copy(store: Path, folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`folder` holding a copy of `store` (as store.zarr), made read-only."""
+    import shutil
+
+    shutil.copytree(store, folder / "store.zarr")
+    seal(folder, monkeypatch)
+    return folder

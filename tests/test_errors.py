@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from read_only import sealed_copy
 from typer.testing import CliRunner
 
 from flowtrace.cli import app
@@ -130,6 +131,24 @@ CASES = [
          "store {user_folder} exists and is not a flowtrace store", "no store"),
     Case("query a damaged store", "query {damaged} --mean sample", 2,
          "is damaged (", "no store"),
+    # issue 33: figures, report pages and tables (never over another's file, whole or not at all)
+    Case("report out is a folder", "report {store} --out {user_folder}", 2,
+         "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
+    Case("query out is a folder", "query {store} --mean sample --out {user_folder}", 2,
+         "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
+    Case("report over a file flowtrace did not write", "report {store} --out {a_file}", 2,
+         "--out {a_file}: exists, and flowtrace did not write it for flowtrace report (or it "
+         "was changed since); it is left as it was", "no store"),
+    Case("plot beside a read-only store", "plot {read_only}/store.zarr", 2,
+         "cannot be written (Permission denied); choose another out you can write to",
+         "no store"),
+    Case("report into a read-only folder", "report {store} --out {read_only}/report.html", 2,
+         "--out {read_only}/report.html: cannot be written (Permission denied)", "no store"),
+    Case("figure too large", "plot {shipped}/flow_map.zarr --out {out}-figure", 2,
+         "over the 10 a figure draws; nothing was drawn", "no store",
+         env={"FLOWTRACE_FIGURE_CELLS": "10"}),
+    Case("markup in a path", "show {out}/[/]x[bold].zarr", 2,
+         "store {out}/[/]x[bold].zarr does not exist", "no store"),
 ]  # fmt: skip
 
 
@@ -318,6 +337,11 @@ def test_error_case(case: Case, paths, store: Path, damaged: Path, tmp_path: Pat
     if case.after == "unchanged":
         shutil.copytree(store, out)
         before = _digest(out)
+    paths["shipped"] = ROOT / "results" / "toy"  # committed stores, with analysed samples
+    if "{read_only}" in case.argv:
+        paths["read_only"] = sealed_copy(
+            paths["shipped"] / "cross_frame.zarr", tmp_path / "read-only", monkeypatch
+        )
     args = shlex.split(_expand(case.argv, paths, out))
     for _ in range(case.repeat):
         code, output = _invoke(case, args, monkeypatch)
