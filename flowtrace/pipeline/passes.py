@@ -3,14 +3,16 @@ each store's writer thread. Killed at any point, a rerun resumes where the store
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from flowtrace.data import Sample
+from flowtrace.errors import StoreError
 from flowtrace.pipeline.analysis import Analysis, InFlight, finish_sample, load_inputs, start_sample
 from flowtrace.pipeline.prefetch import prefetched
-from flowtrace.store import CubeStore
+from flowtrace.store import SAMPLE, CubeStore, open_cube
 
 Progress = Callable[[int, int, str], None]
 
@@ -36,6 +38,8 @@ def run_pass(
             )
             for a in analyses
         ]
+        for store in stores:
+            check_resumed_annotations(store.path, store.done, samples)
         done = [set(s.done) for s in stores]
         todo = [s for s in samples if any(s.id not in d for d in done)]
         resumed = len(samples) - len(todo)
@@ -80,3 +84,55 @@ def run_pass(
         if in_flight is not None:
             finish(*in_flight)
     return [a.out for a in analyses], resumed
+
+
+def check_resumed_annotations(path: Path, done: set[str], samples: list[Sample]) -> None:
+    """Refuse to resume a store whose finished samples the annotations now ask otherwise: a
+    sample is done by its id, and an edited question, options or answer would keep the old
+    results under it. Compared as `measure.sample_record` stores them."""
+    again = [s for s in samples if s.id in done]
+    if not again:
+        return
+    ds = open_cube(path, load=False)
+    if not {"question", "candidates", "answer"} <= set(ds.coords):
+        return  # a store written before these were kept
+    ids = [str(i) for i in ds[SAMPLE].values]
+    stored = {
+        name: dict(zip(ids, (str(v) for v in ds[name].values), strict=True))
+        for name in ("question", "candidates", "answer")
+    }
+    changed = []
+    for sample in again:
+        now = {
+            "question": sample.question,
+            "candidates": json.dumps(list(sample.candidates)),
+            "answer": sample.answer,
+        }
+        differ = [name for name, value in now.items() if stored[name][sample.id] != value]
+        if differ:
+            changed.append((sample.id, differ[0], stored[differ[0]][sample.id], now[differ[0]]))
+    if changed:
+        sample_id, field, before, after = changed[0]
+        field = "options" if field == "candidates" else field
+        more = f" (and {len(changed) - 1} more samples)" if len(changed) > 1 else ""
+        was, now = _where_they_differ(before, after)
+        raise StoreError(
+            f"store {path}: the annotation of sample {sample_id} changed since it was analysed"
+            f"{more}: its {field} was {was}, is now {now}; its stored results answer the old "
+            "one. Pass overwrite to analyse every sample again, or choose another out"
+        )
+
+
+def _where_they_differ(before: str, after: str, width: int = 60) -> tuple[str, str]:
+    """The two texts around their first difference, at most `width` characters each."""
+    first = next(
+        (i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a != b),
+        min(len(before), len(after)),
+    )
+    start = max(0, first - width // 3)
+
+    def cut(text: str) -> str:
+        piece = text[start : start + width]
+        return repr(("…" if start else "") + piece + ("…" if start + width < len(text) else ""))
+
+    return cut(before), cut(after)
