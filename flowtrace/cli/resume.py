@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import NoReturn
 
 import typer
@@ -16,6 +22,7 @@ def interrupted(
 ) -> NoReturn:
     """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130.
     `files`: each recipe's name and file (a pass file's members resume one by one)."""
+    _wait_on_ctrl_c()  # the Ctrl-C may have come from code, not through our handler
     names = list(files)
     stores = _stores(names, out, since)
     for name, store in stores.items():
@@ -37,6 +44,42 @@ def interrupted(
             command = _command_line(ctx, out=store, recipes=[files[name]])
             console.print(f"resume {name} with: {command}", highlight=False, soft_wrap=True)
     raise typer.Exit(130)
+
+
+@contextlib.contextmanager
+def later_ctrl_c_waits() -> Iterator[None]:
+    """The first Ctrl-C stops the run (KeyboardInterrupt) as usual; later ones, pressed while
+    the stores save the samples analysed and the resume command is printed, are only told to
+    wait, so a quick second press cuts neither short. Ctrl-\\ still quits at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def first(signum: int, frame: FrameType | None) -> None:
+        _wait_on_ctrl_c()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_on_ctrl_c() -> None:
+    """From now on Ctrl-C says once that the save and the resume command are coming."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    told = []
+
+    def later(signum: int, frame: FrameType | None) -> None:
+        if not told:  # plain write: a handler may run inside one of rich's prints
+            told.append(True)
+            sys.stderr.write(
+                "\nsaving the samples analysed; the resume command follows (Ctrl-\\ quits now)\n"
+            )
+
+    signal.signal(signal.SIGINT, later)
 
 
 def _stores(names: list[str], out: Path | None, since: float) -> dict[str, Path]:

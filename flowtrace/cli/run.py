@@ -10,7 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flowtrace.cli.common import Device, console, fail
-from flowtrace.cli.resume import interrupted
+from flowtrace.cli.resume import interrupted, later_ctrl_c_waits
 from flowtrace.errors import FlowtraceError
 from flowtrace.sweep import Sweep, WindowStyle
 
@@ -200,74 +200,77 @@ def run(
 
     started_at = time.time()
     loaded_recipes = []
-    try:
-        # A pass file (recipes/paper.py) stands for the recipes it lists.
-        loaded_recipes = [r for recipe in recipes for r in load_recipes(recipe)]
-        options = RunOptions(
-            model=model,
-            adapter=adapter,
-            data=data,
-            tasks=task or None,
-            limit=limit,
-            ratio=ratio,
-            out=out,
-            device=device,
-            dtype=dtype,
-            attn=attn,
-            sweep=Sweep(window=window, style=window_style, layers=sweep, heads=heads),
-            sample_mode=sample_mode,
-            frames=frames,
-            batch_size=batch_size,
-            engine=engine,
-            compile=compile,
-            seed=seed,
-            overwrite=overwrite,
-            eval_only=eval_only,
-            random_ratio=random_ratio,
-            generate=generate,
-            pooling=pooling,
-            lora=lora,
-            executor=executor,
-            address=address,
-            gpus_per_worker=gpus_per_worker,
-            workers=workers,
-            remote=remote,
-            serve=serve,
-            prefetch=prefetch,
-        )
-        started = time.perf_counter()
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"),
-            TimeElapsedColumn(),
-        )
-        # The bar starts with the first sample, so set-up errors print as a single line.
-        bar = Progress(*columns, console=console)
-        job = bar.add_task(", ".join(r.name for r in loaded_recipes), total=None, status="")
-        counts: dict[str, int] = {}
-
-        def update(done: int, total: int, status: str) -> None:
-            if not bar.live.is_started:
-                bar.start()
-            counts[status] = counts.get(status, 0) + 1
-            text = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-            bar.update(job, completed=done, total=total, status=text)
-
+    # The first Ctrl-C stops the run; later ones cannot cut short the save or the resume
+    # command (exit 130 either way).
+    with later_ctrl_c_waits():
         try:
-            # One recipe: one RunResult; several: one pass over the data, a result per recipe.
-            single = len(loaded_recipes) == 1
-            target = loaded_recipes[0] if single else loaded_recipes
-            answer = run_recipe(target, options, progress=update)
-            results = [answer] if single else list(answer)
-        finally:
-            bar.stop()
-    except FlowtraceError as err:
-        fail(err)
-    except KeyboardInterrupt:
-        files = {r.name: r.source_file.split("#", 1)[0] for r in loaded_recipes}
-        interrupted(ctx, files, out, started_at)
+            # A pass file (recipes/paper.py) stands for the recipes it lists.
+            loaded_recipes = [r for recipe in recipes for r in load_recipes(recipe)]
+            options = RunOptions(
+                model=model,
+                adapter=adapter,
+                data=data,
+                tasks=task or None,
+                limit=limit,
+                ratio=ratio,
+                out=out,
+                device=device,
+                dtype=dtype,
+                attn=attn,
+                sweep=Sweep(window=window, style=window_style, layers=sweep, heads=heads),
+                sample_mode=sample_mode,
+                frames=frames,
+                batch_size=batch_size,
+                engine=engine,
+                compile=compile,
+                seed=seed,
+                overwrite=overwrite,
+                eval_only=eval_only,
+                random_ratio=random_ratio,
+                generate=generate,
+                pooling=pooling,
+                lora=lora,
+                executor=executor,
+                address=address,
+                gpus_per_worker=gpus_per_worker,
+                workers=workers,
+                remote=remote,
+                serve=serve,
+                prefetch=prefetch,
+            )
+            started = time.perf_counter()
+            columns = (
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+            )
+            # The bar starts with the first sample, so set-up errors print as a single line.
+            bar = Progress(*columns, console=console)
+            job = bar.add_task(", ".join(r.name for r in loaded_recipes), total=None, status="")
+            counts: dict[str, int] = {}
+
+            def update(done: int, total: int, status: str) -> None:
+                if not bar.live.is_started:
+                    bar.start()
+                counts[status] = counts.get(status, 0) + 1
+                text = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                bar.update(job, completed=done, total=total, status=text)
+
+            try:
+                # One recipe: one RunResult; several: one pass over the data, a result per recipe.
+                single = len(loaded_recipes) == 1
+                target = loaded_recipes[0] if single else loaded_recipes
+                answer = run_recipe(target, options, progress=update)
+                results = [answer] if single else list(answer)
+            finally:
+                bar.stop()
+        except FlowtraceError as err:
+            fail(err)
+        except KeyboardInterrupt:
+            files = {r.name: r.source_file.split("#", 1)[0] for r in loaded_recipes}
+            interrupted(ctx, files, out, started_at)
     seconds = time.perf_counter() - started
     several = len(results) > 1
     for loaded_recipe, result in zip(loaded_recipes, results, strict=True):
