@@ -28,6 +28,8 @@ SLOW_FILES = {
 SLOW_TESTS = {
     "tests/test_adapters.py::test_changing_one_frame_changes_exactly_its_group",
     "tests/test_attribution.py::test_ranking_of_head_cells_agrees_with_exact_knockout",
+    "tests/test_bad_inputs.py::test_two_quick_ctrl_cs_keep_the_sample_and_print_the_resume_command",
+    "tests/test_bad_inputs.py::test_a_resume_after_an_annotation_edit_is_refused_and_the_store_kept",
     "tests/test_adapters.py::test_cross_frame_knockout_matches_plain_forward",
     "tests/test_adapters.py::test_fast_engine_equals_reference",
     "tests/test_adapters.py::test_generation_under_knockout_matches_plain_greedy_decoding",
@@ -44,6 +46,8 @@ SLOW_TESTS = {
     "tests/test_fast_engine.py::test_head_level_knockouts_match_plain_pytorch",
     "tests/test_flow_map.py::test_flow_map_cells_are_plain_knockouts",
     "tests/test_heads.py::test_head_cells_are_plain_per_head_knockouts",
+    "tests/test_outputs.py::test_a_kill_during_a_report_or_figure_write_leaves_the_old_file_whole",
+    "tests/test_outputs.py::test_a_store_names_model_recipe_and_data_in_the_home_folder_as_tilde",
     "tests/test_open_ended.py::test_open_ended_probability_is_the_reference_answers_first_token",
     "tests/test_planted.py::test_fast_engine_equals_reference_on_planted_model",
     "tests/test_planted.py::test_control_cut_clips_train_under_the_cross_frame_knockout",
