@@ -417,3 +417,33 @@ def test_donors_do_not_depend_on_the_runs_subset(planted, data):
     again = trace_for(planted, sample, list(reversed(data)))
     assert [d.id for d in everything.donors(3)] == [d.id for d in again.donors(3)]
     assert all(str(d.video) != str(sample.video) for d in everything.donors(3))
+
+
+def test_a_static_video_reversed_is_marked_and_left_out_of_flip_rates(t):
+    """A counterfactual equal to the clean video measures nothing: marked, and the figure's flip
+    rate counts only the other samples (hand-built cube: 1 of 2 counted samples flips)."""
+    import xarray as xr
+
+    from flowtrace.patching import counterfactual
+    from flowtrace.plots.patching import patching_chart
+
+    static = Trace(**{**t.__dict__, "scratch": {}})
+    static.__dict__["frames"] = np.repeat(t.frames[:1], len(t.frames), axis=0)
+    assert counterfactual(static, "reversed").same_as_clean
+    assert not counterfactual(t, "reversed").same_as_clean
+    shape = (3, 1, 1, 1, 1)
+    dims = ("sample", "counterfactual", "site", "layer", "group")
+    ds = xr.Dataset(
+        {
+            "flipped": (dims, np.array([True, True, False]).reshape(shape)),
+            "p_clean_answer": (dims, np.full(shape, 0.5)),
+            "clean_prob_pred": (("sample",), np.full(3, 0.9)),
+            "same_as_clean": (("sample", "counterfactual"), np.array([[True], [False], [False]])),
+            "status": (("sample",), np.array(["ok"] * 3)),
+        },
+        coords={"counterfactual": ["reversed"], "site": ["residual"], "layer": [0], "group": ["q"]},
+        attrs={"recipe": "counterfactual_patch"},
+    )
+    spec = patching_chart(ds, "t").to_dict()
+    rows = next(iter(spec["datasets"].values()))
+    assert rows[0]["flip_rate"] == pytest.approx(0.5)  # not 2/3: the static sample is left out
