@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from bad_inputs import bad_input_paths
 from read_only import sealed_copy
 from typer.testing import CliRunner
 
@@ -149,6 +150,71 @@ CASES = [
          env={"FLOWTRACE_FIGURE_CELLS": "10"}),
     Case("markup in a path", "show {out}/[/]x[bold].zarr", 2,
          "store {out}/[/]x[bold].zarr does not exist", "no store"),
+    # issue 33: bounded inputs (each ran for minutes without a message)
+    Case("frames too many", f"{RUN} --frames 10000", 2,
+         "--frames 10000: give at most 1024", "no store"),
+    Case("frames beyond the context", f"{RUN} --frames 64", 2,
+         "--frames 64: 64 frames make 1024 video tokens, which leave no room for the question "
+         "in the model's context of 1024 tokens", "no store"),
+    Case("generate too long", f"{RUN} --generate 100000", 2,
+         "--generate 100000: give at most 8192", "no store"),
+    Case("generate beyond the context", f"{RUN} --generate 1000", 2,
+         "--generate 1000: a reply that long after 128 video tokens runs past the model's "
+         "context of 1024 tokens", "no store"),
+    Case("question too long",
+         "run cross_frame --model {model} --data {long_question_data} --device cpu --out {out} "
+         "--sample-mode all", 0,
+         "words), beyond the model's context of 1024 tokens (max_position_embeddings in its "
+         "config); shorten the question", "2 samples, 1 failed"),
+    # issue 33: tracebacks that are one line
+    Case("missing tokenizer", "run cross_frame {common_with_model} {no_tokenizer_model}", 2,
+         "could not load its processor (the folder has no tokenizer.json)", "no store"),
+    Case("broken tokenizer", "run cross_frame {common_with_model} {broken_tokenizer_model}", 2,
+         "could not load its processor (tokenizer.json is not valid JSON:", "no store"),
+    Case("config and weights disagree", "run cross_frame {common_with_model} {mismatch_model}", 2,
+         "has shape (64, 192) in the checkpoint, the config implies (64, 200) (and 11 more); "
+         "config.json and the weights are of different models", "no store"),
+    Case("pickled lora", "run cross_frame {common_with_model} {model} --lora {pickle_lora}", 2,
+         "--lora {pickle_lora}: adapter_model.bin is a pickle checkpoint holding Python objects",
+         "no store"),
+    Case("seed out of range", f"{RUN} --seed 100000000000000000000000", 2,
+         "--seed 100000000000000000000000: give a whole number from 0 to 4294967295",
+         "no store"),
+    Case("empty edges", "run {empty_recipe} --model /no/such/model --out {out}", 2,
+         "empty_edges.py': `edges` is empty, so there is nothing to knock out", "no store"),
+    # issue 33: silently accepted before
+    Case("NaN in config", "run cross_frame {common_with_model} {nan_config_model}", 2,
+         "config.json holds nan at text_config.rms_norm_eps", "no store"),
+    Case("NaN weight", "run cross_frame {common_with_model} {nan_weight_model} --limit 2", 0,
+         "failed ×2: the model's clean pass gave NaN or infinite probabilities",
+         "2 samples, 2 failed"),
+    Case("adapter of another family",
+         "run cross_frame {common_with_model} {model} --adapter pllava", 2,
+         "is a 'llava_next_video' checkpoint, which the llava_next_video adapter reads, not pllava",
+         "no store"),
+    # issue 33: misleading before
+    Case("mistyped model path",
+         "run cross_frame --data {data} --device cpu --out {out} --model ./no-such-checkpoint", 2,
+         "--model ./no-such-checkpoint: no such folder: no-such-checkpoint does not exist",
+         "no store"),
+    # issue 33: figures, report pages and tables (never over another's file, whole or not at all)
+    Case("report out is a folder", "report {store} --out {user_folder}", 2,
+         "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
+    Case("query out is a folder", "query {store} --mean sample --out {user_folder}", 2,
+         "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
+    Case("report over a file flowtrace did not write", "report {store} --out {a_file}", 2,
+         "--out {a_file}: exists, and flowtrace did not write it for flowtrace report (or it "
+         "was changed since); it is left as it was", "no store"),
+    Case("plot beside a read-only store", "plot {read_only}/store.zarr", 2,
+         "cannot be written (Permission denied); choose another out you can write to",
+         "no store"),
+    Case("report into a read-only folder", "report {store} --out {read_only}/report.html", 2,
+         "--out {read_only}/report.html: cannot be written (Permission denied)", "no store"),
+    Case("figure too large", "plot {shipped}/flow_map.zarr --out {out}-figure", 2,
+         "over the 10 a figure draws; nothing was drawn", "no store",
+         env={"FLOWTRACE_FIGURE_CELLS": "10"}),
+    Case("markup in a path", "show {out}/[/]x[bold].zarr", 2,
+         "store {out}/[/]x[bold].zarr does not exist", "no store"),
 ]  # fmt: skip
 
 
@@ -194,6 +260,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory, tiny_data: Path, tiny_model_
         found[f"{name}_model"] = base / name
     found["pickle_model"] = pickled
     found["bad_data"] = bad_entries(tiny_data, base / "bad_data")
+    found |= bad_input_paths(base, tiny_model_dir, tiny_data)
     found |= foreign_outs(base)
     return found
 
