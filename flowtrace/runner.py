@@ -19,11 +19,11 @@ from flowtrace.errors import DataError, OptionError
 from flowtrace.models import LoadedModel
 from flowtrace.outputs import OutputWarning
 from flowtrace.pipeline.analysis import prepare_analyses
-from flowtrace.pipeline.options import RunOptions, check_options, resolve_data
+from flowtrace.pipeline.options import RunOptions, check_options, default_out, resolve_data
 from flowtrace.pipeline.passes import run_pass
 from flowtrace.plots import FigureTooLarge, chart_for, save_store_figure
 from flowtrace.recipe import Recipe
-from flowtrace.store import open_cube
+from flowtrace.store import open_cube, reserved
 
 __all__ = ["RunOptions", "RunResult", "resolve_data", "run"]
 
@@ -67,18 +67,21 @@ def run(
         raise DataError(f"--data {options.data}: no samples found")
     remote_trace_kwargs(options)  # refuse a bad --remote / --serve before loading anything
     retried = 0
-    if options.executor == "ray":
-        if len(recipes) > 1:
-            raise OptionError(
-                "executor", "ray runs one recipe at a time; run several in one pass serially"
-            )
-        from flowtrace.scale.ray_executor import run_on_ray
+    if options.executor == "ray" and len(recipes) > 1:
+        raise OptionError(
+            "executor", "ray runs one recipe at a time; run several in one pass serially"
+        )
+    # The stores' locks are taken before the model loads: a store another run writes, or an out
+    # that cannot be a store, is refused at once. Each store adopts its lock when it opens.
+    with reserved(planned_stores(recipes, options)):
+        if options.executor == "ray":
+            from flowtrace.scale.ray_executor import run_on_ray
 
-        out, resumed, retried = run_on_ray(recipes[0], options, source.root, samples, progress)
-        outs = [out]
-    else:
-        analyses = prepare_analyses(recipes, options, source.root, samples, loaded)
-        outs, resumed = run_pass(analyses, samples, progress)
+            out, resumed, retried = run_on_ray(recipes[0], options, source.root, samples, progress)
+            outs = [out]
+        else:
+            analyses = prepare_analyses(recipes, options, source.root, samples, loaded)
+            outs, resumed = run_pass(analyses, samples, progress)
     results = []
     for out in outs:
         # A figure reads every array, so damage shows here; the summary alone reads five.
@@ -99,6 +102,16 @@ def figure(ds: xr.Dataset, out: Path) -> list[Path]:
     except FigureTooLarge as err:
         warnings.warn(f"no figure for {out}: {err}", OutputWarning, stacklevel=2)
         return []
+
+
+def planned_stores(recipes: list[Recipe], options: RunOptions) -> list[Path]:
+    """The stores a run will write that are known before its model loads: `out`, or one store
+    per recipe in it (a default store is named after the model and a timestamp: a new one)."""
+    if options.out is None:
+        return []
+    if len(recipes) == 1:
+        return [Path(options.out)]
+    return [default_out(r.name, "", options.data, Path(options.out)) for r in recipes]
 
 
 def summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:

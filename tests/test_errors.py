@@ -6,6 +6,7 @@ is a run on the tiny model and data writing `{out}`. What the store holds after:
   "unchanged"            --out held a finished store before; it is byte for byte the same after
   "N samples"            the store holds N samples
   "N samples, K failed"  … of which K failed (each with its reason)
+  "no samples"           a store none of whose samples were saved whole
 Rows run in-process through typer's CliRunner; a row with `env` runs in a subprocess, for
 settings read when a library is imported. docs/errors.md lists the same errors with their fixes.
 """
@@ -20,12 +21,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 from bad_inputs import bad_input_paths
 from read_only import sealed_copy
+from store_cases import altered_stores, full_disk, held
 from typer.testing import CliRunner
 
 from flowtrace.cli import app
@@ -42,6 +45,7 @@ class Case(NamedTuple):
     env: dict[str, str] | None = None  # run in a subprocess with these variables
     repeat: int = 1  # run this many times, check the last (resume)
     interrupt_after: int | None = None  # Ctrl-C once this many samples are done
+    disk_full_after: int | None = None  # the disk fills once zarr has written this many files
 
 
 RUN = "run cross_frame {common}"
@@ -121,6 +125,15 @@ CASES = [
     Case("check a good store", "check {store}", 0, "ok: 2 samples,", "no store"),
     Case("check no store", "check {out}", 2, "error:", "no store"),
     Case("check a damaged store", "check {damaged}", 1, "1 problem in {damaged}", "no store"),
+    Case("check an edited sample count", "check {phantom}", 1,
+         "its metadata (shape, type or codecs) was changed after it was written", "no store"),
+    Case("check swapped chunks", "check {swapped}", 1,
+         "does not hold what was written there (a chunk of another array or store, or changed)",
+         "no store"),
+    Case("check a store from before checksums", "check {older}", 3,
+         "unverified: store {older} was written before checksums", "no store"),
+    Case("show damaged metadata", "show {broken_meta}", 2,
+         "store {broken_meta}: its metadata (zarr.json) is damaged (", "no store"),
     # stores: flowtrace touches only folders it made, and names damage
     Case("overwrite a file", f"{STORE_AT} {{a_file}} --overwrite", 2,
          "store {a_file} is a file, not a store folder", "no store"),
@@ -132,6 +145,19 @@ CASES = [
          "store {user_folder} exists and is not a flowtrace store", "no store"),
     Case("query a damaged store", "query {damaged} --mean sample", 2,
          "is damaged (", "no store"),
+    Case("out is a subset saved by xarray", f"{STORE_AT} {{subset}} --overwrite", 2,
+         "store {subset} exists and is not a flowtrace store (it has no .flowtrace-store marker",
+         "no store"),
+    Case("out inside a store", f"{STORE_AT} {{store}}/inner.zarr", 2,
+         "store {store}/inner.zarr lies inside the flowtrace store {store}; choose an out outside",
+         "no store"),
+    # refused before the model loads: the model given here does not exist
+    Case("store being written",
+         "run cross_frame --model /no/such/model --data {data} --device cpu --out {held}", 2,
+         "store {held} is being written by another run (pid", "no store"),
+    Case("full disk", f"{RUN} --limit 2", 2,
+         "store {out}: saving samples failed (No space left on device); the 0 samples saved "
+         "before are whole and kept: free space", "no samples", disk_full_after=5),
     # issue 33: figures, report pages and tables (never over another's file, whole or not at all)
     Case("report out is a folder", "report {store} --out {user_folder}", 2,
          "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
@@ -312,6 +338,15 @@ def store(paths, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def altered(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
+    """Copies of the finished store changed one way each (tests/store_cases.py), one of them
+    held by another process for the module's life."""
+    found = altered_stores(store, tmp_path_factory.mktemp("altered"))
+    with held(found["held"]):
+        yield found
+
+
+@pytest.fixture(scope="module")
 def damaged(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The finished store with random bytes in one chunk of its first array."""
     copy = tmp_path_factory.mktemp("damaged") / "store.zarr"
@@ -358,6 +393,8 @@ def _invoke(case: Case, args: list[str], monkeypatch: pytest.MonkeyPatch) -> tup
         return done.returncode, done.stdout + done.stderr
     if case.interrupt_after is not None:
         _interrupt_after(case.interrupt_after, monkeypatch)
+    if case.disk_full_after is not None:
+        full_disk(monkeypatch, case.disk_full_after)
     done = CliRunner().invoke(app, args, env={"COLUMNS": "200", "TERMINAL_WIDTH": "200"})
     if done.exception is not None and not isinstance(done.exception, SystemExit):
         raise done.exception  # a traceback is a failed case
@@ -386,6 +423,8 @@ def _held(out: Path) -> str:
     """What the store at `out` holds, in the table's words."""
     if not out.exists():
         return "no store"
+    if (out / ".flowtrace-store").exists() and not (out / "zarr.json").exists():
+        return "no samples"  # a store none of whose samples were saved whole
     if not (out / "zarr.json").exists():  # several recipes: a folder of NAME.zarr stores
         return "; ".join(f"{p.name}: {_held(p)}" for p in sorted(out.glob("*.zarr")))
     import xarray as xr
@@ -397,10 +436,12 @@ def _held(out: Path) -> str:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_error_case(case: Case, paths, store: Path, damaged: Path, tmp_path: Path, monkeypatch):
+def test_error_case(
+    case: Case, paths, store: Path, damaged: Path, altered, tmp_path: Path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)  # default stores (results/…) land here, never in the repo
     out = tmp_path / "out.zarr"
-    paths = {**paths, "store": store, "damaged": damaged}
+    paths = {**paths, "store": store, "damaged": damaged, **altered}
     if case.after == "unchanged":
         shutil.copytree(store, out)
         before = _digest(out)
@@ -416,7 +457,8 @@ def test_error_case(case: Case, paths, store: Path, damaged: Path, tmp_path: Pat
     fragment = _expand(case.fragment, paths, out)
     assert _flat(fragment) in _flat(output), output
     if case.code == 2 and "Invalid value for" not in output:  # typer's own usage box aside
-        lines = [line for line in output.splitlines() if line.strip()]
+        # A run's progress bar may come first (a store that fails mid-run): not a message.
+        lines = [line for line in output.splitlines() if line.strip() and "━" not in line]
         assert lines[-1].startswith("error:") and len(lines) == 1, output  # one clear line
     if case.after == "unchanged":
         assert _digest(out) == before

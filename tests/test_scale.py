@@ -24,8 +24,9 @@ from flowtrace.runner import RunOptions, run
 from flowtrace.scale.ray_executor import WORKER_PREFIX
 from flowtrace.sweep import Sweep
 
-# Differ between any two runs of the same analysis; everything else in the store must not.
-RUN_ATTRS = {"created", "executor", "traces"}
+# Differ between any two runs of the same analysis; everything else in the store must not (the
+# store's checksums cover these attributes too).
+RUN_ATTRS = {"created", "executor", "traces", "flowtrace_checksums"}
 
 
 def options(model: Path, data: Path, out: Path, **changes) -> RunOptions:

@@ -23,12 +23,14 @@ def show(
 def check(
     store: StoreArgument,
 ) -> None:
-    """Verify every chunk of a store against its checksum (exit 1: damaged, 2: unreadable)."""
-    from flowtrace.store import check_store, chunk_count, open_cube
+    """Verify a store's metadata and every chunk against its checksums (exit 1: damaged,
+    2: not a store or no sample yet, 3: written before checksums, so it cannot be verified)."""
+    from flowtrace.store import check_store, chunk_count, open_cube, unverified
 
     try:
         problems = check_store(store)
-        ds = open_cube(store) if not problems else None
+        gap = None if problems else unverified(store)
+        ds = None if problems else open_cube(store, load=False)
     except StoreError as err:
         fail(err)
         return
@@ -37,10 +39,18 @@ def check(
         return
     if problems:
         for problem in problems:
-            console.print(f"damaged: {problem}", highlight=False, soft_wrap=True)
+            console.print(f"damaged: {problem}", highlight=False, soft_wrap=True, markup=False)
         many = "s" if len(problems) > 1 else ""
-        console.print(f"{len(problems)} problem{many} in {store}", highlight=False, soft_wrap=True)
+        console.print(
+            f"{len(problems)} problem{many} in {store}",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
         raise typer.Exit(1)
+    if gap:
+        console.print(f"unverified: {gap}", highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(3)
     print(f"ok: {ds.sizes.get('sample', 0)} samples, {chunk_count(store)} chunks verified")
 
 

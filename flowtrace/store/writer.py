@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -13,22 +14,17 @@ import zarr
 from flowtrace.cube import SAMPLE, SampleRecord, Schema, stack
 from flowtrace.errors import StoreError
 from flowtrace.store.arrays import (
+    CHECKSUMS,
     STORE_FORMAT,
     append_arrays,
-    array_encoding,
-    consolidate,
+    chunk_digests,
+    commit,
     truncate,
     vlen_strings,
+    write_first,
 )
-from flowtrace.store.lock import (
-    MARKER,
-    acquire_lock,
-    clear_store,
-    is_flowtrace_store,
-    release_lock,
-    write_marker,
-)
-from flowtrace.store.reader import open_consolidated
+from flowtrace.store.lock import MARKER, acquire_lock, clear_store, release_lock, write_marker
+from flowtrace.store.reader import is_started, metadata_problems, open_consolidated, read_root
 
 FLUSH_SAMPLES = 16
 
@@ -74,6 +70,8 @@ class CubeStore:
         self.written = 0  # samples on disk (whole)
         self._lock_held = False
         self._overwrite = overwrite
+        self._root_attrs: dict = {}  # the root attributes as written (JSON)
+        self._chunks: dict[str, str] = {}  # every chunk's checksum, as the root will carry
         self._buffer: list[SampleRecord] = []
         self._first_buffered: float | None = None
         self._next_write = 0.0  # monotonic time before which no flush is due (pacing)
@@ -91,15 +89,9 @@ class CubeStore:
 
     def _open(self) -> None:
         path = self.path
-        if path.exists() and not path.is_dir():
-            raise StoreError(f"store {path} is a file, not a store folder; choose another out")
-        if path.exists() and any(path.iterdir()) and not is_flowtrace_store(path):
-            raise StoreError(
-                f"store {path} exists and is not a flowtrace store (nothing of it was written by "
-                "flowtrace); it is left untouched: choose another out"
-            )
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            # Refuses a file, a folder inside another store, a folder flowtrace did not make,
+            # and a store another run writes; adopts the lock this run took before its model.
             self._lock_held = acquire_lock(path)
             if not (path / MARKER).exists():
                 write_marker(path)
@@ -108,29 +100,48 @@ class CubeStore:
             raise StoreError(
                 f"store {path} cannot be written ({err.strerror or err}); choose another out"
             ) from None
-        if not (path / "zarr.json").is_file():
-            return
         try:
-            ds = open_consolidated(path)
-        except ValueError:
-            # No consolidated metadata: killed before its first flush was whole.
-            ds = None
-        if self._overwrite or ds is None:
+            self._resume()
+        except BaseException:
+            self._release()
+            raise
+
+    def _resume(self) -> None:
+        path = self.path
+        try:
+            root = read_root(path)
+        except StoreError as err:
+            if not self._overwrite:
+                raise StoreError(
+                    f"{err}; pass overwrite to replace it or choose another out"
+                ) from None
+            root = None
+        if root is None or is_started(path, root) or self._overwrite:
+            # No root metadata: killed before its first flush was whole (what is there, its
+            # first flush's arrays, is deleted); or replaced on request.
             clear_store(path)
             return
+        damage = metadata_problems(path, root)
+        if damage:
+            raise StoreError(
+                f"{damage[0]}; run `flowtrace check {path}`, and pass overwrite to replace it "
+                "or choose another out"
+            )
+        ds = open_consolidated(path)
         differ = [
             f"{key}: {ds.attrs.get(key)!r} there, {self.attrs.get(key)!r} now"
             for key in RESUME_KEYS
             if str(ds.attrs.get(key)) != str(self.attrs.get(key))
         ]
         if differ:
-            self._release()
             raise StoreError(
                 f"store {path} holds another run ({'; '.join(differ)}); pass overwrite to "
                 "replace it or choose another out"
             )
         self.written = ds.sizes[SAMPLE]
         self.done = {str(s) for s in ds[SAMPLE].values}
+        self._root_attrs = {k: v for k, v in root["attributes"].items() if k != CHECKSUMS}
+        self._chunks = dict(json.loads(root["attributes"][CHECKSUMS])["chunks"])
         truncate(path, self.written)
 
     # -- writing -----------------------------------------------------------------------------
@@ -225,20 +236,22 @@ class CubeStore:
             raise ValueError("CubeStore: records need the measure's schema")
         ds = stack(batch, self.schema)
         ds = vlen_strings(ds)
-        if self.written == 0:
-            ds.attrs.update(self.attrs)
-            ds.to_zarr(
-                self.path,
-                mode="a",  # "w" would delete the lock and marker beside the arrays
-                zarr_format=3,
-                consolidated=False,
-                encoding=array_encoding(ds),
-                write_empty_chunks=True,  # every chunk on disk: a missing one is damage
-            )
-        else:
-            with zarr.config.set({"array.write_empty_chunks": True}):
-                append_arrays(self.path, ds, self.written)
-        consolidate(self.path)  # one atomic write: the samples are now whole
+        try:
+            if self.written == 0:
+                ds.attrs.update(self.attrs)
+                self._root_attrs, chunks = write_first(self.path, ds)
+            else:
+                with zarr.config.set({"array.write_empty_chunks": True}):
+                    arrays = append_arrays(self.path, ds, self.written)
+                chunks = {**self._chunks, **chunk_digests(arrays, self.written)}
+            commit(self.path, self._root_attrs, chunks)  # one atomic write: samples now whole
+        except OSError as err:  # a full disk, a folder gone read-only, a lost mount
+            raise StoreError(
+                f"store {self.path}: saving samples failed ({err.strerror or err}); the "
+                f"{self.written} samples saved before are whole and kept: free space on its "
+                "disk (or make it writable), then run the same command again to resume"
+            ) from None
+        self._chunks = chunks
         self.written += ds.sizes[SAMPLE]
         self.done.update(str(s) for s in ds[SAMPLE].values)
 
