@@ -17,6 +17,9 @@ import numpy as np
 import xarray as xr
 
 from flowtrace.models import PLANTED, TOY, load_model
+from flowtrace.outputs import write_file
+from flowtrace.paths import store_stem
+from flowtrace.plots.common import figure_files, figure_stem
 from flowtrace.recipe import RECIPES_DIR, load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import compact, open_cube
@@ -35,6 +38,8 @@ SAMPLES: dict[str, int | None] = {
     "open_ended": 8,
     "flow_map": 16,
     "counterfactual_patch": 8,
+    "frame_attention_mass": 8,
+    "frame_mlp_ablation": 8,
 }
 THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
 
@@ -67,6 +72,9 @@ def regenerate(
                 plot=False,  # drawn below, after compacting, at scale 1
                 generate=0 if model == PLANTED and getattr(recipe, "generate", 0) else None,
             )
+            # results/ is flowtrace's own folder: its stores are replaced whatever they hold
+            # (stores shipped before the creation marker carry none, so overwrite alone refuses).
+            shutil.rmtree(store, ignore_errors=True)
             result = run(recipe, options, loaded=given)
             compact(store)  # a few dozen files instead of one per sample and variable
             # results/ is flowtrace's own folder: its figures are replaced whatever they hold.
@@ -83,11 +91,11 @@ def regenerate(
             for threshold_store in folder.glob("*.zarr"):
                 compact(threshold_store)
             folder.mkdir(parents=True, exist_ok=True)
-            table.to_csv(folder / "curve.csv", index=False)
+            write_file(folder / "curve.csv", table.to_csv(index=False))
             save_chart(curve_chart(table), folder / "curve", scale=1, replace=True)
             log(f"{folder}: curve over thresholds {', '.join(map(str, THRESHOLDS))}")
     # The index covers every model with results in `out`, not only the ones just rerun.
-    (out / "README.md").write_text(index(out, tuple(m for m in MODELS if (out / m).is_dir())))
+    write_file(out / "README.md", index(out, tuple(m for m in MODELS if (out / m).is_dir())))
     return stores
 
 
@@ -162,11 +170,12 @@ def index(out: Path, models: tuple[str, ...]) -> str:
         for store in sorted((out / model).glob("*.zarr")):
             ds = open_cube(store)
             ok = int((ds["status"].values == "ok").sum())
-            figure = store.with_suffix(".png").relative_to(out)
-            lines.append(f"| `{store.stem}` | {ok} | [png]({figure}) | {headline(ds)} |")
+            figure = figure_files(figure_stem(store))[1].relative_to(out)
+            lines.append(f"| `{store_stem(store)}` | {ok} | [png]({figure}) | {headline(ds)} |")
         curve = out / model / "auto_pathway" / "curve.csv"
         if curve.exists():
-            table, figure = curve.relative_to(out), curve.with_suffix(".png").relative_to(out)
+            figure = figure_files(curve.with_name("curve"))[1].relative_to(out)
+            table = curve.relative_to(out)
             lines += ["", f"Derived effective pathways: [{table}]({table}), [figure]({figure})."]
         lines.append("")
     return "\n".join(lines)
