@@ -18,6 +18,26 @@ PROVENANCE = (
 )  # fmt: skip
 
 
+# Settings only some kinds read. A run records them on every store (the run's defaults), but on
+# another kind's store they say nothing of its numbers, so `show` leaves them out there. A kind
+# not named here (one a user registered) shows them all: flowtrace cannot tell what it reads.
+SWEEP_SETTINGS = ("window", "window_style", "heads")  # a knockout sweep's window and heads
+NOT_READ = {
+    "Knockout": (),
+    "FlowMap": ("generate",),  # replies are a Knockout recipe's; a flow map scores the first token
+    **dict.fromkeys(
+        ("EffectivePathway", "LayerProbe", "VideoLogitLens", "AttentionMap", "TraceProgram"),
+        (*SWEEP_SETTINGS, "generate"),
+    ),
+}
+
+
+def settings(ds: xr.Dataset) -> list[str]:
+    """The provenance that applies to the store's kind, one `key: value` line each."""
+    skip = NOT_READ.get(str(ds.attrs.get("recipe_kind", "")), ())
+    return [f"{key}: {ds.attrs[key]}" for key in PROVENANCE if key in ds.attrs and key not in skip]
+
+
 def counted(ds: xr.Dataset) -> xr.Dataset:
     """The samples every accuracy is over: analysed and skipped ones (failed ones have none)."""
     return ds.isel(sample=ds["status"].values != "failed")
@@ -69,7 +89,7 @@ def describe(ds: xr.Dataset) -> list[str]:
     """What `flowtrace show` prints and a report's provenance block holds; paths in it (a failed
     sample's video, an older store's model) name the data root as the run did and the home
     folder as `~`."""
-    lines = [f"{key}: {ds.attrs[key]}" for key in PROVENANCE if key in ds.attrs]
+    lines = settings(ds)
     status = [str(s) for s in ds["status"].values]
     counts = {name: status.count(name) for name in ("ok", "skipped", "failed")}
     lines.append("samples: " + ", ".join(f"{n} {name}" for name, n in counts.items()))
@@ -84,6 +104,9 @@ def describe(ds: xr.Dataset) -> list[str]:
         lines.append(f"clean accuracy: {clean_accuracy(ds):.1f}% of {answered}")
     if "rel_change_pred" in ds and "source" in ds.dims:
         lines += ["", *knockout_table(ds)]
+    if "edges_kept_pct" in ds and "condition" in ds.dims:
+        lines += ["", *pathway_table(ds)]
+    lines += ["", *value_table(ds)]
     if "clean_text" in ds:
         lines += ["", *reply_examples(ds)]
     root, named = _data_root(ds)
@@ -152,3 +175,79 @@ def knockout_table(ds: xr.Dataset) -> list[str]:
                 f"{edge:<34}{parts[0]:>9.1f}{parts[1]:>9.1f}{parts[2]:>9.1f}{worst:>13}{accuracy:>10.1f}%"
             )
     return lines
+
+
+def pathway_table(ds: xr.Dataset) -> list[str]:
+    """Per condition of an effective-pathway store: accuracy (over every counted sample), the
+    mean relative change of p(answer), and the share of edges kept by both counts."""
+    ok = ds.isel(sample=ds["status"].values == "ok")
+    after = accuracy_after(ds)
+    shares = edge_shares(ds)
+    lines = [
+        f"effective pathway: accuracy over all {counted(ds).sizes['sample']} counted samples; "
+        "change and edges kept over analysed samples:",
+        f"{'kept':<12}{'accuracy':>10}{'change %':>10}{'edges kept %':>14}{'paper kept %':>14}",
+    ]
+    for condition in map(str, ds["condition"].values):
+        change = float(ok["rel_change_pred"].sel(condition=condition).mean())
+        ours, paper = shares[condition]
+        accuracy = float(after.sel(condition=condition))
+        lines.append(f"{condition:<12}{accuracy:>9.1f}%{change:>10.1f}{ours:>14.1f}{paper:>14.1f}")
+    return lines
+
+
+# Text arrays larger than this are not scanned for their distinct values (a 7B logit lens holds
+# hundreds of millions of top tokens; `show` stays quick).
+DISTINCT_LIMIT = 1_000_000
+
+
+def value_table(ds: xr.Dataset) -> list[str]:
+    """Per variable: its dims past `sample`, and mean / min / max over the analysed samples, with
+    the share of cells that hold no value (NaN: a cell the sample lacks). A yes/no variable's mean
+    is its share of yes; a text variable shows how many distinct values it holds."""
+    if "sample" in ds.dims and "status" in ds.coords:
+        ds = ds.isel(sample=ds["status"].values == "ok")
+        if not ds.sizes["sample"]:
+            return ["values: no analysed sample"]
+        over = f"{ds.sizes['sample']} analysed samples"
+    else:
+        over = "the store"
+    names = sorted(ds.data_vars)
+    numeric = [n for n in names if ds[n].dtype.kind in "biuf" and ds[n].size]
+    stats = {}
+    for i, name in enumerate(numeric):
+        var = ds[name].astype(float) if ds[name].dtype.kind == "b" else ds[name]
+        stats |= {
+            f"{i}mean": var.mean(),
+            f"{i}min": var.min(),
+            f"{i}max": var.max(),
+            f"{i}nan": var.isnull().mean(),
+        }
+    # One computation for every statistic: a lazily opened store is read once.
+    values = {key: float(v) for key, v in xr.Dataset(stats).compute().data_vars.items()}
+    dims = {n: ",".join(str(d) for d in ds[n].dims if d != "sample") or "-" for n in names}
+    name_width = max(map(len, [*names, "variable"])) + 2
+    dims_width = max(map(len, [*dims.values(), "dims"])) + 2
+    lines = [
+        f"values over {over} (mean, min, max; missing: share of cells without a value):",
+        f"{'variable':<{name_width}}{'dims':<{dims_width}}{'mean':>11}{'min':>11}{'max':>11}"
+        f"{'missing':>9}",
+    ]
+    for name in names:
+        head = f"{name:<{name_width}}{dims[name]:<{dims_width}}"
+        if name in numeric:
+            i = numeric.index(name)
+            cells = "".join(f"{_number(values[f'{i}{s}']):>11}" for s in ("mean", "min", "max"))
+            lines.append(f"{head}{cells}{100 * values[f'{i}nan']:>8.0f}%")
+        elif not ds[name].size:
+            lines.append(f"{head}{'empty':>11}")
+        elif ds[name].dtype.kind in "OUT" and ds[name].size <= DISTINCT_LIMIT:
+            distinct = len(set(map(str, np.asarray(ds[name].values).ravel())))
+            lines.append(f"{head}  text, {distinct} distinct")
+        else:
+            lines.append(f"{head}  {'text' if ds[name].dtype.kind in 'OUT' else ds[name].dtype}")
+    return lines
+
+
+def _number(x: float) -> str:
+    return "nan" if np.isnan(x) else f"{x:.4g}"
