@@ -247,6 +247,7 @@ def test_a_fast_engine_fallback_is_in_the_store_and_the_summary(
     )
     summary("", result, "all", False, 1.0)
     assert any("fast engine fell back" in line and f"{LIMIT} samples" in line for line in printed)
+    assert not any("[bold" in str(line) for line in printed)  # styled, not markup printed as is
 
 
 @pytest.mark.parametrize(

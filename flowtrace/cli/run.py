@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from flowtrace.cli.common import Device, console, fail
 from flowtrace.cli.resume import interrupted, later_ctrl_c_waits
@@ -240,10 +241,11 @@ def run(
             )
             started = time.perf_counter()
             columns = (
-                TextColumn("[bold]{task.description}"),
+                # Recipe names are the user's text: shown as typed, never read as markup.
+                TextColumn("{task.description}", markup=False, style="bold"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
+                TextColumn("{task.fields[status]}", markup=False),
                 TimeElapsedColumn(),
             )
             # The bar starts with the first sample, so set-up errors print as a single line.
@@ -299,8 +301,10 @@ def summary(name: str, result, sample_mode: str, eval_only: bool, seconds: float
         console.print(f"  failed ×{n}: {reason}", highlight=False)
     for note, n in result.fallbacks.most_common(3):
         console.print(
-            f"[bold yellow]fast engine fell back[/] to the reference path on {n} sample"
-            f"{'' if n == 1 else 's'}: {note}",
+            Text.assemble(
+                ("fast engine fell back", "bold yellow"),
+                f" to the reference path on {n} sample{'' if n == 1 else 's'}: {note}",
+            ),
             highlight=False,
             soft_wrap=True,
         )
