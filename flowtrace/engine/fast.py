@@ -328,9 +328,8 @@ class FastEngine(ReferenceEngine):
         layer's call, and a chunk holding one runs every layer uncompiled.
         Dynamo does not guard on module hooks (`skip_nnmodule_hook_guards`), so a compiled twin
         traced before the hook was added may skip it silently; editing the attention output
-        without a hook would mean splitting each model family's decoder layer. Eager layers also
-        round as `patching.patched`'s full forward does. Knockout rows carry no patch: they run
-        as before, compiled where `compile` is on, with no hook and no copy.
+        without a hook would mean splitting each model family's decoder layer. Rows without
+        attention or MLP edits run compiled where `compile` is on, with no hook.
         """
         loaded = self.loaded
         device, seq_len = loaded.device, capture.seq_len
