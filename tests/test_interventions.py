@@ -270,16 +270,21 @@ def test_a_broken_edit_is_caught_by_the_self_check(planted, data, monkeypatch):
     assert t.engine.used == {"reference"}
 
 
+def eager_weights(model, inputs) -> tuple[torch.Tensor, ...]:
+    """Per layer (1, heads, T, T): the attention weights of a plain eager forward."""
+    model.set_attn_implementation("eager")
+    try:
+        with torch.no_grad():
+            return model(**inputs, output_attentions=True).attentions
+    finally:
+        model.set_attn_implementation("sdpa")
+
+
 def test_attention_mass_under_sdpa_equals_eager_weights(t, planted):
     assert planted.model.config._attn_implementation == "sdpa"
     frames = t.frame_groups
     got = t.attention_mass(["last", "query"], frames, layers=[1, 5])
-    planted.model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            weights = planted.model(**t.inputs, output_attentions=True).attentions
-    finally:
-        planted.model.set_attn_implementation("sdpa")
+    weights = eager_weights(planted.model, t.inputs)
     assert planted.model.config._attn_implementation == "sdpa"
     for layer in (1, 5):
         w = weights[layer][0].float()  # (heads, T, T)
@@ -321,12 +326,7 @@ def test_frame_attention_mass_program_marks_the_dominant_frame(t, planted, data)
     out = run_program(recipe, t, planted, data)
     mass, anchor = out["attention_mass"], out["anchor_frame"]
     assert mass.dims == ("layer", "target", "frame")
-    planted.model.set_attn_implementation("eager")
-    try:
-        with torch.no_grad():
-            weights = planted.model(**t.inputs, output_attentions=True).attentions
-    finally:
-        planted.model.set_attn_implementation("sdpa")
+    weights = eager_weights(planted.model, t.inputs)
     q = t.layout["last"]
     per_frame = torch.stack(
         [weights[4][0][:, q][:, :, t.layout[f]].sum(-1).mean(-1).mean(0) for f in t.frame_groups]
