@@ -5,6 +5,8 @@ the result written as a found_pathway folder (docs/pathways.md)."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,10 +28,30 @@ from flowtrace.discovery import (
     split_three,
 )
 from flowtrace.engine import make_engine
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.models import LoadedModel
 from flowtrace.outputs import PATHWAYS, claims
 from flowtrace.plots import save_chart
+
+CUBE_MARKER = ".flowtrace-cube"  # in a cube folder `pathways --find` wrote
+
+
+def write_cube(ds: xr.Dataset, path: Path) -> None:
+    """`ds` as a zarr folder at `path`, whole or not at all: written beside it and renamed into
+    place. A folder already there is replaced only if a search wrote it (its marker)."""
+    if path.exists() and not (path / CUBE_MARKER).is_file():
+        raise OptionError(
+            "out", f"{path} exists and was not written by a pathway search; choose another out"
+        )
+    staging = path.with_name(f".{path.name}.writing-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    ds.to_zarr(staging, mode="w", consolidated=True)
+    (staging / CUBE_MARKER).write_text("written by flowtrace pathways --find\n")
+    old = path.with_name(f".{path.name}.old-{os.getpid()}")
+    if path.exists():
+        path.rename(old)
+    staging.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_search(folder: Path) -> dict:
@@ -225,11 +247,11 @@ def discover(
     checked.attrs.update(attrs, recipe_kind="Selection", recipe="found_pathway")
     out.mkdir(parents=True, exist_ok=True)
     # Plain xarray cubes, not run stores: no `.zarr` suffix, so `flowtrace report` skips them.
-    cube.to_zarr(out / "frontier_cube", mode="w", consolidated=True)
-    checked.to_zarr(out / "selection_cube", mode="w", consolidated=True)
+    write_cube(cube, out / "frontier_cube")
+    write_cube(checked, out / "selection_cube")
     if chosen.walk is not None:
         chosen.walk.attrs.update(attrs, recipe_kind="Selection walk", recipe="found_pathway")
-        chosen.walk.to_zarr(out / "walk_cube", mode="w", consolidated=True)
+        write_cube(chosen.walk, out / "walk_cube")
     with claims(out) as held:  # whole files, never over the user's own (flowtrace.outputs)
         held.write(out / "frontier.csv", table.to_csv(index=False), PATHWAYS)
     save_chart(

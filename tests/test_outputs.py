@@ -444,3 +444,25 @@ def test_a_store_names_model_recipe_and_data_in_the_home_folder_as_tilde(
     assert not [k for k, v in attrs.items() if str(home) in str(v)]
     # Read back as written: the same run resumes the store (the names expand again).
     assert run(recipe, options).resumed == 1
+
+
+def test_a_search_cube_is_written_whole_and_never_over_a_users_folder(tmp_path: Path):
+    """`pathways --find` writes its cubes beside their place and renames them in; a folder of
+    that name it did not write is refused, untouched."""
+    import xarray as xr
+
+    from flowtrace.errors import OptionError
+    from flowtrace.find_pathway import CUBE_MARKER, write_cube
+
+    cube = xr.Dataset({"x": ("k", np.arange(3))})
+    write_cube(cube, tmp_path / "frontier_cube")
+    write_cube(cube.assign(x=("k", np.arange(3) + 10)), tmp_path / "frontier_cube")
+    assert xr.open_zarr(tmp_path / "frontier_cube")["x"].values.tolist() == [10, 11, 12]
+    assert (tmp_path / "frontier_cube" / CUBE_MARKER).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frontier_cube"]  # nothing left over
+    mine = tmp_path / "walk_cube"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(OptionError, match="not written by a pathway search"):
+        write_cube(cube, mine)
+    assert (mine / "notes.txt").read_text() == "mine"
