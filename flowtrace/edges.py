@@ -4,6 +4,11 @@
 term `frame[...]` names the family frame_0, frame_1, …; an index may use the free variable `t`
 (`t`, `<t`, `<=t`, `>t`, `>=t`), in which case the edge set is the union over every t of the
 frame family, e.g. `frame[<t] -> frame[t]` blocks each frame from all earlier frames.
+
+Causal edges include a query's own key: `frame[t] -> frame[t]` also cuts each frame token from
+itself. A source term qualified `earlier` names only keys strictly before the query:
+`earlier frame[t] -> frame[t]` cuts each frame token from the earlier tokens of its own frame and
+keeps its own key (the within-frame, "spatial" knockout).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from flowtrace.layout import TokenLayout
 
 _TERM = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\[(?P<index>[^\]]+)\])?$")
 _INDEX = re.compile(r"^(?P<op><=|>=|<|>)?\s*(?P<value>t|\d+)$")
+EARLIER = "earlier"  # a source term's qualifier: keys strictly before the query only
 
 
 def blocked_edges(expression: str, layout: TokenLayout) -> np.ndarray:
@@ -25,6 +31,14 @@ def blocked_edges(expression: str, layout: TokenLayout) -> np.ndarray:
     Only causal edges (key before query) are kept: the causal mask already forbids the rest.
     """
     source, target = _split(expression)
+    qualified = [_qualifier(term, expression) for term in source]
+    source = [term for term, _ in qualified]
+    strict = [term for term, earlier in qualified if earlier]
+    if any(_qualifier(term, expression)[1] for term in target):
+        raise FlowtraceError(
+            f"edge '{expression}': `{EARLIER}` qualifies a source (the keys), e.g. "
+            "`earlier frame[t] -> frame[t]`"
+        )
     terms = source + target
     families = [_family(term, layout, expression) for term in terms]  # checks every name
     uses_t = any(_uses_t(term) for term in terms)
@@ -33,7 +47,25 @@ def blocked_edges(expression: str, layout: TokenLayout) -> np.ndarray:
     steps = range(max(sizes)) if uses_t else [None]
     if uses_t and len(sizes) != 1:
         raise FlowtraceError(f"edge '{expression}': `t` must index one family of groups")
+    # Keys of plain terms are cut where key <= query, of `earlier` terms where key < query.
+    plain = [term for term, earlier in qualified if not earlier]
+    blocked = _block(plain, target, steps, layout, expression) & np.tri(layout.seq_len, dtype=bool)
+    if strict:
+        below = np.tri(layout.seq_len, k=-1, dtype=bool)
+        blocked |= _block(strict, target, steps, layout, expression) & below
+    if not blocked.any():
+        raise FlowtraceError(
+            f"edge '{expression}' blocks no attention: a source must come before its target in "
+            "the sequence (e.g. `video -> question`, not `question -> video`)"
+        )
+    return blocked
+
+
+def _block(source, target, steps, layout: TokenLayout, expression: str) -> np.ndarray:
+    """(L, L) bool: every (query in target, key in source) pair, for each t of `steps`."""
     blocked = np.zeros((layout.seq_len, layout.seq_len), dtype=bool)
+    if not source:
+        return blocked
     for t in steps:
         keys = _runs(_positions(source, layout, t, expression))
         queries = _runs(_positions(target, layout, t, expression))
@@ -42,13 +74,17 @@ def blocked_edges(expression: str, layout: TokenLayout) -> np.ndarray:
         for rows in queries:
             for columns in keys:
                 blocked[rows, columns] = True
-    blocked &= np.tri(layout.seq_len, dtype=bool)
-    if not blocked.any():
-        raise FlowtraceError(
-            f"edge '{expression}' blocks no attention: a source must come before its target in "
-            "the sequence (e.g. `video -> question`, not `question -> video`)"
-        )
     return blocked
+
+
+def _qualifier(term: str, expression: str) -> tuple[str, bool]:
+    """A term without its `earlier` qualifier, and whether it had one."""
+    word, _, rest = term.partition(" ")
+    if word != EARLIER:
+        return term, False
+    if not rest.strip():
+        raise FlowtraceError(f"edge '{expression}': `{EARLIER}` names no group")
+    return rest.strip(), True
 
 
 def _runs(positions: np.ndarray) -> list[slice]:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowtrace.edges import blocked_edges
+from flowtrace.edges import EARLIER, blocked_edges
 from flowtrace.engine import KnockoutCondition
 from flowtrace.errors import RecipeError
 from flowtrace.layout import FAMILIES, MARKERS, TokenLayout, did_you_mean, is_group_name
@@ -325,8 +325,14 @@ def random_plan(
 
 def _group_names(expression: str) -> list[str]:
     """Plain group names an edge expression uses (indexed families are not checked)."""
-    terms = [t.strip() for side in expression.split("->") for t in side.split(",")]
+    terms = [_unqualified(t) for side in expression.split("->") for t in side.split(",")]
     return [t for t in terms if t and "[" not in t]
+
+
+def _unqualified(term: str) -> str:
+    """A source term without its `earlier` qualifier (flowtrace.edges)."""
+    term = term.strip()
+    return term[len(EARLIER) :].strip() if term.startswith(f"{EARLIER} ") else term
 
 
 Recipe = (
@@ -413,10 +419,11 @@ def _check_expression(expression: str, where: str, extra: Sequence[str] = ()) ->
         raise RecipeError(
             f"{where}: edge '{expression}' must read `source -> target`, e.g. `video -> question`"
         )
-    for side in sides:
+    for i, side in enumerate(sides):
         for term in side.split(","):
-            if term.strip() not in extra:
-                _check_term(term.strip(), f"{where}: edge '{expression}'")
+            term = _unqualified(term) if i == 0 else term.strip()  # keys may be `earlier …`
+            if term not in extra:
+                _check_term(term, f"{where}: edge '{expression}'")
 
 
 def _check_term(term: str, where: str, expand: Sequence[str] = ()) -> None:

@@ -109,3 +109,30 @@ def test_t_over_two_families_of_different_sizes_is_refused():
     # A fixed index into the other family is fine: only `t` must stay in one family.
     got = pairs(blocked_edges("clip[0] -> frame[t]", two))
     assert got == causal(frames(0, 1, 2), [2, 3, 4])
+
+
+def test_earlier_keys_cut_within_a_frame_keep_each_tokens_own_key():
+    """The within-frame (spatial) cut: each frame token loses the earlier tokens of its own
+    frame, and keeps itself; `frame[t] -> frame[t]` cuts itself too."""
+    layout = small_layout()
+    assert pairs(blocked_edges("earlier frame[t] -> frame[t]", layout)) == {(3, 2), (5, 4), (7, 6)}
+    with_self = pairs(blocked_edges("frame[t] -> frame[t]", layout))
+    assert with_self == {(3, 2), (5, 4), (7, 6)} | {(p, p) for p in range(2, 8)}
+    # A plain and a qualified term together: each keeps its own rule.
+    got = pairs(blocked_edges("system, earlier frame[t] -> frame[t]", layout))
+    assert got == {(3, 2), (5, 4), (7, 6)} | {(q, k) for q in range(2, 8) for k in (0, 1)}
+    # `earlier` over a group after the query's: the same as without (no key sits at the query).
+    assert pairs(blocked_edges("earlier video -> last", layout)) == causal([12], frames(0, 1, 2))
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("video -> earlier last", "qualifies a source"),
+        ("earlier -> last", "names no group"),
+        ("earlier last -> last", "blocks no attention"),  # a one-token group has no earlier key
+    ],
+)
+def test_bad_earlier_expressions_say_what_is_wrong(expression: str, message: str):
+    with pytest.raises(FlowtraceError, match=message):
+        blocked_edges(expression, small_layout())

@@ -27,6 +27,11 @@ EXPECTED = {
     # open_ended: the reply so far is the prompt tail (the answer prompt)
     ("video", "reply"): [("prompt_tail", "video")],
     ("reply", "last"): [("last", "prompt_tail")],
+    # the empirical study's cuts (arXiv 2508.15360); within-frame keeps each token's own key,
+    # which (query, key) group pairs cannot say: tests/test_empirical_study.py checks it
+    ("same_frame", "frame"): None,
+    ("video", "language"): [("query", "video"), ("prompt_tail", "video"), ("last", "video")],
+    ("language", "video"): [("video", "system")],
 }
 
 
