@@ -4,7 +4,9 @@ a figure's file names are derived, each file written whole and never over anothe
 
 from __future__ import annotations
 
+import html
 import io
+import json
 import os
 import warnings
 from pathlib import Path
@@ -117,13 +119,66 @@ def check_rows(chart: alt.TopLevelMixin) -> None:
         )
 
 
+# Draws the page's figure with the runtime bundled beside it (as the report does), and marks the
+# body drawn or failed so a reader (or a test) knows when it is done.
+DRAW = """
+const spec = JSON.parse(document.getElementById("ft-spec").textContent);
+const target = document.getElementById("ft-figure");
+vegaEmbed(target, spec, {renderer: "svg"}).then(
+  (result) => { window.ftView = result.view; document.body.dataset.drawn = "1"; },
+  (error) => { console.error(error); target.textContent = String(error);
+               document.body.dataset.drawn = "error"; },
+);
+"""
+
+
+def script_json(data: dict) -> str:
+    """JSON that may sit inside a <script> element: no `<`, `>` or `&` as such (a title holding
+    `</script>` cannot end the element), nor line separators."""
+    text = json.dumps(_finite(data), separators=(",", ":"), allow_nan=False)
+    for char in "<>&\u2028\u2029":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
+
+
+def _finite(value: object) -> object:
+    """`value` with NaN and infinities as null, which JSON (unlike a script literal) lacks."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(v) for key, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def figure_html(chart: alt.TopLevelMixin) -> str:
+    """A figure's page that draws offline, from a file, with no network: Vega, Vega-Lite and
+    vega-embed inlined (vl_convert's bundle, the report's runtime), the spec as JSON data."""
+    import vl_convert
+
+    spec = chart.to_dict()
+    title = spec.get("title", "")
+    title = title.get("text", "") if isinstance(title, dict) else title
+    title = " ".join(title) if isinstance(title, list) else str(title)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title or 'flowtrace figure')}</title></head><body>\n"
+        '<div id="ft-figure"></div>\n'
+        f'<script type="application/json" id="ft-spec">{script_json(spec)}</script>\n'
+        f'<script type="module">{vl_convert.javascript_bundle(DRAW)}</script>\n'
+        "</body></html>\n"
+    )
+
+
 def render(chart: alt.TopLevelMixin, scale: float = 2) -> tuple[bytes, bytes]:
-    """The chart as HTML and PNG bytes (at `scale` × its size); refused above the budget."""
+    """The chart as HTML (offline: `figure_html`) and PNG bytes (at `scale` × its size);
+    refused above the budget."""
     check_rows(chart)
-    page, image = io.StringIO(), io.BytesIO()
-    chart.save(page, format="html")
+    image = io.BytesIO()
+    page = figure_html(chart)
     chart.save(image, format="png", scale_factor=scale)
-    return page.getvalue().encode("utf-8"), image.getvalue()
+    return page.encode("utf-8"), image.getvalue()
 
 
 def figure_files(stem: Path) -> list[Path]:
