@@ -59,7 +59,15 @@ def flow_map_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
         )
         .transform_filter(alt.datum.layer == slider)
         .add_params(slider, pick)
-        .properties(width=360, height=360, title="relative change of p(answer) at the layer")
+        # The layer in the title follows the slider; a PNG, which has no slider, says which
+        # layer it shows (the strongest cell's).
+        .properties(
+            width=360,
+            height=360,
+            title=alt.TitleParams(
+                alt.ExprRef("'relative change of p(answer) at layer ' + at_layer")
+            ),
+        )
     )
     curve = (
         alt.Chart(table)

@@ -13,8 +13,10 @@ def patching_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
     when the group (x) is patched from the counterfactual run at the layer (y)."""
     ok = analysed(ds)
     flipped = ok["flipped"].astype(float)
+    same = 0
     if "same_as_clean" in ok:  # a counterfactual equal to the clean video measures nothing
         flipped = flipped.where(~ok["same_as_clean"].astype(bool))
+        same = int(ok["same_as_clean"].astype(bool).sum())
     flips = flipped.mean("sample")
     change = (ok["p_clean_answer"] - ok["clean_prob_pred"]).mean("sample")
     table = (
@@ -31,7 +33,10 @@ def patching_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
             x=alt.X("group:N", sort=groups, title=None),
             y=alt.Y("layer:O", sort="descending"),
             color=alt.Color(
-                "flip_rate:Q", scale=alt.Scale(domain=[0, 1], scheme="blues"), title="flip rate"
+                "flip_rate:Q",
+                scale=alt.Scale(domain=[0, 1], scheme="blues"),
+                title="answers flipped",
+                legend=alt.Legend(format="%"),
             ),
             tooltip=[
                 "counterfactual",
@@ -45,4 +50,11 @@ def patching_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
         .properties(width=260, height=160)
         .facet(row=alt.Row("counterfactual:N", title=None), column=alt.Column("site:N", title=None))
     )
-    return titled(heat, title, subtitle(ok, "share of answers flipped by the patch"))
+    # The colour is the share of answers flipped, whatever the recipe's title says it measures
+    # (the recipe records p(clean answer) too: the tooltip's change): the heading names it.
+    name = title.split(":", 1)[0] or "counterfactual patching"
+    heading = f"{name}: share of answers flipped with one group patched from a counterfactual"
+    parts = [f"{ok.sizes['sample']} samples"]
+    if same:
+        parts.append(f"{same} counterfactual videos equal to the clean one left out")
+    return titled(heat, heading, subtitle(ok, *parts))

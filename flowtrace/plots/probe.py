@@ -6,7 +6,8 @@ import altair as alt
 import pandas as pd
 import xarray as xr
 
-from flowtrace.plots.common import analysed, band, mean_ci, subtitle, titled
+from flowtrace.plots.common import analysed, mean_ci, subtitle, titled
+from flowtrace.plots.scales import band, clip_band
 from flowtrace.summary import counted
 
 
@@ -24,7 +25,9 @@ def gen_prob_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
                     {"letter": name, "layer": int(layer), "mean": mean, "low": low, "high": high}
                 )
         lens_title = "with final norm" if lens == "norm" else "without final norm"
-        panels.append(band(pd.DataFrame(rows), "layer", "probability", "letter", lens_title))
+        # A probability's band ends at 0 and 1 (a normal interval on 8 samples ran to -0.4).
+        table = clip_band(pd.DataFrame(rows), "probability")
+        panels.append(band(table, "layer", "probability", "letter", lens_title))
     return titled(alt.hconcat(*panels), title, subtitle(ds, f"{ok.sizes['sample']} samples"))
 
 
