@@ -214,7 +214,8 @@ def grid(meta: dict) -> tuple[int, ...]:
     """The number of chunks along each dim, from an array's metadata document."""
     shape = meta["shape"]
     chunks = meta["chunk_grid"]["configuration"]["chunk_shape"]
-    return tuple(-(-n // c) for n, c in zip(shape, chunks, strict=True))
+    # A dim of size 0 (no option on any open-ended sample) has a chunk size of 0 and no chunks.
+    return tuple(-(-n // c) if c else 0 for n, c in zip(shape, chunks, strict=True))
 
 
 def replace_file(target: Path, data: bytes) -> None:
