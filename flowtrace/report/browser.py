@@ -127,9 +127,13 @@ def per_frame_effects(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
 
     Flow-map stores: the knockout effect of cutting frame_t off from the target (the targets
     after the video); attention maps: the attention mass the last token puts on frame_t
-    (clean pass, mean over heads).
+    (clean pass, mean over heads); per-frame attention mass (recipes/frame_attention_mass.py):
+    the mass each target puts on frame_t, with an `anchor` column marking the store's anchor
+    frame (the one with the most mass) of each sample, layer and target.
     """
     ok = _analysed(ds)
+    if ok.sizes["sample"] and "attention_mass" in ok and "frame" in ok["attention_mass"].dims:
+        return _attention_mass_effects(ok)
     if "source" not in ok.dims or not ok.sizes["sample"]:
         return None
     frames = [str(s) for s in ok["source"].values if str(s).startswith("frame_")]
@@ -155,6 +159,21 @@ def per_frame_effects(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
         return None
     table["frame"] = table["source"].str.removeprefix("frame_").astype(int)
     return table[["s", "layer", "frame", "target", "value"]], title, short
+
+
+def _attention_mass_effects(ok: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
+    """A per-frame attention-mass store's cells, its anchor frames marked."""
+    table = _table(ok["attention_mass"]).dropna(subset=["value"])
+    if table.empty:
+        return None
+    table["frame"] = table["frame"].str.removeprefix("frame_").astype(int)
+    table["anchor"] = 0
+    if "anchor_frame" in ok:
+        anchors = _table(ok["anchor_frame"], "anchor_frame")
+        table = table.merge(anchors, on=["s", "layer", "target"], how="left")
+        table["anchor"] = (table["frame"] == table["anchor_frame"]).astype(int)
+    title = "attention mass on the frame (mean over heads; outlined: the anchor frame)"
+    return table[["s", "layer", "frame", "target", "value", "anchor"]], title, "attention mass"
 
 
 def _curve_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
@@ -257,7 +276,9 @@ def sample_browser(
         target = alt.param(
             name="frame_target",
             value="last" if "last" in targets else targets[0],
-            bind=alt.binding_select(options=targets, name="cut off from "),
+            bind=alt.binding_select(
+                options=targets, name="target " if "attention" in title else "cut off from "
+            ),
         )
         params.append(target)
         limit_value = float(table["value"].abs().max()) or 1.0
@@ -289,6 +310,17 @@ def sample_browser(
             .encode(x=alt.X("xc:Q", scale=x_scale, axis=None), text="label:N")
         )
         layers += [bar, text]
+        if "anchor" in table:  # the anchor frame at the layer and target, outlined
+            outline = on_frame.transform_filter(alt.datum.anchor == 1).mark_rect(
+                filled=False, stroke="orange", strokeWidth=3, y=1, y2=SIZE - 1
+            )
+            layers.append(
+                outline.encode(
+                    x=alt.X("x:Q", scale=x_scale, axis=None),
+                    x2="x2:Q",
+                    tooltip=[alt.Tooltip("frame:O", title="anchor frame"), "layer:O", "target:N"],
+                )
+            )
         curves = (
             alt.Chart(inline(table))
             .transform_filter(chosen)
