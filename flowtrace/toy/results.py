@@ -40,6 +40,10 @@ SAMPLES: dict[str, int | None] = {
     "counterfactual_patch": 8,
     "frame_attention_mass": 8,
     "frame_mlp_ablation": 8,
+    "within_frame": None,
+    "language_video": None,
+    "temporal_heads": 8,
+    "steer_heads": 8,
 }
 THRESHOLDS = (0.1, 0.25, 0.5, 0.75)
 
