@@ -15,13 +15,15 @@ import xarray as xr
 
 from flowtrace.data import read_samples
 from flowtrace.engine.remote import remote_trace_kwargs
-from flowtrace.errors import DataError, OptionError
+from flowtrace.errors import DataError, FlowtraceError, OptionError
 from flowtrace.models import LoadedModel
 from flowtrace.outputs import OutputWarning
+from flowtrace.paths import store_stem
 from flowtrace.pipeline.analysis import prepare_analyses
 from flowtrace.pipeline.options import RunOptions, check_options, default_out, resolve_data
 from flowtrace.pipeline.passes import run_pass
 from flowtrace.plots import FigureTooLarge, chart_for, save_store_figure
+from flowtrace.plots.stores import is_sweep, pass_figure
 from flowtrace.recipe import Recipe
 from flowtrace.store import open_cube, reserved
 
@@ -39,6 +41,9 @@ class RunResult:
     task_accuracy: dict[str, float] = field(default_factory=dict)
     resumed: int = 0  # samples found already done in an existing store
     retried: int = 0  # samples sent again after the Ray worker running them died
+    # A pass's combined figure of its knockout sweeps (plots.pass_figure), the same in each of
+    # the pass's results.
+    pass_figures: list[Path] = field(default_factory=list)
 
 
 def run(
@@ -82,7 +87,7 @@ def run(
         else:
             analyses = prepare_analyses(recipes, options, source.root, samples, loaded)
             outs, resumed = run_pass(analyses, samples, progress)
-    results = []
+    results, sweeps = [], {}
     for out in outs:
         # A figure reads every array, so damage shows here; the summary alone reads five.
         ds = open_cube(out, load=None if options.plot else False)
@@ -90,7 +95,13 @@ def run(
         result.retried = retried
         if options.plot and result.counts["ok"]:
             result.figures = figure(ds, out)
+            if is_sweep(ds):
+                sweeps[out] = ds
         results.append(result)
+    if len(sweeps) > 1:
+        combined = pass_figure_of(sweeps)
+        for result in results:
+            result.pass_figures = combined
     return results if isinstance(recipe, list | tuple) else results[0]
 
 
@@ -101,6 +112,18 @@ def figure(ds: xr.Dataset, out: Path) -> list[Path]:
         return save_store_figure(chart_for(ds), out)
     except FigureTooLarge as err:
         warnings.warn(f"no figure for {out}: {err}", OutputWarning, stacklevel=2)
+        return []
+
+
+def pass_figure_of(sweeps: dict[Path, xr.Dataset]) -> list[Path]:
+    """A pass's knockout sweeps in one figure, a panel per recipe, beside their stores
+    (plots.pass_figure); one that cannot be drawn or written is skipped with a warning, the
+    stores and their own figures being whole."""
+    cubes = {str(ds.attrs.get("recipe") or store_stem(out)): ds for out, ds in sweeps.items()}
+    try:
+        return pass_figure(cubes, list(sweeps))
+    except FlowtraceError as err:  # too large, or its name taken by a file of another's
+        warnings.warn(f"no combined figure of the pass: {err}", OutputWarning, stacklevel=2)
         return []
 
 

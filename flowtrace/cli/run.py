@@ -277,6 +277,8 @@ def run(
     several = len(results) > 1
     for loaded_recipe, result in zip(loaded_recipes, results, strict=True):
         summary(loaded_recipe.name if several else "", result, sample_mode, eval_only, seconds)
+    for figure in results[0].pass_figures if results else []:
+        console.print(f"combined figure: {figure}")
 
 
 def summary(name: str, result, sample_mode: str, eval_only: bool, seconds: float) -> None:

@@ -257,11 +257,14 @@ def combined_chart(
         panels.append(
             alt.layer(area, line, zero, data=part)
             .properties(width=300, height=220, title=run)
-            .resolve_scale(color="independent")
+            .resolve_scale(color="independent", fill="independent")
         )
-    rows = [alt.hconcat(*panels[i : i + 2]) for i in range(0, len(panels), 2)]
+    # Each panel's colours are its own edges', bands (fill) and lines (color) alike: a fill
+    # shared across panels sorted every panel's edges together and gave a band another colour.
+    own = {"color": "independent", "fill": "independent"}
+    rows = [alt.hconcat(*panels[i : i + 2]).resolve_scale(**own) for i in range(0, len(panels), 2)]
     first = next(iter(stores.values()))
-    chart = alt.vconcat(*rows).resolve_scale(color="independent")
+    chart = alt.vconcat(*rows).resolve_scale(**own)
     return titled(
         chart,
         "Knockout sweeps of one pass",

@@ -3,12 +3,15 @@ is dropped, on a shared y range on request."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import altair as alt
+import xarray as xr
 
 from flowtrace.errors import FlowtraceError
+from flowtrace.paths import store_stem
 from flowtrace.query import select, store_labels
 from flowtrace.store import open_cube
 
@@ -41,3 +44,44 @@ def stores_chart(
     if len(cubes) == 1:
         return chart_for(next(iter(cubes.values())), variable, y_range, by_task)
     return compare_chart(cubes, measure, y_range, by_task)
+
+
+# The name of a pass's combined figure (a recipe's own figure is named after its store).
+COMBINED = "combined"
+
+
+def is_sweep(ds: xr.Dataset) -> bool:
+    """Whether a store is a knockout sweep that a pass's combined figure draws: a Knockout
+    recipe's curves over layers (a flow map's hundreds of edges, a per-head sweep and an
+    eval-only run keep their own figures)."""
+    return (
+        ds.attrs.get("recipe_kind") == "Knockout"
+        and not int(ds.attrs.get("eval_only", 0))
+        and "rel_change_pred" in ds
+        and "layer" in ds.dims
+        and "head" not in ds.dims
+        and bool((ds["status"] == "ok").any())
+    )
+
+
+def combined_stem(stores: Sequence[Path]) -> Path:
+    """Where a pass's combined figure goes, beside its stores: `combined` in their folder (a
+    pass with --out DIR writes DIR/RECIPE.zarr), or, where each store has a folder of its own
+    (results/RECIPE/RUN.zarr), `combined__RUN` in the folder above, after the first store's run."""
+    parents = [Path(p).parent for p in stores]
+    if len(set(parents)) == 1:
+        return parents[0] / COMBINED
+    try:
+        common = Path(os.path.commonpath(parents))
+    except ValueError:  # relative and absolute paths mixed
+        common = Path(os.path.commonpath([p.absolute() for p in parents]))
+    return common / f"{COMBINED}__{store_stem(stores[0])}"
+
+
+def pass_figure(cubes: Mapping[str, xr.Dataset], stores: Sequence[Path]) -> list[Path]:
+    """A pass's sweeps in one figure beside its stores (`combined_chart`: one panel per recipe
+    named in `cubes`, one y scale), written for these stores alone (flowtrace.outputs)."""
+    from flowtrace.plots import combined_chart, save_chart
+
+    owner = "the pass of " + ", ".join(Path(p).name for p in stores)
+    return save_chart(combined_chart(dict(cubes)), combined_stem(stores), owner=owner)
