@@ -8,9 +8,9 @@ to the last (its global setting). flowtrace's window styles say both:
     flowtrace run recipes/empirical_study.py --out runs/study/windows
     flowtrace run recipes/empirical_study.py --window-style top_down --out runs/study/cutoff
 
-Beside Map the Flow's four sweeps (recipes/paper.py) for one model, in one figure:
-`flowtrace plot runs/paper/*.zarr runs/study/windows/*.zarr --combined`; both sets in one pass:
-recipes/both_studies.py.
+Each run writes DIR/combined.png, a panel per cut. Beside Map the Flow's four sweeps
+(recipes/paper.py) for one model: recipes/both_studies.py in one pass, or stores of separate runs
+with `flowtrace plot runs/paper/*.zarr runs/study/windows/*.zarr --combined`.
 """
 
 recipes = ["cross_frame.py", "within_frame.py", "language_video.py"]
