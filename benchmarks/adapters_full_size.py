@@ -327,26 +327,40 @@ def _qwen25(full: bool) -> tuple[Any, Any]:
     return config, processor
 
 
-def _onevision(full: bool) -> tuple[Any, Any]:
+def _onevision(full: bool, tower: str = "siglip") -> tuple[Any, Any]:
+    """LLaVA-OneVision-7B (and LLaVA-Video-7B-Qwen2, the same architecture); with
+    tower="clip", LongVA-7B's shape of it: CLIP ViT-L/14 at 336 px (24×24 → 12×12 a frame, the
+    CLS feature dropped, the second-last layer's features) over a Qwen2-7B whose context
+    LongVA extends to 224K tokens."""
     import transformers as tf
     from transformers.models.llava_onevision.video_processing_llava_onevision import (
         LlavaOnevisionVideoProcessor,
     )
 
     tok = tokenizer(CHATML + ["<video>", "<image>"])
-    side, patch = (384, 14) if full else (32, 4)
+    clip = tower == "clip"
+    side, patch = ((336 if clip else 384), 14) if full else (32, 4)
+    tower_config = (
+        vision(full, hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+               num_attention_heads=16)
+        if clip
+        else siglip(full, layers=26)
+    )  # fmt: skip
+    text = {"model_type": "qwen2", **qwen2_7b(full)}
+    if clip:
+        text["max_position_embeddings"] = 224000
     config = tf.LlavaOnevisionConfig(
         vision_config={
-            "model_type": "siglip_vision_model",
+            "model_type": "clip_vision_model" if clip else "siglip_vision_model",
             "image_size": side,
             "patch_size": patch,
-            **siglip(full, layers=26),
+            **tower_config,
         },
-        text_config={"model_type": "qwen2", **qwen2_7b(full)},
+        text_config=text,
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
-        vision_feature_select_strategy="full",
-        vision_feature_layer=-1,
+        vision_feature_select_strategy="default" if clip else "full",
+        vision_feature_layer=-2 if clip else -1,
         image_grid_pinpoints=[[side, side]],
     )
     size = {"height": side, "width": side}
@@ -399,6 +413,11 @@ MODELS: dict[str, Callable[[Path, bool], Path]] = {
     "VideoLLaMA3-7B": hf_family(_videollama3),
     "Qwen2.5-VL-7B": hf_family(_qwen25),
     "LLaVA-OneVision-7B": hf_family(_onevision),
+    # The empirical study's models (arXiv 2508.15360, issue 36), as transformers would serve them
+    # once converted: LLaVA-Video-7B-Qwen2 is LLaVA-OneVision-7B's architecture, LongVA-7B the
+    # same over a CLIP tower. (InternVideo2.5 is not here: an InternLM2 LLM, remote code.)
+    "LLaVA-Video-7B-Qwen2": hf_family(_onevision),
+    "LongVA-7B": hf_family(lambda full: _onevision(full, tower="clip")),
 }
 
 

@@ -428,8 +428,9 @@ def build_qwen(out: Path, prompts: list[str], version: str) -> Path:
     return save_hf(out, model, processor)
 
 
-def build_onevision(out: Path, prompts: list[str]) -> Path:
-    """LLaVA-OneVision: SigLIP 32 px, patch 4 (8×8 → pooled 4×4 per frame), Qwen2 LLM."""
+def build_onevision(out: Path, prompts: list[str], tower: str = "siglip") -> Path:
+    """LLaVA-OneVision: SigLIP 32 px, patch 4 (8×8 → pooled 4×4 per frame), Qwen2 LLM. With
+    tower="clip", LongVA's shape of it: a CLIP tower whose CLS feature is dropped ("default")."""
     import transformers as tf
     from transformers.models.llava_onevision.video_processing_llava_onevision import (
         LlavaOnevisionVideoProcessor,
@@ -438,7 +439,7 @@ def build_onevision(out: Path, prompts: list[str]) -> Path:
     specials = CHATML + ["<video>", "<image>"]
     tokenizer = word_tokenizer(prompts, specials, bos=None)
     vision = {
-        "model_type": "siglip_vision_model",
+        "model_type": "siglip_vision_model" if tower == "siglip" else "clip_vision_model",
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -446,12 +447,13 @@ def build_onevision(out: Path, prompts: list[str]) -> Path:
         "image_size": 32,
         "patch_size": 4,
     }
+    strategy = "full" if tower == "siglip" else "default"
     config = tf.LlavaOnevisionConfig(
         vision_config=vision,
         text_config=tiny_text("qwen2", tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
-        vision_feature_select_strategy="full",
+        vision_feature_select_strategy=strategy,
         vision_feature_layer=-1,
         image_grid_pinpoints=[[32, 32]],
         tie_word_embeddings=False,
@@ -462,8 +464,8 @@ def build_onevision(out: Path, prompts: list[str]) -> Path:
         image_processor=tf.LlavaOnevisionImageProcessor(size=size, image_grid_pinpoints=[[32, 32]]),
         video_processor=LlavaOnevisionVideoProcessor(size=size),
         tokenizer=tokenizer,
-        num_image_tokens=64,
-        vision_feature_select_strategy="full",
+        num_image_tokens=64 + (tower != "siglip"),  # a CLIP tower's CLS feature counts here
+        vision_feature_select_strategy=strategy,
     )
     return save_hf(out, model, processor)
 

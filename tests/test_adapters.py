@@ -9,6 +9,7 @@ cross_frame recipe runs end to end through the runner.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,18 @@ FAMILIES.update(
             "adapter": "llava_onevision",
             "placeholder": "<video>",
             "trailing": 1,  # the newline embedding after the last frame
+            "tail": CHATML_TAIL,
+            "grid": (8, 4, 4),
+        },
+        # LongVA (issue 36): LLaVA-OneVision's architecture over a CLIP tower and Qwen2, as its
+        # original checkpoint would be converted to transformers' layout.
+        "longva": {
+            **HF,
+            "build": lambda out, prompts: build_onevision(out, prompts, tower="clip"),
+            "render": lambda s: EVAL_MVBENCH_CHATML.render(s, "<video>").text,
+            "adapter": "llava_onevision",
+            "placeholder": "<video>",
+            "trailing": 1,
             "tail": CHATML_TAIL,
             "grid": (8, 4, 4),
         },
@@ -272,6 +285,19 @@ def test_unknown_config_and_remote_code_errors(tmp_path: Path):
     )
     with pytest.raises(FlowtraceError, match="trust_remote_code"):
         load_model(str(remote), device="cpu")
+
+
+def test_internvideo25_is_refused_with_its_reason(checkpoints: dict[str, Path], tmp_path: Path):
+    """InternVideo2.5 (OpenGVLab/InternVideo2_5_Chat_8B, one of arXiv 2508.15360's models) is an
+    InternVL chat checkpoint over InternLM2, whose code only the checkpoint carries: refused in
+    one line that says so, before any weight is read."""
+    folder = tmp_path / "internvideo25"
+    shutil.copytree(checkpoints["internvl_chat"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["llm_config"]["architectures"] = ["InternLM2ForCausalLM"]
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FlowtraceError, match="InternLM2ForCausalLM LLM.*InternLM2 needs"):
+        load_model(str(folder), device="cpu", dtype="float32")
 
 
 def test_lora_folder_without_adapter_config_is_refused(
