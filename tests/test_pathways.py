@@ -154,3 +154,33 @@ def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, 
         assert row["accuracy"] == pytest.approx(want)
         assert row["clean_accuracy"] == pytest.approx(100 * clean.mean())
         assert row["samples"] == counted.sum()
+
+
+def test_the_curve_keeps_near_points_apart_from_crowded_ticks_and_labels():
+    import pandas as pd
+
+    from flowtrace.pathways import curve_chart
+
+    # Thresholds 0.1 and 0.25 keep 62.91% and 62.89% (the same accuracy), 0.5 keeps 40%. The x
+    # range is at least 10 points wide, not the 0.02 between the near points.
+    rows = [
+        (0.1, 62.91, 77.43, 98.0),
+        (0.25, 62.89, 77.42, 98.0),
+        (0.5, 40.0, 60.0, 70.0),
+    ]
+    table = pd.DataFrame(
+        [
+            {"threshold": t, "condition": c, "accuracy": a, "edges_kept_pct": ours,
+             "paper_kept_pct": paper, "clean_accuracy": 100.0, "samples": 8, "kept_layers": ""}
+            for t, ours, paper, a in rows
+            for c in ("pathway", "random")
+        ]
+    )  # fmt: skip
+    spec = curve_chart(table).to_dict()
+    for panel, column in zip(spec["hconcat"], ("edges_kept_pct", "paper_kept_pct"), strict=True):
+        low, high = panel["layer"][0]["encoding"]["x"]["scale"]["domain"]
+        assert high - low >= 10 and low <= table[column].min() <= table[column].max() <= high
+    data = [r for values in spec["datasets"].values() for r in values if "label" in r]
+    labels = sorted(r["label"] for r in data if r["condition"] == "pathway")
+    # One label for the two near points (on one of them), one for the far one.
+    assert labels == ["", "0.1, 0.25", "0.5"]

@@ -71,3 +71,49 @@ def test_compacting_a_store_keeps_the_dataset(tmp_path: Path, monkeypatch: pytes
     xr.testing.assert_identical(open_cube(store).load(), before)
     assert files() < appended
     assert check_store(store) == []  # compacted chunks keep their checksums
+
+
+def _pathway_cube():
+    """An effective-pathway store by hand: two analysed samples whose shares of edges kept are
+    20% and 30% by flowtrace's count, 60% and 40% by the paper's, over 100 and 300 causal pairs."""
+    import xarray as xr
+
+    dims = ("sample", "condition")
+    return xr.Dataset(
+        {
+            "correct": (dims, [[True, False], [True, True]]),
+            "rel_change_pred": (dims, [[-2.0, -50.0], [-4.0, -30.0]]),
+            "edges_kept_pct": (dims, [[20.0, 20.0], [30.0, 30.0]]),
+            "paper_kept_pct": (dims, [[60.0, 60.0], [40.0, 40.0]]),
+            "attention_pairs": ("sample", [100.0, 300.0]),
+        },
+        coords={
+            "sample": ["T/0", "T/1"],
+            "condition": ["pathway", "random"],
+            "status": ("sample", ["ok", "ok"]),
+            "clean_correct": ("sample", [True, True]),
+        },
+        attrs={"recipe_kind": "EffectivePathway", "recipe_title": "by hand"},
+    )
+
+
+def test_the_pathway_headline_gives_the_papers_share_beside_ours():
+    # Ours: the mean share, 25%; the paper's pooled as the reference pools it, kept pairs over
+    # all pairs: (60*100 + 40*300) / 400 = 45%. Accuracy 2/2 and 1/2.
+    assert headline(_pathway_cube()) == (
+        "pathway: 100% accuracy with 25.0% of edges (45.0% by the paper's count); "
+        "random: 50% accuracy with 25.0% of edges (45.0% by the paper's count)"
+    )
+
+
+def test_redraw_draws_the_figures_and_the_index_from_the_stores_alone(tmp_path: Path):
+    import shutil
+
+    from flowtrace.toy.results import redraw
+
+    shutil.copytree(RESULTS / "toy" / "effective_pathway.zarr", tmp_path / "toy" / "e.zarr")
+    drawn = redraw(tmp_path, models=("toy",), log=lambda line: None)
+    assert drawn == [tmp_path / "toy" / "e.html", tmp_path / "toy" / "e.png"]
+    assert (tmp_path / "toy" / "e.png").stat().st_size > 10_000
+    row = next(line for line in (tmp_path / "README.md").read_text().splitlines() if "`e`" in line)
+    assert "by the paper's count" in row

@@ -94,9 +94,17 @@ def toy_results(
     recipe: Annotated[
         list[str] | None, typer.Option(help="Shipped recipe names (repeat); default all.")
     ] = None,
+    figures_only: Annotated[
+        bool,
+        typer.Option(
+            "--figures-only",
+            help="Draw the figures, the pathway curves and the index again from the stores "
+            "already there, running nothing (after a change to the figures alone).",
+        ),
+    ] = False,
 ) -> None:
     """Regenerate the reference results: every shipped recipe on the embedded models."""
-    from flowtrace.toy.results import MODELS, SAMPLES, regenerate
+    from flowtrace.toy.results import MODELS, SAMPLES, redraw, regenerate
 
     unknown = sorted(set(model or ()) - set(MODELS)) + sorted(set(recipe or ()) - set(SAMPLES))
     if unknown:
@@ -106,12 +114,19 @@ def toy_results(
                 f"{', '.join(SAMPLES)}"
             )
         )
+
+    def log(line: str) -> None:
+        console.print(line, highlight=False)
+
     try:
+        if figures_only:
+            redraw(out, tuple(model or MODELS), tuple(recipe) if recipe else None, log=log)
+            return
         regenerate(
             out,
             tuple(model or MODELS),
             tuple(recipe or SAMPLES),
-            log=lambda line: console.print(line, highlight=False),
+            log=log,
         )
     except FlowtraceError as err:
         fail(err)

@@ -5,6 +5,8 @@ embedded held-out split and writes `results/<model>/<recipe>.zarr` with its figu
 effective pathways from each flow map (`results/<model>/auto_pathway/`) and writes
 `results/README.md`, an index with each store's headline. Costly recipes run on fewer samples
 (SAMPLES), so the whole set stays small and takes about half an hour on two CPU cores.
+`flowtrace toy results --figures-only` (`redraw`) draws the figures and the index again from the
+stores, running nothing, after a change to the figures alone.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from flowtrace.models import PLANTED, TOY, load_model
+from flowtrace.models import PLANTED, TOY, LoadedModel, load_model
 from flowtrace.outputs import write_file
 from flowtrace.paths import store_stem
 from flowtrace.plots.common import figure_files, figure_stem
@@ -55,8 +57,7 @@ def regenerate(
     log: Callable[[str], None] = print,
 ) -> list[Path]:
     """Run `recipes` on `models` into `out`; returns the stores written."""
-    from flowtrace.pathways import curve_chart, pathway_curve
-    from flowtrace.plots import chart_for, figure_stem, save_chart
+    from flowtrace.plots import chart_for, save_chart
 
     stores = []
     for model in models:
@@ -82,25 +83,71 @@ def regenerate(
             result = run(recipe, options, loaded=given)
             compact(store)  # a few dozen files instead of one per sample and variable
             # results/ is flowtrace's own folder: its figures are replaced whatever they hold.
-            chart = chart_for(open_cube(store))
-            figures = save_chart(chart, figure_stem(store), scale=1, replace=True)
+            ds = open_cube(store)
+            figures = save_chart(chart_for(ds), figure_stem(store), scale=1, replace=True)
             log(f"{store}: {result.counts['ok']} analysed, {', '.join(map(str, figures))}")
+            if summary := headline(ds):
+                log(f"  {summary}")
             stores.append(store)
         if "flow_map" in recipes:
-            folder = out / model / "auto_pathway"
-            shutil.rmtree(folder, ignore_errors=True)
-            options = RunOptions(model=model, out=folder, overwrite=True, device="cpu")
-            flow_map = out / model / "flow_map.zarr"
-            table = pathway_curve(flow_map, list(THRESHOLDS), options, loaded=loaded)
-            for threshold_store in folder.glob("*.zarr"):
-                compact(threshold_store)
-            folder.mkdir(parents=True, exist_ok=True)
-            write_file(folder / "curve.csv", table.to_csv(index=False))
-            save_chart(curve_chart(table), folder / "curve", scale=1, replace=True)
-            log(f"{folder}: curve over thresholds {', '.join(map(str, THRESHOLDS))}")
+            auto_pathways(out, model, loaded, log)
     # The index covers every model with results in `out`, not only the ones just rerun.
     write_file(out / "README.md", index(out, tuple(m for m in MODELS if (out / m).is_dir())))
     return stores
+
+
+def auto_pathways(
+    out: Path, model: str, loaded: LoadedModel | None = None, log: Callable[[str], None] = print
+) -> Path:
+    """Derive the effective pathways from `model`'s flow map at each threshold and run them
+    (`out/model/auto_pathway/threshold_T.zarr`), with the curve of accuracy against edges kept
+    (curve.csv and its figure); returns the folder."""
+    from flowtrace.pathways import curve_chart, pathway_curve
+    from flowtrace.plots import save_chart
+
+    folder = out / model / "auto_pathway"
+    shutil.rmtree(folder, ignore_errors=True)
+    options = RunOptions(model=model, out=folder, overwrite=True, device="cpu")
+    flow_map = out / model / "flow_map.zarr"
+    table = pathway_curve(flow_map, list(THRESHOLDS), options, loaded=loaded)
+    for threshold_store in folder.glob("*.zarr"):
+        compact(threshold_store)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_file(folder / "curve.csv", table.to_csv(index=False))
+    save_chart(curve_chart(table), folder / "curve", scale=1, replace=True)
+    log(f"{folder}: curve over thresholds {', '.join(map(str, THRESHOLDS))}")
+    return folder
+
+
+def redraw(
+    out: Path = Path("results"),
+    models: tuple[str, ...] = MODELS,
+    recipes: tuple[str, ...] | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Draw the committed figures again from what `out` holds, running nothing: each store's
+    figure (of `recipes`, default all), each auto_pathway curve (from its curve.csv), and the
+    index. For a change to the figures alone; a change to the numbers needs `regenerate`."""
+    import pandas as pd
+
+    from flowtrace.pathways import curve_chart
+    from flowtrace.plots import chart_for, save_chart
+
+    drawn = []
+    for model in models:
+        for store in sorted((out / model).glob("*.zarr")):
+            if recipes is not None and store_stem(store) not in recipes:
+                continue
+            chart = chart_for(open_cube(store))
+            drawn += save_chart(chart, figure_stem(store), scale=1, replace=True)
+            log(f"{store}: figure drawn again")
+        curve = out / model / "auto_pathway" / "curve.csv"
+        if curve.exists():
+            table = pd.read_csv(curve)
+            drawn += save_chart(curve_chart(table), curve.with_name("curve"), scale=1, replace=True)
+            log(f"{curve.parent}: curve drawn again")
+    write_file(out / "README.md", index(out, tuple(m for m in MODELS if (out / m).is_dir())))
+    return drawn
 
 
 def headline(ds: xr.Dataset) -> str:
@@ -121,14 +168,18 @@ def headline(ds: xr.Dataset) -> str:
             f"{edge}: {value:.1f}% at layer {layer}" for value, edge, layer in worst[:3]
         )
     if "edges_kept_pct" in ok:
-        from flowtrace.summary import accuracy_after
+        from flowtrace.summary import accuracy_after, edge_shares
 
         after = accuracy_after(ds)  # over every counted sample, as the clean line
+        shares = edge_shares(ds)  # flowtrace's count and the paper's (flowtrace.edge_share)
         parts = []
         for condition in map(str, ok["condition"].values):
             accuracy = float(after.sel(condition=condition))
-            kept = float(ok["edges_kept_pct"].sel(condition=condition).mean())
-            parts.append(f"{condition}: {accuracy:.0f}% accuracy with {kept:.0f}% of edges")
+            ours, paper = shares[condition]
+            parts.append(
+                f"{condition}: {accuracy:.0f}% accuracy with {ours:.1f}% of edges "
+                f"({paper:.1f}% by the paper's count)"
+            )
         return "; ".join(parts)
     if "prob_true" in ok and "lens" in ok.dims:
         p_true = ok["prob_true"].sel(lens="norm").mean("sample").values
