@@ -21,6 +21,6 @@ def frame_mlp_ablation(t: Trace):
 
 recipe = TraceProgram(
     "frame_mlp_ablation",
-    "p(answer) with one frame's MLP output mean-ablated at one layer",
+    "One frame's MLP output mean-ablated at one layer: p(answer), flips",
     frame_mlp_ablation,
 )
