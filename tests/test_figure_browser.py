@@ -73,3 +73,14 @@ def test_a_title_holding_a_script_end_tag_stays_text(browser, tmp_path):  # noqa
     assert page.evaluate("window.pwned") is None
     assert title in page.inner_text("#ft-figure")
     context.close()
+
+
+@pytest.mark.parametrize("page", ["toy/cross_frame.html", "planted/auto_pathway/curve.html"])
+def test_a_committed_figure_draws_from_the_shared_runtime_offline(browser, page):  # noqa: F811
+    """The committed results' figures share one runtime (results/vega.js) instead of carrying
+    0.9 MB each: opened from disk with the network off, each still draws its marks."""
+    text = (RESULTS / page).read_text()
+    assert len(text) < 300_000 and 'src="' in text
+    marks, errors, asked = _open_offline(browser, RESULTS / page)
+    assert errors == [] and asked == []
+    assert marks > 10

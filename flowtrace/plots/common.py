@@ -152,10 +152,27 @@ def _finite(value: object) -> object:
     return value
 
 
-def figure_html(chart: alt.TopLevelMixin) -> str:
-    """A figure's page that draws offline, from a file, with no network: Vega, Vega-Lite and
-    vega-embed inlined (vl_convert's bundle, the report's runtime), the spec as JSON data."""
+# The runtime a folder of figures shares (`figure_html(runtime=…)`): defines window.vegaEmbed.
+def runtime_bundle() -> str:
     import vl_convert
+
+    return vl_convert.javascript_bundle("window.vegaEmbed = vegaEmbed;")
+
+
+def figure_html(chart: alt.TopLevelMixin, runtime: str | None = None) -> str:
+    """A figure's page that draws offline, from a file, with no network: Vega, Vega-Lite and
+    vega-embed inlined (vl_convert's bundle, the report's runtime), the spec as JSON data.
+    `runtime`: the relative URL of a `runtime_bundle()` file the page loads instead of carrying
+    its own (0.9 MB a page: the committed results share one)."""
+    import vl_convert
+
+    if runtime is not None:
+        # Classic scripts, as the report's site pages: a module script from a file:// page is
+        # refused by the browser (its origin is null).
+        draw = f'<script src="{html.escape(runtime)}"></script>\n<script>{DRAW}</script>\n'
+
+    else:
+        draw = f'<script type="module">{vl_convert.javascript_bundle(DRAW)}</script>\n'
 
     spec = chart.to_dict()
     title = spec.get("title", "")
@@ -166,17 +183,18 @@ def figure_html(chart: alt.TopLevelMixin) -> str:
         f"<title>{html.escape(title or 'flowtrace figure')}</title></head><body>\n"
         '<div id="ft-figure"></div>\n'
         f'<script type="application/json" id="ft-spec">{script_json(spec)}</script>\n'
-        f'<script type="module">{vl_convert.javascript_bundle(DRAW)}</script>\n'
-        "</body></html>\n"
+        f"{draw}</body></html>\n"
     )
 
 
-def render(chart: alt.TopLevelMixin, scale: float = 2) -> tuple[bytes, bytes]:
+def render(
+    chart: alt.TopLevelMixin, scale: float = 2, runtime: str | None = None
+) -> tuple[bytes, bytes]:
     """The chart as HTML (offline: `figure_html`) and PNG bytes (at `scale` × its size);
     refused above the budget."""
     check_rows(chart)
     image = io.BytesIO()
-    page = figure_html(chart)
+    page = figure_html(chart, runtime)
     chart.save(image, format="png", scale_factor=scale)
     return page.encode("utf-8"), image.getvalue()
 
@@ -203,13 +221,14 @@ def save_chart(
     owner: str | None = None,
     replace: bool = False,
     param: str = "out",
+    runtime: str | None = None,
 ) -> list[Path]:
     """Write `stem`.html and `stem`.png (at `scale` × the chart's size) next to each other, each
     whole (flowtrace.outputs). An existing file is replaced only where flowtrace wrote it for
     `owner` (default: the stem's name) and it is unchanged since; otherwise OptionError naming
     `param`, before either is written. `replace`: a folder flowtrace owns whole (the committed
-    results) replaces whatever is there."""
-    page, image = render(chart, scale)
+    results) replaces whatever is there. `runtime`: see `figure_html`."""
+    page, image = render(chart, scale, runtime)
     paths = figure_files(stem)
     owner = owner or f"the figure {Path(stem).name}"
     with claims(Path(stem).parent, param) as held:

@@ -11,6 +11,7 @@ stores, running nothing, after a change to the figures alone.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -84,7 +85,13 @@ def regenerate(
             compact(store)  # a few dozen files instead of one per sample and variable
             # results/ is flowtrace's own folder: its figures are replaced whatever they hold.
             ds = open_cube(store)
-            figures = save_chart(chart_for(ds), figure_stem(store), scale=1, replace=True)
+            figures = save_chart(
+                chart_for(ds),
+                figure_stem(store),
+                scale=1,
+                replace=True,
+                runtime=runtime(out, store.parent),
+            )
             log(f"{store}: {result.counts['ok']} analysed, {', '.join(map(str, figures))}")
             if summary := headline(ds):
                 log(f"  {summary}")
@@ -114,9 +121,23 @@ def auto_pathways(
         compact(threshold_store)
     folder.mkdir(parents=True, exist_ok=True)
     write_file(folder / "curve.csv", table.to_csv(index=False))
-    save_chart(curve_chart(table), folder / "curve", scale=1, replace=True)
+    save_chart(
+        curve_chart(table), folder / "curve", scale=1, replace=True, runtime=runtime(out, folder)
+    )
     log(f"{folder}: curve over thresholds {', '.join(map(str, THRESHOLDS))}")
     return folder
+
+
+RUNTIME = "vega.js"  # the Vega runtime every committed figure loads: one copy, not one a page
+
+
+def runtime(out: Path, folder: Path) -> str:
+    """The runtime's URL from a figure in `folder`, written into `out` on first use."""
+    from flowtrace.plots.common import runtime_bundle
+
+    if not (out / RUNTIME).is_file():
+        write_file(out / RUNTIME, runtime_bundle())
+    return os.path.relpath(out / RUNTIME, folder).replace(os.sep, "/")
 
 
 def redraw(
@@ -139,12 +160,20 @@ def redraw(
             if recipes is not None and store_stem(store) not in recipes:
                 continue
             chart = chart_for(open_cube(store))
-            drawn += save_chart(chart, figure_stem(store), scale=1, replace=True)
+            drawn += save_chart(
+                chart, figure_stem(store), scale=1, replace=True, runtime=runtime(out, store.parent)
+            )
             log(f"{store}: figure drawn again")
         curve = out / model / "auto_pathway" / "curve.csv"
         if curve.exists():
             table = pd.read_csv(curve)
-            drawn += save_chart(curve_chart(table), curve.with_name("curve"), scale=1, replace=True)
+            drawn += save_chart(
+                curve_chart(table),
+                curve.with_name("curve"),
+                scale=1,
+                replace=True,
+                runtime=runtime(out, curve.parent),
+            )
             log(f"{curve.parent}: curve drawn again")
     write_file(out / "README.md", index(out, tuple(m for m in MODELS if (out / m).is_dir())))
     return drawn
