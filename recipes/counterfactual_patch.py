@@ -43,7 +43,9 @@ def counterfactual_patch(t: Trace):
         )
         made.append(cf)
         answers.append(t.loaded.decode(answer))
-    cube = xr.concat(measured, dim="counterfactual").assign_coords(counterfactual=list(COUNTERFACTUALS))
+    cube = xr.concat(measured, dim="counterfactual").assign_coords(
+        counterfactual=list(COUNTERFACTUALS)
+    )
     return {
         **{name: cube[name] for name in cube.data_vars},
         "counterfactual_answer": (("counterfactual",), answers),
