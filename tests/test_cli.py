@@ -9,7 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import xarray as xr
+
+from flowtrace.engine.self_check import SELF_CHECK_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -181,4 +184,7 @@ def test_compile_flag_reaches_the_engine_and_the_store(tmp_path: Path):
     assert stores["--no-compile"].attrs["compiled_layers"] == "no"
     got, want = stores["--compile"]["prob_true"], stores["--no-compile"]["prob_true"]
     assert float(abs(want - stores["--no-compile"]["clean_prob_true"]).max()) > 1e-3
-    np.testing.assert_allclose(got.values, want.values, atol=1e-5, rtol=0)
+    # Inductor's fp32 CPU kernels may sum in another order than eager (a kernel its cache kept
+    # from an earlier run: 4.5e-5 seen on one p of 0.42), so the bound is the self-check's own
+    # fp32 tolerance, 10x under the knockout effect checked above.
+    np.testing.assert_allclose(got.values, want.values, atol=SELF_CHECK_TOLERANCE[torch.float32])

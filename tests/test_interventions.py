@@ -5,6 +5,7 @@ return."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -427,7 +428,7 @@ def test_a_static_video_reversed_is_marked_and_left_out_of_flip_rates(t):
     from flowtrace.patching import counterfactual
     from flowtrace.plots.patching import patching_chart
 
-    static = Trace(**{**t.__dict__, "scratch": {}})
+    static = dataclasses.replace(t, scratch={})  # its own frames: a static clip
     static.__dict__["frames"] = np.repeat(t.frames[:1], len(t.frames), axis=0)
     assert counterfactual(static, "reversed").same_as_clean
     assert not counterfactual(t, "reversed").same_as_clean
