@@ -186,26 +186,8 @@ def compare_chart(
     blocked edge (per task and edge with `by_task`), one line per store, every panel on one y
     scale (`y_range` fixes it)."""
     table = _stacked(stores, measure, by_task)
-    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
-    area = (
-        alt.Chart()
-        .mark_area(opacity=0.15, clip=True)
-        .encode(
-            x=x,
-            y=alt.Y("low:Q", scale=y_scale(y_range)),
-            y2="high:Q",
-            fill=band_fill("run"),
-        )
-    )
-    line = (
-        alt.Chart()
-        .mark_line(point=True, clip=True)
-        .encode(
-            x=x,
-            y=alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range)),
-            color=colour("run", "store"),
-            tooltip=["run", "condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
-        )
+    area, line = _band_and_line(
+        measure, y_range, "run", colour("run", "store"), ["run", "condition"], opacity=0.15
     )
     layered = alt.layer(area, line, data=table).properties(width=300, height=220)
     if by_task:
@@ -229,30 +211,11 @@ def combined_chart(
         low = min(float(table[["low", "mean"]].min().min()), 0.0)
         high = max(float(table[["high", "mean"]].max().max()), 0.0)
         y_range = (low - 0.05 * (high - low), high + 0.05 * (high - low))
-    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
     panels = []
+    legend = alt.Color("condition:N", title=None, legend=alt.Legend(orient="bottom"))
     for run in stores:
         part = table[table["run"] == run]
-        area = (
-            alt.Chart()
-            .mark_area(opacity=0.2, clip=True)
-            .encode(
-                x=x,
-                y=alt.Y("low:Q", scale=y_scale(y_range)),
-                y2="high:Q",
-                fill=band_fill("condition"),
-            )
-        )
-        line = (
-            alt.Chart()
-            .mark_line(point=True, clip=True)
-            .encode(
-                x=x,
-                y=alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range)),
-                color=alt.Color("condition:N", title=None, legend=alt.Legend(orient="bottom")),
-                tooltip=["condition", "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
-            )
-        )
+        area, line = _band_and_line(measure, y_range, "condition", legend, ["condition"])
         zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
         panels.append(
             alt.layer(area, line, zero, data=part)
@@ -270,6 +233,35 @@ def combined_chart(
         "Knockout sweeps of one pass",
         subtitle(first, f"{int((first['status'] == 'ok').sum())} analysed samples"),
     )
+
+
+def _band_and_line(
+    measure: str,
+    y_range: tuple[float, float] | None,
+    field: str,
+    color: alt.Color,
+    labels: list[str],
+    opacity: float = 0.2,
+) -> tuple[alt.Chart, alt.Chart]:
+    """A curve per `field` value over the layers: its confidence band and its line, on one y
+    scale (`y_range` fixes it)."""
+    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
+    area = (
+        alt.Chart()
+        .mark_area(opacity=opacity, clip=True)
+        .encode(x=x, y=alt.Y("low:Q", scale=y_scale(y_range)), y2="high:Q", fill=band_fill(field))
+    )
+    line = (
+        alt.Chart()
+        .mark_line(point=True, clip=True)
+        .encode(
+            x=x,
+            y=alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range)),
+            color=color,
+            tooltip=[*labels, "layer", alt.Tooltip("mean:Q", format=".2f"), "n"],
+        )
+    )
+    return area, line
 
 
 def _stacked(stores: dict[str, xr.Dataset], measure: str, by_task: bool) -> pd.DataFrame:
