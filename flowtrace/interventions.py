@@ -18,7 +18,7 @@ attention module's output), `mlp` (its MLP's output), both before the residual a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
 from typing import Any
@@ -189,11 +189,11 @@ def compile_condition(
     condition: Condition,
     layout: Any,
     num_layers: int,
-    sources: Mapping[str, Run],
+    ablation_source: Callable[[str], Run],
     blocked_of: Callable[[tuple[str, ...]], torch.Tensor],
 ) -> KnockoutCondition:
-    """One condition as the engine runs it. `sources`: the runs ablations read ("mean",
-    "resample"); `blocked_of`: edge expressions' (L, L) cut matrix (memoised by the caller,
+    """One condition as the engine runs it. `ablation_source(how)`: the run an ablation reads
+    ("mean", "resample"); `blocked_of`: edge expressions' (L, L) cut matrix (memoised by the caller,
     so conditions share matrices and the engine scans each once)."""
     parts = condition if isinstance(condition, tuple) else (condition,)
     blocked: dict[int, torch.Tensor] = {}
@@ -217,7 +217,7 @@ def compile_condition(
             )
         positions = torch.as_tensor(layout[part.group], dtype=torch.long)
         for layer in _checked(_layers(part.layers), num_layers, type(part).__name__):
-            edits.append(_edit(part, layer, positions, sources))
+            edits.append(_edit(part, layer, positions, ablation_source))
     return KnockoutCondition(blocked, heads, tuple(edits))
 
 
@@ -230,7 +230,12 @@ def _checked(layers: tuple[int, ...], num_layers: int, what: str) -> tuple[int, 
     return layers
 
 
-def _edit(part: Patch | Ablate | Steer, layer: int, positions: torch.Tensor, sources) -> Edit:
+def _edit(
+    part: Patch | Ablate | Steer,
+    layer: int,
+    positions: torch.Tensor,
+    ablation_source: Callable[[str], Run],
+) -> Edit:
     if isinstance(part, Steer):
         add = part.add
         if add is not None and add.dim() == 2 and add.shape[0] != len(positions):
@@ -241,7 +246,7 @@ def _edit(part: Patch | Ablate | Steer, layer: int, positions: torch.Tensor, sou
         return Edit(part.site, layer, positions, float(part.scale), add)
     if isinstance(part, Ablate) and part.how == "zero":
         return Edit(part.site, layer, positions, 0.0, None)
-    source = part.source if isinstance(part, Patch) else sources[part.how]
+    source = part.source if isinstance(part, Patch) else ablation_source(part.how)
     value = source.at(part.site, layer, part.group)
     if value.shape[0] != len(positions):
         raise ValueError(

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from flowtrace.data import sample_frames
 from flowtrace.program import Trace
 
 COUNTERFACTUALS = ("reversed", "shuffled", "frame_swapped")
@@ -45,7 +44,7 @@ def counterfactual(t: Trace, name: str) -> Counterfactual:
         swapped = int(t.rng("frame_swapped").integers(count))
         donor = t.donors(1)[0]
         out = frames.copy()
-        out[swapped] = sample_frames(donor, t.frame_count, t.loaded.adapter)[swapped]
+        out[swapped] = t.frames_of(donor)[swapped]
         order = identity.copy()
         order[swapped] = -1
         donor_name = f"{donor.id} ({Path(donor.video).name})"

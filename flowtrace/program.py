@@ -125,9 +125,8 @@ class Trace:
                 memo[expressions] = torch.from_numpy(cut)
             return memo[expressions]
 
-        sources = _LazySources(self)
         return [
-            compile_condition(c, self.layout, self.num_layers, sources, blocked_of)
+            compile_condition(c, self.layout, self.num_layers, self.ablation_source, blocked_of)
             for c in as_conditions(conditions).conditions
         ]
 
@@ -173,12 +172,26 @@ class Trace:
             coords={"layer": layers, "target": list(targets), "source": list(sources)},
         )
 
+    def ablation_source(self, how: str) -> Run:
+        """The run an ablation reads, made on first use and kept for the sample: `resample`, the
+        first donor's video under this prompt; `mean`, the mean over MEAN_DONORS donors'."""
+        cache = self.scratch.setdefault("ablation_sources", {})
+        if how not in cache:
+            donors = self.donors(1 if how == "resample" else MEAN_DONORS)
+            runs = [self.capture(self.frames_of(d)) for d in donors]
+            cache[how] = runs[0] if how == "resample" else Run.mean(runs)
+        return cache[how]
+
     # -- counterfactual inputs -------------------------------------------------------------------
 
     @cached_property
     def frames(self) -> np.ndarray:
         """The sample's decoded frames (T, H, W, 3), as the model saw them."""
-        return sample_frames(self.sample, self.frame_count, self.loaded.adapter)
+        return self.frames_of(self.sample)
+
+    def frames_of(self, sample: Sample) -> np.ndarray:
+        """Another sample's frames, decoded as this sample's were (count, the model's rule)."""
+        return sample_frames(sample, self.frame_count, self.loaded.adapter)
 
     def prepare(self, frames: np.ndarray) -> Prepared:
         """The same sample with other frames: inputs and layout for a counterfactual."""
@@ -203,8 +216,7 @@ class Trace:
 
     def other_frames(self, k: int = 0) -> np.ndarray:
         """Frames of the k-th donor video (`donors`)."""
-        donor = self.donors(k + 1)[-1]  # the last there is, where the data has fewer
-        return sample_frames(donor, self.frame_count, self.loaded.adapter)
+        return self.frames_of(self.donors(k + 1)[-1])  # the last there is, where fewer
 
     def rng(self, salt: str = "") -> np.random.Generator:
         """A generator seeded by the run seed and this sample: reruns draw the same."""
@@ -212,31 +224,6 @@ class Trace:
 
     def _rank(self, other: str) -> int:
         return zlib.crc32(f"{self.seed}/{self.sample.id}/{other}".encode())
-
-
-class _LazySources(Mapping[str, Run]):
-    """The runs ablations read, made on first use and kept for the sample: `resample` (the first
-    donor's video under this prompt) and `mean` (the mean over MEAN_DONORS donors)."""
-
-    def __init__(self, t: Trace) -> None:
-        self.t = t
-
-    def __getitem__(self, how: str) -> Run:
-        cache = self.t.scratch.setdefault("ablation_sources", {})
-        if how not in cache:
-            donors = self.t.donors(1 if how == "resample" else MEAN_DONORS)
-            runs = [
-                self.t.capture(sample_frames(d, self.t.frame_count, self.t.loaded.adapter))
-                for d in donors
-            ]
-            cache[how] = runs[0] if how == "resample" else Run.mean(runs)
-        return cache[how]
-
-    def __iter__(self):
-        return iter(("resample", "mean"))
-
-    def __len__(self) -> int:
-        return 2
 
 
 # Names a program's result may not take: the cube's own per-sample coordinates and variables.

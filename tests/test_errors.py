@@ -223,24 +223,6 @@ CASES = [
          "run cross_frame --data {data} --device cpu --out {out} --model ./no-such-checkpoint", 2,
          "--model ./no-such-checkpoint: no such folder: no-such-checkpoint does not exist",
          "no store"),
-    # issue 33: figures, report pages and tables (never over another's file, whole or not at all)
-    Case("report out is a folder", "report {store} --out {user_folder}", 2,
-         "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
-    Case("query out is a folder", "query {store} --mean sample --out {user_folder}", 2,
-         "--out {user_folder}: is a folder; give the name of a file to write", "no store"),
-    Case("report over a file flowtrace did not write", "report {store} --out {a_file}", 2,
-         "--out {a_file}: exists, and flowtrace did not write it for flowtrace report (or it "
-         "was changed since); it is left as it was", "no store"),
-    Case("plot beside a read-only store", "plot {read_only}/store.zarr", 2,
-         "cannot be written (Permission denied); choose another out you can write to",
-         "no store"),
-    Case("report into a read-only folder", "report {store} --out {read_only}/report.html", 2,
-         "--out {read_only}/report.html: cannot be written (Permission denied)", "no store"),
-    Case("figure too large", "plot {shipped}/flow_map.zarr --out {out}-figure", 2,
-         "over the 10 a figure draws; nothing was drawn", "no store",
-         env={"FLOWTRACE_FIGURE_CELLS": "10"}),
-    Case("markup in a path", "show {out}/[/]x[bold].zarr", 2,
-         "store {out}/[/]x[bold].zarr does not exist", "no store"),
 ]  # fmt: skip
 
 

@@ -448,3 +448,20 @@ def test_a_static_video_reversed_is_marked_and_left_out_of_flip_rates(t):
     spec = patching_chart(ds, "t").to_dict()
     rows = next(iter(spec["datasets"].values()))
     assert rows[0]["flip_rate"] == pytest.approx(0.5)  # not 2/3: the static sample is left out
+
+
+def test_a_programs_donor_pool_is_all_of_the_data_whatever_the_subset(planted, data):
+    """The run's subset (--limit, --task) does not reach the donor pool: a sample's donor is the
+    same in every run of the data."""
+    from types import SimpleNamespace
+
+    from flowtrace.pipeline.kinds import KINDS
+    from flowtrace.runner import RunOptions
+
+    recipe = load_recipe(RECIPES / "frame_mlp_ablation.py")
+    subset = [s for s in data if s.task == "Moving Direction"][:2]
+    options = RunOptions(tasks=["Moving Direction"], limit=2)
+    measure = KINDS[TraceProgram].measure(
+        recipe, planted, options, SimpleNamespace(frames=8), subset
+    )
+    assert [s.id for s in measure.samples] == [s.id for s in data]

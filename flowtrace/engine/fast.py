@@ -59,6 +59,7 @@ from flowtrace.engine.suffix import (
     first_blocked_query,
     first_tokens,
     forks,
+    place_edit,
     placed_edits,
     shared_masks,
     side_by_side_kwargs,
@@ -387,18 +388,18 @@ class FastEngine(ReferenceEngine):
                     fresh = hidden[:, o : o + n] if flat else hidden[o : o + n]
                 else:
                     fresh = capture.stream(index)[:, row.start :]
-                    before = [e for e in row.condition.edits if e.entry == index]
-                    before = [e for e in before if e.site == "residual"]
+                    before = [
+                        e for e in row.condition.edits if e.site == "residual" and e.entry == index
+                    ]
                     if before:  # the previous layer's output edited: the stream it enters with
                         delta = capture.deltas[index - 1]
                         fresh = (
                             fresh - delta[:, row.start :] if delta is not None else fresh.clone()
                         )
-                        local = Row(0, KnockoutCondition({}, edits=tuple(before)), row.start, index)
-                        for places in placed_edits(
-                            [local], [0], False, device, loaded.dtype
-                        ).values():
-                            apply_edits(fresh, places)
+                        places = [
+                            place_edit(e, 0, 0, -row.start, device, loaded.dtype) for e in before
+                        ]
+                        apply_edits(fresh, places)
                         if delta is not None:
                             fresh = fresh + delta[:, row.start :]
                 hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowtrace.engine.condition import KnockoutCondition
+from flowtrace.engine.condition import Edit, KnockoutCondition
 
 
 class PrefixCache:
@@ -53,12 +53,19 @@ def placed_edits(
     is batch row i, or the block at offsets[i] of the one side-by-side sequence)."""
     out: dict[tuple[str, int], list[Placed]] = {}
     for i, row in enumerate(rows):
+        batch_row, first = (0, offsets[i]) if flat else (i, 0)
         for edit in row.condition.edits:
-            local = edit.positions.to(device) - row.start
-            place = (0, offsets[i] + local) if flat else (i, local)
-            value = None if edit.value is None else edit.value.to(device, dtype)
-            out.setdefault((edit.site, edit.layer), []).append((i, *place, edit.scale, value))
+            placed = place_edit(edit, i, batch_row, first - row.start, device, dtype)
+            out.setdefault((edit.site, edit.layer), []).append(placed)
     return out
+
+
+def place_edit(
+    edit: Edit, row: int, batch_row: int, shift: int, device: torch.device, dtype: torch.dtype
+) -> Placed:
+    """`edit` of the call's row `row` at batch row `batch_row`, its positions moved by `shift`."""
+    value = None if edit.value is None else edit.value.to(device, dtype)
+    return (row, batch_row, edit.positions.to(device) + shift, edit.scale, value)
 
 
 def apply_edits(hidden: torch.Tensor, edits: list[Placed]) -> None:

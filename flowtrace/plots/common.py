@@ -50,17 +50,6 @@ def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def band(table: pd.DataFrame, x: str, y: str, color: str, title: str) -> alt.LayerChart:
-    """Mean line with its confidence band (columns mean, low, high)."""
-    base = alt.Chart(table)
-    enc_x = alt.X(f"{x}:Q", axis=alt.Axis(tickMinStep=1))
-    area = base.mark_area(opacity=0.2).encode(x=enc_x, y="low:Q", y2="high:Q", color=f"{color}:N")
-    line = base.mark_line(point=True).encode(
-        x=enc_x, y=alt.Y("mean:Q", title=y), color=f"{color}:N", tooltip=[color, x, "mean:Q"]
-    )
-    return (area + line).properties(width=320, height=220, title=title)
-
-
 # The most rows of data one figure draws (docs/errors.md, "Figures"): a figure of a 6000 × 6000
 # program output took more than 15.8 GB to draw; a million rows take a few hundred MB.
 # FLOWTRACE_FIGURE_CELLS sets another budget.

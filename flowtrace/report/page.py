@@ -17,7 +17,7 @@ from flowtrace.errors import OptionError
 from flowtrace.outputs import claims, is_a_folder
 from flowtrace.paths import store_stem
 from flowtrace.plots import FigureTooLarge, chart_for
-from flowtrace.plots.common import check_rows
+from flowtrace.plots.common import check_rows, script_json
 from flowtrace.report.browser import FRAMES, sample_browser
 from flowtrace.report.frames import thumbnails
 from flowtrace.store import open_cube
@@ -236,15 +236,6 @@ def page_data(specs: dict, embeds: list, videos: dict[str, int]) -> dict:
     that cannot be read shows no frames; its samples still show their data)."""
     frames, _missing = thumbnails(videos, THUMB)
     return {"specs": specs, "embeds": embeds, "frames": frames}
-
-
-def script_json(data: dict) -> str:
-    """JSON that may sit inside a <script> element: no `<`, `>` or `&` as such (no `</script>`,
-    no `<!--` that would change how the element ends), nor line separators."""
-    text = json.dumps(data, separators=(",", ":"))
-    for char in "<>&\u2028\u2029":
-        text = text.replace(char, f"\\u{ord(char):04x}")
-    return text
 
 
 def html_page(title: str, body: str, tail: str) -> str:
