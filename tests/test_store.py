@@ -183,7 +183,11 @@ def test_readers_polling_during_a_run_always_see_whole_samples(tmp_path: Path):
         seen = ds.sizes["sample"]
         assert_whole(ds)
     assert proc.returncode == 0, proc.stderr.read()
-    assert reads > 20 and seen == 400
+    # The last flush may land after the last poll: one read of the finished store.
+    final = xr.open_zarr(path, consolidated=True).load()
+    assert_whole(final)
+    assert final.sizes["sample"] >= seen
+    assert reads > 20 and final.sizes["sample"] == 400
 
 
 def test_kills_during_flushes_lose_nothing_and_repeat_nothing(tmp_path: Path):
