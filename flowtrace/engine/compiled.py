@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from typing import Any
 
 import torch
 
+from flowtrace.engine.self_check import FastEngineFallback
 from flowtrace.models import LoadedModel
 
 # FLOWTRACE_COMPILE=0/1 overrides the default (on for CUDA).
@@ -58,3 +60,59 @@ def compiled_twins(twins: list[torch.nn.Module]) -> list[Any]:
     limit = torch._dynamo.config.recompile_limit
     torch._dynamo.config.recompile_limit = max(limit, COMPILE_RECOMPILE_LIMIT)
     return [torch.compile(twin, dynamic=True) for twin in twins]
+
+
+class RecomputeLayers:
+    """The decoder layers the recompute calls: the model's own (when a chunk hooks them), their
+    plain twins (sharing the weights) or the twins compiled, each list made on first use. A
+    compiler failure turns compiling off for the rest of the engine's life."""
+
+    def __init__(self, loaded: LoadedModel, compile: bool) -> None:
+        self.loaded = loaded
+        self.compile = compile
+        self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
+        # The decoder layers without nnsight's per-instance wrappers (what torch.compile needs),
+        # called compiled or not, and their compiled versions.
+        self._twins: list[Any] | None = None
+        self._compiled: list[Any] | None = None
+
+    def pick(self, hooked: bool, compiled: bool) -> tuple[list[Any], list[Any]]:
+        """(the layers to call, their eager versions) for one recompute: a hooked chunk calls
+        the model's own modules (its hooks sit on them); the rest call the twins, compiled
+        where `compiled` and compiling is still on."""
+        originals = self.loaded.layers(self.loaded.model)
+        if hooked:
+            return originals, originals
+        if self._twins is None:
+            self._twins = [plain_twin(layer) for layer in originals]
+        eager = self._twins
+        if not (self.compile and compiled):
+            return eager, eager
+        if self._compiled is None:
+            self._compiled = compiled_twins(eager)
+        return self._compiled, eager
+
+    def call(
+        self, layers: list[Any], eager: list[Any], index: int, *args: Any, **kwargs: Any
+    ) -> Any:
+        """Layer `index` of `layers`, or of `eager` where the compiled one fails."""
+        # Eager: patched rows, compile off, or a compile failure earlier in this recompute.
+        if layers is eager or not self.compile:
+            return eager[index](*args, **kwargs)
+        try:
+            out = layers[index](*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as error:  # noqa: BLE001 - any compiler failure: run uncompiled
+            self.compile = False
+            warnings.warn(
+                FastEngineFallback(
+                    f"fast engine on {self.loaded.model_id}: torch.compile failed on decoder "
+                    f"layer {index} ({type(error).__name__}: {str(error)[:200]}); the recompute "
+                    f"runs uncompiled from here on ({COMPILE_ENV}=0 skips compiling)"
+                ),
+                stacklevel=2,
+            )
+            return eager[index](*args, **kwargs)
+        self.compiled_calls += 1
+        return out

@@ -29,24 +29,20 @@ import contextlib
 import warnings
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from flowtrace.engine.compiled import (
-    COMPILE_ENV,
-    COMPILED_PATHS,
-    compile_default,
-    compiled_twins,
-    plain_twin,
-)
+from flowtrace.engine.capture import CleanCapture, capture_clean, same_inputs
+from flowtrace.engine.compiled import COMPILED_PATHS, RecomputeLayers, compile_default
 from flowtrace.engine.condition import KnockoutCondition
-from flowtrace.engine.masks import AllowedEdges, additive_mask, model_allowed
+from flowtrace.engine.masks import AllowedEdges, additive_mask
+from flowtrace.engine.pending import PendingKnockout
 from flowtrace.engine.reference import Launched, ReferenceEngine
+from flowtrace.engine.row_masks import RowMasks
 from flowtrace.engine.self_check import (
     HALF_PRECISION_TOLERANCE,
     SELF_CHECK_TOLERANCE,
+    FastEngineFallback,
     describe_kinds,
     shortcut_kinds,
 )
@@ -54,15 +50,15 @@ from flowtrace.engine.suffix import (
     PrefixCache,
     Row,
     apply_edits,
-    chunks_by_tokens,
-    edit_output,
     first_blocked_query,
     first_tokens,
     forks,
+    join_order,
     place_edit,
     placed_edits,
-    shared_masks,
+    plan_chunks,
     side_by_side_kwargs,
+    site_edits,
     suffix_kwargs,
 )
 from flowtrace.models import LoadedModel
@@ -80,37 +76,6 @@ VERIFIED: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, set[tuple]]] = 
 )
 
 
-@dataclass
-class CleanCapture:
-    """What the clean pass leaves for the recompute, for one input."""
-
-    # The input tensors themselves: held, so no later sample can reuse their memory and be
-    # taken for them; compared by identity.
-    source: dict[str, torch.Tensor]
-    probs: torch.Tensor  # (V,) float32 at the last position
-    inputs: list[torch.Tensor]  # per layer: (1, T, d) residual stream entering the layer
-    final: torch.Tensor  # (1, T, d) the last decoder layer's output
-    deltas: list[torch.Tensor | None]  # per layer: next input − this output, if not 0 (DeepStack)
-    keys: list[torch.Tensor]  # per layer: (1, kv_heads, T, head_dim) as the attention saw them
-    values: list[torch.Tensor]
-    layer_kwargs: dict[str, Any]  # layer 0's call kwargs that carry positions
-    # per layer: (T, T) bool edges the model's own mask lets through; None: plain causal. Layers
-    # with equal masks share one tensor.
-    own_masks: list[torch.Tensor | None]
-
-    @property
-    def seq_len(self) -> int:
-        return self.inputs[0].shape[1]
-
-    def stream(self, layer: int) -> torch.Tensor:
-        """(1, T, d) the residual stream entering `layer` (the last layer's output past it)."""
-        return self.inputs[layer] if layer < len(self.inputs) else self.final
-
-
-class FastEngineFallback(UserWarning):
-    """The fast engine's self-check failed: knockouts run on the reference path instead."""
-
-
 class FastEngine(ReferenceEngine):
     """Same numbers as ReferenceEngine.knockout, computing only what each condition changes."""
 
@@ -126,17 +91,12 @@ class FastEngine(ReferenceEngine):
         super().__init__(loaded, batch_size)
         self.token_budget = token_budget or DEFAULT_TOKEN_BUDGET.get(loaded.device.type, 4096)
         # Recompute through torch.compile'd twins of the decoder layers (None: on for CUDA).
-        self.compile = compile_default(loaded) if compile is None else compile
+        compile = compile_default(loaded) if compile is None else compile
+        self.recompute_layers = RecomputeLayers(loaded, compile)
         self.compiled_paths = COMPILED_PATHS  # which recompute paths call compiled layers
-        # The decoder layers without nnsight's per-instance wrappers (what torch.compile needs,
-        # engine/compiled.py), called compiled or not, and their compiled versions; made on
-        # first use.
-        self._twins: list[Any] | None = None
-        self._compiled: list[Any] | None = None
         # Knockouts run on a stream of their own on CUDA, so the next sample's clean pass (on
         # the default stream, with the model's own host syncs) runs beside them (`launch`).
         self._stream = torch.cuda.Stream(loaded.device) if loaded.device.type == "cuda" else None
-        self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
         self._capture: CleanCapture | None = None
         self.flat_tokens: int | None = None  # side-by-side limit; None: decided per group
         self._broken = ""  # why the shortcut is off for this model ("" while it holds)
@@ -145,6 +105,16 @@ class FastEngine(ReferenceEngine):
         # Recomputed (token, layer) pairs and (query, key) pairs since the last clean pass:
         # the benchmark turns them into FLOPs.
         self.work = {"token_layers": 0, "query_keys": 0}
+
+    @property
+    def compile(self) -> bool:
+        """Whether the recompute calls compiled layers (off for good after a compiler failure)."""
+        return self.recompute_layers.compile
+
+    @property
+    def compiled_calls(self) -> int:
+        """Layer calls that ran compiled, since the engine was made."""
+        return self.recompute_layers.compiled_calls
 
     @property
     def _verified(self) -> set[tuple]:
@@ -171,53 +141,10 @@ class FastEngine(ReferenceEngine):
     @torch.no_grad()
     def capture(self, inputs: dict[str, torch.Tensor]) -> CleanCapture:
         """The clean pass of `inputs` as the recompute reads it, made once per input."""
-        if self._capture is not None and _same_inputs(self._capture.source, inputs):
+        if self._capture is not None and same_inputs(self._capture.source, inputs):
             return self._capture
         self._capture = None  # free the last sample's capture before making this one
-        from transformers import DynamicCache
-
-        loaded, model = self.loaded, self.loaded.nnsight
-        cache = DynamicCache()
-        layer_in, layer_out, own = [], [], []
-        first_kwargs: dict[str, Any] = {}
-        with model.trace(**inputs, use_cache=True, **{self._cache_kwarg: cache}):
-            for index, layer in enumerate(loaded.layers(model)):
-                args, kwargs = layer.inputs
-                hidden = args[0] if args else kwargs["hidden_states"]
-                layer_in.append(hidden.save())
-                mask = model_allowed(kwargs.get("attention_mask"))
-                own.append(None if mask is None else mask[0].save())
-                if index == 0:
-                    for name in ("position_ids", "cache_position"):
-                        if kwargs.get(name) is not None:
-                            first_kwargs[name] = kwargs[name].save()
-                    if kwargs.get("position_embeddings") is not None:
-                        first_kwargs["position_embeddings"] = tuple(
-                            t.save() for t in kwargs["position_embeddings"]
-                        )
-                out = layer.output
-                layer_out.append((out[0] if isinstance(out, tuple) else out).save())
-            logits = model.output.logits[:, -1].save()
-        # Next input − this output: nonzero only where the model adds to the stream between
-        # layers (DeepStack). A layer that gets its predecessor's output tensor itself needs no
-        # subtraction; the rest are read back in one sync, not one per layer.
-        pairs = zip(layer_in[1:], layer_out[:-1], strict=True)
-        differences = [None if after is before else after - before for after, before in pairs]
-        computed = [d for d in differences if d is not None]
-        nonzero = iter(torch.stack([d.any() for d in computed]).tolist() if computed else [])
-        deltas = [None if d is None or not next(nonzero) else d for d in differences]
-        deltas.append(None)
-        self._capture = CleanCapture(
-            source=dict(inputs),
-            probs=logits[0].float().softmax(-1),
-            inputs=list(layer_in),
-            final=layer_out[-1],
-            deltas=deltas,
-            keys=[cache.layers[i].keys for i in range(len(layer_in))],
-            values=[cache.layers[i].values for i in range(len(layer_in))],
-            layer_kwargs=dict(first_kwargs),
-            own_masks=shared_masks(own, layer_in[0].shape[1]),
-        )
+        self._capture = capture_clean(self.loaded, inputs, self._cache_kwarg)
         return self._capture
 
     # -- knockouts --------------------------------------------------------------------------
@@ -256,26 +183,8 @@ class FastEngine(ReferenceEngine):
             return self._launch_fallback(inputs, conditions, self._broken)
         rows.sort(key=lambda r: r.entry)
         flat_limit = FLAT_TOKENS if self.flat_tokens is None else self.flat_tokens
-
-        def lies_flat(row: Row) -> bool:
-            # Short suffixes (→ last, → question) go side by side whatever their start; long
-            # ones (cross-frame) go as batch rows of one start, where a prefix copy is cheap.
-            suffix = seq_len - row.start
-            return suffix <= flat_limit and (self.flat_tokens is not None or 4 * suffix <= seq_len)
-
-        # Flat chunks (many short layer calls, bound by how fast the host queues them) first,
-        # batched ones (long calls) last: the device queue holds a bounded number of kernels,
-        # and ending on long ones leaves the most device work queued when `launch` returns,
-        # the time the host has for the next sample's clean pass.
-        flat_rows = [r for r in rows if lies_flat(r)]
-        chunks = [(c, True) for c in chunks_by_tokens(flat_rows, seq_len, flat_limit)]
-        by_start: dict[int, list[Row]] = {}
-        for row in rows:
-            if not lies_flat(row):
-                by_start.setdefault(row.start, []).append(row)
-        for start, group in by_start.items():
-            size = max(1, self.token_budget // (seq_len - start))
-            chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
+        fixed = self.flat_tokens is not None
+        chunks = plan_chunks(rows, seq_len, flat_limit, fixed, self.token_budget)
         paths: dict[int, tuple[bool, bool]] = {}  # row index -> (side by side, begun as a copy)
         stream = self._stream
         if stream is not None:
@@ -334,48 +243,34 @@ class FastEngine(ReferenceEngine):
         """
         loaded = self.loaded
         device, seq_len = loaded.device, capture.seq_len
-        # Rows that begin as a copy of an earlier row's stream, further on (suffix.forks): the
-        # rows go in the order they join, and their answers back in the caller's order at the end.
+        # The rows go in the order they join, and their answers back in the caller's order at
+        # the end; some begin as a copy of an earlier row's stream, further on (suffix.forks).
         copies = forks(rows, loaded.num_layers)
+        order, joins, parent = join_order(rows, copies)
+        rows = [rows[i] for i in order]
         if forked is not None:
-            forked.update(rows[i].index for i in copies)
-        joins = [copies[i][1] if i in copies else r.entry for i, r in enumerate(rows)]
-        order = sorted(range(len(rows)), key=joins.__getitem__)
-        place = {old: new for new, old in enumerate(order)}
-        rows, joins = [rows[i] for i in order], [joins[i] for i in order]
-        parent = {place[i]: place[j] for i, (j, _) in copies.items()}
+            forked.update(rows[i].index for i in parent)
         prefix_len = max(r.start for r in rows)
         lengths = [seq_len - r.start for r in rows]
         offsets = [sum(lengths[:i]) for i in range(len(rows))]
         # (own mask, blocked) -> allowed edges; sweeps share both across rows and layers.
         checked_here = allowed is None
         edges = AllowedEdges(seq_len, device) if allowed is None else allowed
-
         # Head-level conditions need a mask per head: (heads, Q, K) flat, (R, heads, S, T) batched.
         heads = loaded.num_heads if any(r.condition.heads is not None for r in rows) else 0
-        per_head = (heads,) if heads else ()
+        masks = RowMasks(rows, flat, heads, prefix_len, lengths, offsets, seq_len, edges)
         if flat:
-            total = sum(lengths)
-            shape = (*per_head, total, prefix_len + total)
             kwargs = side_by_side_kwargs(capture.layer_kwargs, [r.start for r in rows])
         else:
-            shape = (len(rows), *per_head, lengths[0], seq_len)
             kwargs = suffix_kwargs(capture.layer_kwargs, prefix_len)
-        masks = torch.zeros(shape, dtype=torch.bool, device=device)
         edits = placed_edits(rows, offsets, flat, device, loaded.dtype)
-        hooked = any(site != "residual" for site, _ in edits)
-        originals = loaded.layers(loaded.model)
         # Attention and MLP edits go in through hooks on the model's own modules; the rest call
         # the twins, compiled on the paths where compiling pays (engine/compiled.py).
-        if hooked:
-            eager = layers = originals
-        else:
-            eager = self._plain_layers(originals)
-            compiled = self.compile and ("flat" if flat else "batched") in self.compiled_paths
-            layers = self._compiled_layers(eager) if compiled else eager
+        hooked = any(site != "residual" for site, _ in edits)
+        path = "flat" if flat else "batched"
+        layers, eager = self.recompute_layers.pick(hooked, path in self.compiled_paths)
         width = capture.inputs[0].shape[-1]
         hidden = capture.inputs[0].new_empty((1, 0, width) if flat else (0, lengths[0], width))
-        current: list[tuple[int, int]] = []  # (own, blocked) ids each joined row's mask holds
         joined = tokens = 0
 
         def join(index: int) -> None:
@@ -403,50 +298,17 @@ class FastEngine(ReferenceEngine):
                         if delta is not None:
                             fresh = fresh + delta[:, row.start :]
                 hidden = torch.cat([hidden, fresh], dim=1 if flat else 0)
-                current.append((-1, -1))
                 joined += 1
                 tokens += fresh.shape[1]
 
         for index in range(joins[0], loaded.num_layers):
             join(index)
-            own = capture.own_masks[index]
-            for i, r in enumerate(rows[:joined]):
-                blocked = r.condition.blocked.get(index)
-                key = (id(own), id(blocked))
-                if current[i] == key:  # only rows entering or leaving a cut rewrite their mask
-                    continue
-                current[i] = key
-                cut = edges(own, blocked)[r.start :]
-                only = r.condition.heads if blocked is not None else None
-                # A head-level row: the cut in its heads, its uncut mask in the others.
-                for chosen, a in [(slice(None), edges(own, None)[r.start :]), (only, cut)]:
-                    if only is None:
-                        chosen, a = slice(None), cut
-                    rows_of = (
-                        (list(chosen) if isinstance(chosen, tuple) else chosen,) if heads else ()
-                    )
-                    if flat:
-                        o, n = offsets[i], lengths[i]
-                        masks[(*rows_of, slice(o, o + n), slice(0, r.start))] = a[:, : r.start]
-                        own_block = slice(prefix_len + o, prefix_len + o + n)
-                        masks[(*rows_of, slice(o, o + n), own_block)] = a[:, r.start :]
-                    else:
-                        masks[(i, *rows_of)] = a
-                    if only is None:
-                        break
-            # Flat: a leading batch dim, so the additive mask is 4D as in the batched path; with a
-            # 3D one SDPA on CPU rounds otherwise (2e-5 in p on the trained toy, one row alone).
-            mask = masks[..., :tokens, : prefix_len + tokens][None] if flat else masks[:joined]
+            mask = masks.layer(index, capture.own_masks[index], joined, tokens)
             prefix = PrefixCache(
                 capture.keys[index][..., :prefix_len, :], capture.values[index][..., :prefix_len, :]
             )
-            hooks = []
-            for site in ("attention", "mlp"):
-                if (site, index) in edits:
-                    module = loaded.site(loaded.model, index, site)
-                    hooks.append(module.register_forward_hook(edit_output(edits[site, index])))
-            try:
-                out = self._call_layer(
+            with site_edits(loaded, edits, index):
+                out = self.recompute_layers.call(
                     layers,
                     eager,
                     index,
@@ -456,9 +318,6 @@ class FastEngine(ReferenceEngine):
                     **{self._cache_kwarg: prefix},
                     **(first_tokens(kwargs, tokens) if flat else kwargs),
                 )
-            finally:
-                for hook in hooks:
-                    hook.remove()
             hidden = out[0] if isinstance(out, tuple) else out
             if ("residual", index) in edits:
                 # A row joining at the next layer takes this edit as it joins.
@@ -476,48 +335,11 @@ class FastEngine(ReferenceEngine):
         else:
             last = hidden[:, -1]
         if order != sorted(order):
+            place = {old: new for new, old in enumerate(order)}
             last = last[[place[i] for i in range(len(order))]]
         if checked_here:
             edges.check()
         return loaded.lm_head()(loaded.final_norm()(last)).float().softmax(-1)
-
-    # -- compiled layers ----------------------------------------------------------------------
-
-    def _plain_layers(self, originals: list[Any]) -> list[Any]:
-        """The decoder layers' plain twins (sharing the weights), made on first use."""
-        if self._twins is None:
-            self._twins = [plain_twin(layer) for layer in originals]
-        return self._twins
-
-    def _compiled_layers(self, twins: list[Any]) -> list[Any]:
-        """The twins under torch.compile, made on first use."""
-        if self._compiled is None:
-            self._compiled = compiled_twins(twins)
-        return self._compiled
-
-    def _call_layer(
-        self, layers: list[Any], eager: list[Any], index: int, *args: Any, **kwargs: Any
-    ) -> Any:
-        # Eager: patched rows, compile off, or a compile failure earlier in this recompute.
-        if layers is eager or not self.compile:
-            return eager[index](*args, **kwargs)
-        try:
-            out = layers[index](*args, **kwargs)
-        except torch.OutOfMemoryError:
-            raise
-        except Exception as error:  # noqa: BLE001 - any compiler failure: run uncompiled
-            self.compile = False
-            warnings.warn(
-                FastEngineFallback(
-                    f"fast engine on {self.loaded.model_id}: torch.compile failed on decoder "
-                    f"layer {index} ({type(error).__name__}: {str(error)[:200]}); the recompute "
-                    f"runs uncompiled from here on ({COMPILE_ENV}=0 skips compiling)"
-                ),
-                stacklevel=2,
-            )
-            return eager[index](*args, **kwargs)
-        self.compiled_calls += 1
-        return out
 
     # -- self-check -------------------------------------------------------------------------
 
@@ -588,54 +410,3 @@ class FastEngine(ReferenceEngine):
             stacklevel=4,  # the caller of knockout (under its no_grad wrapper)
         )
         return super().knockout(inputs, conditions)
-
-
-class PendingKnockout(Launched):
-    """A fast-path knockout call queued on the device: `result()` waits for it, refuses a
-    starved query, confirms each new kind of shortcut against a full forward, and falls back
-    to the reference path where one differs."""
-
-    def __init__(
-        self,
-        engine: FastEngine,
-        inputs: dict[str, torch.Tensor],
-        conditions: Sequence[KnockoutCondition],
-        capture: CleanCapture,  # held: the queued recompute reads it until `done`
-        rows: list[Row],
-        paths: dict[int, tuple[bool, bool]],
-        out: list[torch.Tensor | None],
-        stacked: torch.Tensor,
-        allowed: AllowedEdges,
-        done: torch.cuda.Event | None,
-    ) -> None:
-        super().__init__(None)
-        self.engine, self.inputs, self.conditions = engine, inputs, conditions
-        self.capture, self.rows, self.paths, self.out = capture, rows, paths, out
-        self.stacked, self.allowed, self.done = stacked, allowed, done
-
-    @torch.no_grad()
-    def _finish(self) -> torch.Tensor:
-        engine = self.engine
-        if self.done is not None:
-            self.done.synchronize()
-            # Made on the knockout stream, read on the caller's: its memory must not go back to
-            # the knockout stream's pool while the caller's reads are still queued.
-            self.stacked.record_stream(torch.cuda.current_stream(self.stacked.device))
-        self.allowed.check()
-        if engine._broken:  # an earlier sample's check failed after this one was queued
-            return self._fallback(engine._broken)
-        failure = engine._check_kinds(self.inputs, self.rows, self.paths, self.out, self.capture)
-        if failure:
-            engine._broken = failure
-            return self._fallback(failure)
-        self.used = {"fast"}
-        engine.used.add("fast")
-        return self.stacked
-
-    def _fallback(self, reason: str) -> torch.Tensor:
-        self.used, self.note = {"reference"}, reason
-        return self.engine._fall_back(self.inputs, self.conditions, reason)
-
-
-def _same_inputs(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(a[k] is b[k] for k in a)

@@ -15,6 +15,10 @@ SELF_CHECK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9}
 HALF_PRECISION_TOLERANCE = 2e-3
 
 
+class FastEngineFallback(UserWarning):
+    """The fast engine's self-check failed: knockouts run on the reference path instead."""
+
+
 def shortcut_kinds(
     row: Row, flat: bool, seq_len: int, causal: bool, forked: bool = False
 ) -> set[tuple]:

@@ -3,7 +3,8 @@ suffix's positions come from, and the edits a patched row carries."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from flowtrace.engine.condition import Edit, KnockoutCondition
+from flowtrace.models import LoadedModel
 
 
 class PrefixCache:
@@ -85,6 +87,23 @@ def edit_output(edits: list[Placed]):
     return hook
 
 
+@contextlib.contextmanager
+def site_edits(
+    loaded: LoadedModel, edits: dict[tuple[str, int], list[Placed]], layer: int
+) -> Iterator[None]:
+    """For one call of `layer`: its attention and MLP edits hooked onto the model's own modules."""
+    hooks = []
+    for site in ("attention", "mlp"):
+        if (site, layer) in edits:
+            module = loaded.site(loaded.model, layer, site)
+            hooks.append(module.register_forward_hook(edit_output(edits[site, layer])))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def chunks_by_tokens(rows: list[Row], seq_len: int, limit: int) -> list[list[Row]]:
     """Consecutive rows, at most `limit` suffix tokens a chunk."""
     chunks: list[list[Row]] = []
@@ -96,6 +115,36 @@ def chunks_by_tokens(rows: list[Row], seq_len: int, limit: int) -> list[list[Row
             size = 0
         chunks[-1].append(row)
         size += n
+    return chunks
+
+
+def plan_chunks(
+    rows: list[Row], seq_len: int, flat_limit: int, fixed: bool, token_budget: int
+) -> list[tuple[list[Row], bool]]:
+    """The recompute calls for `rows` (in entry order): (rows, side by side). Suffixes of at most
+    `flat_limit` tokens lie side by side, in chunks of that many tokens (unless `fixed`, only
+    those under a quarter of the sequence); the rest go as batch rows of one start, at most
+    `token_budget` suffix tokens a call."""
+
+    def lies_flat(row: Row) -> bool:
+        # Short suffixes (→ last, → question) go side by side whatever their start; long
+        # ones (cross-frame) go as batch rows of one start, where a prefix copy is cheap.
+        suffix = seq_len - row.start
+        return suffix <= flat_limit and (fixed or 4 * suffix <= seq_len)
+
+    # Flat chunks (many short layer calls, bound by how fast the host queues them) first,
+    # batched ones (long calls) last: the device queue holds a bounded number of kernels,
+    # and ending on long ones leaves the most device work queued when `launch` returns,
+    # the time the host has for the next sample's clean pass.
+    flat_rows = [r for r in rows if lies_flat(r)]
+    chunks = [(c, True) for c in chunks_by_tokens(flat_rows, seq_len, flat_limit)]
+    by_start: dict[int, list[Row]] = {}
+    for row in rows:
+        if not lies_flat(row):
+            by_start.setdefault(row.start, []).append(row)
+    for start, group in by_start.items():
+        size = max(1, token_budget // (seq_len - start))
+        chunks += [(group[i : i + size], False) for i in range(0, len(group), size)]
     return chunks
 
 
@@ -125,6 +174,19 @@ def forks(rows: Sequence[Row], num_layers: int) -> dict[int, tuple[int, int]]:
                 out[i], joins[i] = (j, layer), layer
         group.append(i)
     return out
+
+
+def join_order(
+    rows: Sequence[Row], copies: dict[int, tuple[int, int]]
+) -> tuple[list[int], list[int], dict[int, int]]:
+    """The rows in the order they join the recompute (indices into `rows`), the layer each joins
+    at in that order, and the rows that begin as a copy of another's stream (`copies`, from
+    `forks`), as position -> its parent's position in that order."""
+    joins = [copies[i][1] if i in copies else r.entry for i, r in enumerate(rows)]
+    order = sorted(range(len(rows)), key=joins.__getitem__)
+    place = {old: new for new, old in enumerate(order)}
+    parent = {place[i]: place[j] for i, (j, _) in copies.items()}
+    return order, [joins[i] for i in order], parent
 
 
 def shared_masks(masks: list[torch.Tensor | None], seq_len: int) -> list[torch.Tensor | None]:
