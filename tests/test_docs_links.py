@@ -123,6 +123,16 @@ def test_slug_matches_github_on_headings_in_these_docs():
     assert slug("`--data`") == "--data"
 
 
+@pytest.mark.parametrize("page", pages(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_section_heading_twice(page: Path):
+    """A page's sections (`## `) are each written once: two of a name split what belongs
+    together (docs/errors.md had two "## Stores") and leave the second unreachable by its
+    anchor."""
+    sections = [line for line in unfenced(page.read_text()) if line.startswith("## ")]
+    twice = sorted({s for s in sections if sections.count(s) > 1})
+    assert not twice, f"{page.relative_to(ROOT)} repeats {twice}"
+
+
 def test_the_readme_is_a_short_guide_with_both_commands():
     text = (ROOT / "README.md").read_text()
     lines = text.splitlines()
@@ -140,3 +150,17 @@ def test_every_recipe_is_named_in_the_readme():
         p.name for p in sorted((ROOT / "recipes").glob("*.py")) if f"recipes/{p.name}" not in text
     ]
     assert not missing, f"README.md's recipe table lacks {missing}"
+
+
+def test_pathways_help_says_what_it_does_not_its_history():
+    """`flowtrace pathways --help` describes the command and its options; dated rules and
+    internal names belong to docs/history.md and docs/pathways.md."""
+    from typer.testing import CliRunner
+
+    from flowtrace.cli import app
+
+    shown = CliRunner().invoke(app, ["pathways", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "--find" in shown.output and "--selection" in shown.output
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b", shown.output), shown.output
+    assert "FRESH_SEEDS" not in shown.output

@@ -46,26 +46,24 @@ def pathways(
     fresh_select: Annotated[
         int,
         typer.Option(
-            help="--find: select on this many fresh synthetic samples per task (seed "
-            "discovery.FRESH_SEEDS['select']) instead of a quarter of the data; 0: the data's."
+            help="--find: choose the cut on this many fresh synthetic samples per task (a fixed "
+            "seed of their own) instead of a quarter of the data; 0: the data's."
         ),
     ] = 0,
     fresh_test: Annotated[
         int,
         typer.Option(
             help="--find: measure the frontier on this many fresh synthetic samples per task "
-            "(seed discovery.FRESH_SEEDS['test']) instead of the data's held-out half; 0: the "
-            "data's."
+            "(a fixed seed of their own) instead of the data's held-out half; 0: the data's."
         ),
     ] = 0,
     selection: Annotated[
         str,
         typer.Option(
-            help="--find: how the select split decides which of the search's cut cells are cut "
-            "(flowtrace.selection): 'repair', the search's procedure run again along its path "
-            "on half the select split (a cell it refuses is kept), then the longest prefix of "
-            "that walk the other half holds; 'prefix', the longest prefix of the search's path "
-            "the select split holds (the rule of 2026-12-02)."
+            help="--find: how the select samples decide which of the search's cut cells are "
+            "cut: 'repair', the search run again along its path on half of them (a cell that "
+            "breaks one is kept), then the longest part of that walk the other half holds; "
+            "'prefix', the longest start of the search's path they hold."
         ),
     ] = "repair",
     max_select_failures: Annotated[
@@ -83,9 +81,13 @@ def pathways(
         ),
     ] = None,
 ) -> None:
-    """Derive effective pathways from a flow map at each threshold, run them against random
-    cuts of the same budget, and draw accuracy against the share of edges kept; with --find,
-    search for the pathway instead (docs/pathways.md)."""
+    """Effective pathways from a flow map (a store of recipes/flow_map.py).
+
+    By default: at each threshold, keep each pathway in the layers where its flow-map effect
+    reaches that share of its peak, cut the rest, run it against random cuts of the same budget,
+    and write curve.csv and a figure of accuracy against the share of edges kept. With --find:
+    search the (layer, source, target) cells for the fewest edges to keep, and write the found
+    pathway as recipe.py with its frontier. The procedure: docs/pathways.md."""
     from flowtrace.outputs import PATHWAYS, claims
     from flowtrace.pathways import curve_chart, pathway_curve
     from flowtrace.plots import save_chart
