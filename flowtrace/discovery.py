@@ -41,29 +41,54 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import altair as alt
 import numpy as np
-import pandas as pd
-import torch
-import xarray as xr
 
 from flowtrace.attribution import edge_attribution
-from flowtrace.data import Sample, read_samples, sample_frames, synth
-from flowtrace.edge_share import causal_pairs, kept_shares, pooled
+from flowtrace.cells import (
+    Cell,
+    FitSample,
+    cell_groups,
+    cell_index,
+    cut_plan,
+    is_right,
+    keeps,
+    kept_share,
+    prepare_samples,
+)
+from flowtrace.data import Sample, read_samples, synth
 from flowtrace.engine import KnockoutCondition
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
-from flowtrace.measure import Clean, measure_clean
+from flowtrace.frontier import frontier, frontier_chart, frontier_table
 from flowtrace.models import LoadedModel
-from flowtrace.recipe import (
-    SEPARATORS,
-    EffectivePathway,
-    counted_edges,
-    random_plan,
-    with_separators,
-)
+from flowtrace.recipe import EffectivePathway
 
-Cell = tuple[int, str, str]  # (layer, source group, target group)
+# Steps 1 and 6 live in flowtrace.cells and flowtrace.frontier; their names are read from here too.
+__all__ = [
+    "FRESH_SEEDS",
+    "FRESH_SEEDS_USED",
+    "Cell",
+    "FitSample",
+    "SearchResult",
+    "attribution_order",
+    "block_sizes",
+    "cell_groups",
+    "cell_index",
+    "cut_plan",
+    "fresh_split",
+    "frontier",
+    "frontier_chart",
+    "frontier_table",
+    "greedy_cut",
+    "is_right",
+    "keeps",
+    "kept_share",
+    "pathway_recipe",
+    "prepare_samples",
+    "recipe_source",
+    "search",
+    "split_halves",
+    "split_three",
+]
 
 # Seeds of the fresh select and test splits (`fresh_split`). The embedded models' data were made
 # by flowtrace.data.synth under seed 0 (every training clip, of both toys and the planted toy's
@@ -77,109 +102,6 @@ FRESH_SEEDS_USED = {
     "test (zero-failure prefix rule, looked at)": 40_002,
     "test (1% prefix rule, looked at)": 40_003,
 }
-
-
-def cell_groups(layout: TokenLayout) -> list[str]:
-    """The groups cells are made of, in sequence order (those this layout has)."""
-    layout = with_separators(layout)
-    # The query is one group: its "Question:" and "Options:" headers belong to neither question
-    # nor an option, and the planted toy's routes need them.
-    names = [f"frame_{t}" for t in range(layout.num_frames)]
-    names += [SEPARATORS, "query", "prompt_tail", "last"]
-    return [n for n in names if n in layout.groups and len(layout[n])]
-
-
-def cell_index(layout: TokenLayout) -> tuple[np.ndarray, list[tuple[str, str]]]:
-    """(L, L) int: each counted edge's cell as an index into the (source, target) pairs, -1 for
-    edges of no cell; and the pairs (only those with an edge here)."""
-    layout = with_separators(layout)
-    groups = cell_groups(layout)
-    counted = counted_edges(layout).numpy()
-    cell_of = np.full((layout.seq_len, layout.seq_len), -1, dtype=np.int64)
-    pairs = []
-    for i, source in enumerate(groups):
-        for target in groups[i:]:
-            block = np.zeros_like(counted)
-            block[np.ix_(layout[target], layout[source])] = True
-            block &= counted
-            if block.any():
-                cell_of[block] = len(pairs)
-                pairs.append((source, target))
-    return cell_of, pairs
-
-
-@dataclass
-class FitSample:
-    """One sample ready for exact knockouts: inputs, clean answer, cell index of every edge."""
-
-    sample: Sample
-    inputs: dict[str, torch.Tensor]
-    layout: TokenLayout
-    clean: Clean
-    counted: torch.Tensor  # (L, L) bool
-    cell_of: np.ndarray  # (L, L) int: index into `pairs` of the edge's cell, -1 outside cells
-    pairs: list[tuple[str, str]]
-    # AtP's estimated change of the answer's log-odds were each cell cut (attribution_order).
-    estimates: dict[Cell, float] = field(default_factory=dict)
-
-    def pair_edges(self) -> dict[tuple[str, str], np.ndarray]:
-        return {pair: self.cell_of == i for i, pair in enumerate(self.pairs)}
-
-
-def prepare_samples(
-    loaded: LoadedModel, engine, samples: Sequence[Sample], frames: int | None = None
-) -> list[FitSample]:
-    """Clean pass and cell index of each sample (frames: the model's default count)."""
-    frames = frames or loaded.adapter.default_frames
-    out = []
-    for sample in samples:
-        prepared = loaded.adapter.prepare(
-            loaded, sample, sample_frames(sample, frames, loaded.adapter)
-        )
-        layout = prepared.layout
-        clean = measure_clean(loaded, engine, prepared, sample)
-        counted = counted_edges(layout)
-        cell_of, pairs = cell_index(layout)
-        out.append(FitSample(sample, prepared.inputs, layout, clean, counted, cell_of, pairs))
-    return out
-
-
-def cut_plan(
-    item: FitSample, cut: set[Cell], layers: int, rest: bool = True
-) -> dict[int, torch.Tensor]:
-    """Per layer, the edges cut: the cells in `cut` and (with `rest`) the edges of no cell."""
-    index = {pair: i for i, pair in enumerate(item.pairs)}
-    per_layer: dict[int, list[int]] = {}
-    for layer, source, target in cut:
-        if (source, target) in index:
-            per_layer.setdefault(layer, []).append(index[(source, target)])
-    outside = (item.cell_of < 0) & item.counted.numpy()
-    plan = {}
-    for layer in range(layers):
-        mask = np.isin(item.cell_of, per_layer.get(layer, [])) & (item.cell_of >= 0)
-        if rest:
-            mask |= outside
-        if mask.any():
-            plan[layer] = torch.from_numpy(mask)
-    return plan
-
-
-def kept_share(item: FitSample, plan: dict[int, torch.Tensor], layers: int) -> float:
-    """% of counted edges (over all layers) a plan keeps."""
-    return kept_shares(plan, item.counted, layers)[0]
-
-
-def is_right(item: FitSample, probs: torch.Tensor, loaded: LoadedModel) -> bool:
-    """As the reference counts an answer under knockout (`Clean.is_correct`, exact text)."""
-    pred = int(probs.argmax())
-    return item.clean.is_correct(pred, loaded.decode(pred))
-
-
-def keeps(item: FitSample, probs: torch.Tensor, loaded: LoadedModel, ratio: float) -> bool:
-    """The acceptance test of the search and of the selection: still answered right, and at
-    least `ratio` of the clean p(true answer) kept."""
-    floor = ratio * float(item.clean.probs[item.clean.true_id])
-    return is_right(item, probs, loaded) and float(probs[item.clean.true_id]) >= floor
 
 
 def attribution_order(
@@ -351,135 +273,6 @@ def greedy_cut(
 def block_sizes(size: int, left: int) -> list[int]:
     """The proposal sizes tried in turn at one position: the block, then its halves, … 1."""
     return sorted({min(left, max(1, size >> k)) for k in range(11)})[::-1]
-
-
-def frontier(
-    loaded: LoadedModel,
-    engine,
-    items: Sequence[FitSample],
-    elimination: Sequence[Cell],
-    points: Sequence[int],
-    seeds: int = 5,
-) -> xr.Dataset:
-    """Accuracy on `items` with the first k cells of `elimination` cut (k in `points`), and under
-    random cuts of the same per-layer budget, `seeds` draws each: a point × seed × sample cube."""
-    layers = loaded.num_layers
-    n, m = len(points), len(items)
-    correct = np.zeros((n, m), dtype=bool)
-    p_true = np.zeros((n, m), dtype=np.float32)
-    random_correct = np.zeros((n, seeds, m), dtype=bool)
-    kept = np.zeros((n, m), dtype=np.float32)
-    paper = np.zeros((n, m), dtype=np.float32)
-    for s, item in enumerate(items):
-        conditions = []
-        for i, k in enumerate(points):
-            plan = cut_plan(item, set(elimination[:k]), layers)
-            kept[i, s], paper[i, s] = kept_shares(plan, item.counted, layers)
-            budget = {layer: int((cut & item.counted).sum()) for layer, cut in plan.items()}
-            conditions.append(KnockoutCondition(plan))
-            for seed in range(seeds):
-                generator = torch.Generator().manual_seed(1000 * seed + i)
-                conditions.append(KnockoutCondition(random_plan(item.counted, budget, generator)))
-        probs = engine.knockout(item.inputs, conditions)
-        for i in range(n):
-            row = probs[i * (seeds + 1)]
-            correct[i, s] = is_right(item, row, loaded)
-            p_true[i, s] = float(row[item.clean.true_id])
-            for seed in range(seeds):
-                random_correct[i, seed, s] = is_right(
-                    item, probs[i * (seeds + 1) + 1 + seed], loaded
-                )
-    ids = [it.sample.id for it in items]
-    return xr.Dataset(
-        {
-            "correct": (("point", "sample"), correct),
-            "prob_true": (("point", "sample"), p_true),
-            "random_correct": (("point", "seed", "sample"), random_correct),
-            "edges_kept_pct": (("point", "sample"), kept),
-            "paper_kept_pct": (("point", "sample"), paper),
-            "attention_pairs": (
-                ("sample",),
-                np.array([causal_pairs(it.layout.seq_len) * layers for it in items], float),
-            ),
-            "clean_correct": (("sample",), np.array([it.clean.correct for it in items])),
-        },
-        coords={
-            "point": np.arange(n),
-            "cells_cut": ("point", np.asarray(points)),
-            "seed": np.arange(seeds),
-            "sample": ids,
-            "task": ("sample", [it.sample.task for it in items]),
-        },
-    )
-
-
-def frontier_table(cube: xr.Dataset) -> pd.DataFrame:
-    """Per point: share kept, accuracy, random accuracy (mean, min, max over seeds), clean.
-
-    Every accuracy is over the same samples, every one of them (one denominator)."""
-    random = 100 * cube["random_correct"].astype(float).mean("sample")
-    # The paper's share (edge_share), pooled over samples as the reference pools it; a cube
-    # written before it was recorded has none (edge_share.paper_from_counted converts).
-    paper = (
-        [
-            pooled(cube["paper_kept_pct"].isel(point=i).values, cube["attention_pairs"].values)
-            for i in range(cube.sizes["point"])
-        ]
-        if "paper_kept_pct" in cube
-        else np.full(cube.sizes["point"], np.nan)
-    )
-    return pd.DataFrame(
-        {
-            "cells_cut": cube["cells_cut"].values,
-            "edges_kept_pct": cube["edges_kept_pct"].mean("sample").values,
-            "paper_kept_pct": paper,
-            "accuracy": 100 * cube["correct"].astype(float).mean("sample").values,
-            "random_mean": random.mean("seed").values,
-            "random_min": random.min("seed").values,
-            "random_max": random.max("seed").values,
-            "random_std": random.std("seed").values,
-            "clean_accuracy": 100 * float(cube["clean_correct"].astype(float).mean()),
-        }
-    )
-
-
-def frontier_chart(table: pd.DataFrame, title: str) -> alt.LayerChart:
-    """Accuracy against the share of edges kept: the found path, random cuts with their spread."""
-    x = alt.X("edges_kept_pct:Q", title="attention edges kept (%)", scale=alt.Scale(reverse=True))
-    y = alt.Y("accuracy:Q", title="held-out accuracy (%)", scale=alt.Scale(domain=[0, 100]))
-    found = (
-        alt.Chart(table)
-        .mark_line(point=True, color="#1f77b4")
-        .encode(
-            x=x,
-            y=y,
-            tooltip=["cells_cut", "edges_kept_pct", "paper_kept_pct", "accuracy", "random_mean"],
-        )
-    )
-    band = (
-        alt.Chart(table)
-        .mark_area(opacity=0.25, color="#ff7f0e")
-        .encode(x=x, y="random_min:Q", y2="random_max:Q")
-    )
-    random = (
-        alt.Chart(table)
-        .mark_line(point=True, color="#ff7f0e", strokeDash=[4, 3])
-        .encode(x=x, y=alt.Y("random_mean:Q"))
-    )
-    clean = (
-        alt.Chart(table.head(1))
-        .mark_rule(color="gray", strokeDash=[2, 2])
-        .encode(y="clean_accuracy:Q")
-    )
-    return (band + random + found + clean).properties(
-        width=420,
-        height=280,
-        title=alt.TitleParams(
-            title,
-            subtitle="blue: found pathway; orange: random cuts, same per-layer budget "
-            "(line: mean, band: min-max over seeds); gray: clean",
-        ),
-    )
 
 
 def pathway_recipe(

@@ -15,20 +15,18 @@ import numpy as np
 import xarray as xr
 
 from flowtrace import selection
+from flowtrace.cells import prepare_samples
 from flowtrace.data import Sample
 from flowtrace.discovery import (
     attribution_order,
-    frontier,
-    frontier_chart,
-    frontier_table,
     pathway_recipe,
-    prepare_samples,
     recipe_source,
     search,
     split_three,
 )
 from flowtrace.engine import make_engine
 from flowtrace.errors import FlowtraceError, OptionError
+from flowtrace.frontier import frontier, frontier_chart, frontier_table
 from flowtrace.models import LoadedModel
 from flowtrace.outputs import PATHWAYS, claims
 from flowtrace.plots import save_chart

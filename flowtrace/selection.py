@@ -18,7 +18,7 @@ search never saw, the select split, and decides which of its cells are cut. Two 
   cells and refined by bisection (`select_prefix`). It stops at the path's first cell that
   breaks the select split, however harmless the cells after it.
 
-The acceptance test is the search's (`discovery.keeps`): a sample answered right clean must stay
+The acceptance test is the search's (`cells.keeps`): a sample answered right clean must stay
 right and keep at least ``min_ratio`` (0.5) of its clean p(true answer).
 """
 
@@ -31,17 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from flowtrace.discovery import (
-    Cell,
-    FitSample,
-    cut_plan,
-    greedy_cut,
-    is_right,
-    keeps,
-    split_halves,
-)
-from flowtrace.engine import KnockoutCondition
+from flowtrace.cells import Cell, FitSample
+from flowtrace.discovery import greedy_cut, split_halves
 from flowtrace.errors import FlowtraceError
+from flowtrace.frontier import prefix_outcomes
 from flowtrace.models import LoadedModel
 
 RULES = ("repair", "prefix")
@@ -235,22 +228,8 @@ def path_outcomes(
     """Per point k × sample, with the first k cells of `elimination` cut: right, p(true answer),
     and whether the sample passes the acceptance test (`keeps`; a sample wrong clean passes
     trivially: there is nothing to keep)."""
-    layers = loaded.num_layers
-    n, m = len(points), len(items)
-    correct = np.zeros((n, m), dtype=bool)
-    p_true = np.zeros((n, m), dtype=np.float32)
-    passed = np.ones((n, m), dtype=bool)
-    for s, item in enumerate(items):
-        conditions = [
-            KnockoutCondition(cut_plan(item, set(elimination[:k]), layers)) for k in points
-        ]
-        probs = engine.knockout(item.inputs, conditions) if conditions else []
-        for i, row in enumerate(probs):
-            correct[i, s] = is_right(item, row, loaded)
-            p_true[i, s] = float(row[item.clean.true_id])
-            if item.clean.correct:
-                passed[i, s] = keeps(item, row, loaded, ratio)
-    arrays = {"correct": correct, "prob_true": p_true, "passes": passed}
+    out = prefix_outcomes(loaded, engine, items, elimination, points, ratio)
+    arrays = {name: out[name] for name in ("correct", "prob_true", "passes")}
     return sample_cube("point", arrays, {"cells_cut": np.asarray(points, np.int64)}, items)
 
 
