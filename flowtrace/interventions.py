@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import Any
 
+import numpy as np
 import torch
 import xarray as xr
 
@@ -117,9 +118,10 @@ Condition = Intervention | tuple[Intervention, ...]  # a tuple applies together
 
 @dataclass(frozen=True)
 class Grid:
-    """Conditions laid out over named dims: `t.run` labels its results with them."""
+    """Conditions laid out over named dims: `t.run` labels its results with them. A cell whose
+    condition is None is not run (a sparse grid): its reads are missing (NaN, -1, False)."""
 
-    conditions: list[Condition]
+    conditions: list[Condition | None]
     dims: tuple[str, ...]
     coords: dict[str, list[Any]]
 
@@ -127,10 +129,16 @@ class Grid:
     def shape(self) -> tuple[int, ...]:
         return tuple(len(self.coords[d]) for d in self.dims)
 
+    @property
+    def present(self) -> list[Condition]:
+        """The conditions that run, in grid order (the engine's rows)."""
+        return [c for c in self.conditions if c is not None]
 
-def grid(make: Callable[..., Condition], **dims: Iterable[Any]) -> Grid:
+
+def grid(make: Callable[..., Condition | None], **dims: Iterable[Any]) -> Grid:
     """`make(**labels)` at every combination of the dims' labels, last dim fastest:
-    `grid(lambda layer, group: Ablate("mlp", group, layer), layer=range(32), group=frames)`."""
+    `grid(lambda layer, group: Ablate("mlp", group, layer), layer=range(32), group=frames)`.
+    `make` may return None for a cell nothing should run in (an edge a sample lacks)."""
     coords = {name: list(labels) for name, labels in dims.items()}
     conditions = [
         make(**dict(zip(coords, combo, strict=True))) for combo in product(*coords.values())
@@ -139,36 +147,54 @@ def grid(make: Callable[..., Condition], **dims: Iterable[Any]) -> Grid:
 
 
 class Outcome:
-    """Next-token probabilities under each condition, (*shape, V), with the grid's labels:
-    `p(token)`, `top(…)` give labelled arrays (xarray) a program may return as they are."""
+    """Next-token probabilities under each condition that ran, with the grid's labels:
+    `p(token)`, `top(…)` give labelled arrays (xarray, over the grid's dims) a program may
+    return as they are; cells of a sparse grid that did not run read NaN, -1 or False."""
 
-    def __init__(self, probs: torch.Tensor, dims: tuple[str, ...], coords: dict[str, list]):
+    def __init__(
+        self,
+        probs: torch.Tensor,
+        dims: tuple[str, ...],
+        coords: dict[str, list],
+        present: Sequence[bool] | None = None,
+    ):
+        """`probs`: (rows, V), one row per condition that ran; `present`: which grid cells
+        those rows are (None: every cell)."""
         self.probs, self.dims, self.coords = probs, dims, coords
+        self.present = None if present is None or all(present) else np.asarray(present, bool)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(len(self.coords[d]) for d in self.dims)
 
-    def _label(self, values: torch.Tensor) -> xr.DataArray:
-        array = values.reshape(self.shape).cpu().numpy()
+    def label(self, rows: np.ndarray | torch.Tensor, fill: Any = np.nan) -> xr.DataArray:
+        """Values per row that ran (rows, …) laid out over the grid, `fill` where nothing ran."""
+        if isinstance(rows, torch.Tensor):
+            rows = rows.cpu().numpy()
+        rows = np.asarray(rows)
+        if self.present is not None:
+            full = np.full((self.present.size, *rows.shape[1:]), fill, dtype=rows.dtype)
+            full[self.present] = rows
+            rows = full
         coords = {d: v for d, v in self.coords.items() if not _numbered(v)}
-        return xr.DataArray(array, dims=self.dims, coords=coords)
+        shape = self.shape + rows.shape[1:]
+        return xr.DataArray(rows.reshape(shape), dims=self.dims, coords=coords)
 
     def p(self, token: int) -> xr.DataArray:
         """p(token) under each condition."""
-        return self._label(self.probs[:, int(token)])
+        return self.label(self.probs[:, int(token)])
 
     def log_p(self, token: int) -> xr.DataArray:
         """log p(token): the logit up to the condition's log-normaliser."""
-        return self._label(self.probs[:, int(token)].clamp_min(1e-45).log())
+        return self.label(self.probs[:, int(token)].clamp_min(1e-45).log())
 
     def top(self) -> xr.DataArray:
         """The most probable next token under each condition."""
-        return self._label(self.probs.argmax(-1))
+        return self.label(self.probs.argmax(-1), fill=-1)
 
     def flips(self, token: int) -> xr.DataArray:
         """Whether the most probable token is no longer `token`."""
-        return self._label(self.probs.argmax(-1) != int(token))
+        return self.label(self.probs.argmax(-1) != int(token), fill=False)
 
 
 def _numbered(labels: list) -> bool:

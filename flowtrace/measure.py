@@ -137,26 +137,34 @@ class Decoder:
         return self.cache[token_id]
 
 
-def record_answers(
-    record: SampleRecord, at: tuple, probs: torch.Tensor, clean: Clean, decode: Decoder
-) -> None:
-    """Fill the answer slots at the index arrays `at` from rows of next-token probabilities
-    (rows × V, on the model's device), read off in one transfer."""
+def answer_values(probs: torch.Tensor, clean: Clean, decode: Decoder) -> dict[str, np.ndarray]:
+    """The answer slots (ANSWER_VARIABLES, `new_pred`, `correct`) for rows of next-token
+    probabilities (rows × V, on the model's device), read off in one transfer; float32 as
+    stored."""
     picked = torch.stack(
         [probs[:, clean.pred], probs[:, clean.true_id], probs.argmax(-1).to(probs.dtype)]
     )
     new_pred, new_true, new_ids = picked.double().cpu().numpy()
     p_pred, p_true = float(clean.probs[clean.pred]), float(clean.probs[clean.true_id])
     texts = [decode(int(i)) for i in new_ids]
-    values = record.values
-    values["prob_pred"][at] = new_pred
-    values["prob_true"][at] = new_true
-    values["rel_change_pred"][at] = 100 * (new_pred - p_pred) / p_pred
-    values["rel_change_true"][at] = 100 * (new_true - p_true) / p_true
-    values["new_pred"][at] = np.asarray(texts, dtype=object)
-    values["correct"][at] = [
-        clean.is_correct(int(i), t) for i, t in zip(new_ids, texts, strict=True)
-    ]
+    return {
+        "prob_pred": new_pred.astype(np.float32),
+        "prob_true": new_true.astype(np.float32),
+        "rel_change_pred": (100 * (new_pred - p_pred) / p_pred).astype(np.float32),
+        "rel_change_true": (100 * (new_true - p_true) / p_true).astype(np.float32),
+        "new_pred": np.asarray(texts, dtype=object),
+        "correct": np.asarray(
+            [clean.is_correct(int(i), t) for i, t in zip(new_ids, texts, strict=True)], dtype=bool
+        ),
+    }
+
+
+def record_answers(
+    record: SampleRecord, at: tuple, probs: torch.Tensor, clean: Clean, decode: Decoder
+) -> None:
+    """Fill the answer slots at the index arrays `at` from rows of next-token probabilities."""
+    for name, values in answer_values(probs, clean, decode).items():
+        record.values[name][at] = values
 
 
 @dataclass
@@ -215,7 +223,9 @@ class KnockoutMeasure:
         variables["blocked_edges"] = Variable(("source", "target"), "float64", np.nan)
         self.schema = Schema(variables, coords)
 
-    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
+    def plan(
+        self, prepared: Prepared, sample: Sample, clean: Clean, engine: ReferenceEngine
+    ) -> Plan:
         layout = prepared.layout
         absent = [] if self.recipe.skip_absent else self.recipe.absent_groups(layout)
         if absent:
@@ -261,7 +271,9 @@ class KnockoutMeasure:
 class _ReadsCleanPass:
     """Measures that ask no knockout of the pass: they run their own reads in `fill`."""
 
-    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
+    def plan(
+        self, prepared: Prepared, sample: Sample, clean: Clean, engine: ReferenceEngine
+    ) -> Plan:
         return Plan()
 
 
@@ -341,7 +353,9 @@ class PathwayMeasure:
         )
         self.attrs = {"edges_kept_measures": EDGE_MEASURES}
 
-    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
+    def plan(
+        self, prepared: Prepared, sample: Sample, clean: Clean, engine: ReferenceEngine
+    ) -> Plan:
         layout, layers = prepared.layout, self.loaded.num_layers
         counted = counted_edges(layout)
         pathway = self.recipe.plan(layout, layers)
@@ -351,7 +365,7 @@ class PathwayMeasure:
             n = int(self.recipe.random_ratio * int(counted.sum()))
             budget = dict.fromkeys(range(layers), n)
         # Seeded by the run seed and the sample, so a rerun draws the same random cuts.
-        seed = zlib.crc32(f"{self.seed}/{sample_id}".encode())
+        seed = zlib.crc32(f"{self.seed}/{sample.id}".encode())
         random = random_plan(counted, budget, torch.Generator().manual_seed(seed))
         plans = (pathway, random)
         kept = [kept_shares(plan, counted, layers) for plan in plans]

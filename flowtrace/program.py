@@ -18,6 +18,7 @@ from the dims. docs/programs.md is the guide.
 
 from __future__ import annotations
 
+import inspect
 import linecache
 import traceback
 import zlib
@@ -44,9 +45,10 @@ from flowtrace.interventions import (
     grid,
 )
 from flowtrace.layout import TokenLayout
-from flowtrace.measure import Plan, Step
+from flowtrace.measure import Clean, Decoder, Plan, Step, answer_values
 from flowtrace.models import LoadedModel, Prepared
 from flowtrace.recipe import TraceProgram
+from flowtrace.sweep import Sweep
 
 __all__ = ["Trace", "TraceProgram", "ProgramMeasure"]
 
@@ -72,6 +74,7 @@ class Trace:
     # are drawn from it, so a sample's donor is the same whatever --limit or --task.
     others: Sequence[Sample] = ()
     scratch: dict[str, Any] = field(default_factory=dict)  # what a program keeps for this sample
+    sweep: Sweep = Sweep()  # the run's layer sweep: windows of `window(layer)`
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -105,30 +108,78 @@ class Trace:
     def run(self, conditions: Grid | Sequence[Condition] | Condition) -> Outcome:
         """Next-token probabilities under each condition (an intervention, or a tuple of them
         applied together), as one engine call: batched, only what each changes recomputed, the
-        shortcut checked against full forwards."""
+        shortcut checked against full forwards. A program may instead `yield` the conditions
+        (`out = yield grid`): they then join the pass's batch with other recipes' knockouts."""
         laid = as_conditions(conditions)
         compiled = self.conditions(laid)
         engine = self._engine()
         probs = engine.launch(self.inputs, compiled).result() if compiled else torch.zeros(0, 1)
-        return Outcome(probs, laid.dims, laid.coords)
+        return self.outcome(laid, probs)
+
+    def outcome(self, laid: Grid, probs: torch.Tensor) -> Outcome:
+        """The labelled outcome of `laid`'s conditions, from the engine's rows."""
+        present = [c is not None for c in laid.conditions]
+        return Outcome(probs, laid.dims, laid.coords, present)
 
     def conditions(self, conditions: Grid | Sequence[Condition] | Condition) -> list:
         """The engine's conditions (`engine.condition.KnockoutCondition`: cut matrices per layer,
-        site edits) for this sample, as `run` gives them to the engine."""
-        memo: dict[tuple[str, ...], torch.Tensor] = {}
+        site edits) for this sample, as `run` gives them to the engine; a sparse grid's empty
+        cells give none."""
 
         def blocked_of(expressions: tuple[str, ...]) -> torch.Tensor:
-            if expressions not in memo:
-                cut = np.zeros((self.layout.seq_len, self.layout.seq_len), dtype=bool)
-                for expression in expressions:
-                    cut |= blocked_edges(expression, self.layout)
-                memo[expressions] = torch.from_numpy(cut)
-            return memo[expressions]
+            return torch.from_numpy(self.blocked(expressions))
 
         return [
             compile_condition(c, self.layout, self.num_layers, self.ablation_source, blocked_of)
-            for c in as_conditions(conditions).conditions
+            for c in as_conditions(conditions).present
         ]
+
+    def blocked(self, edges: str | Sequence[str]) -> np.ndarray:
+        """(L, L) bool: the (query, key) pairs that cutting `edges` forbids in this prompt
+        (kept for the sample: conditions cutting the same edges share one matrix)."""
+        key = (edges,) if isinstance(edges, str) else tuple(edges)
+        memo = self.scratch.setdefault("blocked", {})
+        if key not in memo:
+            cut = np.zeros((self.layout.seq_len, self.layout.seq_len), dtype=bool)
+            for expression in key:
+                cut |= blocked_edges(expression, self.layout)
+            memo[key] = cut
+        return memo[key]
+
+    # -- the run's layer sweep (--window, --window-style, --sweep) ----------------------------
+
+    @property
+    def sweep_layers(self) -> range:
+        """The positions the run's sweep stands at (every layer unless the run names a range)."""
+        start, stop = self.sweep.resolve(self.num_layers).layers or (0, self.num_layers)
+        return range(start, stop)
+
+    def window(self, layer: int) -> tuple[int, ...]:
+        """The layers a knockout cuts when the run's sweep stands at `layer` (its window size
+        and style)."""
+        return self.sweep.resolve(self.num_layers).window_at(layer, self.num_layers)
+
+    # -- the answer --------------------------------------------------------------------------
+
+    @cached_property
+    def clean(self) -> Clean:
+        """The clean answer, as the built-in kinds score it."""
+        pred = int(self.answer_id)
+        letter = self.layout.true_letter
+        return Clean(self.clean_probs, pred, self.true_id, letter, self.loaded.decode(pred))
+
+    def answer_changes(self, outcome: Outcome) -> dict[str, xr.DataArray]:
+        """What the built-in knockouts record of the answer under each condition: p of the
+        clean prediction and of the true answer (`prob_pred`, `prob_true`), their relative
+        change in % (`rel_change_*`), the new argmax's text (`new_pred`) and whether it is
+        right (`correct`, exact as the reference scores)."""
+        values = answer_values(outcome.probs, self.clean, self._decoder)
+        fills = {"new_pred": "", "correct": False}
+        return {name: outcome.label(v, fills.get(name, np.nan)) for name, v in values.items()}
+
+    @cached_property
+    def _decoder(self) -> Decoder:
+        return Decoder(self.loaded)
 
     def _engine(self) -> ReferenceEngine:
         if self.engine is not None:
@@ -244,23 +295,39 @@ class ProgramMeasure:
         frames: int,
         samples: Sequence[Sample],
         seed: int,
+        sweep: Sweep | None = None,
     ) -> None:
-        """`samples`: every sample of the data, the pool counterfactual donors come from."""
+        """`samples`: every sample of the data, the pool counterfactual donors come from;
+        `sweep`: the run's layer sweep (`Trace.window`)."""
         self.recipe, self.loaded, self.frames = recipe, loaded, frames
-        self.samples, self.seed = list(samples), seed
+        self.samples, self.seed, self.sweep = list(samples), seed, sweep or Sweep()
         # Filled in place by the first sample, so stores holding this schema see it grow.
         self.schema = Schema(
             dict(CLEAN_VARIABLES), {k: list(v) for k, v in recipe.coords.items()}, complete=False
         )
 
-    def plan(self, prepared: Prepared, sample_id: str) -> Plan:
-        return Plan()
+    def plan(
+        self, prepared: Prepared, sample: Sample, clean: Clean, engine: ReferenceEngine
+    ) -> Plan:
+        """A program written as a generator runs here up to its `yield`: the conditions it
+        yields join the pass's batch (and the next sample may start while they run). Any other
+        program runs whole in `fill`."""
+        if not inspect.isgeneratorfunction(self.recipe.program):
+            return Plan(fill_runs_model=True)
+        trace = self._trace(prepared, sample, clean, engine)
+        steps = self.recipe.program(trace)
+        more, value = self._advance(steps, None)
+        if not more:  # returned before any yield
+            return Plan(context=(trace, None, value), fill_runs_model=False)
+        laid = self._laid(value)
+        knockouts = self._guard(lambda: trace.conditions(laid))
+        return Plan(knockouts, (trace, steps, laid), fill_runs_model=False)
 
-    def fill(self, step: Step) -> None:
-        """Run the program on this sample; its arrays become the record's values."""
-        prepared, clean, record = step.prepared, step.clean, step.record
-        trace = Trace(
-            sample=step.sample,
+    def _trace(
+        self, prepared: Prepared, sample: Sample, clean: Clean, engine: ReferenceEngine
+    ) -> Trace:
+        return Trace(
+            sample=sample,
             inputs=prepared.inputs,
             layout=prepared.layout,
             loaded=self.loaded,
@@ -269,10 +336,79 @@ class ProgramMeasure:
             clean_probs=clean.probs,
             frame_count=self.frames,
             seed=self.seed,
-            engine=step.engine,
+            engine=engine,
             others=self.samples,
+            sweep=self.sweep,
         )
-        out = self._call(trace)
+
+    def run_on(self, trace: Trace) -> Any:
+        """The program on one sample's trace, start to end (what it yields runs at once), as
+        the pass would record it: a notebook's or a test's way in."""
+        if not inspect.isgeneratorfunction(self.recipe.program):
+            return self._guard(lambda: self.recipe.program(trace))
+        steps = self.recipe.program(trace)
+        return self._finish(trace, steps, *self._advance(steps, None))
+
+    def _result(self, step: Step) -> Any:
+        """The program's result for this sample: a plain program run whole; a generator sent
+        the outcome of what it yielded to the pass."""
+        if step.plan is None or step.plan.context is None:
+            return self.run_on(self._trace(step.prepared, step.sample, step.clean, step.engine))
+        trace, steps, laid = step.plan.context
+        if steps is None:
+            return laid  # the value returned before any yield
+        # The pass's engine may hold the next sample by now: later runs get one of their own.
+        trace.engine = None
+        probs = step.probs if step.probs is not None else torch.zeros(0, 1)
+        return self._finish(trace, steps, *self._advance(steps, trace.outcome(laid, probs)))
+
+    def _finish(self, trace: Trace, steps: Any, more: bool, value: Any) -> Any:
+        """Run each further yield at once until the program returns; its result."""
+        while more:
+            asked = self._laid(value)
+            outcome = self._guard(lambda asked=asked: trace.run(asked))
+            more, value = self._advance(steps, outcome)
+        return value
+
+    def _laid(self, asked: Any) -> Grid:
+        if asked is None:
+            raise SampleError(
+                f"trace program {self.recipe.name} yielded None; yield the conditions to run "
+                "(a t.grid(...), a list of interventions or one) and read the outcome it sends "
+                "back: `out = yield t.grid(...)`"
+            )
+        return self._guard(lambda: as_conditions(asked))
+
+    def _advance(self, steps: Any, value: Any) -> tuple[bool, Any]:
+        """Resume a generator program: (True, what it yields next) or (False, its result)."""
+        try:
+            return True, self._guard(lambda: steps.send(value), advancing=True)
+        except _Returned as returned:
+            return False, returned.value
+
+    def _guard(self, call: Any, advancing: bool = False) -> Any:
+        """`call()`, under inference mode unless the program asks for gradients; any exception
+        fails this sample with the program's own line in the reason."""
+        try:
+            if self.recipe.gradients:
+                with torch.enable_grad():
+                    return call()
+            with torch.inference_mode():
+                return call()
+        except StopIteration as stop:
+            if not advancing:
+                raise SampleError(_explain(self.recipe, stop)) from stop
+            raise _Returned(stop.value) from None
+        except SampleError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a user's program: any error fails the sample
+            raise SampleError(_explain(self.recipe, error)) from error
+
+    def fill(self, step: Step) -> None:
+        """Run the program on this sample (or finish it); its arrays become the record's
+        values."""
+        record = step.record
+        out = self._result(step)
         if not isinstance(out, Mapping) or not out:
             raise SampleError(
                 f"trace program {self.recipe.name} returned {type(out).__name__}; return a dict "
@@ -315,19 +451,10 @@ class ProgramMeasure:
         self.schema.complete = True
         record.schema = self.schema
 
-    def _call(self, trace: Trace) -> Any:
-        """The program, under inference mode unless it asks for gradients; any exception it
-        raises fails this sample with the program's own line in the reason."""
-        try:
-            if self.recipe.gradients:
-                with torch.enable_grad():
-                    return self.recipe.program(trace)
-            with torch.inference_mode():
-                return self.recipe.program(trace)
-        except SampleError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a user's program: any error fails the sample
-            raise SampleError(_explain(self.recipe, error)) from error
+
+class _Returned(Exception):  # noqa: N818 - a generator program's return, not an error
+    def __init__(self, value: Any) -> None:
+        self.value = value
 
 
 def _explain(recipe: TraceProgram, error: BaseException) -> str:

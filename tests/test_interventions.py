@@ -302,7 +302,7 @@ def test_attention_mass_under_sdpa_equals_eager_weights(t, planted):
 
 def run_program(recipe, t: Trace, loaded, data) -> dict:
     measure = ProgramMeasure(recipe, loaded, 8, data, 0)
-    return dict(measure._call(t))
+    return dict(measure.run_on(t))
 
 
 def test_frame_mlp_ablation_program_equals_plain_hooks(t, planted, data):
@@ -462,6 +462,6 @@ def test_a_programs_donor_pool_is_all_of_the_data_whatever_the_subset(planted, d
     subset = [s for s in data if s.task == "Moving Direction"][:2]
     options = RunOptions(tasks=["Moving Direction"], limit=2)
     measure = KINDS[TraceProgram].measure(
-        recipe, planted, options, SimpleNamespace(frames=8), subset
+        recipe, planted, options, SimpleNamespace(frames=8, sweep=None), subset
     )
     assert [s.id for s in measure.samples] == [s.id for s in data]

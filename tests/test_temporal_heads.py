@@ -51,7 +51,7 @@ def t(planted):
 def run_program(name: str, t: Trace, **constants):
     recipe = load_recipe(RECIPES / f"{name}.py")
     recipe.program.__globals__.update(constants)  # the recipe file's settings, as a user edits
-    return dict(ProgramMeasure(recipe, t.loaded, 8, [t.sample], 0)._call(t))
+    return dict(ProgramMeasure(recipe, t.loaded, 8, [t.sample], 0).run_on(t))
 
 
 # -- the reference: the model's own modules and hooks alone ---------------------------------------

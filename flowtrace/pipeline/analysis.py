@@ -275,7 +275,9 @@ def start_sample(
                     f"--sample-mode {options.sample_mode}: clean answer is {verdict}"
                 )
             else:
-                flight.plans[index] = analysis.measure.plan(prepared, sample.id)
+                flight.plans[index] = analysis.measure.plan(
+                    prepared, sample, clean, analysis.engine
+                )
         except SampleError as err:
             _failed(record, err)
     # Every recipe's knockouts on one engine go through it as one batch.

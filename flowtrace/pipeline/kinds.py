@@ -49,14 +49,25 @@ def _knockout(recipe, loaded, options, settled, samples) -> KnockoutMeasure:
     return KnockoutMeasure(recipe, loaded, settled.sweep)
 
 
+def data_pool(options: RunOptions, samples: list[Sample]) -> list[Sample]:
+    """Every sample of the data, not the run's subset: what a sample's donors are drawn from and
+    what labels such as a store's options span, so neither depends on --limit or --task (the
+    run's samples where the data cannot be read again)."""
+    try:
+        return read_samples(resolve_data(options.data)) or list(samples)
+    except FlowtraceError:
+        return list(samples)
+
+
 def _flow_map(recipe, loaded, options, settled, samples) -> KnockoutMeasure:
-    most = max(samples, key=lambda s: len(s.candidates))
+    most = max(data_pool(options, samples), key=lambda s: len(s.candidates))
     knockout = recipe.knockout(settled.num_frames, most.option_letters())
     return _knockout(knockout, loaded, options, settled, samples)
 
 
 def _probe(recipe, loaded, options, settled, samples) -> ProbeMeasure:
-    return ProbeMeasure(recipe, loaded, max(len(s.candidates) for s in samples))
+    options_most = max(len(s.candidates) for s in data_pool(options, samples))
+    return ProbeMeasure(recipe, loaded, options_most)
 
 
 def _video_lens(recipe, loaded, options, settled, samples) -> VideoLensMeasure:
@@ -76,13 +87,8 @@ def _pathway(recipe, loaded, options, settled, samples) -> PathwayMeasure:
 
 
 def _program(recipe, loaded, options, settled, samples) -> ProgramMeasure:
-    # Donors come from all of the data, not the run's subset: a sample's counterfactual is the
-    # same whatever --limit or --task (the run's samples where the data cannot be read again).
-    try:
-        pool = read_samples(resolve_data(options.data))
-    except FlowtraceError:
-        pool = list(samples)
-    return ProgramMeasure(recipe, loaded, settled.frames, pool or samples, options.seed)
+    pool = data_pool(options, samples)
+    return ProgramMeasure(recipe, loaded, settled.frames, pool, options.seed, settled.sweep)
 
 
 KINDS: dict[type, Kind] = {
