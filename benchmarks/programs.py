@@ -33,7 +33,14 @@ from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMED = ("readme_example", "counterfactual_patch", "frame_mlp_ablation", "frame_attention_mass")
+TIMED = (
+    "readme_example",
+    "counterfactual_patch",
+    "frame_mlp_ablation",
+    "frame_attention_mass",
+    "cross_frame",
+    "programs/cross_frame",
+)
 
 
 def doc_programs(work: Path) -> dict[str, Path]:
@@ -58,7 +65,9 @@ def doc_programs(work: Path) -> dict[str, Path]:
 
 def recipe_files(work: Path) -> dict[str, Path]:
     files = {p.stem: p for p in sorted((ROOT / "recipes").glob("*.py"))}
-    return {**files, **doc_programs(work / "programs")}
+    # The built-in kinds written as programs (recipes/programs/), beside their declarations.
+    written = {f"programs/{p.stem}": p for p in sorted((ROOT / "recipes/programs").glob("*.py"))}
+    return {**files, **written, **doc_programs(work / "programs")}
 
 
 def timed(loaded, path: Path, options: RunOptions, device: str, samples: int) -> dict:
@@ -153,7 +162,8 @@ def main() -> None:
                 if eager:  # its kind reads attention weights: the same weights, eager attention
                     loaded.model.set_attn_implementation("eager")
                 chosen = dataclasses.replace(loaded, attn="eager") if eager else loaded
-                opts = dataclasses.replace(options(f"smoke_{name}", args.smoke_samples), **extra)
+                stem = name.replace("/", "_")
+                opts = dataclasses.replace(options(f"smoke_{stem}", args.smoke_samples), **extra)
                 row = timed(chosen, path, opts, args.device, args.smoke_samples)
                 print(json.dumps({"measure": "smoke", "program": name, **row}), flush=True)
             except Exception as error:  # noqa: BLE001 - report and go on to the next
