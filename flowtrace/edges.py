@@ -167,3 +167,15 @@ def _indices(index: str, size: int, t: int | None, expression: str) -> range | l
     bounds = {"<": (0, value), "<=": (0, value + 1), ">": (value + 1, size), ">=": (value, size)}
     lo, hi = bounds[op]
     return range(max(lo, 0), min(hi, size))
+
+
+def plain_groups(expression: str) -> list[str]:
+    """Plain group names an edge expression uses (indexed families are not checked)."""
+    terms = [unqualified(t) for side in expression.split("->") for t in side.split(",")]
+    return [t for t in terms if t and "[" not in t]
+
+
+def unqualified(term: str) -> str:
+    """A source term without its `earlier` qualifier."""
+    term = term.strip()
+    return term[len(EARLIER) :].strip() if term.startswith(f"{EARLIER} ") else term
