@@ -60,7 +60,7 @@ def run(
     recipes = list(recipe) if isinstance(recipe, list | tuple) else [recipe]
     if not recipes:
         raise OptionError("recipes", "give at least one recipe")
-    check_options(options)
+    check_options(options, len(recipes))
     source = resolve_data(options.data)
     try:
         samples = read_samples(
@@ -69,13 +69,9 @@ def run(
     except ValueError as err:
         raise DataError(str(err)) from None
     if not samples:
-        raise DataError(f"--data {options.data}: no samples found")
-    remote_trace_kwargs(options)  # refuse a bad --remote / --serve before loading anything
+        raise DataError(f"data={options.data}: no samples found")
+    remote_trace_kwargs(options)  # refuse remote=True without an NDIF key before loading anything
     retried = 0
-    if options.executor == "ray" and len(recipes) > 1:
-        raise OptionError(
-            "executor", "ray runs one recipe at a time; run several in one pass serially"
-        )
     # The stores' locks are taken before the model loads: a store another run writes, or an out
     # that cannot be a store, is refused at once. Each store adopts its lock when it opens.
     with reserved(planned_stores(recipes, options)):

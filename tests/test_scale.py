@@ -19,6 +19,7 @@ from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import remote
 from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.models import load_model
+from flowtrace.pipeline.options import check_options
 from flowtrace.recipe import RECIPES_DIR, load_recipe, recipe_files
 from flowtrace.runner import RunOptions, run
 from flowtrace.scale.ray_executor import WORKER_PREFIX
@@ -240,16 +241,18 @@ def test_remote_options_are_checked_before_any_work(monkeypatch, tiny_model_dir)
     from nnsight import CONFIG
 
     def kwargs(**changes) -> tuple[dict, str]:
-        return remote.remote_trace_kwargs(RunOptions(**{"model": str(tiny_model_dir), **changes}))
+        given = RunOptions(**{"model": str(tiny_model_dir), **changes})
+        check_options(given)  # the settings' one room of checks
+        return remote.remote_trace_kwargs(given)
 
     assert kwargs() == ({}, "local")
-    with pytest.raises(FlowtraceError, match="not a Hugging Face id"):
+    with pytest.raises(OptionError, match="^remote: model=.* is not a Hugging Face id"):
         kwargs(remote=True)  # a local folder: no server hosts it
-    with pytest.raises(FlowtraceError, match="choose one"):
+    with pytest.raises(OptionError, match="^serve: http://gpu-box:5001 with remote=True: choose"):
         kwargs(remote=True, serve="http://gpu-box:5001")
-    with pytest.raises(FlowtraceError, match="--executor ray"):
+    with pytest.raises(OptionError, match="^executor: ray with serve=local"):
         kwargs(serve="local", executor="ray")
-    with pytest.raises(FlowtraceError, match="the server's URL"):
+    with pytest.raises(OptionError, match="^serve: gpu-box:5001: give the server's URL"):
         kwargs(model="llava-hf/LLaVA-NeXT-Video-7B-hf", serve="gpu-box:5001")
     hub = {"model": "llava-hf/LLaVA-NeXT-Video-7B-hf"}
     assert kwargs(**hub, serve="http://gpu-box:5001/") == (
@@ -265,6 +268,18 @@ def test_remote_options_are_checked_before_any_work(monkeypatch, tiny_model_dir)
     assert label == f"ndif:{CONFIG.API.HOST}" and "secret" not in label
 
 
+def test_ray_settings_are_checked_before_any_work():
+    with pytest.raises(OptionError, match="^device: cuda:1 with executor=ray"):
+        check_options(RunOptions(executor="ray", device="cuda:1"))
+    with pytest.raises(OptionError, match="^gpus_per_worker: 0: must be above 0"):
+        check_options(RunOptions(executor="ray", gpus_per_worker=0))
+    with pytest.raises(OptionError, match="^workers: 0: must be at least 1"):
+        check_options(RunOptions(executor="ray", workers=0))
+    with pytest.raises(OptionError, match="^executor: ray runs one recipe at a time"):
+        check_options(RunOptions(executor="ray"), recipes=2)
+    check_options(RunOptions(executor="ray", device="cuda"))
+
+
 def test_cli_lists_the_scale_options_and_refuses_remote_toy():
     runner = CliRunner()
     help_text = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output
@@ -273,4 +288,9 @@ def test_cli_lists_the_scale_options_and_refuses_remote_toy():
         assert flag in help_text, flag
     done = runner.invoke(app, ["run", "recipes/cross_frame.py", "--remote"])
     assert done.exit_code == 2
-    assert "not a Hugging Face id" in done.output
+    # The library's setting names said as flags.
+    assert "error: --remote: --model toy is not a Hugging Face id" in done.output
+    assert "use --serve local" in done.output
+    done = runner.invoke(app, ["run", "cross_frame", "--serve", "local", "--executor", "ray"])
+    assert "error: --executor ray with --serve local: the server runs the model" in done.output
+    assert "drop --executor" in done.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +14,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from flowtrace.cli.settings import ALIASES, declared_flag, say_flags, shared_option
 from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.outputs import OutputWarning
+from flowtrace.pipeline.options import settings
 
 app = typer.Typer(
     help="Map how information flows inside video LLMs (attention knockout, logit lens, …).",
@@ -29,10 +30,7 @@ app = typer.Typer(
 # not swallowed. Styles are given as rich.text.Text, never as markup in a string.
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
-# Library parameters whose flag has another name: the fields of flowtrace.engine.masks.Sweep.
-ALIASES = {"style": "window_style", "layers": "sweep"}
-
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+Device = shared_option("device")
 StoreArgument = Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")]
 
 
@@ -44,7 +42,8 @@ def fail(err: Exception, code: int = 2) -> NoReturn:
 
 def warn(message: str) -> None:
     """One `warning:` line (an output that went elsewhere, a figure not drawn)."""
-    console.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
+    text = say_flags(message, flag_of)
+    console.print(Text.assemble(("warning:", "bold yellow"), " ", text), soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -77,19 +76,27 @@ warnings.showwarning = _show_warning
 
 
 def as_flags(err: Exception) -> str:
-    """The library names parameters (`frames: -3: …`, `data=x …`); say them as the flags."""
+    """The library names settings (`frames: -3: …`, `data=x: …`, `use device=cpu`, `the out
+    setting`); say them as the flags. An OptionError's setting leads its message."""
     text = str(err)
-    params = option_flags()
     if isinstance(err, OptionError):  # "window: 0: must be …" -> "--window 0: must be …"
-        name, rest = err.option, " " + text[len(err.option) :].removeprefix(": ")
-    else:
-        match = re.match(r"^([a-z_]+)=", text)
-        if not match:
-            return text
-        name, rest = match[1], " " + text[match.end() :]
-    name = ALIASES.get(name, name)
-    flag = params.get(name) or params.get(name.removesuffix("s"))  # tasks -> --task
-    return flag + rest if flag else text
+        flag = flag_of(err.option)
+        detail = text[len(err.option) :].removeprefix(": ")
+        if flag and is_switch(err.option):  # "remote: no key" -> "--remote: no key"
+            text = f"{flag}: {detail}"
+        elif flag:
+            text = f"{flag} {detail}"
+    return say_flags(text, flag_of)
+
+
+def is_switch(name: str) -> bool:
+    """Whether a setting's flag takes no value (--remote, --compile/--no-compile)."""
+    return any(s.name == name and s.type in (bool, bool | None) for s in settings())
+
+
+def flag_of(name: str) -> str | None:
+    """The flag of a setting or parameter by its library name, over every command."""
+    return declared_flag(name) or option_flags().get(ALIASES.get(name, name))
 
 
 @functools.cache

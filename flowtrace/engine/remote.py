@@ -6,7 +6,7 @@ references; the model itself travels as a key) and runs it where the model lives
 `remote_trace_kwargs` once and `route_traces` binds the answer to the model wrapper's `trace`, so
 an engine that calls `model.trace(**inputs)` needs no change to run remotely.
 
-`--serve local` runs every trace through `ServerSimulation`: what a server does, in this process.
+`serve=local` runs every trace through `ServerSimulation`: what a server does, in this process.
 """
 
 from __future__ import annotations
@@ -18,18 +18,16 @@ import io
 import linecache
 import sys
 from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.models import HUB_ID
 
 if TYPE_CHECKING:
     from flowtrace.models import LoadedModel
 
-SIMULATED = "local"  # --serve local: the server's side of a request, run in this process
+SIMULATED = "local"  # serve=local: the server's side of a request, run in this process
 # What an NDIF server has installed besides the standard library and nnsight's own dependencies
 # (the list nnsight's LocalSimulationBackend keeps importable).
 SERVER_MODULES = frozenset(
@@ -43,37 +41,32 @@ class NotServable(FlowtraceError, ModuleNotFoundError):
     """A trace body needs a module a server does not have (shown as one line by the CLI)."""
 
 
-def remote_trace_kwargs(options: Any) -> tuple[dict[str, Any], str]:
-    """The `model.trace(...)` options for `--remote` / `--serve`, and a label for provenance.
-    `options`: the run's options (their `remote`, `serve` and `model`; pipeline.options.RunOptions).
+class TraceTarget(Protocol):
+    """Where a run's traces go: its `remote` and `serve` settings (pipeline.options.RunOptions),
+    checked there (`check_options`) before they come here."""
+
+    remote: bool
+    serve: str | None
+
+
+def remote_trace_kwargs(target: TraceTarget) -> tuple[dict[str, Any], str]:
+    """The `model.trace(...)` options for remote (NDIF) or serve (a server, or `local` simulated),
+    and a label for provenance.
 
     The label names where the traces ran (never the API key, which nnsight reads itself from
     NDIF_API_KEY or its own config file).
     """
-    if not options.remote and options.serve is None:
+    if not target.remote and target.serve is None:
         return {}, "local"
-    if options.remote and options.serve is not None:
-        raise FlowtraceError("--remote and --serve: choose one (NDIF, or your own server)")
-    if options.executor != "serial":
-        raise FlowtraceError(
-            f"--executor {options.executor} with --remote/--serve: the server runs the model, so "
-            "there are no local GPUs to shard over; drop --executor"
-        )
-    if options.serve == SIMULATED:
+    if target.serve == SIMULATED:
         return {"remote": SIMULATED}, "simulated-server"
-    _check_hub_model(options.model, "--remote" if options.remote else f"--serve {options.serve}")
-    if options.serve is not None:
-        if not options.serve.startswith(("http://", "https://")):
-            raise FlowtraceError(
-                f"--serve {options.serve}: give the server's URL, e.g. http://gpu-box:5001 "
-                "(or 'local' to simulate a server in this process)"
-            )
-        return {"remote": options.serve.rstrip("/")}, f"serve:{options.serve.rstrip('/')}"
+    if target.serve is not None:
+        return {"remote": target.serve.rstrip("/")}, f"serve:{target.serve.rstrip('/')}"
     from nnsight import CONFIG
 
     if not CONFIG.API.APIKEY:
         raise FlowtraceError(
-            "--remote: no NDIF API key; export NDIF_API_KEY=<your key> (from login.ndif.us) or "
+            "remote=True: no NDIF API key; export NDIF_API_KEY=<your key> (from login.ndif.us) or "
             "store it once with python -c 'import nnsight; "
             'nnsight.CONFIG.set_default_api_key("<your key>")\''
         )
@@ -93,16 +86,6 @@ def route_traces(loaded: LoadedModel, trace_kwargs: dict[str, Any]) -> None:
     if trace_kwargs.get("remote") == SIMULATED:
         trace_kwargs = {"backend": ServerSimulation(wrapper)}
     wrapper.trace = functools.partial(type(wrapper).trace, wrapper, **trace_kwargs)
-
-
-def _check_hub_model(model: str, flag: str) -> None:
-    # A server loads checkpoints by Hugging Face id; a local folder or the toy has no such name.
-    if model == "toy" or Path(model).expanduser().exists() or not HUB_ID.match(model):
-        raise FlowtraceError(
-            f"{flag}: --model {model} is not a Hugging Face id; a server can only run a model it "
-            "hosts, named by its id (e.g. --model llava-hf/LLaVA-NeXT-Video-7B-hf). "
-            "To check a recipe against the remote path with a local model, use --serve local"
-        )
 
 
 class ServerSimulation:
@@ -140,7 +123,7 @@ class ServerSimulation:
                 request = RequestModel.deserialize(blob, persistent, compress=True)
         except ModuleNotFoundError as err:
             raise NotServable(
-                f"--serve local: a trace in {filename} cannot run on a server: {err}",
+                f"serve=local: a trace in {filename} cannot run on a server: {err}",
                 name=err.name,
             ) from None
         finally:

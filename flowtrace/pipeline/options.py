@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, get_type_hints
 
 from flowtrace.data import DataSource, parse_data
 from flowtrace.data.sources import TOY_DATA
 from flowtrace.errors import DataError, OptionError
-from flowtrace.sweep import Sweep
-
-SAMPLE_MODES = ("correct", "wrong", "all")
-ENGINES = ("fast", "reference")
-EXECUTORS = ("serial", "ray")
+from flowtrace.sweep import WINDOW_STYLES, Sweep
 
 # Bounds refused before the model loads (the model's context bounds them again in `settle`):
 # beyond them a run spends minutes decoding, processing or generating before any message.
@@ -22,74 +19,262 @@ MAX_FRAMES = 1024  # frames per video; the adapters' defaults are 8 to 32
 MAX_GENERATE = 8192  # reply tokens per condition; open_ended.py asks 32
 SEED_RANGE = (0, 2**32 - 1)  # what torch, numpy and Ray each accept as a seed
 
+# The command line's panels, in the order `flowtrace run --help` shows them.
+PANELS = ("Model", "Data", "Sweep", "Analysis", "Engine", "Outputs", "Scale")
+SETTING = "flowtrace.setting"  # the metadata key of a field's `Setting`
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a run, declared once: the CLI builds its option from this, `check_options`
+    checks its choices and lower bound. Text names other settings as `name=…` or "the NAME
+    setting", never as a flag (the CLI says those as flags)."""
+
+    name: str  # the RunOptions field (a sweep part: the Sweep field)
+    help: str
+    panel: str = ""  # "": not offered on the command line
+    flag: str = ""  # the command line's name where it is not `name` (tasks: --task)
+    choices: tuple[str, ...] = ()
+    min: int | None = None  # the least value (None: any)
+    toggle: bool = False  # a --name/--no-name pair
+    show_default: bool = True
+    default: Any = None
+    # The value's type as the command line reads it (None: the field's own)
+    type: Any = None
+
+    @property
+    def cli_name(self) -> str:
+        return self.flag or self.name
+
+
+def _setting(default: Any, help: str, panel: str = "", **how: Any) -> Any:
+    """A RunOptions field with its declaration (see `Setting`)."""
+    return field(default=default, metadata={SETTING: {"help": help, "panel": panel, **how}})
+
+
+# The four fields of one `Sweep`, each its own option on the command line.
+SWEEP_PARTS = (
+    Setting(
+        "window",
+        "Layers blocked per sweep step. Default: 9, the reference's window, for models of 16 "
+        "layers or more; shallower ones (the toy) get 9/32 of their depth, odd. The store "
+        "records the rule (window_default).",
+        "Sweep",
+        type=int | None,
+    ),
+    Setting(
+        "style",
+        "Where the blocked window sits around each sweep layer (as the paper).",
+        "Sweep",
+        flag="window_style",
+        choices=WINDOW_STYLES,
+        default="center",
+    ),
+    Setting(
+        "layers",
+        "Sweep only layers START-STOP (stop excluded).",
+        "Sweep",
+        flag="sweep",
+        type=str | None,
+    ),
+    Setting(
+        "heads",
+        "Knockout in every attention head (all), only in listed heads (0,5,7), or in each head "
+        "alone (sweep: the cube gains a head dim).",
+        "Sweep",
+        default="all",
+        type=str,
+    ),
+)
+
 
 @dataclass
 class RunOptions:
-    model: str = "toy"
-    adapter: str | None = None
-    data: str = TOY_DATA
-    tasks: list[str] | None = None
-    limit: int | None = None
-    ratio: float | None = None  # seeded subset per task, as the reference's --test_ratio
-    out: Path | None = None  # one recipe: the store; several: the folder of NAME.zarr stores
-    device: str = "auto"
-    dtype: str = "auto"
-    attn: str = "sdpa"
-    sweep: Sweep = Sweep()  # window, window style, sweep range and heads (flowtrace.sweep)
-    sample_mode: str = "correct"
-    frames: int | None = None
-    batch_size: int = 8
-    engine: str = "fast"  # knockout path: fast (exact shortcut) or reference (full forwards)
-    # fast engine: torch.compile its recomputed layers (None: on CUDA; FLOWTRACE_COMPILE overrides)
-    compile: bool | None = None
-    seed: int = 0
-    overwrite: bool = False
-    plot: bool = True
-    eval_only: bool = False
-    random_ratio: float | None = None  # effective_pathway: random baseline's share of edges
-    generate: int | None = None  # knockout recipes: greedy reply tokens (None: the recipe's own)
-    pooling: str | None = None  # PLLaVA video pooling T-H-W (the reference's --pooling_shape)
-    lora: str | None = None  # PEFT LoRA adapter folder, merged into the weights
+    """A run's settings as the user gave them; each field declares its help, panel, choices and
+    bounds (`settings()`), from which the CLI's `run` options are built."""
+
+    # Model
+    model: str = _setting(
+        "toy",
+        "'toy' (embedded), 'planted' (the toy with planted routes), a local checkpoint folder or "
+        "a Hugging Face id.",
+        "Model",
+    )
+    adapter: str | None = _setting(
+        None, "Force an adapter instead of the config's choice.", "Model"
+    )
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N.", "Model")
+    dtype: str = _setting(
+        "auto",
+        "auto: bfloat16 on GPU, float32 on CPU.",
+        "Model",
+        choices=("auto", "float32", "bfloat16", "float16"),
+    )
+    attn: str = _setting("sdpa", "Attention implementation.", "Model", choices=("sdpa", "eager"))
+    pooling: str | None = _setting(
+        None,
+        "PLLaVA video pooling T-H-W (the reference's --pooling_shape; default 8-12-12).",
+        "Model",
+    )
+    lora: str | None = _setting(
+        None, "PEFT LoRA adapter folder, merged into the weights (needs peft).", "Model"
+    )
+    # Data
+    data: str = _setting(
+        TOY_DATA,
+        "'toy' (embedded held-out split), KIND:PATH (tvbench, tvbench-open, mvbench, tomato, "
+        "longvideobench, videomme, vcgbench), a TVBench-layout folder, or a name from "
+        "~/.config/flowtrace/data.toml (docs/data.md).",
+        "Data",
+    )
+    tasks: list[str] | None = _setting(
+        None, "Task name or index; repeat for several. Default all.", "Data", flag="task"
+    )
+    limit: int | None = _setting(
+        None, "At most this many samples, spread over the tasks.", "Data", min=1
+    )
+    ratio: float | None = _setting(
+        None,
+        "Seeded random subset of each task, as the reference's --test_ratio: a count per task "
+        "(≥ 1) or a share (0–1).",
+        "Data",
+    )
+    frames: int | None = _setting(None, "Frames per video (adapter default).", "Data", min=1)
+    # Sweep: window, window style, sweep range and heads, one value (flowtrace.sweep)
+    sweep: Sweep = _setting(Sweep(), "", "Sweep", parts=SWEEP_PARTS)
+    # Analysis
+    sample_mode: str = _setting(
+        "correct",
+        "Analyse the samples the model answers right, wrong, or all.",
+        "Analysis",
+        choices=("correct", "wrong", "all"),
+    )
+    eval_only: bool = _setting(
+        False, "Only the clean pass: accuracy per task, no knockout.", "Analysis"
+    )
+    generate: int | None = _setting(
+        None,
+        "Knockout recipes: also generate a greedy reply of up to N tokens, clean and under every "
+        "knockout (reference engine; default: the recipe's own, 0 for most).",
+        "Analysis",
+    )
+    random_ratio: float | None = _setting(
+        None,
+        "effective_pathway: random baseline cuts this share of edges per layer (default: the "
+        "pathway's own budget).",
+        "Analysis",
+    )
+    seed: int = _setting(0, "Seed for anything random.", "Analysis")
+    # Engine
+    engine: str = _setting(
+        "fast",
+        "Knockout path: fast (recomputes only what a knockout changes; same numbers) or "
+        "reference (one full forward per condition).",
+        "Engine",
+        choices=("fast", "reference"),
+    )
+    # None: on CUDA (FLOWTRACE_COMPILE overrides)
+    compile: bool | None = _setting(
+        None,
+        "Fast engine: run the recomputed layers through torch.compile (default: on CUDA, off on "
+        "CPU; the first sample pays about a minute of compiling).",
+        "Engine",
+        toggle=True,
+    )
+    batch_size: int = _setting(
+        8, "Reference engine: knockout conditions per forward.", "Engine", min=1
+    )
+    prefetch: int | None = _setting(
+        None,
+        "Samples decoded and processed ahead of the model, in a background thread (0: in line). "
+        "Default: 2 on a GPU or server, 0 on CPU (where the model uses every core).",
+        "Engine",
+        min=0,
+        show_default=False,
+    )
+    # Outputs
+    out: Path | None = _setting(
+        None,
+        "Zarr store to write (with several recipes: a folder of RECIPE.zarr stores). Default "
+        "results/RECIPE/….zarr",
+        "Outputs",
+    )
+    overwrite: bool = _setting(
+        False, "Replace an existing store at the out setting (default: resume it).", "Outputs"
+    )
     # Scale-out (docs/scale.md): where the samples run, and where each trace runs.
-    executor: str = "serial"  # serial (this process) or ray (samples sharded over Ray actors)
-    address: str | None = None  # Ray cluster to join ("auto", "ray://head:10001"); None: start one
-    gpus_per_worker: float = 1.0  # Ray: GPUs per actor, each holding one model copy
-    workers: int | None = None  # Ray: at most this many actors (default: one per GPU, else CPU)
-    remote: bool = False  # run the traces on NDIF (API key from NDIF_API_KEY or nnsight's config)
-    serve: str | None = None  # run the traces on a self-hosted nnsight server at this URL
-    # The pipeline: samples decoded ahead of the model, and how often the store is written.
-    # samples decoded and processed ahead (0: in line; None: 0 where the model computes on this
-    # machine's CPU, else 2)
-    prefetch: int | None = None
-    flush_samples: int = 16  # write the store every this many samples…
-    flush_seconds: float = 2.0  # …or this many seconds, whichever comes first
-    # Provenance names the data root and videos as the user did (relative); True: absolute paths.
-    absolute_paths: bool = False
+    executor: str = _setting(
+        "serial",
+        "serial (this process) or ray: samples sharded over Ray workers, one model per GPU "
+        "(docs/scale.md).",
+        "Scale",
+        choices=("serial", "ray"),
+    )
+    address: str | None = _setting(
+        None, "Ray: cluster to join ('auto' on a node of it); default: start one.", "Scale"
+    )
+    gpus_per_worker: float = _setting(
+        1.0, "Ray: GPUs per worker (2 for a model that needs two).", "Scale"
+    )
+    workers: int | None = _setting(
+        None, "Ray: at most this many workers (default: every GPU).", "Scale", min=1
+    )
+    remote: bool = _setting(
+        False, "Run the traces on NDIF (a model it hosts; key from NDIF_API_KEY).", "Scale"
+    )
+    serve: str | None = _setting(
+        None,
+        "Run the traces on your nnsight server at this URL; 'local' simulates one in this "
+        "process (a check that the recipe's traces serialize).",
+        "Scale",
+    )
+    # Python only: figures, how often the store is written, how paths are recorded.
+    plot: bool = _setting(True, "Draw each store's figure beside it (flowtrace.figures).")
+    flush_samples: int = _setting(16, "Write the store every this many samples…", min=1)
+    flush_seconds: float = _setting(2.0, "…or this many seconds, whichever comes first.")
+    absolute_paths: bool = _setting(
+        False,
+        "Provenance names the data root and videos as the user did (relative); True: absolute "
+        "paths.",
+    )
 
 
-def check_options(options: RunOptions) -> None:
-    """What can be refused before anything is read or loaded."""
-    choices = {
-        "sample_mode": (options.sample_mode, SAMPLE_MODES),
-        "engine": (options.engine, ENGINES),
-        "executor": (options.executor, EXECUTORS),
-    }
+def settings() -> list[Setting]:
+    """Every declared setting of a run, in RunOptions' order (a sweep's parts in its place)."""
+    hints = get_type_hints(RunOptions)
+    found = []
+    for item in fields(RunOptions):
+        declared = dict(item.metadata[SETTING])
+        parts = declared.pop("parts", ())
+        if parts:
+            found.extend(parts)
+            continue
+        declared.setdefault("type", hints[item.name])
+        found.append(Setting(item.name, default=item.default, **declared))
+    return found
+
+
+def setting(name: str) -> Setting:
+    """The declaration of one setting by its name (a RunOptions field or a sweep part)."""
+    return next(s for s in settings() if s.name == name)
+
+
+def check_options(options: RunOptions, recipes: int = 1) -> None:
+    """Every check of a run's settings that needs neither the data nor the model, in one place
+    (a `Sweep` checks its own fields when made); each error names its setting. `recipes`: how
+    many recipes run in the pass."""
     if not isinstance(options.sweep, Sweep):  # RunOptions(window=…, sweep=(a, b)) before
         raise OptionError(
             "sweep", f"{options.sweep!r}: give a Sweep(window=…, style=…, layers=…, heads=…)"
         )
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise OptionError(name, f"{value!r}: choose {', '.join(allowed)}")
-    at_least_one = {
-        "limit": options.limit,
-        "frames": options.frames,
-        "batch_size": options.batch_size,
-        "flush_samples": options.flush_samples,
-    }
-    for name, value in at_least_one.items():
-        if value is not None and value < 1:
-            raise OptionError(name, f"{value}: must be at least 1")
+    declared = [s for s in settings() if hasattr(options, s.name)]
+    for each in declared:
+        value = getattr(options, each.name)
+        if each.choices and value not in each.choices:
+            raise OptionError(each.name, f"{value!r}: choose {', '.join(each.choices)}")
+        if each.min is not None and value is not None and value < each.min:
+            bound = "0 or more" if each.min == 0 else f"at least {each.min}"
+            raise OptionError(each.name, f"{value}: must be {bound}")
     at_most = {"frames": (options.frames, MAX_FRAMES), "generate": (options.generate, MAX_GENERATE)}
     for name, (value, bound) in at_most.items():
         if value is not None and value > bound:
@@ -101,10 +286,75 @@ def check_options(options: RunOptions) -> None:
     low, high = SEED_RANGE
     if not isinstance(options.seed, int) or not low <= options.seed <= high:
         raise OptionError("seed", f"{options.seed}: give a whole number from {low} to {high}")
-    if options.prefetch is not None and options.prefetch < 0:
-        raise OptionError("prefetch", f"{options.prefetch}: must be 0 or more")
     if options.flush_seconds <= 0:
         raise OptionError("flush_seconds", f"{options.flush_seconds}: must be above 0")
+    if options.generate is not None and options.generate < 0:
+        raise OptionError(
+            "generate", f"{options.generate}: give the reply's length in tokens (≥ 0)"
+        )
+    if options.random_ratio is not None and not 0 <= options.random_ratio <= 1:
+        raise OptionError("random_ratio", f"{options.random_ratio}: must be in [0, 1]")
+    _check_where_traces_run(options)
+    _check_ray(options, recipes)
+
+
+def _check_where_traces_run(options: RunOptions) -> None:
+    """remote (NDIF) or serve (a server of the user's, or 'local' simulated): one of them, for a
+    model a server can name, in this process."""
+    if not options.remote and options.serve is None:
+        return
+    if options.remote and options.serve is not None:
+        raise OptionError(
+            "serve", f"{options.serve} with remote=True: choose one (NDIF, or your own server)"
+        )
+    given = "remote=True" if options.remote else f"serve={options.serve}"
+    if options.executor != "serial":
+        raise OptionError(
+            "executor",
+            f"{options.executor} with {given}: the server runs the model, so there are no local "
+            "GPUs to shard over; drop the executor setting",
+        )
+    # torch comes with these: imported only for a run that names a server
+    from flowtrace.engine.remote import SIMULATED
+    from flowtrace.models import HUB_ID, TOY
+
+    if options.serve == SIMULATED:
+        return
+
+    # A server loads checkpoints by Hugging Face id; a local folder or the toy has no such name.
+    model = options.model
+    if model == TOY or Path(model).expanduser().exists() or not HUB_ID.match(model):
+        raise OptionError(
+            "remote" if options.remote else "serve",
+            f"{'' if options.remote else f'{options.serve}: '}model={model} is not a Hugging "
+            "Face id; a server can only run a model it hosts, named by its id (e.g. "
+            "model=llava-hf/LLaVA-NeXT-Video-7B-hf). To check a recipe against the remote path "
+            "with a local model, use serve=local",
+        )
+    if options.serve is not None and not options.serve.startswith(("http://", "https://")):
+        raise OptionError(
+            "serve",
+            f"{options.serve}: give the server's URL, e.g. http://gpu-box:5001 (or 'local' to "
+            "simulate a server in this process)",
+        )
+
+
+def _check_ray(options: RunOptions, recipes: int) -> None:
+    """The ray executor: one recipe, a device Ray can hand out, a positive share of GPUs."""
+    if options.executor != "ray":
+        return
+    if recipes > 1:
+        raise OptionError(
+            "executor", "ray runs one recipe at a time; run several in one pass serially"
+        )
+    if options.device not in ("auto", "cpu", "cuda"):
+        raise OptionError(
+            "device",
+            f"{options.device} with executor=ray: Ray gives each worker its own GPU; use "
+            "device=auto (or cuda, or cpu)",
+        )
+    if options.gpus_per_worker <= 0:
+        raise OptionError("gpus_per_worker", f"{options.gpus_per_worker}: must be above 0")
 
 
 def resolve_data(data: str) -> DataSource:

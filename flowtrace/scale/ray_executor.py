@@ -1,4 +1,4 @@
-"""`--executor ray`: samples sharded over Ray actors, one model copy per GPU (per CPU without GPUs).
+"""executor=ray: samples sharded over Ray actors, one model copy per GPU (per CPU without GPUs).
 
 Who writes the store: the driver, alone. Each worker sends a finished sample's cube back through
 Ray's object store (KB to a few MB) and the driver appends the cubes in sample order, every cube
@@ -32,7 +32,7 @@ import torch
 
 from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample
-from flowtrace.errors import FlowtraceError
+from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.pipeline.options import RunOptions
 from flowtrace.recipe import Recipe
 from flowtrace.store import CubeStore
@@ -84,15 +84,6 @@ def run_on_ray(
 ) -> tuple[Path, int, int]:
     """Analyse `samples` on Ray workers; returns (store, samples resumed, samples retried)."""
     ray = import_ray()
-    if options.device not in ("auto", "cpu", "cuda"):
-        raise FlowtraceError(
-            f"--device {options.device} with --executor ray: Ray gives each worker its own GPU; "
-            "use --device auto (or cuda, or cpu)"
-        )
-    if options.gpus_per_worker <= 0:
-        raise FlowtraceError(f"--gpus-per-worker {options.gpus_per_worker}: must be above 0")
-    if options.workers is not None and options.workers < 1:
-        raise FlowtraceError(f"--workers {options.workers}: must be at least 1")
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -105,9 +96,10 @@ def run_on_ray(
                 logging_level=logging.WARNING,
             )
         except (ConnectionError, ValueError, RuntimeError) as err:
-            raise FlowtraceError(
-                f"--address {options.address}: no Ray cluster there ({err}); start one with "
-                "`ray start --head` on the head node, or leave --address out to start a local one"
+            raise OptionError(
+                "address",
+                f"{options.address}: no Ray cluster there ({err}); start one with `ray start "
+                "--head` on the head node, or leave the address setting out to start a local one",
             ) from None
     pool = _Pool(ray, recipe, options, root, samples)
     try:
@@ -123,7 +115,7 @@ def import_ray() -> Any:
         import ray
     except ImportError:
         raise FlowtraceError(
-            "--executor ray needs Ray: pip install 'flowtrace[ray]' (or pip install ray)"
+            "executor=ray needs Ray: pip install 'flowtrace[ray]' (or pip install ray)"
         ) from None
     return ray
 
@@ -189,8 +181,8 @@ class _Pool:
                 if attempts[index] >= MAX_ATTEMPTS:
                     raise FlowtraceError(
                         f"sample {self.samples[index].id}: its Ray worker died {MAX_ATTEMPTS} "
-                        "times (out of GPU or host memory?); lower --batch-size or skip it with "
-                        "--task/--limit"
+                        "times (out of GPU or host memory?); lower the batch_size setting, or "
+                        "skip it with the tasks setting or the limit setting"
                     ) from None
                 queue.appendleft(index)  # first in line again: the writes wait for it
                 retried += 1
@@ -275,9 +267,10 @@ def _worker_shape(ray: Any, options: RunOptions, samples: int) -> tuple[int, dic
         shape: dict[str, Any] = {"num_gpus": options.gpus_per_worker, "num_cpus": 1}
         threads = 0
     elif options.device == "cuda":
-        raise FlowtraceError(
-            f"--device cuda with --executor ray: the cluster has {gpus:g} GPUs, fewer than "
-            f"--gpus-per-worker {options.gpus_per_worker:g}; lower it or use --device cpu"
+        raise OptionError(
+            "device",
+            f"cuda with executor=ray: the cluster has {gpus:g} GPUs, fewer than "
+            f"gpus_per_worker={options.gpus_per_worker:g}; lower it or use device=cpu",
         )
     else:
         count, shape, threads = max(1, int(cpus)), {"num_cpus": 1}, 1
