@@ -26,6 +26,19 @@ COMPILE_RECOMPILE_LIMIT = 32
 # busy for long (batch rows of a long suffix), not on the side-by-side path's short calls
 # (benchmarks/runs/2026-12-06-h100: compiled flat calls were launch-bound).
 COMPILED_PATHS = ("batched",)
+# Compiling where the run pays it back: on a GPU it costs 20-60 s per process and saves about
+# 0.1 s per sample of the paper's four sweeps at the 7B shape (0.82 against 0.93 s,
+# benchmarks/runs/2026-12-02-h200). A run left to the default therefore starts eager, so its
+# first results come in seconds, and turns compiling on after its first samples only where
+# enough samples are left to repay it.
+EAGER_FIRST_SAMPLES = 4
+COMPILE_PAYS_FROM = 256  # samples left to run
+
+
+def compile_deferred(setting: bool | None) -> bool:
+    """Whether compiling, where on, waits until the run shows it pays (`EAGER_FIRST_SAMPLES`):
+    the run left `compile` to its default and FLOWTRACE_COMPILE is unset."""
+    return setting is None and not os.environ.get(COMPILE_ENV, "").strip()
 
 
 def compile_default(loaded: LoadedModel) -> bool:
@@ -75,6 +88,17 @@ class RecomputeLayers:
         # called compiled or not, and their compiled versions.
         self._twins: list[Any] | None = None
         self._compiled: list[Any] | None = None
+        self.deferred = False  # compiling waits for `resume` (`defer`)
+
+    def defer(self) -> bool:
+        """Run eagerly until `resume`; whether there was compiling to defer."""
+        self.deferred, self.compile = self.compile, False
+        return self.deferred
+
+    def resume(self) -> None:
+        """Compile from the next recompute on, if `defer` held compiling back."""
+        if self.deferred:
+            self.compile, self.deferred = True, False
 
     def pick(self, hooked: bool, compiled: bool) -> tuple[list[Any], list[Any]]:
         """(the layers to call, their eager versions) for one recompute: a hooked chunk calls

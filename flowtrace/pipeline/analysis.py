@@ -13,6 +13,11 @@ import torch
 from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample, SampleError, sample_frames, validate_sample
 from flowtrace.engine import ReferenceEngine, make_engine
+from flowtrace.engine.compiled import (
+    COMPILE_PAYS_FROM,
+    EAGER_FIRST_SAMPLES,
+    compile_deferred,
+)
 from flowtrace.engine.reference import Launched
 from flowtrace.engine.remote import remote_trace_kwargs, route_traces
 from flowtrace.errors import OptionError
@@ -153,7 +158,14 @@ def prepare_analyses(
         attrs.update(executor=options.executor, traces=trace_target)
         # Not a resume key: compiled and eager layers compute the same function (the fast
         # engine's self-check holds both to the reference path), rounding aside.
-        attrs["compiled_layers"] = "yes" if getattr(engine, "compile", False) else "no"
+        compiles = bool(getattr(engine, "compile", False))
+        attrs["compiled_layers"] = (
+            "no"
+            if not compiles
+            else f"after {EAGER_FIRST_SAMPLES} samples, where {COMPILE_PAYS_FROM} or more are left"
+            if compile_deferred(options.compile)
+            else "yes"
+        )
         measure = kind.measure(recipe, loaded, options, settled, samples)
         # What a measure says of its own variables (definitions, units) joins the provenance.
         attrs.update(getattr(measure, "attrs", {}))

@@ -9,6 +9,12 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 
 from flowtrace.data import Sample
+from flowtrace.engine.compiled import (
+    COMPILE_PAYS_FROM,
+    EAGER_FIRST_SAMPLES,
+    RecomputeLayers,
+    compile_deferred,
+)
 from flowtrace.errors import StoreError
 from flowtrace.pipeline.analysis import Analysis, InFlight, finish_sample, load_inputs, start_sample
 from flowtrace.pipeline.prefetch import prefetched
@@ -44,6 +50,7 @@ def run_pass(
         todo = [s for s in samples if any(s.id not in d for d in done)]
         resumed = len(samples) - len(todo)
         finished = 0
+        compile_later = deferred_compiles(analyses)
         for _ in range(resumed):
             finished += 1
             if progress:
@@ -55,6 +62,10 @@ def run_pass(
             for i, record in zip(wanted, records, strict=True):
                 stores[i].append(record)
             finished += 1
+            left = len(todo) - (finished - resumed)
+            if finished - resumed == EAGER_FIRST_SAMPLES and left >= COMPILE_PAYS_FROM:
+                for layers in compile_later:
+                    layers.resume()
             if progress:
                 progress(finished, len(samples), records[0].status)
 
@@ -84,6 +95,17 @@ def run_pass(
         if in_flight is not None:
             finish(*in_flight)
     return [a.out for a in analyses], resumed
+
+
+def deferred_compiles(analyses: list[Analysis]) -> list[RecomputeLayers]:
+    """The compiling engines of a run left to the default (no `compile` setting, no
+    FLOWTRACE_COMPILE), held back to run eagerly at first: the pass resumes them once its first
+    samples are done, where the run is long enough to repay the compile."""
+    if not compile_deferred(analyses[0].options.compile):
+        return []
+    engines = {id(a.engine): a.engine for a in analyses}.values()
+    layers = [getattr(e, "recompute_layers", None) for e in engines]
+    return [x for x in layers if isinstance(x, RecomputeLayers) and x.defer()]
 
 
 def check_resumed_annotations(path: Path, done: set[str], samples: list[Sample]) -> None:
