@@ -20,7 +20,7 @@ import xarray as xr
 
 from flowtrace.cube import CLEAN_VARIABLES, Schema, stack
 from flowtrace.measure import answer_variables
-from flowtrace.store import CubeStore
+from flowtrace.store import CubeStore, analysed_mask
 
 warnings.filterwarnings("ignore", message="Consolidated metadata")
 
@@ -55,7 +55,7 @@ def files(path: Path) -> int:
 def open_and_average(path: Path) -> float:
     started = time.perf_counter()
     ds = xr.open_zarr(path, consolidated=True)
-    ok = ds["status"].values == "ok"
+    ok = analysed_mask(ds).values
     ds["rel_change_pred"].values[ok].mean(axis=0)
     return time.perf_counter() - started
 

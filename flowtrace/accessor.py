@@ -29,7 +29,9 @@ class FlowtraceAccessor:
 
     def analysed(self) -> xr.Dataset:
         """Only the samples the recipe measured (status ok)."""
-        return self._ds.isel(sample=self._ds["status"].values == "ok")
+        from flowtrace.store import analysed
+
+        return analysed(self._ds)
 
     def summary(self) -> str:
         from flowtrace.summary import describe

@@ -29,7 +29,7 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 from flowtrace.recipe import EffectivePathway
 from flowtrace.runner import RunOptions, run
-from flowtrace.store import open_cube
+from flowtrace.store import analysed, open_cube
 from flowtrace.summary import accuracy_after, clean_accuracy, counted, edge_shares
 
 _FRAME = re.compile(r"^frame_(\d+)$")
@@ -67,7 +67,7 @@ def pathway_strength(ds: xr.Dataset) -> dict[str, np.ndarray]:
             f"{ds.attrs.get('recipe')}: pathways are derived from a flow-map store "
             "(flowtrace run recipes/flow_map.py)"
         )
-    ok = ds.isel(sample=ds["status"].values == "ok")
+    ok = analysed(ds)
     if ok.sizes["sample"] == 0:
         raise FlowtraceError("the flow-map store has no analysed samples")
     effect = np.abs(ok["rel_change_pred"].mean("sample", skipna=True))

@@ -13,7 +13,7 @@ import xarray as xr
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.outputs import claims, is_a_folder
-from flowtrace.store import open_cube
+from flowtrace.store import analysed, open_cube
 
 
 def parse_selection(text: str | None) -> dict[str, list[str]]:
@@ -73,7 +73,7 @@ def query(
     for label, path in named.items():
         ds = open_cube(path)
         if analysed_only:
-            ds = ds.isel(sample=ds["status"].values == "ok")
+            ds = analysed(ds)
         ds = select(ds, selection, path)
         if variables:
             missing = [v for v in variables if v not in ds]

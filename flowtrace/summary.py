@@ -9,6 +9,7 @@ import xarray as xr
 
 from flowtrace.edge_share import pooled
 from flowtrace.paths import shown
+from flowtrace.store import analysed, analysed_mask
 
 PROVENANCE = (
     "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
@@ -59,11 +60,10 @@ def accuracy_after(ds: xr.Dataset, measure: str | None = "rel_change_pred") -> x
     pair it lacks, say an option it has not) drops out of that cell.
     """
     ds = counted(ds)
-    analysed = ds["status"] == "ok"
     correct = ds["correct"].astype(float)
     if measure is not None and measure in ds:
         correct = correct.where(ds[measure].notnull())
-    value = xr.where(analysed, correct, 0.0)
+    value = xr.where(analysed_mask(ds), correct, 0.0)
     return 100 * value.mean("sample", skipna=True)
 
 
@@ -71,7 +71,7 @@ def edge_shares(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
     """Per condition of an effective-pathway store: % of edges kept over the analysed samples,
     by flowtrace's count and by the paper's (flowtrace.edge_share; NaN in a store written
     before the paper's was recorded)."""
-    ok = ds.isel(sample=ds["status"].values == "ok")
+    ok = analysed(ds)
     out = {}
     for condition in map(str, ok["condition"].values):
         at = ok.sel(condition=condition)
@@ -125,7 +125,7 @@ def _data_root(ds: xr.Dataset) -> tuple[Path | None, str | None]:
 
 def reply_examples(ds: xr.Dataset, samples: int = 3) -> list[str]:
     """A few greedy replies, clean and under each edge's knockout at its worst layer."""
-    ok = ds.isel(sample=ds["status"].values == "ok")
+    ok = analysed(ds)
     change = ok["rel_change_pred"].mean("sample")
     lines = ["greedy replies (clean, then with the edge cut at its worst layer):"]
     for index in range(min(samples, ok.sizes["sample"])):
@@ -146,7 +146,7 @@ def knockout_table(ds: xr.Dataset) -> list[str]:
     """Mean relative change of p(answer) per edge over the early / middle / late thirds of the
     layers (the paper's summary), with the layer of the deepest drop and the accuracy there (over
     every counted sample, skipped ones as wrong: see `accuracy_after`)."""
-    ok = ds.isel(sample=ds["status"].values == "ok")
+    ok = analysed(ds)
     after = accuracy_after(ds)
     layers = ok["layer"].values
     thirds = np.array_split(layers, 3)
@@ -180,7 +180,7 @@ def knockout_table(ds: xr.Dataset) -> list[str]:
 def pathway_table(ds: xr.Dataset) -> list[str]:
     """Per condition of an effective-pathway store: accuracy (over every counted sample), the
     mean relative change of p(answer), and the share of edges kept by both counts."""
-    ok = ds.isel(sample=ds["status"].values == "ok")
+    ok = analysed(ds)
     after = accuracy_after(ds)
     shares = edge_shares(ds)
     lines = [
@@ -206,7 +206,7 @@ def value_table(ds: xr.Dataset) -> list[str]:
     the share of cells that hold no value (NaN: a cell the sample lacks). A yes/no variable's mean
     is its share of yes; a text variable shows how many distinct values it holds."""
     if "sample" in ds.dims and "status" in ds.coords:
-        ds = ds.isel(sample=ds["status"].values == "ok")
+        ds = analysed(ds)
         if not ds.sizes["sample"]:
             return ["values: no analysed sample"]
         over = f"{ds.sizes['sample']} analysed samples"

@@ -23,11 +23,6 @@ from flowtrace.paths import store_stem
 Z95 = 1.96
 
 
-def analysed(ds: xr.Dataset) -> xr.Dataset:
-    """The samples an intervention ran on."""
-    return ds.isel(sample=ds["status"].values == "ok")
-
-
 def window_label(ds: xr.Dataset) -> str:
     return f"window {ds.attrs.get('window')} ({ds.attrs.get('window_style')})"
 

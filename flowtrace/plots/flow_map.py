@@ -6,7 +6,8 @@ import altair as alt
 import pandas as pd
 import xarray as xr
 
-from flowtrace.plots.common import analysed, subtitle, titled, window_label
+from flowtrace.plots.common import subtitle, titled, window_label
+from flowtrace.store import analysed, analysed_mask
 from flowtrace.summary import accuracy_after, counted
 
 
@@ -82,5 +83,5 @@ def flow_map_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
         )
         .properties(width=360, height=240, title="layer curve of the clicked cell")
     )
-    n = int((ds["status"] == "ok").sum())
+    n = int(analysed_mask(ds).sum())
     return titled(alt.hconcat(heat, curve), title, subtitle(ds, f"{n} samples", window_label(ds)))

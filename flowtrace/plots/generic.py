@@ -7,7 +7,8 @@ import numpy as np
 import xarray as xr
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.plots.common import analysed, subtitle, titled
+from flowtrace.plots.common import subtitle, titled
+from flowtrace.store import analysed
 
 MAX_SERIES = 24  # more lines than this do not read: average the remaining dims away
 

@@ -8,8 +8,9 @@ import pandas as pd
 import xarray as xr
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.plots.common import analysed, mean_ci, subtitle, titled, window_label
+from flowtrace.plots.common import mean_ci, subtitle, titled, window_label
 from flowtrace.plots.scales import TITLES, band_fill, clip_band, colour, y_scale
+from flowtrace.store import analysed, analysed_mask
 from flowtrace.summary import accuracy_after, clean_accuracy, counted
 
 ACCURACY_NOTE = "over all {n} counted samples (skipped ones count as wrong, as in the reference)"
@@ -74,7 +75,7 @@ def knockout_chart(
     accuracy, both over every counted sample. `measure`: the curve's variable; `y_range`: its
     axis, shared by every panel; `by_task`: one row of panels per task."""
     table = knockout_summary(ds, measure, by_task)
-    n = int((ds["status"] == "ok").sum())
+    n = int(analysed_mask(ds).sum())
     total = counted(ds).sizes["sample"]
     x = alt.X("layer:Q", title=f"layer ({window_label(ds)})", axis=alt.Axis(tickMinStep=1))
     y = alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range))
@@ -172,7 +173,7 @@ def head_chart(ds: xr.Dataset, title: str) -> alt.VConcatChart:
         .properties(width=300, height=alt.Step(12))
         .facet(column=alt.Column("edge:N", title=None))
     )
-    sub = subtitle(ds, f"{int((ds['status'] == 'ok').sum())} samples", window_label(ds))
+    sub = subtitle(ds, f"{int(analysed_mask(ds).sum())} samples", window_label(ds))
     return titled(alt.vconcat(bars, heat), f"{title}: head by head", sub)
 
 
@@ -231,7 +232,7 @@ def combined_chart(
     return titled(
         chart,
         "Knockout sweeps of one pass",
-        subtitle(first, f"{int((first['status'] == 'ok').sum())} analysed samples"),
+        subtitle(first, f"{int(analysed_mask(first).sum())} analysed samples"),
     )
 
 

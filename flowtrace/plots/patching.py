@@ -5,7 +5,8 @@ from __future__ import annotations
 import altair as alt
 import xarray as xr
 
-from flowtrace.plots.common import analysed, subtitle, titled
+from flowtrace.plots.common import subtitle, titled
+from flowtrace.store import analysed
 
 
 def patching_chart(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:

@@ -8,7 +8,8 @@ import altair as alt
 import pandas as pd
 import xarray as xr
 
-from flowtrace.plots.common import analysed, subtitle, titled
+from flowtrace.plots.common import subtitle, titled
+from flowtrace.store import analysed
 from flowtrace.summary import accuracy_after, clean_accuracy, counted, edge_shares
 
 

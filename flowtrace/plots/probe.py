@@ -6,8 +6,9 @@ import altair as alt
 import pandas as pd
 import xarray as xr
 
-from flowtrace.plots.common import analysed, mean_ci, subtitle, titled
+from flowtrace.plots.common import mean_ci, subtitle, titled
 from flowtrace.plots.scales import band, clip_band
+from flowtrace.store import analysed
 from flowtrace.summary import counted
 
 

@@ -13,7 +13,7 @@ import xarray as xr
 from flowtrace.errors import FlowtraceError
 from flowtrace.paths import store_stem
 from flowtrace.query import select, store_labels
-from flowtrace.store import open_cube
+from flowtrace.store import analysed_mask, open_cube
 
 
 def stores_chart(
@@ -60,7 +60,7 @@ def is_sweep(ds: xr.Dataset) -> bool:
         and "rel_change_pred" in ds
         and "layer" in ds.dims
         and "head" not in ds.dims
-        and bool((ds["status"] == "ok").any())
+        and bool(analysed_mask(ds).any())
     )
 
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from flowtrace.plots.common import analysed, titled
+from flowtrace.plots.common import titled
+from flowtrace.store import analysed
 
 
 def frame_uri(frame: np.ndarray, size: int | None = None, fmt: str = "PNG") -> str:

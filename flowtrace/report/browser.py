@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from flowtrace.store import analysed, analysed_mask
+
 FRAMES = "ft_frames"  # the page-wide named dataset of thumbnails: {key, url}
 SIZE = 64  # thumbnail side in the figure, px
 
@@ -40,8 +42,8 @@ def inline(table: pd.DataFrame) -> alt.InlineData:
 
 def pick_samples(ds: xr.Dataset, limit: int | None) -> xr.Dataset:
     """The counted samples (analysed first), at most `limit` of them spread over the tasks."""
-    status = ds["status"].values
-    order = [i for i in range(len(status)) if status[i] == "ok"]
+    status, measured = ds["status"].values, analysed_mask(ds).values
+    order = [i for i in range(len(status)) if measured[i]]
     order += [i for i in range(len(status)) if status[i] == "skipped"]
     if limit is not None and len(order) > limit:
         tasks = [str(ds["task"].values[i]) for i in order]
@@ -116,11 +118,6 @@ def _table(da: xr.DataArray, name: str = "value") -> pd.DataFrame:
     return table
 
 
-def _analysed(ds: xr.DataArray) -> xr.Dataset:
-    # pick_samples puts analysed samples first, so their positions match the browser's.
-    return ds.isel(sample=ds["status"].values == "ok")
-
-
 def per_frame_effects(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
     """Per sample, layer, frame and target: the value drawn on each frame, its title and its
     short name.
@@ -131,7 +128,7 @@ def per_frame_effects(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
     the mass each target puts on frame_t, with an `anchor` column marking the store's anchor
     frame (the one with the most mass) of each sample, layer and target.
     """
-    ok = _analysed(ds)
+    ok = analysed(ds)  # pick_samples put these first: their positions are the browser's
     if ok.sizes["sample"] and "attention_mass" in ok and "frame" in ok["attention_mass"].dims:
         return _attention_mass_effects(ok)
     if "source" not in ok.dims or not ok.sizes["sample"]:
@@ -178,7 +175,7 @@ def _attention_mass_effects(ok: xr.Dataset) -> tuple[pd.DataFrame, str, str] | N
 
 def _curve_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
     """The sample's own curves: (table with s, x, series, value; x title; y title)."""
-    ok = _analysed(ds)
+    ok = analysed(ds)  # pick_samples put these first: their positions are the browser's
     if not ok.sizes["sample"]:
         return None
     kind = ds.attrs.get("recipe_kind", "Knockout")
@@ -214,7 +211,7 @@ def _curve_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
 def _lens_rows(ds: xr.Dataset) -> pd.DataFrame | None:
     if "top_token" not in ds or "frame" not in ds.dims:
         return None
-    ok = _analysed(ds)
+    ok = analysed(ds)  # pick_samples put these first: their positions are the browser's
     table = _table(ok["top_token"].sel(k=0), "word")
     table["p"] = _table(ok["top_prob"].sel(k=0), "p")["p"].round(2)
     return table[["s", "layer", "frame", "h", "w", "word", "p"]]

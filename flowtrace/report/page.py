@@ -20,7 +20,7 @@ from flowtrace.plots import FigureTooLarge, chart_for
 from flowtrace.plots.common import check_rows, script_json
 from flowtrace.report.browser import FRAMES, sample_browser
 from flowtrace.report.frames import thumbnails
-from flowtrace.store import open_cube
+from flowtrace.store import analysed_mask, open_cube
 from flowtrace.summary import clean_accuracy, counted, describe
 
 PAGE_BUDGET = 5 * 2**20  # a single-file report (runtime included)
@@ -154,7 +154,7 @@ def store_parts(entry: Entry, samples: int | None) -> tuple[str, dict, list, dic
         f"{html.escape(chr(10).join(describe(ds)))}</pre></details>",
     ]
     figure, too_large = None, ""
-    if (ds["status"] == "ok").any():
+    if analysed_mask(ds).any():
         try:
             figure = chart_for(ds)
             check_rows(figure)
@@ -226,7 +226,7 @@ def default_pair(entries: Sequence[Entry]) -> tuple[Entry, Entry]:
     for i, a in enumerate(knockout_first):
         for b in knockout_first[i + 1 :]:
             same = a.ds.attrs.get("recipe") == b.ds.attrs.get("recipe")
-            if same and a.path.parent != b.path.parent and (a.ds["status"] == "ok").any():
+            if same and a.path.parent != b.path.parent and analysed_mask(a.ds).any():
                 return a, b
     return entries[0], entries[1]
 

@@ -29,6 +29,7 @@ from flowtrace.report.page import (
     side_by_side,
     store_parts,
 )
+from flowtrace.store import analysed_mask
 
 SITE = "flowtrace site"  # what a site's files are written for (flowtrace.outputs' record)
 
@@ -132,7 +133,7 @@ def _plain_knockout(entry: Entry) -> bool:
         ds.attrs.get("recipe_kind", "Knockout") == "Knockout"
         and not int(ds.attrs.get("eval_only", 0))
         and "head" not in ds.dims
-        and bool((ds["status"] == "ok").any())
+        and bool(analysed_mask(ds).any())
     )
 
 

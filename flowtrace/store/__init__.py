@@ -25,7 +25,15 @@ block of each array and its cost does not grow with the store.
 from flowtrace.cube import SAMPLE
 from flowtrace.store.arrays import CHECKSUMS, CHUNK_SAMPLES, STORE_FORMAT
 from flowtrace.store.lock import LOCK, MARKER, is_flowtrace_store, reserved
-from flowtrace.store.reader import check_store, chunk_count, compact, open_cube, unverified
+from flowtrace.store.reader import (
+    analysed,
+    analysed_mask,
+    check_store,
+    chunk_count,
+    compact,
+    open_cube,
+    unverified,
+)
 from flowtrace.store.writer import FLUSH_SAMPLES, FLUSH_SECONDS, RESUME_KEYS, WRITE_PACE, CubeStore
 
 __all__ = [
@@ -40,6 +48,8 @@ __all__ = [
     "STORE_FORMAT",
     "WRITE_PACE",
     "CubeStore",
+    "analysed",
+    "analysed_mask",
     "check_store",
     "chunk_count",
     "compact",

@@ -174,6 +174,17 @@ def open_consolidated(path: Path) -> xr.Dataset:
     return xr.open_zarr(path, consolidated=True)
 
 
+def analysed_mask(ds: xr.Dataset) -> xr.DataArray:
+    """Per sample, whether the recipe measured it: status "ok", neither skipped (by the sample
+    mode) nor failed. The one definition every reader's "analysed samples" uses."""
+    return ds["status"] == "ok"
+
+
+def analysed(ds: xr.Dataset) -> xr.Dataset:
+    """Only the samples the recipe measured (`analysed_mask`)."""
+    return ds.isel(sample=analysed_mask(ds).values)
+
+
 def open_cube(path: Path | str, load: bool | None = None) -> xr.Dataset:
     """Open a store's whole samples; edited metadata, or a missing, damaged or misplaced chunk,
     is an error naming the array and the samples it holds. `load` (default: stores up to

@@ -25,7 +25,7 @@ from flowtrace.paths import store_stem
 from flowtrace.plots.common import figure_files, figure_stem
 from flowtrace.recipe import RECIPES_DIR, load_recipe
 from flowtrace.runner import RunOptions, run
-from flowtrace.store import compact, open_cube
+from flowtrace.store import analysed, analysed_mask, compact, open_cube
 
 MODELS = (TOY, PLANTED)
 # Samples per recipe (None: the whole 64-sample held-out split), spread over the four tasks.
@@ -181,7 +181,7 @@ def redraw(
 
 def headline(ds: xr.Dataset) -> str:
     """One line on what a store shows, computed from the store."""
-    ok = ds.isel(sample=ds["status"].values == "ok")
+    ok = analysed(ds)
     if "rel_change_pred" in ok and "source" in ok.dims and "head" not in ok.dims:
         change = ok["rel_change_pred"].mean("sample")
         worst = []
@@ -253,7 +253,7 @@ def index(out: Path, models: tuple[str, ...]) -> str:
         lines.append("|---|---|---|---|")
         for store in sorted((out / model).glob("*.zarr")):
             ds = open_cube(store)
-            ok = int((ds["status"].values == "ok").sum())
+            ok = int(analysed_mask(ds).sum())
             figure = figure_files(figure_stem(store))[1].relative_to(out)
             lines.append(f"| `{store_stem(store)}` | {ok} | [png]({figure}) | {headline(ds)} |")
         curve = out / model / "auto_pathway" / "curve.csv"
