@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from flowtrace.data import Sample, sample_frames
+from flowtrace.edge_plans import SEPARATORS, counted_edges, with_separators
 from flowtrace.edge_share import kept_shares
 from flowtrace.layout import TokenLayout
 from flowtrace.measure import Clean, measure_clean
 from flowtrace.models import LoadedModel
-from flowtrace.recipe import SEPARATORS, counted_edges, with_separators
 
 Cell = tuple[int, str, str]  # (layer, source group, target group)
 

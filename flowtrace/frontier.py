@@ -13,10 +13,10 @@ import torch
 import xarray as xr
 
 from flowtrace.cells import Cell, FitSample, cut_plan, is_right, keeps
+from flowtrace.edge_plans import random_plan
 from flowtrace.edge_share import causal_pairs, kept_shares, pooled
 from flowtrace.engine import KnockoutCondition
 from flowtrace.models import LoadedModel
-from flowtrace.recipe import random_plan
 
 
 def prefix_outcomes(
