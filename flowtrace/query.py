@@ -23,7 +23,7 @@ def parse_selection(text: str | None) -> dict[str, list[str]]:
     selection = {}
     for part in text.split(","):
         if "=" not in part:
-            raise FlowtraceError(f"--sel {text}: write DIM=VALUE[|VALUE…], comma-separated")
+            raise FlowtraceError(f"sel={text}: write DIM=VALUE[|VALUE…], comma-separated")
         dim, values = part.split("=", 1)
         selection[dim.strip()] = [v.strip() for v in values.split("|")]
     return selection
@@ -79,7 +79,7 @@ def query(
             missing = [v for v in variables if v not in ds]
             if missing:
                 raise FlowtraceError(
-                    f"--var {', '.join(missing)}: not in {path}; it has {', '.join(ds.data_vars)}"
+                    f"var={', '.join(missing)}: not in {path}; it has {', '.join(ds.data_vars)}"
                 )
             ds = ds[variables]
         numeric = [
@@ -88,7 +88,7 @@ def query(
         ds = ds[numeric]
         for dim in mean:
             if dim not in ds.dims:
-                raise FlowtraceError(f"--mean {dim}: {path} has dims {', '.join(ds.dims)}")
+                raise FlowtraceError(f"mean={dim}: {path} has dims {', '.join(ds.dims)}")
         if mean:
             ds = ds.mean(mean)
         table = ds.drop_vars([c for c in ds.coords if c not in ds.dims]).to_dataframe()
@@ -114,13 +114,13 @@ def select(ds: xr.Dataset, selection: dict[str, list[str]], path: Path | str) ->
             if unknown:
                 shown = ", ".join(sorted(set(index))[:12])
                 raise FlowtraceError(
-                    f"--sel {dim}={'|'.join(unknown)}: not in {path}; values: {shown}"
+                    f"sel={dim}={'|'.join(unknown)}: not in {path}; values: {shown}"
                 )
             ds = ds.isel(sample=np.isin(index, values))
             continue
         if dim not in ds.dims:
             raise FlowtraceError(
-                f"--sel {dim}=…: {path} has dims {', '.join(ds.dims)} and per-sample "
+                f"sel={dim}=…: {path} has dims {', '.join(ds.dims)} and per-sample "
                 f"coordinates {', '.join(per_sample_coords(ds))}"
             )
         index = ds[dim].values
@@ -128,7 +128,7 @@ def select(ds: xr.Dataset, selection: dict[str, list[str]], path: Path | str) ->
         unknown = [str(v) for v in wanted if v not in set(index.tolist())]
         if unknown:
             shown = ", ".join(str(x) for x in index.tolist()[:12])
-            raise FlowtraceError(f"--sel {dim}={'|'.join(unknown)}: not in {path}; values: {shown}")
+            raise FlowtraceError(f"sel={dim}={'|'.join(unknown)}: not in {path}; values: {shown}")
         ds = ds.sel({dim: wanted})
     return ds
 
@@ -144,12 +144,12 @@ def write_table(table: pd.DataFrame, fmt: str, out: Path | None) -> str | None:
         raise is_a_folder(Path(out), "out")
     if fmt == "parquet":
         if out is None:
-            raise FlowtraceError("--parquet needs --out FILE")
+            raise FlowtraceError("parquet=True needs out=FILE")
         buffer = io.BytesIO()
         try:
             table.to_parquet(buffer, index=False)
         except ImportError:
-            raise FlowtraceError("--parquet needs pyarrow: pip install pyarrow") from None
+            raise FlowtraceError("parquet=True needs pyarrow: pip install pyarrow") from None
         _write(Path(out), buffer.getvalue())
         return None
     text = table.to_csv(index=False) if fmt == "csv" else table.to_json(orient="records", indent=1)

@@ -276,7 +276,7 @@ def test_unknown_config_and_remote_code_errors(tmp_path: Path):
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    with pytest.raises(FlowtraceError, match="model_type='bert'.*--adapter"):
+    with pytest.raises(FlowtraceError, match="model_type='bert'.*adapter=NAME"):
         load_model(str(plain), device="cpu")
     remote = tmp_path / "remote"
     remote.mkdir()

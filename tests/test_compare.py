@@ -66,7 +66,7 @@ def test_query_labels_runs_by_path_and_selects_a_task():
     got = table[(table.run == "planted/vql_to_ql") & (table.source == "video")]
     got = got[got.target == "question"].sort_values("layer")["rel_change_pred"].to_numpy()
     assert np.allclose(got, want, atol=1e-5)
-    with pytest.raises(FlowtraceError, match="--sel task=Nope: not in"):
+    with pytest.raises(FlowtraceError, match="^sel=task=Nope: not in"):
         query([TOY], {"task": ["Nope"]}, [], None)
 
 

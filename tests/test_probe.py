@@ -143,5 +143,5 @@ def test_attention_mass_equals_output_attentions(tiny_model_dir, tiny_data, tmp_
     assert bool((rows <= 1 + 1e-5).all())
 
     sdpa = load_model(str(tiny_model_dir), device="cpu", dtype="float32", attn="sdpa")
-    with pytest.raises(FlowtraceError, match="--attn eager"):
+    with pytest.raises(FlowtraceError, match="attn=eager"):
         ReferenceEngine(sdpa).attention_mass(prepared.inputs, torch.ones(1, 4), [])

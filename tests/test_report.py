@@ -177,7 +177,7 @@ def test_report_of_a_store_without_analysed_samples(tiny_model_dir, tiny_data, t
 
 
 def test_over_budget_page_is_refused_with_the_fix(stores, tmp_path):
-    with pytest.raises(OptionError, match=r"budget.*--samples.*--site"):
+    with pytest.raises(OptionError, match=r"budget.*samples=.*site=DIR"):
         write_report(stores, tmp_path / "big.html", budget=100_000)
     assert not (tmp_path / "big.html").exists()
 

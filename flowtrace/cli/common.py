@@ -96,7 +96,13 @@ def is_switch(name: str) -> bool:
 
 def flag_of(name: str) -> str | None:
     """The flag of a setting or parameter by its library name, over every command."""
-    return declared_flag(name) or option_flags().get(ALIASES.get(name, name))
+    flags = option_flags()
+    # A library's list parameter is a repeated option: labels -> --label.
+    return (
+        declared_flag(name)
+        or flags.get(ALIASES.get(name, name))
+        or flags.get(name[:-1] if name.endswith("s") else "")
+    )
 
 
 @functools.cache

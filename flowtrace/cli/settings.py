@@ -65,15 +65,15 @@ def run_options(given: dict[str, Any]) -> RunOptions:
 
 
 def declared_flag(name: str) -> str | None:
-    """The flag of one of the run's declared settings (None: not one)."""
-    known = {s.name: s.cli_name for s in settings()}
+    """The flag of one of the settings `flowtrace run` offers (None: not one)."""
+    known = {s.name: s.cli_name for s in settings() if s.panel}
     return "--" + known[name].replace("_", "-") if name in known else None
 
 
 # A setting given a value (`window=5`, `device='cpu'`) after a space, `(`, `,` or a backtick
 # (never inside a path) and not as a Python call's keyword (`Sweep(window=…)`); and a setting
 # named bare ("the out setting").
-_ASSIGNED = re.compile(r"(?<![^\s(`,])([a-z][a-z_]*)=('[^']*'|\"[^\"]*\"|\S*)")
+_ASSIGNED = re.compile(r"(?<![^\s(`,])([a-z][a-z_]*)=(\S*)")
 _NAMED = re.compile(r"\bthe ([a-z][a-z_]*) setting\b")
 _CALL = re.compile(r"\b[A-Za-z_]\w*\([^()]*\)")
 
@@ -88,7 +88,7 @@ def say_flags(text: str, flags: Callable[[str], str | None]) -> str:
         flag = flags(match[1])
         if not flag or any(a <= match.start() < b for a, b in calls):
             return match[0]
-        value = match[2][1:-1] if match[2][:1] in ("'", '"') else match[2]
+        value = match[2]
         word = value.rstrip(":;,.)")
         if word in ("True", "False"):  # a switch: given or not
             return (flag if word == "True" else flag.replace("--", "--no-", 1)) + value[len(word) :]

@@ -135,7 +135,7 @@ class ReferenceEngine:
         if getattr(self.loaded.model.config, "flowtrace_plant", None):
             raise FlowtraceError(
                 "greedy generation does not run on a planted model (its routes are built for the "
-                "prompt alone); pass --generate 0 for the first-token scores alone"
+                "prompt alone); pass generate=0 for the first-token scores alone"
             )
         self.used.add("reference")
         first, tokens = [], []
@@ -206,7 +206,7 @@ class ReferenceEngine:
         trace, so no (heads, L, L) map is kept. Needs eager attention (SDPA returns no weights).
         """
         if self.loaded.attn != "eager":
-            raise FlowtraceError("attention maps need the attention weights: run with --attn eager")
+            raise FlowtraceError("attention maps need the attention weights: run with attn=eager")
         _, mass = self._rows(inputs, conditions, groups.to(self.loaded.device))
         return mass
 

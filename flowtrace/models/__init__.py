@@ -52,9 +52,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise FlowtraceError(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
+        raise FlowtraceError(f"device={device!r}: use auto, cpu, cuda or cuda:N") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise FlowtraceError(f"--device {device}: this torch has no CUDA device; use --device cpu")
+        raise FlowtraceError(f"device={device}: this torch has no CUDA device; use device=cpu")
     return resolved
 
 
@@ -63,7 +63,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in choices:
-        raise FlowtraceError(f"--dtype {dtype!r}: choose auto, {', '.join(choices)}")
+        raise FlowtraceError(f"dtype={dtype!r}: choose auto, {', '.join(choices)}")
     return choices[dtype]
 
 
@@ -98,7 +98,7 @@ def load_model(
     if local.exists():
         source = str(local.resolve())
     if attn not in ("sdpa", "eager"):
-        raise FlowtraceError(f"--attn {attn!r}: choose sdpa or eager")
+        raise FlowtraceError(f"attn={attn!r}: choose sdpa or eager")
     raw = read_config(source)
     chosen = pick_adapter(raw, adapter, spec)  # a config no adapter reads fails first
     if weights:
@@ -168,26 +168,26 @@ def pick_adapter(config: dict, forced: str | None, spec: str) -> Adapter:
     reader = next((cls for cls in ADAPTERS.values() if cls.accepts(config)), None)
     if forced is not None:
         if forced not in ADAPTERS:
-            raise FlowtraceError(f"--adapter {forced}: choose one of {', '.join(ADAPTERS)}")
+            raise FlowtraceError(f"adapter={forced}: choose one of {', '.join(ADAPTERS)}")
         if reader is not None and reader.name != forced:
             raise FlowtraceError(
-                f"--adapter {forced}: --model {spec} is a {model_type!r} checkpoint, which the "
+                f"adapter={forced}: model={spec} is a {model_type!r} checkpoint, which the "
                 f"{reader.name} adapter reads, not {forced} (it reads "
-                f"{', '.join(ADAPTERS[forced].model_types)}); drop --adapter"
+                f"{', '.join(ADAPTERS[forced].model_types)}); drop the adapter setting"
             )
         return ADAPTERS[forced]()
     if reader is not None:
         return reader()
     if config.get("auto_map"):
         raise FlowtraceError(
-            f"--model {spec}: model_type={model_type!r} ships its own modelling code (auto_map) "
+            f"model={spec}: model_type={model_type!r} ships its own modelling code (auto_map) "
             "that flowtrace does not run (it would need trust_remote_code) and no adapter reads "
             f"it (available: {', '.join(ADAPTERS)}); use the transformers-format checkpoint of "
-            "this model, or force an adapter with --adapter NAME if its layout is one of ours"
+            "this model, or force an adapter with adapter=NAME if its layout is one of ours"
         )
     raise FlowtraceError(
-        f"--model {spec}: its config says model_type={model_type!r}, which no adapter reads "
-        f"(available: {', '.join(ADAPTERS)}); force one with --adapter NAME "
+        f"model={spec}: its config says model_type={model_type!r}, which no adapter reads "
+        f"(available: {', '.join(ADAPTERS)}); force one with adapter=NAME "
         "(`flowtrace models` lists what each reads)"
     )
 
@@ -202,9 +202,7 @@ def parse_pooling(pooling: tuple[int, int, int] | str | None) -> tuple[int, int,
     except ValueError:
         values = ()
     if len(values) != 3 or min(values) < 1:
-        raise FlowtraceError(
-            f"--pooling {pooling}: write T-H-W with positive integers, e.g. 8-12-12"
-        )
+        raise FlowtraceError(f"pooling={pooling}: write T-H-W with positive integers, e.g. 8-12-12")
     return values  # type: ignore[return-value]
 
 

@@ -68,11 +68,12 @@ class Adapter:
         raise NotImplementedError
 
     def refuse_pooling(self, pooling: tuple[int, int, int] | None) -> None:
-        """For adapters whose token grid is fixed by the model: --pooling is PLLaVA's option."""
+        """For adapters whose token grid is fixed by the model: pooling is PLLaVA's setting."""
         if pooling is not None:
             raise FlowtraceError(
-                f"--pooling: the {self.name} adapter has no video pooling to set (its tokens per "
-                "frame are fixed by the model); drop --pooling and choose frames with --frames"
+                f"pooling={'-'.join(map(str, pooling))}: the {self.name} adapter has no video "
+                "pooling to set (its tokens per frame are fixed by the model); drop the pooling "
+                "setting and choose frames with the frames setting"
             )
 
     def frame_indices(self, count: int, n: int) -> np.ndarray | None:

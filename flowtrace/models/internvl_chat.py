@@ -48,15 +48,16 @@ class InternVLChatAdapter(OriginalLayoutAdapter):
         tokenizer = load_tokenizer(source)
         context_id = tokenizer.convert_tokens_to_ids(IMG_CONTEXT)
         if context_id is None or context_id == tokenizer.unk_token_id:
-            raise FlowtraceError(f"--model {source}: its tokenizer has no {IMG_CONTEXT} token")
+            raise FlowtraceError(f"model={source}: its tokenizer has no {IMG_CONTEXT} token")
         config = InternVLChatConfig.from_raw(raw, context_id)
         pooling = options.pooling
         if pooling is not None:
             side = int(config.tokens_per_frame**0.5)
             if tuple(pooling[1:]) != (side, side):
                 raise FlowtraceError(
-                    f"--pooling {'-'.join(map(str, pooling))}: InternVL chat has {side}×{side} "
-                    f"tokens per frame and no pooling; pass {pooling[0]}-{side}-{side} or --frames"
+                    f"pooling={'-'.join(map(str, pooling))}: InternVL chat has {side}×{side} "
+                    f"tokens per frame and no pooling; pass {pooling[0]}-{side}-{side} or the "
+                    "frames setting"
                 )
             self.default_frames = pooling[0]
         model = build_model(

@@ -18,7 +18,7 @@ def merge_lora(model: Any, path: str) -> Any:
     folder = Path(path).expanduser()
     if not (folder / "adapter_config.json").is_file():
         raise FlowtraceError(
-            f"--lora {path}: no adapter_config.json there; pass the folder PEFT's "
+            f"lora={path}: no adapter_config.json there; pass the folder PEFT's "
             "save_pretrained wrote (adapter_config.json + adapter_model.safetensors)"
         )
     check_lora_weights(folder, path)
@@ -26,13 +26,14 @@ def merge_lora(model: Any, path: str) -> Any:
         from peft import PeftModel
     except ImportError:
         raise FlowtraceError(
-            "--lora needs the peft package: pip install 'flowtrace[lora]' (or pip install peft)"
+            "the lora setting needs the peft package: pip install 'flowtrace[lora]' (or pip "
+            "install peft)"
         ) from None
     try:
         wrapped = PeftModel.from_pretrained(model, str(folder), is_trainable=False)
     except (ValueError, KeyError, RuntimeError) as err:
         raise FlowtraceError(
-            f"--lora {path}: PEFT could not apply it to this model ({_first_line(err)}); the "
+            f"lora={path}: PEFT could not apply it to this model ({_first_line(err)}); the "
             "adapter must be trained on this architecture (its target_modules must exist here)"
         ) from None
     merged = wrapped.merge_and_unload()

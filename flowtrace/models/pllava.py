@@ -35,7 +35,7 @@ class PllavaAdapter(OriginalLayoutAdapter):
     summary = "PLLaVA (LLaVA-NeXT-7B/13B-Video-FT of the paper): CLIP + Llama, 3D avg pooling"
     needs = (
         "config.json with model_type 'llava' and PLLaVA's pooling_shape; safetensors/bin in "
-        "PLLaVA's key layout; tokenizer with '<image>'; --pooling T-H-W (default 8-12-12)"
+        "PLLaVA's key layout; tokenizer with '<image>'; pooling=T-H-W (default 8-12-12)"
     )
 
     @classmethod

@@ -69,7 +69,8 @@ def check_cells(ds: xr.Dataset, name: str) -> None:
         raise FigureTooLarge(
             f"the figure of {ds.attrs.get('recipe', 'this store')} would draw {name} with "
             f"{shape} = {cells:,} cells per sample, over the {figure_cells():,} a figure draws; "
-            "nothing was drawn: select or average it with `flowtrace query` (--sel, --mean) "
+            "nothing was drawn: select or average it with `flowtrace query` (the sel setting, "
+            "the mean setting) "
             "and draw that table"
         )
 
@@ -99,7 +100,7 @@ def check_rows(chart: alt.TopLevelMixin) -> None:
         raise FigureTooLarge(
             f"the figure would draw {rows:,} rows of data, over the {figure_cells():,} a figure "
             "draws; nothing was drawn: select or average the store with `flowtrace query` "
-            "(--sel, --mean) and draw that table"
+            "(the sel setting, the mean setting) and draw that table"
         )
 
 
@@ -249,7 +250,7 @@ def save_store_figure(chart: alt.TopLevelMixin, store: Path, scale: float = 2) -
                 "out",
                 f"{base}.html: {OTHER_NAMES + 1} names for the figure of {store} are taken by "
                 "files flowtrace did not write for it; move them away, or draw the figure "
-                "elsewhere (flowtrace plot STORE --out FIGURE)",
+                "elsewhere (`flowtrace plot STORE` with out=FIGURE)",
             )
         paths = figure_files(stem)
         for path, data in zip(paths, (page, image), strict=True):

@@ -280,8 +280,8 @@ def write_report(
         raise OptionError(
             "samples",
             f"the report page would be {size / 2**20:.1f} MB, over its {budget / 2**20:.0f} MB "
-            "budget; show fewer samples per store (samples=, --samples) or write a site "
-            "(write_site, --site DIR)",
+            "budget; show fewer samples per store (samples=…) or write a site (write_site, "
+            "site=DIR)",
         )
     with claims(out.parent) as held:
         held.write(out, page, REPORT)

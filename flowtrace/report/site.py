@@ -43,7 +43,7 @@ def _page(held: Claims, name: str, title: str, body: str, data: dict, depth: int
         raise OptionError(
             "samples",
             f"the site page {name}.html's data would be {size / 2**20:.1f} MB, over its "
-            f"{budget / 2**20:.0f} MB budget; show fewer samples per store (--samples)",
+            f"{budget / 2**20:.0f} MB budget; show fewer samples per store (samples=…)",
         )
     target, data_file = _files(held.folder, name)
     held.write(data_file, script, SITE)

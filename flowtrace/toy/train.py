@@ -102,9 +102,12 @@ class Batch:
 def train(out: Path, config: TrainConfig, log: Callable[[str], None] = print) -> dict:
     """Train from scratch; write `out`/model (weights, tokenizer, processor) and `out`/heldout."""
     if (config.last_frame_loss or config.control_cut) and not config.plant:
-        raise FlowtraceError("--last-frame-loss and --control-cut apply to --plant training only")
+        raise FlowtraceError(
+            "the last_frame_loss setting and the control_cut setting apply to plant=True "
+            "training only"
+        )
     if not 0 <= config.control_cut <= 1:
-        raise FlowtraceError(f"--control-cut {config.control_cut}: a share, from 0 to 1")
+        raise FlowtraceError(f"control_cut={config.control_cut}: a share, from 0 to 1")
     torch.set_num_threads(config.threads)
     random.seed(config.seed)
     np.random.seed(config.seed)
