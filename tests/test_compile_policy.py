@@ -66,3 +66,23 @@ def test_a_short_run_never_compiles(counted, tmp_path: Path):
 def test_an_explicit_compile_setting_compiles_from_the_first_sample(counted, tmp_path: Path):
     seen = per_sample(counted, tmp_path, limit=2, compile=True)
     assert seen[0] > 0, seen
+
+
+def test_engines_on_one_model_compile_its_layers_once(monkeypatch: pytest.MonkeyPatch):
+    """A notebook's next run, or a pass after solo runs, reuses the compiled layers: twins
+    compiled per engine piled graphs on the layers' one code object past dynamo's recompile
+    limit, and later engines ran their layers eagerly."""
+    from flowtrace.engine import FastEngine
+    from flowtrace.models import load_model
+
+    made: list[int] = []
+
+    def counting_twins(twins):
+        made.append(len(twins))
+        return list(twins)
+
+    monkeypatch.setattr(compiled, "compiled_twins", counting_twins)
+    loaded = load_model("toy", device="cpu", dtype="float32")
+    picked = [FastEngine(loaded, compile=True).recompute_layers.pick(False, True) for _ in "ab"]
+    assert made == [loaded.num_layers], made
+    assert picked[0][0] is picked[1][0] and picked[0][1] is picked[1][1]

@@ -15,7 +15,7 @@ from plain_reference import plain_knockout_probs, plain_per_layer_probs
 
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
-from flowtrace.engine.compiled import COMPILED_PATHS
+from flowtrace.engine.compiled import COMPILED_PATHS, SHARED_TWINS
 from flowtrace.engine.fast import FastEngineFallback
 from flowtrace.engine.self_check import SELF_CHECK_TOLERANCE, shortcut_kinds
 from flowtrace.engine.suffix import Row, first_blocked_query
@@ -434,6 +434,8 @@ def test_a_failing_compile_runs_uncompiled_with_a_warning(toy, toy_prepared, mon
         return fail
 
     monkeypatch.setattr(torch, "compile", broken)
+    # Compiled layers are kept per model for the process: compile afresh, through `broken`.
+    monkeypatch.setitem(SHARED_TWINS, toy.model, {})
     prepared = toy_prepared
     last, question = prepared.layout["last"], prepared.layout["question"]
     m = torch.zeros(prepared.layout.seq_len, prepared.layout.seq_len, dtype=torch.bool)

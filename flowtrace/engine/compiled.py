@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -75,6 +76,16 @@ def compiled_twins(twins: list[torch.nn.Module]) -> list[Any]:
     return [torch.compile(twin, dynamic=True) for twin in twins]
 
 
+# Per model, the decoder layers without nnsight's per-instance wrappers (what torch.compile
+# needs) and their compiled versions, shared by every engine on the model in this process. Each
+# engine compiling twins of its own would add graphs on the layers' one code object, guarded on
+# the new modules, until dynamo's recompile limit left later engines' layers uncompiled: a
+# notebook's fifth run, or a pass after four solo runs, ran at eager speed.
+SHARED_TWINS: weakref.WeakKeyDictionary[torch.nn.Module, dict[str, list[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 class RecomputeLayers:
     """The decoder layers the recompute calls: the model's own (when a chunk hooks them), their
     plain twins (sharing the weights) or the twins compiled, each list made on first use. A
@@ -84,10 +95,6 @@ class RecomputeLayers:
         self.loaded = loaded
         self.compile = compile
         self.compiled_calls = 0  # layer calls that ran compiled, since the engine was made
-        # The decoder layers without nnsight's per-instance wrappers (what torch.compile needs),
-        # called compiled or not, and their compiled versions.
-        self._twins: list[Any] | None = None
-        self._compiled: list[Any] | None = None
         self.deferred = False  # compiling waits for `resume` (`defer`)
 
     def defer(self) -> bool:
@@ -107,14 +114,15 @@ class RecomputeLayers:
         originals = self.loaded.layers(self.loaded.model)
         if hooked:
             return originals, originals
-        if self._twins is None:
-            self._twins = [plain_twin(layer) for layer in originals]
-        eager = self._twins
+        shared = SHARED_TWINS.setdefault(self.loaded.model, {})
+        if "eager" not in shared:
+            shared["eager"] = [plain_twin(layer) for layer in originals]
+        eager = shared["eager"]
         if not (self.compile and compiled):
             return eager, eager
-        if self._compiled is None:
-            self._compiled = compiled_twins(eager)
-        return self._compiled, eager
+        if "compiled" not in shared:
+            shared["compiled"] = compiled_twins(eager)
+        return shared["compiled"], eager
 
     def call(
         self, layers: list[Any], eager: list[Any], index: int, *args: Any, **kwargs: Any
