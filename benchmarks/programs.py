@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -104,6 +105,20 @@ def timed(loaded, path: Path, options: RunOptions, device: str, samples: int) ->
     return {**row, "statuses": statuses, "engines": sorted(engines), "reasons": reasons[:2]}
 
 
+def first_result(loaded, path: Path, options: RunOptions) -> dict:
+    """Seconds from now (the model loaded) to each finished sample of one run."""
+    shutil.rmtree(options.out, ignore_errors=True)
+    started, seen = time.perf_counter(), []
+
+    def progress(done: int, total: int, status: str) -> None:
+        seen.append(round(time.perf_counter() - started, 2))
+
+    recipes = load_recipes(path)
+    run(recipes if len(recipes) > 1 else recipes[0], options, progress=progress, loaded=loaded)
+    return {"measure": "first_result", "seconds_to_each_sample": seen, "compile": os.environ.get(
+        "FLOWTRACE_COMPILE", "default")}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=["toy", "7b"], default="toy")
@@ -115,6 +130,14 @@ def main() -> None:
     parser.add_argument("--timed", action="store_true")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--only", default="", help="comma-separated names to run (default all)")
+    parser.add_argument(
+        "--first-result",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first, in this fresh process: the four sweeps in one pass over N samples, seconds "
+        "from the model loaded to each sample's record (the run's compile setting as given)",
+    )
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="flowtrace-programs-"))
     data = args.clips or write_clips(work / "data", max(args.samples, 8))
@@ -137,6 +160,8 @@ def main() -> None:
             plot=False, device=args.device, **extra,
         )  # fmt: skip
 
+    if args.first_result:
+        print(json.dumps(first_result(loaded, files["paper"], options("first", args.first_result))))
     if args.timed:
         four = files["paper"]
         for name in (*TIMED, "paper"):
