@@ -4,7 +4,7 @@ asked for."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
@@ -14,8 +14,17 @@ from flowtrace.engine.masks import AllowedEdges
 from flowtrace.engine.reference import Launched
 from flowtrace.engine.suffix import Row
 
-if TYPE_CHECKING:
-    from flowtrace.engine.fast import FastEngine
+
+class CheckingEngine(Protocol):
+    """What a queued call needs of the engine that queued it (the fast engine): its state of
+    broken shortcuts, the self-check and the fall-back to the reference path."""
+
+    _broken: str
+    used: set[str]
+
+    def _check_kinds(self, inputs, rows, paths, out, capture) -> str: ...
+
+    def _fall_back(self, inputs, conditions, reason: str) -> torch.Tensor: ...
 
 
 class PendingKnockout(Launched):
@@ -25,7 +34,7 @@ class PendingKnockout(Launched):
 
     def __init__(
         self,
-        engine: FastEngine,
+        engine: CheckingEngine,
         inputs: dict[str, torch.Tensor],
         conditions: Sequence[KnockoutCondition],
         capture: CleanCapture,  # held: the queued recompute reads it until `done`
