@@ -4,7 +4,6 @@ progress and storage."""
 
 from __future__ import annotations
 
-import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,19 +14,16 @@ import xarray as xr
 
 from flowtrace.data import read_samples
 from flowtrace.engine.remote import remote_trace_kwargs
-from flowtrace.errors import DataError, FlowtraceError, OptionError
+from flowtrace.errors import DataError, OptionError
 from flowtrace.models import LoadedModel
-from flowtrace.outputs import OutputWarning
-from flowtrace.paths import store_stem
 from flowtrace.pipeline.analysis import prepare_analyses
-from flowtrace.pipeline.options import RunOptions, check_options, default_out, resolve_data
+from flowtrace.pipeline.options import RunOptions, check_options, resolve_data
+from flowtrace.pipeline.outputs import Outputs, settle_outputs
 from flowtrace.pipeline.passes import run_pass
-from flowtrace.plots import FigureTooLarge, chart_for, save_store_figure
-from flowtrace.plots.stores import is_sweep, pass_figure
 from flowtrace.recipe import Recipe
 from flowtrace.store import open_cube, reserved
 
-__all__ = ["RunOptions", "RunResult", "resolve_data", "run"]
+__all__ = ["Outputs", "RunOptions", "RunResult", "plan_outputs", "resolve_data", "run"]
 
 
 @dataclass
@@ -51,16 +47,21 @@ def run(
     options: RunOptions,
     progress: Callable[[int, int, str], None] | None = None,
     loaded: LoadedModel | None = None,
+    outputs: Outputs | None = None,
 ) -> RunResult | list[RunResult]:
     """Run a recipe, or several in one pass (each video decoded once, one clean pass, every
     recipe's knockouts batched together; one store each, the same as running it alone).
 
     `loaded` (a model already in memory) serves the serial executor; Ray workers load their own.
+    `outputs`: the stores, settled by the caller beforehand (`plan_outputs`) to know them before
+    the run ends; default: settled here. With `options.plot` the figures step draws each store's
+    figure after the run (plots.run_figures).
     """
     recipes = list(recipe) if isinstance(recipe, list | tuple) else [recipe]
     if not recipes:
         raise OptionError("recipes", "give at least one recipe")
     check_options(options, len(recipes))
+    outputs = outputs or plan_outputs(recipes, options, loaded)
     source = resolve_data(options.data)
     try:
         samples = read_samples(
@@ -74,63 +75,46 @@ def run(
     retried = 0
     # The stores' locks are taken before the model loads: a store another run writes, or an out
     # that cannot be a store, is refused at once. Each store adopts its lock when it opens.
-    with reserved(planned_stores(recipes, options)):
+    with reserved(outputs.stores.values()):
         if options.executor == "ray":
             from flowtrace.scale.ray_executor import run_on_ray
 
-            out, resumed, retried = run_on_ray(recipes[0], options, source.root, samples, progress)
+            (store,) = outputs.stores.values()
+            out, resumed, retried = run_on_ray(
+                recipes[0], options, source.root, samples, store, progress
+            )
             outs = [out]
         else:
-            analyses = prepare_analyses(recipes, options, source.root, samples, loaded)
+            analyses = prepare_analyses(
+                recipes, options, source.root, samples, loaded, outputs.stores
+            )
             outs, resumed = run_pass(analyses, samples, progress)
-    results, sweeps = [], {}
+    results = []
     for out in outs:
-        # A figure reads every array, so damage shows here; the summary alone reads five.
-        ds = open_cube(out, load=None if options.plot else False)
-        result = summarise(ds, out, resumed)
+        result = summarise(open_cube(out, load=False), out, resumed)
         result.retried = retried
-        if options.plot and result.counts["ok"]:
-            result.figures = figure(ds, out)
-            if is_sweep(ds):
-                sweeps[out] = ds
         results.append(result)
-    if len(sweeps) > 1:
-        combined = pass_figure_of(sweeps)
-        for result in results:
-            result.pass_figures = combined
+    if options.plot:
+        draw_figures(results)
     return results if isinstance(recipe, list | tuple) else results[0]
 
 
-def figure(ds: xr.Dataset, out: Path) -> list[Path]:
-    """The store's figure beside it (plots.save_store_figure); one too large to draw is skipped
-    with a warning, the store being whole."""
-    try:
-        return save_store_figure(chart_for(ds), out)
-    except FigureTooLarge as err:
-        warnings.warn(f"no figure for {out}: {err}", OutputWarning, stacklevel=2)
-        return []
+def plan_outputs(
+    recipes: Recipe | list[Recipe], options: RunOptions, loaded: LoadedModel | None = None
+) -> Outputs:
+    """Where a run of `recipes` will write (pipeline.outputs.settle_outputs), before it runs."""
+    names = [r.name for r in (recipes if isinstance(recipes, list | tuple) else [recipes])]
+    return settle_outputs(names, options, loaded.model_id if loaded is not None else None)
 
 
-def pass_figure_of(sweeps: dict[Path, xr.Dataset]) -> list[Path]:
-    """A pass's knockout sweeps in one figure, a panel per recipe, beside their stores
-    (plots.pass_figure); one that cannot be drawn or written is skipped with a warning, the
-    stores and their own figures being whole."""
-    cubes = {str(ds.attrs.get("recipe") or store_stem(out)): ds for out, ds in sweeps.items()}
-    try:
-        return pass_figure(cubes, list(sweeps))
-    except FlowtraceError as err:  # too large, or its name taken by a file of another's
-        warnings.warn(f"no combined figure of the pass: {err}", OutputWarning, stacklevel=2)
-        return []
+def draw_figures(results: list[RunResult]) -> None:
+    """The figures step (plots.run_figures) over a run's stores, kept in its results."""
+    from flowtrace.plots.run_figures import draw_run_figures
 
-
-def planned_stores(recipes: list[Recipe], options: RunOptions) -> list[Path]:
-    """The stores a run will write that are known before its model loads: `out`, or one store
-    per recipe in it (a default store is named after the model and a timestamp: a new one)."""
-    if options.out is None:
-        return []
-    if len(recipes) == 1:
-        return [Path(options.out)]
-    return [default_out(r.name, "", options.data, Path(options.out)) for r in recipes]
+    drawn = draw_run_figures([r.store for r in results])
+    for result in results:
+        result.figures = drawn.stores.get(result.store, [])
+        result.pass_figures = drawn.combined
 
 
 def summarise(ds: xr.Dataset, out: Path, resumed: int) -> RunResult:

@@ -10,21 +10,24 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from flowtrace.cli.common import console
 
+if TYPE_CHECKING:
+    from flowtrace.pipeline.outputs import Outputs
 
-def interrupted(
-    ctx: typer.Context, files: dict[str, str], out: Path | None, since: float
-) -> NoReturn:
+
+def interrupted(ctx: typer.Context, files: dict[str, str], outputs: Outputs | None) -> NoReturn:
     """Ctrl-C: say what the stores keep and the command that carries on from there; exit 130.
-    `files`: each recipe's name and file (a pass file's members resume one by one)."""
+    `files`: each recipe's name and file (a pass file's members resume one by one); `outputs`:
+    the run's stores as settled before it started (None: interrupted before that)."""
     _wait_on_ctrl_c()  # the Ctrl-C may have come from code, not through our handler
-    names = list(files)
-    stores = _stores(names, out, since)
+    settled = outputs.stores if outputs is not None else {}
+    stores = {name: store for name, store in settled.items() if store.exists()}
+    given = outputs is not None and outputs.given
     for name, store in stores.items():
         kept = _kept(store)
         console.print(
@@ -34,8 +37,8 @@ def interrupted(
         )
     if not stores:
         console.print("interrupted before any store was written", highlight=False)
-    if out is not None or len(stores) <= 1:
-        store = next(iter(stores.values()), None) if out is None else None
+    if given or len(stores) <= 1:
+        store = next(iter(stores.values()), None) if not given else None
         console.print(
             f"resume with: {_command_line(ctx, out=store)}", highlight=False, soft_wrap=True
         )
@@ -80,20 +83,6 @@ def _wait_on_ctrl_c() -> None:
             )
 
     signal.signal(signal.SIGINT, later)
-
-
-def _stores(names: list[str], out: Path | None, since: float) -> dict[str, Path]:
-    """Where each recipe's samples went: --out (a folder of NAME.zarr with several recipes), or
-    the newest default store the run created."""
-    if out is not None:
-        chosen = {names[0]: out} if len(names) == 1 else {n: out / f"{n}.zarr" for n in names}
-        return {n: p for n, p in chosen.items() if p.exists()}
-    found = {}
-    for name in names:
-        fresh = [p for p in Path("results", name).glob("*.zarr") if p.stat().st_mtime >= since - 1]
-        if fresh:
-            found[name] = max(fresh, key=lambda p: p.stat().st_mtime)
-    return found
 
 
 def _kept(store: Path) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -16,7 +18,7 @@ from flowtrace.cli.settings import declared_flag, parameters, run_options
 from flowtrace.errors import FlowtraceError
 
 if TYPE_CHECKING:
-    from flowtrace.pipeline.options import RunOptions
+    from flowtrace.runner import RunResult
 
 
 def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
@@ -25,11 +27,12 @@ def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
     Several recipes (or a pass file such as recipes/paper.py) run in one pass: each video is
     decoded once, the clean pass runs once, and every recipe's knockouts go through the engine
     together; each recipe gets its own store, the same as running it alone."""
+    from flowtrace.plots.run_figures import draw_run_figures
     from flowtrace.recipe import load_recipes
+    from flowtrace.runner import plan_outputs
     from flowtrace.runner import run as run_recipe
 
-    started_at = time.time()
-    loaded_recipes = []
+    loaded_recipes, outputs = [], None
     # The first Ctrl-C stops the run; later ones cannot cut short the save or the resume
     # command (exit 130 either way).
     with later_ctrl_c_waits():
@@ -37,6 +40,8 @@ def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
             # A pass file (recipes/paper.py) stands for the recipes it lists.
             loaded_recipes = [r for recipe in recipes for r in load_recipes(recipe)]
             options = run_options(given)
+            # Every store is settled before the run starts, so a Ctrl-C names them.
+            outputs = plan_outputs(loaded_recipes, options)
             started = time.perf_counter()
             columns = (
                 # Recipe names are the user's text: shown as typed, never read as markup.
@@ -62,20 +67,25 @@ def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
                 # One recipe: one RunResult; several: one pass over the data, a result per recipe.
                 single = len(loaded_recipes) == 1
                 target = loaded_recipes[0] if single else loaded_recipes
-                answer = run_recipe(target, options, progress=update)
+                # The figures are drawn here, from the stores, once the run is done.
+                stores_only = dataclasses.replace(options, plot=False)
+                answer = run_recipe(target, stores_only, progress=update, outputs=outputs)
                 results = [answer] if single else list(answer)
             finally:
                 bar.stop()
+            figures = draw_run_figures([r.store for r in results])
         except FlowtraceError as err:
             fail(err)
         except KeyboardInterrupt:
             files = {r.name: r.source_file.split("#", 1)[0] for r in loaded_recipes}
-            interrupted(ctx, files, given["out"], started_at)
+            interrupted(ctx, files, outputs)
     seconds = time.perf_counter() - started
     several = len(results) > 1
     for loaded_recipe, result in zip(loaded_recipes, results, strict=True):
-        summary(loaded_recipe.name if several else "", result, options, seconds)
-    for figure in results[0].pass_figures if results else []:
+        drawn = figures.stores.get(result.store, [])
+        name = loaded_recipe.name if several else ""
+        summary(name, result, options.sample_mode, options.eval_only, seconds, drawn)
+    for figure in figures.combined:
         console.print(f"combined figure: {figure}")
 
 
@@ -98,19 +108,27 @@ run.__signature__ = inspect.Signature(
 )
 
 
-def summary(name: str, result, options: RunOptions, seconds: float) -> None:
-    """One recipe's block: counts, accuracy, resumed and failed samples, figures, store."""
+def summary(
+    name: str,
+    result: RunResult,
+    sample_mode: str,
+    eval_only: bool,
+    seconds: float,
+    figures: list[Path] | None = None,
+) -> None:
+    """One recipe's block: counts, accuracy, resumed and failed samples, figures (default: the
+    result's), store."""
     counts = dict(result.counts)
     head = f"{name}: " if name else ""
     console.print(
         f"{head}samples: {counts.get('ok', 0)} analysed, {counts.get('skipped', 0)} skipped "
-        f"({declared_flag('sample_mode')} {options.sample_mode}), {counts.get('failed', 0)} "
+        f"({declared_flag('sample_mode')} {sample_mode}), {counts.get('failed', 0)} "
         f"failed · clean accuracy "
         f"{result.clean_accuracy:.1f}% · {seconds:.1f}s",
         highlight=False,
         soft_wrap=True,
     )
-    if options.eval_only or len(result.task_accuracy) > 1:
+    if eval_only or len(result.task_accuracy) > 1:
         for task_name, accuracy in result.task_accuracy.items():
             console.print(f"  {task_name}: {accuracy:.1f}%", highlight=False)
     if result.resumed:
@@ -128,6 +146,6 @@ def summary(name: str, result, options: RunOptions, seconds: float) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    for figure in result.figures:
+    for figure in result.figures if figures is None else figures:
         console.print(f"figure: {figure}")
     print(f"store: {result.store}")

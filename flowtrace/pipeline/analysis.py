@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from flowtrace.measure import (
 from flowtrace.models import LoadedModel, Prepared, load_model
 from flowtrace.models.context import check_prompt, context_length
 from flowtrace.pipeline.kinds import kind_of
-from flowtrace.pipeline.options import RunOptions, default_out, resolve_data, settle
+from flowtrace.pipeline.options import RunOptions, resolve_data, settle
+from flowtrace.pipeline.outputs import settle_outputs
 from flowtrace.pipeline.provenance import provenance
 from flowtrace.recipe import Knockout, Recipe, check_groups
 
@@ -76,9 +78,11 @@ def prepare_analyses(
     root: Path,
     samples: list[Sample],
     loaded: LoadedModel | None = None,
+    stores: Mapping[str, Path] | None = None,
 ) -> list[Analysis]:
     """Load the model once (unless given) and set up each recipe on it; recipes that use the same
-    engine share it, so a pass runs one clean forward per sample for all of them."""
+    engine share it, so a pass runs one clean forward per sample for all of them. `stores`: each
+    recipe's store, as the runner settled them (pipeline.outputs; default: settled here)."""
     torch.manual_seed(options.seed)
     for recipe in recipes:  # recipes made in code, not loaded from a file, are checked here
         check_groups(recipe)
@@ -118,10 +122,8 @@ def prepare_analyses(
     route_traces(loaded, trace_kwargs)
     source = resolve_data(options.data)
     engines: dict[str, ReferenceEngine] = {}
-    folder = options.out if len(recipes) > 1 else None
     names = [r.name for r in recipes]
-    if len(set(names)) < len(names):
-        raise OptionError("recipes", f"{', '.join(names)}: each recipe may appear once in a pass")
+    stores = stores or settle_outputs(names, options, loaded.model_id).stores
     analyses = []
     for recipe in recipes:
         kind = kind_of(recipe)
@@ -150,10 +152,7 @@ def prepare_analyses(
                 engine_name, loaded, options.batch_size, options.compile
             )
         engine = engines[engine_name]
-        if folder is not None or options.out is None:
-            out = default_out(recipe.name, loaded.model_id, options.data, folder)
-        else:
-            out = options.out
+        out = stores[recipe.name]
         attrs = provenance(recipe, loaded, options, source.kind, root, settled, engine.name)
         attrs.update(executor=options.executor, traces=trace_target)
         # Not a resume key: compiled and eager layers compute the same function (the fast
@@ -193,8 +192,9 @@ def prepare_analysis(
     root: Path,
     samples: list[Sample],
     loaded: LoadedModel | None = None,
+    stores: Mapping[str, Path] | None = None,
 ) -> Analysis:
-    return prepare_analyses([recipe], options, root, samples, loaded)[0]
+    return prepare_analyses([recipe], options, root, samples, loaded, stores)[0]
 
 
 def load_inputs(analysis: Analysis, sample: Sample) -> Prepared:

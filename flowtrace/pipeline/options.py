@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -430,13 +429,3 @@ def check_context(
             f"{options.generate}: a reply that long after {tokens} video tokens runs past "
             f"{where}; give at most {context - tokens - 1} (less the question's tokens)",
         )
-
-
-def default_out(recipe_name: str, model_id: str, data: str, folder: Path | None = None) -> Path:
-    """results/RECIPE/MODEL__DATA__STAMP.zarr, or FOLDER/RECIPE.zarr for a pass of several."""
-    if folder is not None:
-        return folder / f"{recipe_name}.zarr"
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    model = Path(model_id).name or "model"
-    data_name = Path(data.split(":", 1)[-1]).name or "data"
-    return Path("results") / recipe_name / f"{model}__{data_name}__{stamp}.zarr"

@@ -48,7 +48,13 @@ class SampleWorker:
     """One model copy in one Ray actor; analyses the samples the driver sends, one at a time."""
 
     def __init__(
-        self, recipe: Recipe, options: RunOptions, root: Path, samples: list[Sample], threads: int
+        self,
+        recipe: Recipe,
+        options: RunOptions,
+        root: Path,
+        samples: list[Sample],
+        threads: int,
+        store: Path,
     ) -> None:
         from flowtrace.pipeline.analysis import prepare_analysis
 
@@ -58,16 +64,18 @@ class SampleWorker:
         # A set-up error is kept and raised by plan(): raised here it would look like a crash.
         self.error: Exception | None = None
         try:
-            self.analysis = prepare_analysis(recipe, options, root, samples)
+            self.analysis = prepare_analysis(
+                recipe, options, root, samples, stores={recipe.name: store}
+            )
         except Exception as err:  # noqa: BLE001 - re-raised by plan() in the driver
             self.error = err
 
-    def plan(self) -> tuple[dict[str, Any], str, int, Any]:
-        """The store's attrs, path and schema as this worker sees them, and its process id."""
+    def plan(self) -> tuple[dict[str, Any], int, Any]:
+        """The store's attrs and schema as this worker sees them, and its process id."""
         if self.error is not None:
             raise self.error
         analysis = self.analysis
-        return analysis.attrs, str(analysis.out), os.getpid(), analysis.measure.schema
+        return analysis.attrs, os.getpid(), analysis.measure.schema
 
     def analyse(self, index: int) -> SampleRecord:
         from flowtrace.pipeline.analysis import analyse_sample
@@ -80,9 +88,11 @@ def run_on_ray(
     options: RunOptions,
     root: Path,
     samples: list[Sample],
+    store: Path,
     progress: Progress | None = None,
 ) -> tuple[Path, int, int]:
-    """Analyse `samples` on Ray workers; returns (store, samples resumed, samples retried)."""
+    """Analyse `samples` on Ray workers into `store` (settled by the runner, pipeline.outputs);
+    returns (store, samples resumed, samples retried)."""
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -101,7 +111,7 @@ def run_on_ray(
                 f"{options.address}: no Ray cluster there ({err}); start one with `ray start "
                 "--head` on the head node, or leave the address setting out to start a local one",
             ) from None
-    pool = _Pool(ray, recipe, options, root, samples)
+    pool = _Pool(ray, recipe, options, root, samples, store)
     try:
         return pool.run(progress)
     finally:
@@ -124,13 +134,19 @@ class _Pool:
     """The driver's side: workers, the queue of samples, retries and the in-order writes."""
 
     def __init__(
-        self, ray: Any, recipe: Recipe, options: RunOptions, root: Path, samples: list[Sample]
+        self,
+        ray: Any,
+        recipe: Recipe,
+        options: RunOptions,
+        root: Path,
+        samples: list[Sample],
+        store: Path,
     ) -> None:
-        self.ray, self.options, self.samples = ray, options, samples
+        self.ray, self.options, self.samples, self.store = ray, options, samples, store
         self.run_id = uuid.uuid4().hex[:8]
         count, resources, threads = _worker_shape(ray, options, len(samples))
         self.worker_class = ray.remote(**resources)(SampleWorker)
-        self.args = (recipe, options, root, samples, threads)
+        self.args = (recipe, options, root, samples, threads, store)
         self.restarts = count  # replacements allowed, over the whole run
         self.spawned = 0
         self.starting: dict[Any, Any] = {}  # plan() ref -> actor still loading its model
@@ -212,13 +228,13 @@ class _Pool:
             [ref], _ = self.ray.wait(list(self.starting), num_returns=1)
             plan = self._started(ref)
             if plan is not None:
-                attrs, out, _, schema = plan
+                attrs, _, schema = plan
                 attrs = {
                     **attrs,
                     "executor": f"ray ({len(self.live) + len(self.starting)} workers)",
                 }
                 return CubeStore(
-                    self.options.out or Path(out),
+                    self.store,
                     attrs,
                     self.options.overwrite,
                     schema=schema,
@@ -227,7 +243,7 @@ class _Pool:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _started(self, ref: Any) -> tuple[dict[str, Any], str, int] | None:
+    def _started(self, ref: Any) -> tuple[dict[str, Any], int, Any] | None:
         actor = self.starting.pop(ref)
         try:
             plan = self.ray.get(ref)
