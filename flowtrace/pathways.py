@@ -29,7 +29,7 @@ from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
 from flowtrace.recipe import EffectivePathway
 from flowtrace.runner import RunOptions, run
-from flowtrace.store import analysed, open_cube
+from flowtrace.store import analysed, keys, open_cube
 from flowtrace.summary import accuracy_after, clean_accuracy, counted, edge_shares
 
 _FRAME = re.compile(r"^frame_(\d+)$")
@@ -62,9 +62,9 @@ CELLS: dict[str, tuple[str, Callable[[str, str], bool]]] = {
 
 def pathway_strength(ds: xr.Dataset) -> dict[str, np.ndarray]:
     """Per pathway, its strength at each layer (see the module's rule)."""
-    if ds.attrs.get("recipe_kind") != "FlowMap":
+    if ds.attrs.get(keys.RECIPE_KIND) != "FlowMap":
         raise FlowtraceError(
-            f"{ds.attrs.get('recipe')}: pathways are derived from a flow-map store "
+            f"{ds.attrs.get(keys.RECIPE)}: pathways are derived from a flow-map store "
             "(flowtrace run recipes/flow_map.py)"
         )
     ok = analysed(ds)
@@ -128,7 +128,7 @@ def derived_recipe(
         name="auto_pathway",
         title=f"Pathways derived from the flow map at threshold {threshold:g}: {described}",
         pathways=pathways,
-        description=f"derived from {ds.attrs.get('recipe')} store, threshold {threshold}",
+        description=f"derived from {ds.attrs.get(keys.RECIPE)} store, threshold {threshold}",
     )
 
 

@@ -9,7 +9,7 @@ import xarray as xr
 
 from flowtrace.edge_share import pooled
 from flowtrace.paths import shown
-from flowtrace.store import analysed, analysed_mask
+from flowtrace.store import analysed, analysed_mask, keys
 
 PROVENANCE = (
     "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
@@ -35,7 +35,7 @@ NOT_READ = {
 
 def settings(ds: xr.Dataset) -> list[str]:
     """The provenance that applies to the store's kind, one `key: value` line each."""
-    skip = NOT_READ.get(str(ds.attrs.get("recipe_kind", "")), ())
+    skip = NOT_READ.get(str(ds.attrs.get(keys.RECIPE_KIND, "")), ())
     return [f"{key}: {ds.attrs[key]}" for key in PROVENANCE if key in ds.attrs and key not in skip]
 
 
@@ -117,7 +117,7 @@ def _data_root(ds: xr.Dataset) -> tuple[Path | None, str | None]:
     """The run's data root on this machine, and as the store names it."""
     from flowtrace.data.sources import video_file
 
-    named = ds.attrs.get("data_root")
+    named = ds.attrs.get(keys.DATA_ROOT)
     if not named:
         return None, None
     return video_file(ds.attrs, ""), str(named)

@@ -378,10 +378,10 @@ def test_a_figure_over_the_cell_budget_is_refused_before_it_is_drawn(monkeypatch
 
 def test_a_run_keeps_its_store_and_skips_a_figure_too_large(tmp_path):
     from flowtrace.outputs import OutputWarning
-    from flowtrace.runner import figure
+    from flowtrace.plots.run_figures import store_figure
 
     with pytest.warns(OutputWarning, match="no figure for .*over the 1,000,000 a figure draws"):
-        assert figure(_big(), tmp_path / "big.zarr") == []
+        assert store_figure(_big(), tmp_path / "big.zarr") == []
     assert list(tmp_path.iterdir()) == []
 
 

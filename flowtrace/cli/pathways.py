@@ -92,6 +92,7 @@ def pathways(
     from flowtrace.pathways import curve_chart, pathway_curve
     from flowtrace.plots import save_chart
     from flowtrace.runner import RunOptions
+    from flowtrace.store import keys
 
     ds = open_store(flow_map)
     try:
@@ -109,8 +110,8 @@ def pathways(
         from flowtrace.pipeline.options import resolve_data
 
         try:
-            loaded = load_model(model or str(ds.attrs["model"]), device=device)
-            samples = read_samples(resolve_data(data or str(ds.attrs["data"])))[:limit]
+            loaded = load_model(model or str(ds.attrs[keys.MODEL]), device=device)
+            samples = read_samples(resolve_data(data or str(ds.attrs[keys.DATA])))[:limit]
             reused = load_search(reuse_search) if reuse_search else None
             with tempfile.TemporaryDirectory(prefix="flowtrace-fresh-") as root:
                 chosen = {
@@ -147,8 +148,8 @@ def pathways(
         return
     try:
         options = RunOptions(
-            model=model or str(ds.attrs["model"]),
-            data=data or str(ds.attrs["data"]),
+            model=model or str(ds.attrs[keys.MODEL]),
+            data=data or str(ds.attrs[keys.DATA]),
             limit=limit,
             device=device,
             out=out,

@@ -1,4 +1,5 @@
-"""A run's options as the user gave them, and every default settled once against the model."""
+"""A run's settings: each declared once (its help, CLI panel, choices and bound), checked in one
+place (`check_options`), and every default settled once against the model (`settle`)."""
 
 from __future__ import annotations
 
@@ -228,7 +229,9 @@ class RunOptions:
         "Scale",
     )
     # Python only: figures, how often the store is written, how paths are recorded.
-    plot: bool = _setting(True, "Draw each store's figure beside it (flowtrace.figures).")
+    plot: bool = _setting(
+        True, "Draw each store's figure beside it after the run (plots.run_figures)."
+    )
     flush_samples: int = _setting(16, "Write the store every this many samples…", min=1)
     flush_seconds: float = _setting(2.0, "…or this many seconds, whichever comes first.")
     absolute_paths: bool = _setting(

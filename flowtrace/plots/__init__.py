@@ -36,6 +36,7 @@ from flowtrace.plots.patching import patching_chart
 from flowtrace.plots.pathway import pathway_chart
 from flowtrace.plots.probe import accuracy_chart, gen_prob_chart
 from flowtrace.plots.video import attention_chart, frame_uri, video_lens_chart
+from flowtrace.store import keys
 
 ChartFn = Callable[[xr.Dataset, str], alt.TopLevelMixin]
 
@@ -70,7 +71,7 @@ __all__ = [
 
 
 def _video_lens(ds: xr.Dataset, title: str) -> alt.TopLevelMixin:
-    overlay = json.loads(ds.attrs.get("overlay_layers", "[]")) or [0.25, 0.5, 0.75, 1.0]
+    overlay = json.loads(ds.attrs.get(keys.OVERLAY_LAYERS, "[]")) or [0.25, 0.5, 0.75, 1.0]
     return video_lens_chart(ds, title, tuple(overlay))
 
 
@@ -112,18 +113,18 @@ def chart_for(
     `rel_change_true`), on `y_range` if given, one row per task with `by_task`; a kind without a
     figure of its own draws `variable` or `generic.pick_variable`'s choice. Other figures draw
     fixed variables and refuse these options."""
-    title = str(ds.attrs.get("recipe_title", ds.attrs.get("recipe", "")))
+    title = str(ds.attrs.get(keys.RECIPE_TITLE, ds.attrs.get(keys.RECIPE, "")))
     asked = {
         name: value
         for name, value in (("var", variable), ("y_range", y_range), ("by_task", by_task))
         if value
     }
-    if int(ds.attrs.get("eval_only", 0)):
+    if int(ds.attrs.get(keys.EVAL_ONLY, 0)):
         chart, kind = accuracy_chart, "eval-only"
     elif "head" in ds.dims and "rel_change_pred" in ds:
         chart, kind = head_chart, "per-head"
     else:
-        kind = str(ds.attrs.get("chart") or ds.attrs.get("recipe_kind", "Knockout"))
+        kind = str(ds.attrs.get(keys.CHART) or ds.attrs.get(keys.RECIPE_KIND, "Knockout"))
         chart = CHARTS.get(kind, generic_chart)
     options = {knockout_chart: {"var", "y_range", "by_task"}, generic_chart: {"var"}}
     takes = options.get(chart, set())

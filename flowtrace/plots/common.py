@@ -19,16 +19,17 @@ import xarray as xr
 from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.outputs import OutputWarning, claims
 from flowtrace.paths import store_stem
+from flowtrace.store import keys
 
 Z95 = 1.96
 
 
 def window_label(ds: xr.Dataset) -> str:
-    return f"window {ds.attrs.get('window')} ({ds.attrs.get('window_style')})"
+    return f"window {ds.attrs.get(keys.WINDOW)} ({ds.attrs.get(keys.WINDOW_STYLE)})"
 
 
 def subtitle(ds: xr.Dataset, *parts: str) -> str:
-    return " · ".join([f"{ds.attrs.get('model')}", f"{ds.attrs.get('data')}", *parts])
+    return " · ".join([f"{ds.attrs.get(keys.MODEL)}", f"{ds.attrs.get(keys.DATA)}", *parts])
 
 
 def titled(chart: alt.TopLevelMixin, title: str, sub: str) -> alt.TopLevelMixin:
@@ -67,7 +68,7 @@ def check_cells(ds: xr.Dataset, name: str) -> None:
     if cells > figure_cells():
         shape = " × ".join(f"{n} {d}" for d, n in sizes.items())
         raise FigureTooLarge(
-            f"the figure of {ds.attrs.get('recipe', 'this store')} would draw {name} with "
+            f"the figure of {ds.attrs.get(keys.RECIPE, 'this store')} would draw {name} with "
             f"{shape} = {cells:,} cells per sample, over the {figure_cells():,} a figure draws; "
             "nothing was drawn: select or average it with `flowtrace query` (the sel setting, "
             "the mean setting) "

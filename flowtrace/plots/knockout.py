@@ -10,7 +10,7 @@ import xarray as xr
 from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import mean_ci, subtitle, titled, window_label
 from flowtrace.plots.scales import TITLES, band_fill, clip_band, colour, y_scale
-from flowtrace.store import analysed, analysed_mask
+from flowtrace.store import analysed, analysed_mask, keys
 from flowtrace.summary import accuracy_after, clean_accuracy, counted
 
 ACCURACY_NOTE = "over all {n} counted samples (skipped ones count as wrong, as in the reference)"
@@ -268,8 +268,8 @@ def _band_and_line(
 def _stacked(stores: dict[str, xr.Dataset], measure: str, by_task: bool) -> pd.DataFrame:
     tables = []
     for run, ds in stores.items():
-        if ds.attrs.get("recipe_kind", "Knockout") not in ("Knockout", "FlowMap") or int(
-            ds.attrs.get("eval_only", 0)
+        if ds.attrs.get(keys.RECIPE_KIND, "Knockout") not in ("Knockout", "FlowMap") or int(
+            ds.attrs.get(keys.EVAL_ONLY, 0)
         ):
             raise FlowtraceError(f"{run}: only knockout stores can be compared (this one is not)")
         table = knockout_summary(ds, measure, by_task)

@@ -8,7 +8,7 @@ import xarray as xr
 
 from flowtrace.plots.common import mean_ci, subtitle, titled
 from flowtrace.plots.scales import band, clip_band
-from flowtrace.store import analysed
+from flowtrace.store import analysed, keys
 from flowtrace.summary import counted
 
 
@@ -55,6 +55,8 @@ def accuracy_chart(ds: xr.Dataset, title: str) -> alt.Chart:
         )
         .properties(
             width=360,
-            title=alt.TitleParams(f"{title} — clean accuracy", subtitle=str(ds.attrs.get("model"))),
+            title=alt.TitleParams(
+                f"{title} — clean accuracy", subtitle=str(ds.attrs.get(keys.MODEL))
+            ),
         )
     )

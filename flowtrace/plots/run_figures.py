@@ -17,7 +17,7 @@ from flowtrace.outputs import OutputWarning
 from flowtrace.paths import store_stem
 from flowtrace.plots import FigureTooLarge, chart_for, save_store_figure
 from flowtrace.plots.stores import is_sweep, pass_figure
-from flowtrace.store import open_cube
+from flowtrace.store import keys, open_cube
 
 
 @dataclass
@@ -57,7 +57,7 @@ def store_figure(ds: xr.Dataset, store: Path) -> list[Path]:
 def combined_figure(sweeps: dict[Path, xr.Dataset]) -> list[Path]:
     """A pass's knockout sweeps in one figure, a panel per recipe, beside their stores
     (plots.pass_figure); one that cannot be drawn or written is skipped with a warning."""
-    cubes = {str(ds.attrs.get("recipe") or store_stem(out)): ds for out, ds in sweeps.items()}
+    cubes = {str(ds.attrs.get(keys.RECIPE) or store_stem(out)): ds for out, ds in sweeps.items()}
     try:
         return pass_figure(cubes, list(sweeps))
     except FlowtraceError as err:  # too large, or its name taken by a file of another's

@@ -13,7 +13,7 @@ import xarray as xr
 from flowtrace.errors import FlowtraceError
 from flowtrace.paths import store_stem
 from flowtrace.query import select, store_labels
-from flowtrace.store import analysed_mask, open_cube
+from flowtrace.store import analysed_mask, keys, open_cube
 
 
 def stores_chart(
@@ -55,8 +55,8 @@ def is_sweep(ds: xr.Dataset) -> bool:
     recipe's curves over layers (a flow map's hundreds of edges, a per-head sweep and an
     eval-only run keep their own figures)."""
     return (
-        ds.attrs.get("recipe_kind") == "Knockout"
-        and not int(ds.attrs.get("eval_only", 0))
+        ds.attrs.get(keys.RECIPE_KIND) == "Knockout"
+        and not int(ds.attrs.get(keys.EVAL_ONLY, 0))
         and "rel_change_pred" in ds
         and "layer" in ds.dims
         and "head" not in ds.dims

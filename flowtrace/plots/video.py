@@ -11,7 +11,7 @@ import pandas as pd
 import xarray as xr
 
 from flowtrace.plots.common import titled
-from flowtrace.store import analysed
+from flowtrace.store import analysed, keys
 
 
 def frame_uri(frame: np.ndarray, size: int | None = None, fmt: str = "PNG") -> str:
@@ -100,7 +100,7 @@ def video_lens_chart(
         )
         .properties(width=150, height=110)
     )
-    sub = f"{ds.attrs.get('model')} · sample {first['sample'].item()}"
+    sub = f"{ds.attrs.get(keys.MODEL)} · sample {first['sample'].item()}"
     return titled(alt.vconcat(*rows, frequency), title, sub)
 
 
@@ -132,5 +132,5 @@ def attention_chart(ds: xr.Dataset, title: str, layers: int = 4) -> alt.VConcatC
                 .properties(width=220, height=220, title=f"layer {layer} · {condition}")
             )
         rows.append(alt.hconcat(*panels))
-    sub = f"{ds.attrs.get('model')} · {ok.sizes['sample']} samples · mean over heads"
+    sub = f"{ds.attrs.get(keys.MODEL)} · {ok.sizes['sample']} samples · mean over heads"
     return titled(alt.vconcat(*rows), title, sub)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from flowtrace.store import analysed, analysed_mask
+from flowtrace.store import analysed, analysed_mask, keys
 
 FRAMES = "ft_frames"  # the page-wide named dataset of thumbnails: {key, url}
 SIZE = 64  # thumbnail side in the figure, px
@@ -64,7 +64,7 @@ def pick_samples(ds: xr.Dataset, limit: int | None) -> xr.Dataset:
 def frame_count(ds: xr.Dataset) -> int:
     if "frame" in ds.dims:
         return int(ds.sizes["frame"])
-    return int(ds.attrs.get("frames", 8) or 8)
+    return int(ds.attrs.get(keys.FRAMES, 8) or 8)
 
 
 def _info_rows(ds: xr.Dataset) -> pd.DataFrame:
@@ -141,7 +141,7 @@ def per_frame_effects(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
         table = _table(mass.sel(source=frames).mean("head"))
         title = "attention mass of the last token on the frame (clean)"
         short = "attention mass"
-    elif "rel_change_pred" in ok and ok.attrs.get("recipe_kind") == "FlowMap":
+    elif "rel_change_pred" in ok and ok.attrs.get(keys.RECIPE_KIND) == "FlowMap":
         targets = [str(t) for t in ok["target"].values if not str(t).startswith("frame_")]
         change = ok["rel_change_pred"].sel(source=frames, target=targets)
         if "head" in change.dims:
@@ -178,7 +178,7 @@ def _curve_rows(ds: xr.Dataset) -> tuple[pd.DataFrame, str, str] | None:
     ok = analysed(ds)  # pick_samples put these first: their positions are the browser's
     if not ok.sizes["sample"]:
         return None
-    kind = ds.attrs.get("recipe_kind", "Knockout")
+    kind = ds.attrs.get(keys.RECIPE_KIND, "Knockout")
     if kind == "LayerProbe":
         parts = []
         for var, name in (("prob_true", "true letter"), ("prob_false", "false letters")):

@@ -20,7 +20,7 @@ from flowtrace.plots import FigureTooLarge, chart_for
 from flowtrace.plots.common import check_rows, script_json
 from flowtrace.report.browser import FRAMES, sample_browser
 from flowtrace.report.frames import thumbnails
-from flowtrace.store import analysed_mask, open_cube
+from flowtrace.store import analysed_mask, keys, open_cube
 from flowtrace.summary import clean_accuracy, counted, describe
 
 PAGE_BUDGET = 5 * 2**20  # a single-file report (runtime included)
@@ -222,10 +222,10 @@ def default_pair(entries: Sequence[Entry]) -> tuple[Entry, Entry]:
     """The first two stores of one recipe from different folders (two models), else the first
     two stores."""
     # A knockout pair reads best side by side; any recipe shared by two folders will do.
-    knockout_first = sorted(entries, key=lambda e: e.ds.attrs.get("recipe_kind") != "Knockout")
+    knockout_first = sorted(entries, key=lambda e: e.ds.attrs.get(keys.RECIPE_KIND) != "Knockout")
     for i, a in enumerate(knockout_first):
         for b in knockout_first[i + 1 :]:
-            same = a.ds.attrs.get("recipe") == b.ds.attrs.get("recipe")
+            same = a.ds.attrs.get(keys.RECIPE) == b.ds.attrs.get(keys.RECIPE)
             if same and a.path.parent != b.path.parent and analysed_mask(a.ds).any():
                 return a, b
     return entries[0], entries[1]

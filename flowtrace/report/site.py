@@ -29,7 +29,7 @@ from flowtrace.report.page import (
     side_by_side,
     store_parts,
 )
-from flowtrace.store import analysed_mask
+from flowtrace.store import analysed_mask, keys
 
 SITE = "flowtrace site"  # what a site's files are written for (flowtrace.outputs' record)
 
@@ -88,7 +88,7 @@ def write_site(
     out = Path(out)
     by_recipe: dict[str, list[Entry]] = {}
     for entry in entries:
-        recipe = str(entry.ds.attrs.get("recipe", store_stem(entry.path)))
+        recipe = str(entry.ds.attrs.get(keys.RECIPE, store_stem(entry.path)))
         by_recipe.setdefault(recipe, []).append(entry)
     compared = {r: compare_name(r) for r, group in by_recipe.items() if len(group) > 1}
     names = [e.label for e in entries] + list(compared.values())
@@ -130,8 +130,8 @@ def write_site(
 def _plain_knockout(entry: Entry) -> bool:
     ds = entry.ds
     return (
-        ds.attrs.get("recipe_kind", "Knockout") == "Knockout"
-        and not int(ds.attrs.get("eval_only", 0))
+        ds.attrs.get(keys.RECIPE_KIND, "Knockout") == "Knockout"
+        and not int(ds.attrs.get(keys.EVAL_ONLY, 0))
         and "head" not in ds.dims
         and bool(analysed_mask(ds).any())
     )
@@ -145,7 +145,9 @@ def gallery(
         dict.fromkeys(e.label.rsplit("/", 1)[0] if "/" in e.label else "" for e in entries)
     )
     models = {
-        g: next((str(e.ds.attrs.get("model")) for e in entries if e.label.startswith(g + "/")), "")
+        g: next(
+            (str(e.ds.attrs.get(keys.MODEL)) for e in entries if e.label.startswith(g + "/")), ""
+        )
         for g in groups
     }
     head = "".join(

@@ -24,6 +24,7 @@ block of each array and its cost does not grow with the store.
 
 from flowtrace.cube import SAMPLE
 from flowtrace.store.arrays import CHECKSUMS, CHUNK_SAMPLES, STORE_FORMAT
+from flowtrace.store.keys import RESUME_KEYS
 from flowtrace.store.lock import LOCK, MARKER, is_flowtrace_store, reserved
 from flowtrace.store.reader import (
     analysed,
@@ -34,7 +35,7 @@ from flowtrace.store.reader import (
     open_cube,
     unverified,
 )
-from flowtrace.store.writer import FLUSH_SAMPLES, FLUSH_SECONDS, RESUME_KEYS, WRITE_PACE, CubeStore
+from flowtrace.store.writer import FLUSH_SAMPLES, FLUSH_SECONDS, WRITE_PACE, CubeStore
 
 __all__ = [
     "CHECKSUMS",

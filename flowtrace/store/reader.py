@@ -15,6 +15,7 @@ from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from flowtrace.cube import SAMPLE
 from flowtrace.errors import StoreError
+from flowtrace.store import keys
 from flowtrace.store.arrays import (
     CHECKSUMS,
     STORE_FORMAT,
@@ -46,7 +47,7 @@ def compact(path: Path | str) -> None:
     swapped = False
     try:
         ds = vlen_strings(open_cube(path).load())
-        ds.attrs["store_format"] = STORE_FORMAT
+        ds.attrs[keys.FORMAT] = STORE_FORMAT
         for name in ds.variables:
             ds[name].encoding = {}
         encoding = {
@@ -96,7 +97,7 @@ def store_format(path: Path, attrs: dict) -> int:
     """The format a store was written in: the highest its marker, its attributes or its
     checksums say, so removing one of them does not turn the checks off."""
     try:
-        said = int(attrs.get("store_format", 1))
+        said = int(attrs.get(keys.FORMAT, 1))
     except (TypeError, ValueError):
         said = 1
     return max(said, marker_format(path), STORE_FORMAT if CHECKSUMS in attrs else 0)

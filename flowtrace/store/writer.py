@@ -23,6 +23,7 @@ from flowtrace.store.arrays import (
     vlen_strings,
     write_first,
 )
+from flowtrace.store.keys import FORMAT, RESUME_KEYS
 from flowtrace.store.lock import MARKER, acquire_lock, clear_store, release_lock, write_marker
 from flowtrace.store.reader import is_started, metadata_problems, open_consolidated, read_root
 
@@ -35,15 +36,6 @@ FLUSH_SECONDS = 2.0
 # A flush waits at least this many times the last write's duration after it: the writer then
 # takes at most 1/(1 + WRITE_PACE) of the wall time (5%), and a kill loses at most that much more.
 WRITE_PACE = 19.0
-
-
-# Attributes that must match for a run to continue an existing store.
-RESUME_KEYS = (
-    "recipe", "recipe_kind", "recipe_source", "edges", "model", "model_revision", "adapter",
-    "dtype", "attn", "data", "data_root", "tasks", "limit", "frames", "pooling", "window",
-    "window_style", "sweep", "sample_mode", "eval_only", "engine", "seed", "overlay_layers",
-    "data_kind", "ratio", "heads", "generate", "store_format",
-)  # fmt: skip
 
 
 class CubeStore:
@@ -63,7 +55,7 @@ class CubeStore:
         flush_seconds: float = FLUSH_SECONDS,
     ) -> None:
         self.path = Path(path)
-        self.attrs = {**attrs, "store_format": STORE_FORMAT}
+        self.attrs = {**attrs, FORMAT: STORE_FORMAT}
         self.schema = schema
         self.flush_samples, self.flush_seconds = max(1, flush_samples), flush_seconds
         self.done: set[str] = set()  # sample ids already in the store
