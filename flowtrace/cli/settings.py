@@ -22,15 +22,16 @@ def offered() -> list[Setting]:
     return [s for s in settings() if s.panel]
 
 
-def option(setting: Setting, help: str | None = None) -> Any:
-    """The setting's typer option, as an annotation (`Annotated[type, typer.Option(...)]`)."""
+def option(setting: Setting, panel: str | None = None) -> Any:
+    """The setting's typer option, as an annotation (`Annotated[type, typer.Option(...)]`), in
+    `panel` (default: the setting's own)."""
     kind = Literal[setting.choices] if setting.choices else setting.type
     flag = "--" + setting.cli_name.replace("_", "-")
     names = (f"{flag}/--no-{flag[2:]}",) if setting.toggle else ()
     info = typer.Option(
         *names,
-        help=say_flags(help if help is not None else setting.help, declared_flag),
-        rich_help_panel=setting.panel or None,
+        help=say_flags(setting.help, declared_flag),
+        rich_help_panel=panel or setting.panel or None,
         min=setting.min,
         show_default=setting.show_default,
     )
@@ -38,8 +39,9 @@ def option(setting: Setting, help: str | None = None) -> Any:
 
 
 def shared_option(name: str) -> Any:
-    """The option of a run setting that another command takes with the same meaning."""
-    return option(next(s for s in settings() if s.name == name))
+    """The option of a run setting that another command takes with the same meaning, among that
+    command's other options."""
+    return option(next(s for s in settings() if s.name == name), panel="Options")
 
 
 def parameters() -> list[inspect.Parameter]:
