@@ -70,3 +70,25 @@ def test_ctrl_c_names_the_runs_own_default_store(tiny_model_dir, tiny_data, tmp_
     text = " ".join(done.output.split())
     assert f"interrupted: 1 sample of cross_frame kept in {store}" in text
     assert f"--out {store}" in text and str(decoy) not in text
+
+
+def test_a_run_without_the_figure_renderer_keeps_its_store_and_says_how(
+    tiny_model_dir, tiny_data, tmp_path, monkeypatch
+):
+    """vl-convert missing (a trimmed container, a GPU node): one warning naming the fix, exit 0,
+    the store whole; no traceback after a finished run."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "vl_convert", None)  # its import raises ImportError
+    out = tmp_path / "s.zarr"
+    args = ["run", "cross_frame", "--model", str(tiny_model_dir), "--data", str(tiny_data)]
+    args += ["--limit", "1", "--device", "cpu", "--sample-mode", "all", "--out", str(out)]
+    from flowtrace.outputs import OutputWarning
+
+    with pytest.warns(OutputWarning, match="no figures: vl-convert-python cannot be imported"):
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and not list(tmp_path.glob("*.html"))
+    from flowtrace.store import open_cube
+
+    assert (open_cube(out)["status"] == "ok").all()

@@ -107,6 +107,7 @@ def prepare_analyses(
         adapter=options.adapter,
         pooling=options.pooling,
         lora=options.lora,
+        weights=not options.random_weights,
     )
     trace_kwargs, trace_target = remote_trace_kwargs(options)
     settled = settle(

@@ -119,6 +119,12 @@ class RunOptions:
     lora: str | None = _setting(
         None, "PEFT LoRA adapter folder, merged into the weights (needs peft).", "Model"
     )
+    random_weights: bool = _setting(
+        False,
+        "Build the model from its config.json with seeded random weights, no checkpoint: a "
+        "full-size dry run of memory and speed before downloading weights (answers are noise).",
+        "Model",
+    )
     # Data
     data: str = _setting(
         TOY_DATA,

@@ -32,6 +32,17 @@ def draw_run_figures(stores: Sequence[Path]) -> RunFigures:
     """Each store's figure (a store without an analysed sample has none), and the combined
     figure where two or more of the stores are knockout sweeps."""
     drawn, sweeps = RunFigures(), {}
+    try:
+        import vl_convert  # noqa: F401 - renders every figure (HTML and PNG)
+    except ImportError as err:
+        warnings.warn(
+            f"no figures: vl-convert-python cannot be imported ({err}); pip install "
+            "vl-convert-python, then `flowtrace plot STORE` draws them from the stores, which "
+            "are whole",
+            OutputWarning,
+            stacklevel=2,
+        )
+        return drawn
     for store in stores:
         ds = open_cube(store)  # a figure reads every array, so damage shows here
         if not (ds["status"].values == "ok").any():

@@ -1,0 +1,50 @@
+"""`random_weights`: a model folder holding config.json and the processor but no checkpoint runs
+with seeded random weights (a full-size dry run before downloading), recorded as such; without
+the setting the folder is refused with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoProcessor
+
+from flowtrace.errors import FlowtraceError
+from flowtrace.recipe import load_recipe
+from flowtrace.runner import RunOptions, run
+from flowtrace.store import open_cube
+from flowtrace.toy import EMBEDDED_MODEL
+from flowtrace.toy.build import build_config, build_processor
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "cross_frame.py"
+
+
+@pytest.fixture(scope="module")
+def config_only(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("config-only")
+    tokenizer = AutoProcessor.from_pretrained(EMBEDDED_MODEL).tokenizer
+    build_config(tokenizer, layers=4).save_pretrained(folder)
+    build_processor(tokenizer).save_pretrained(folder)
+    return folder
+
+
+def analysed(folder: Path, out: Path, **kw):
+    options = RunOptions(model=str(folder), out=out, limit=2, sample_mode="all", plot=False, **kw)
+    run(load_recipe(RECIPE), options)
+    return open_cube(out)
+
+
+def test_a_config_folder_runs_with_seeded_random_weights(config_only: Path, tmp_path: Path):
+    first = analysed(config_only, tmp_path / "a.zarr", random_weights=True)
+    again = analysed(config_only, tmp_path / "b.zarr", random_weights=True)
+    assert first.attrs["model_revision"] == "random"
+    assert (first["status"] == "ok").all() and first.sizes["layer"] == 4
+    probs = first["prob_pred"].values
+    assert np.isfinite(probs).all() and (probs > 0).all()
+    np.testing.assert_array_equal(probs, again["prob_pred"].values)  # seeded: the same weights
+
+
+def test_without_the_setting_a_folder_without_weights_is_refused(config_only: Path, tmp_path):
+    with pytest.raises(FlowtraceError, match="no weights found"):
+        analysed(config_only, tmp_path / "c.zarr")
