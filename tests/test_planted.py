@@ -279,8 +279,8 @@ def test_control_cut_clips_train_under_the_cross_frame_knockout(loaded, prepared
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"control_cut": 0.5}, "--plant training only"),
-        ({"last_frame_loss": 1.0}, "--plant training only"),
+        ({"control_cut": 0.5}, "plant=True training only"),
+        ({"last_frame_loss": 1.0}, "plant=True training only"),
         ({"plant": True, "control_cut": 1.5}, "a share, from 0 to 1"),
     ],
 )
