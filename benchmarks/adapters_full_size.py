@@ -33,7 +33,7 @@ from flowtrace.data.video import sample_frames
 from flowtrace.engine import FastEngine, ReferenceEngine
 from flowtrace.models import ADAPTERS, LoadedModel, load_model
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 
 FRAMES = 8
 WINDOW = 9

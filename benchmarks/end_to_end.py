@@ -40,7 +40,7 @@ from flowtrace.engine import FastEngine
 from flowtrace.pipeline.analysis import InFlight
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
-from flowtrace.sweep import Sweep, default_window
+from flowtrace.tokens.sweep import Sweep, default_window
 
 SWEEPS = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")
 

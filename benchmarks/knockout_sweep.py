@@ -25,7 +25,7 @@ from reference_engine import build, sync
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine, ReferenceEngine
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep, default_window
+from flowtrace.tokens.sweep import Sweep, default_window
 from flowtrace.toy import EMBEDDED_DATA
 
 SWEEPS = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")

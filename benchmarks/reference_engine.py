@@ -27,7 +27,7 @@ from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import ReferenceEngine
 from flowtrace.models import LlavaNextVideoAdapter, LoadedModel
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep, default_window
+from flowtrace.tokens.sweep import Sweep, default_window
 from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_MODEL
 from flowtrace.toy.build import build_config, build_processor
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from flowtrace.cube import CLEAN_VARIABLES, Schema, stack
-from flowtrace.measure import answer_variables
+from flowtrace.kinds.common import answer_variables
 from flowtrace.store import CubeStore, analysed_mask
+from flowtrace.store.cube import CLEAN_VARIABLES, Schema, stack
 
 warnings.filterwarnings("ignore", message="Consolidated metadata")
 

@@ -34,7 +34,7 @@ class FlowtraceAccessor:
         return analysed(self._ds)
 
     def summary(self) -> str:
-        from flowtrace.summary import describe
+        from flowtrace.reading.summary import describe
 
         return "\n".join(describe(self._ds))
 
@@ -46,7 +46,7 @@ class FlowtraceAccessor:
         `selection`: a dim's value(s) (`layer=3`, `source=["video"]`), or a per-sample
         coordinate's (`task="Object Count"`), which keeps the samples that have it."""
         from flowtrace.errors import FlowtraceError
-        from flowtrace.query import per_sample_coords, select
+        from flowtrace.reading.query import per_sample_coords, select
 
         ds = self.analysed()
         if variable not in ds:

@@ -1,4 +1,5 @@
-"""Notebook API: `flowtrace.open(path)`; the `ds.flowtrace` accessor (flowtrace.accessor) is on
+"""Notebook API: `flowtrace.open(path)`; the `ds.flowtrace` accessor (flowtrace.accessor)
+is on
 every xarray Dataset once flowtrace is imported."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Recipes: one short declaration per analysis, loaded from `recipes/*.py`.
 
 A recipe file defines a module-level `recipe`. A knockout recipe names its edges (readable
-expressions over token groups, see `flowtrace.edges`); the runner sweeps them over layer windows.
+expressions over token groups, see `flowtrace.tokens.edges`); the runner sweeps them over layer
+windows.
 """
 
 from __future__ import annotations
@@ -9,16 +10,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
-import re
 import traceback
-from collections.abc import Sequence
 from pathlib import Path
 
-from flowtrace.edge_plans import SEPARATORS, counted_edges, random_plan, with_separators
-from flowtrace.edges import unqualified
 from flowtrace.errors import RecipeError
-from flowtrace.layout import FAMILIES, did_you_mean, is_group_name
-from flowtrace.recipe_kinds import (
+from flowtrace.kinds.declarations import (
     AttentionMap,
     Condition,
     EffectivePathway,
@@ -26,12 +22,14 @@ from flowtrace.recipe_kinds import (
     Knockout,
     LayerProbe,
     Recipe,
+    RecipeKind,
     TraceProgram,
     VideoLogitLens,
 )
+from flowtrace.tokens.edge_plans import SEPARATORS, counted_edges, random_plan, with_separators
 
-# The declarations live in flowtrace.recipe_kinds and the counted-edge plans in
-# flowtrace.edge_plans; recipes and users import every name from here.
+# The declarations live in flowtrace.kinds.declarations and the counted-edge plans in
+# flowtrace.tokens.edge_plans; recipes and users import every name from here.
 __all__ = [
     "RECIPES_DIR",
     "SEPARATORS",
@@ -42,6 +40,7 @@ __all__ = [
     "Knockout",
     "LayerProbe",
     "Recipe",
+    "RecipeKind",
     "TraceProgram",
     "VideoLogitLens",
     "check_groups",
@@ -84,80 +83,21 @@ def load_recipe(path: str | Path) -> Recipe:
             f"recipe file '{path}'{where}: {type(err).__name__}: {err}; fix the recipe there"
         ) from None
     recipe = getattr(module, "recipe", None)
-    if not isinstance(recipe, Recipe):
+    if not isinstance(recipe, RecipeKind):
         raise RecipeError(
             f"recipe file '{path}' defines no `recipe = …` of a recipe kind "
             "(Knockout, LayerProbe, VideoLogitLens, EffectivePathway, AttentionMap, FlowMap, "
-            "TraceProgram)"
+            "TraceProgram, or one registered with flowtrace.pipeline.kinds.register_kind)"
         )
     check_groups(recipe, f"recipe file '{path}'")
     digest = hashlib.sha256(file.read_bytes()).hexdigest()[:16]
     return dataclasses.replace(recipe, source_file=f"{file}#sha256:{digest}")
 
 
-_TERM = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\[(?P<index>[^\]]+)\])?$")
-
-
 def check_groups(recipe: Recipe, where: str = "") -> None:
     """Refuse a recipe whose edges or groups name a group no layout has (`vidoe -> last`),
-    before any model is loaded, with the closest names."""
-    where = where or f"recipe {recipe.name}"
-    if isinstance(recipe, Knockout):
-        if not recipe.edge_map():  # it would run every sample, then have nothing to draw
-            raise RecipeError(
-                f"{where}: `edges` is empty, so there is nothing to knock out; name at least "
-                "one edge, e.g. edges=['video -> last']"
-            )
-        recipe.labels()  # every label reads `a -> b`
-        for expr in recipe.edge_map().values():
-            _check_expression(expr, where)
-    elif isinstance(recipe, EffectivePathway):
-        for chosen in (recipe, *recipe.per_model.values()):
-            for expr, _ in chosen.pathways.values():
-                _check_expression(expr, where, extra=(SEPARATORS,))
-    elif isinstance(recipe, AttentionMap):
-        _check_expression(recipe.blocked, where)
-        for name in recipe.groups:
-            _check_term(name, f"{where}: group '{name}'", expand=("frame",))
-    elif isinstance(recipe, FlowMap):
-        for name in recipe.groups:
-            _check_term(name, f"{where}: group '{name}'", expand=("frame", "option"))
-
-
-def _check_expression(expression: str, where: str, extra: Sequence[str] = ()) -> None:
-    sides = expression.split("->")
-    if len(sides) != 2:
-        raise RecipeError(
-            f"{where}: edge '{expression}' must read `source -> target`, e.g. `video -> question`"
-        )
-    for i, side in enumerate(sides):
-        for term in side.split(","):
-            term = unqualified(term) if i == 0 else term.strip()  # keys may be `earlier …`
-            if term not in extra:
-                _check_term(term, f"{where}: edge '{expression}'")
-
-
-def _check_term(term: str, where: str, expand: Sequence[str] = ()) -> None:
-    """One group term: a plain name, `family[index]`, or (in a group list) `family[*]`."""
-    if not term:
-        raise RecipeError(f"{where} has an empty group name")
-    match = _TERM.match(term)
-    if not match:
-        raise RecipeError(f"{where}: cannot read group '{term}'; {did_you_mean(term)}")
-    name, index = match["name"], match["index"]
-    if index is None:
-        if not is_group_name(name):
-            raise RecipeError(f"{where} names unknown group '{name}'; {did_you_mean(name)}")
-    elif index == "*" and expand:
-        if name not in expand:
-            raise RecipeError(
-                f"{where}: only {', '.join(f + '[*]' for f in expand)} expand here; "
-                f"{did_you_mean(name, family=True)}"
-            )
-    elif name not in FAMILIES:
-        raise RecipeError(
-            f"{where} names unknown group family '{name}[…]'; {did_you_mean(name, family=True)}"
-        )
+    before any model is loaded, with the closest names (each kind's `check_groups`)."""
+    recipe.check_groups(where or f"recipe {recipe.name}")
 
 
 def recipe_files(folder: Path = RECIPES_DIR) -> list[Path]:

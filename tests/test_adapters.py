@@ -28,7 +28,6 @@ from adapters_fixtures import (
 from safetensors.torch import load_file, save_file
 
 from flowtrace.data import read_frames, read_samples, sample_frames
-from flowtrace.edges import blocked_edges
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model, pick_adapter
@@ -42,7 +41,8 @@ from flowtrace.models.family_templates import (
 from flowtrace.models.prompt_template import EVAL_MVBENCH
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.edges import blocked_edges
+from flowtrace.tokens.sweep import Sweep
 
 FRAMES = 8
 

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from flowtrace.attribution import cell_attribution, edge_attribution, log_odds
 from flowtrace.data import read_samples, sample_frames
-from flowtrace.edges import blocked_edges
 from flowtrace.engine import KnockoutCondition, make_engine
 from flowtrace.models import load_model
+from flowtrace.pathways.attribution import cell_attribution, edge_attribution, log_odds
 from flowtrace.pipeline.options import resolve_data
+from flowtrace.tokens.edges import blocked_edges
 
 
 @pytest.fixture(scope="module")

@@ -103,7 +103,7 @@ def test_an_option_error_leads_with_its_flag():
 # records (another tool's too), the reference code's own flags, and sample reasons (stores keep
 # them as written).
 KEPT = {
-    "flowtrace/find_pathway.py": r"flowtrace pathways|^ --fresh-test $",
+    "flowtrace/pathways/find_pathway.py": r"flowtrace pathways|^ --fresh-test $",
     "flowtrace/toy/train.py": r"^ ?--[a-z-]+ $|^ --plant$|flowtrace toy train",
     "flowtrace/models/checkpoint.py": r"--local-dir DIR",
     "flowtrace/scale/ray_executor.py": r"`ray start --head`",

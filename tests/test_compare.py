@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from flowtrace.cli import app
 from flowtrace.errors import FlowtraceError
 from flowtrace.plots.stores import stores_chart
-from flowtrace.query import query, store_labels
+from flowtrace.reading.query import query, store_labels
 from flowtrace.store import open_cube
 
 ROOT = Path(__file__).resolve().parents[1]

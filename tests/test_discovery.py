@@ -14,11 +14,15 @@ import torch
 import xarray as xr
 from test_edges import small_layout
 
-import flowtrace.discovery as discovery
-import flowtrace.find_pathway as find_pathway
-import flowtrace.selection as selection
+import flowtrace.pathways.discovery as discovery
+import flowtrace.pathways.find_pathway as find_pathway
+import flowtrace.pathways.selection as selection
 from flowtrace.data import read_samples, sample_frames, synth
-from flowtrace.discovery import (
+from flowtrace.errors import FlowtraceError
+from flowtrace.kinds.common import Clean
+from flowtrace.models import load_model
+from flowtrace.models.planted import ROUTES, plant_blocked, token_groups
+from flowtrace.pathways.discovery import (
     FitSample,
     cell_index,
     cut_plan,
@@ -28,13 +32,9 @@ from flowtrace.discovery import (
     split_halves,
     split_three,
 )
-from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
-from flowtrace.measure import Clean
-from flowtrace.models import load_model
-from flowtrace.models.planted import ROUTES, plant_blocked, token_groups
 from flowtrace.pipeline.options import resolve_data
 from flowtrace.recipe import RECIPES_DIR, counted_edges, load_recipe
+from flowtrace.tokens.layout import TokenLayout
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 EMBEDDED = Path(__file__).resolve().parents[1] / "flowtrace" / "toy" / "embedded"

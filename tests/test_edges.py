@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from flowtrace.edges import blocked_edges
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
+from flowtrace.tokens.edges import blocked_edges
+from flowtrace.tokens.layout import TokenLayout
 
 
 def small_layout() -> TokenLayout:

@@ -15,7 +15,7 @@ from flowtrace.engine import KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import FIXED_WINDOW_FROM, WINDOW_RULE, Sweep, default_window
+from flowtrace.tokens.sweep import FIXED_WINDOW_FROM, WINDOW_RULE, Sweep, default_window
 
 ROOT = Path(__file__).resolve().parents[1]
 EMBEDDED = ROOT / "flowtrace" / "toy" / "embedded"

@@ -498,8 +498,8 @@ def test_the_group_vocabulary_covers_every_group_of_real_layouts(paths):
     import dataclasses
 
     from flowtrace.data import read_samples, sample_frames
-    from flowtrace.layout import is_group_name
     from flowtrace.models import load_model
+    from flowtrace.tokens.layout import is_group_name
 
     loaded = load_model(str(paths["model"]), device="cpu")
     sample = read_samples(paths["data"], limit=1)[0]

@@ -14,7 +14,7 @@ from flowtrace.plots import chart_for
 from flowtrace.recipe import FlowMap, load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 

@@ -10,7 +10,7 @@ from flowtrace.engine import FastEngine, ReferenceEngine
 from flowtrace.engine.self_check import HALF_PRECISION_TOLERANCE
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 # max |Δp| between the engines in bf16: measured 2e-4 on the trained toy (1.5e-4 on a 7B model on

@@ -14,11 +14,11 @@ from flowtrace.data import read_frames, read_samples
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.plots import chart_for
+from flowtrace.reading.summary import describe
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.summary import describe
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 

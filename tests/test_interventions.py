@@ -15,10 +15,11 @@ import torch
 from flowtrace.data import SampleError, read_samples, sample_frames
 from flowtrace.engine import FastEngine
 from flowtrace.interventions import Ablate, Cut, Patch, Steer
-from flowtrace.measure import Step
+from flowtrace.kinds.common import Step
+from flowtrace.kinds.program import ProgramMeasure
 from flowtrace.models import load_model
 from flowtrace.pipeline.options import resolve_data
-from flowtrace.program import ProgramMeasure, Trace
+from flowtrace.program import Trace
 from flowtrace.recipe import TraceProgram, load_recipe
 
 pytestmark = pytest.mark.slow
@@ -354,7 +355,7 @@ def program_measure(fn, planted, data, **kw) -> ProgramMeasure:
 
 
 def record():
-    from flowtrace.cube import Schema
+    from flowtrace.store.cube import Schema
 
     return Schema({}, {}).empty("s")
 

@@ -452,7 +452,7 @@ def test_a_search_cube_is_written_whole_and_never_over_a_users_folder(tmp_path: 
     import xarray as xr
 
     from flowtrace.errors import OptionError
-    from flowtrace.find_pathway import CUBE_MARKER, write_cube
+    from flowtrace.pathways.find_pathway import CUBE_MARKER, write_cube
 
     cube = xr.Dataset({"x": ("k", np.arange(3))})
     write_cube(cube, tmp_path / "frontier_cube")

@@ -258,7 +258,7 @@ def test_prefetch_defaults_by_where_the_model_computes(given, on_this_cpu: bool,
     """None means in line where the model computes on this machine's CPU (its cores are busy),
     ahead where it computes elsewhere (a GPU, a server); a given count is kept."""
     from flowtrace.pipeline.options import settle
-    from flowtrace.sweep import Sweep
+    from flowtrace.tokens.sweep import Sweep
 
     options = RunOptions(prefetch=given, sweep=Sweep(window=1))
     assert settle(options, 4, 2, 8, lambda f: f, on_this_cpu).prefetch == ahead

@@ -12,11 +12,11 @@ from plain_reference import plain_per_layer_probs
 from test_edges import small_layout
 
 from flowtrace.data import read_frames, read_samples
-from flowtrace.edge_share import kept_shares, paper_from_counted, pooled
 from flowtrace.errors import RecipeError
 from flowtrace.models import load_model
 from flowtrace.recipe import EffectivePathway, counted_edges, random_plan
 from flowtrace.runner import RunOptions, run
+from flowtrace.tokens.edge_share import kept_shares, paper_from_counted, pooled
 
 
 def test_plan_cuts_each_pathway_outside_its_kept_layers():

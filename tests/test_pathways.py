@@ -9,11 +9,11 @@ import pytest
 import xarray as xr
 
 from flowtrace.models import load_model
-from flowtrace.pathways import derive_ranges, derived_recipe, pathway_curve
+from flowtrace.pathways.derive import derive_ranges, derived_recipe, pathway_curve
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 
 
 def flow_map_cube(effects: dict[tuple[str, str], list[float]], layers: int) -> xr.Dataset:
@@ -159,7 +159,7 @@ def test_curve_counts_every_sample_as_the_clean_line(tiny_model_dir, tiny_data, 
 def test_the_curve_keeps_near_points_apart_from_crowded_ticks_and_labels():
     import pandas as pd
 
-    from flowtrace.pathways import curve_chart
+    from flowtrace.pathways.derive import curve_chart
 
     # Thresholds 0.1 and 0.25 keep 62.91% and 62.89% (the same accuracy), 0.5 keeps 40%. The x
     # range is at least 10 points wide, not the 0.02 between the near points.

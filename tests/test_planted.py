@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from flowtrace.data import read_frames, read_samples
-from flowtrace.edges import blocked_edges
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
@@ -23,7 +22,8 @@ from flowtrace.models.prompt_template import EVAL_MVBENCH
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.edges import blocked_edges
+from flowtrace.tokens.sweep import Sweep
 
 LAYERS = 8
 KNOCKOUT_RECIPES = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from flowtrace.data import read_frames, read_samples, synth
-from flowtrace.edges import blocked_edges
 from flowtrace.engine import FastEngine, KnockoutCondition, ReferenceEngine
 from flowtrace.models import load_model
 from flowtrace.models.planted import ROUTES, layout_from_groups
 from flowtrace.recipe import EffectivePathway, load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.edges import blocked_edges
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_PLANTED
 
 LAYERS = 8
@@ -180,7 +180,7 @@ def test_pathways_derived_from_the_flow_map_are_the_planted_ones(planted, tmp_pa
     are exactly where the plant leaves each route open. The floor is 1e-4 %, not the default
     1e-3 %: on this model a cut of edges the plant forbids moves p by exactly 0, and the last
     token reads the query in layer 4 only faintly (a mean change of about 7e-4 %)."""
-    from flowtrace.pathways import derive_ranges
+    from flowtrace.pathways.derive import derive_ranges
 
     options = RunOptions(
         model="planted",

@@ -22,7 +22,7 @@ from flowtrace.plots import (
     pathway_chart,
     register_chart,
 )
-from flowtrace.summary import accuracy_after, clean_accuracy, knockout_table
+from flowtrace.reading.summary import accuracy_after, clean_accuracy, knockout_table
 
 LAYERS = [0, 1]
 

@@ -13,10 +13,11 @@ import torch
 from flowtrace.data import SampleError, read_samples, sample_frames
 from flowtrace.engine import FastEngine
 from flowtrace.interventions import Cut
-from flowtrace.measure import Plan, Step
+from flowtrace.kinds.common import Plan, Step
+from flowtrace.kinds.program import ProgramMeasure
 from flowtrace.models import load_model
 from flowtrace.pipeline.options import resolve_data
-from flowtrace.program import ProgramMeasure, Trace
+from flowtrace.program import Trace
 from flowtrace.recipe import TraceProgram, load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube

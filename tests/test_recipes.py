@@ -11,7 +11,7 @@ from flowtrace.data import read_frames, read_samples
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import load_model
 from flowtrace.recipe import Knockout, load_recipe, recipe_files
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 
 # What each label must cut, as (query group, key group) pairs over the layout's groups.
 EXPECTED = {

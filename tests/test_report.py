@@ -294,7 +294,7 @@ def test_json_in_the_page_cannot_end_its_script_element():
 
 
 def test_a_failed_samples_video_is_named_under_the_data_root_and_home(tmp_path, monkeypatch):
-    from flowtrace.summary import describe
+    from flowtrace.reading.summary import describe
 
     home = tmp_path / "home"
     (home / "data").mkdir(parents=True)

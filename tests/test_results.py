@@ -11,7 +11,7 @@ import pytest
 from flowtrace.models import load_model
 from flowtrace.recipe import RECIPES_DIR, recipe_files
 from flowtrace.store import open_cube
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy.results import MODELS, SAMPLES, headline, regenerate
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

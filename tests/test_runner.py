@@ -15,7 +15,7 @@ from flowtrace.data import read_frames, read_samples
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import open_cube
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 FLIPPED = {0, 2}  # samples of Object Color whose answer is changed to another option

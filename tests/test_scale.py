@@ -23,7 +23,7 @@ from flowtrace.pipeline.options import check_options
 from flowtrace.recipe import RECIPES_DIR, load_recipe, recipe_files
 from flowtrace.runner import RunOptions, run
 from flowtrace.scale.ray_executor import WORKER_PREFIX
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 
 # Differ between any two runs of the same analysis; everything else in the store must not (the
 # store's checksums cover these attributes too).

@@ -1,4 +1,5 @@
-"""The selection rules (flowtrace.selection) against brute force on fakes whose ground truth is
+"""The selection rules (flowtrace.pathways.selection) against brute force on fakes whose ground
+truth is
 computed by hand, and the shipped selections re-derived from the cubes they wrote."""
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from test_discovery import (
     split_ids,
 )
 
-from flowtrace import selection
 from flowtrace.data import Sample, read_samples
-from flowtrace.discovery import FitSample, block_sizes, split_halves
 from flowtrace.errors import FlowtraceError
+from flowtrace.pathways import selection
+from flowtrace.pathways.discovery import FitSample, block_sizes, split_halves
+from flowtrace.pathways.selection import select, select_prefix, select_walk
 from flowtrace.pipeline.options import resolve_data
-from flowtrace.selection import select, select_prefix, select_walk
 
 
 def small_path(seed: int) -> list:

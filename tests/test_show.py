@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from flowtrace.cli import app
-from flowtrace.cube import CLEAN_VARIABLES, Schema, Variable
 from flowtrace.store import CubeStore
+from flowtrace.store.cube import CLEAN_VARIABLES, Schema, Variable
 
 # What every run records, whatever the kind: the sweep's settings and generate among them.
 RUN_ATTRS = {

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from flowtrace.cube import CLEAN_VARIABLES, Schema, Variable
 from flowtrace.errors import StoreError
 from flowtrace.store import CHUNK_SAMPLES, LOCK, CubeStore, check_store, open_cube
+from flowtrace.store.cube import CLEAN_VARIABLES, Schema, Variable
 
 ATTRS = {"recipe": "test", "flowtrace_version": "0"}
 SCHEMA = Schema(

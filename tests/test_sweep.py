@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 from flowtrace.cli import app
 from flowtrace.errors import OptionError
-from flowtrace.layout import TokenLayout
 from flowtrace.recipe import load_recipe
 from flowtrace.runner import RunOptions, run
-from flowtrace.sweep import WINDOW_STYLES, Sweep
+from flowtrace.tokens.layout import TokenLayout
+from flowtrace.tokens.sweep import WINDOW_STYLES, Sweep
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,11 @@ import torch
 
 from flowtrace.data import SampleError, read_frames, read_samples
 from flowtrace.engine import FastEngine
+from flowtrace.kinds.program import ProgramMeasure
 from flowtrace.models import load_model
-from flowtrace.program import ProgramMeasure, Trace
+from flowtrace.program import Trace
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 TOLERANCE = 1e-5

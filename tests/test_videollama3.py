@@ -21,10 +21,10 @@ from adapters_fixtures import build_videollama3, videollama3_ranges
 from flowtrace.data import Sample, SampleError, read_samples
 from flowtrace.data.synth import write_mp4
 from flowtrace.data.video import read_frames, sample_frames
-from flowtrace.edges import blocked_edges
 from flowtrace.models import load_model
 from flowtrace.models.family_templates import VIDEOLLAMA3_TVBENCH
 from flowtrace.models.hf_families import VideoLlama3Adapter
+from flowtrace.tokens.edges import blocked_edges
 
 FPS = 10
 COUNT = 40  # frames: 4.0 s at 10 fps

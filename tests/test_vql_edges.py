@@ -9,7 +9,7 @@ import pytest
 from flowtrace.data import read_frames, read_samples
 from flowtrace.models import load_model
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 

@@ -89,7 +89,7 @@ def pathways(
     search the (layer, source, target) cells for the fewest edges to keep, and write the found
     pathway as recipe.py with its frontier. The procedure: docs/pathways.md."""
     from flowtrace.outputs import PATHWAYS, claims
-    from flowtrace.pathways import curve_chart, pathway_curve
+    from flowtrace.pathways.derive import curve_chart, pathway_curve
     from flowtrace.plots import save_chart
     from flowtrace.runner import RunOptions
     from flowtrace.store import keys
@@ -104,9 +104,9 @@ def pathways(
         import tempfile
 
         from flowtrace.data import read_samples
-        from flowtrace.discovery import FRESH_SEEDS, fresh_split
-        from flowtrace.find_pathway import discover, load_search
         from flowtrace.models import load_model
+        from flowtrace.pathways.discovery import FRESH_SEEDS, fresh_split
+        from flowtrace.pathways.find_pathway import discover, load_search
         from flowtrace.pipeline.options import resolve_data
 
         try:

@@ -41,7 +41,7 @@ def query_command(
     ] = False,
 ) -> None:
     """Select, average and export a cube (or several, side by side) as a table."""
-    from flowtrace.query import parse_selection, query, write_table
+    from flowtrace.reading.query import parse_selection, query, write_table
 
     chosen = [name for name, on in (("csv", csv), ("json", json_), ("parquet", parquet)) if on]
     if len(chosen) > 1:

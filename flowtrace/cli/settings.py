@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from flowtrace.pipeline.options import SWEEP_PARTS, RunOptions, Setting, settings
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 
 # A setting whose option has another name (tasks: --task; a sweep's style: --window-style).
 ALIASES = {s.name: s.cli_name for s in settings() if s.cli_name != s.name}

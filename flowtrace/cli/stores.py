@@ -15,7 +15,7 @@ def show(
     store: StoreArgument,
 ) -> None:
     """What a store holds: provenance, samples done/failed, dims, and the summary table."""
-    from flowtrace.summary import describe
+    from flowtrace.reading.summary import describe
 
     print("\n".join(describe(open_store(store))))
 
@@ -104,7 +104,7 @@ def plot(
     from flowtrace.plots import save_chart, save_store_figure
     from flowtrace.plots.scales import parse_y_range
     from flowtrace.plots.stores import stores_chart
-    from flowtrace.query import parse_selection
+    from flowtrace.reading.query import parse_selection
 
     try:
         chart = stores_chart(

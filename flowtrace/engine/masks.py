@@ -1,6 +1,6 @@
 """Knockout attention masks: the model's own mask minus the cut edges, per row and per head.
 
-Which layers and heads a sweep cuts is flowtrace.sweep's concern."""
+Which layers and heads a sweep cuts is flowtrace.tokens.sweep's concern."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import nnsight
 import torch
 
 from flowtrace.engine.condition import SITES
-from flowtrace.layout import TokenLayout
 from flowtrace.models import LoadedModel
+from flowtrace.tokens.layout import TokenLayout
 
 
 @dataclass(frozen=True)

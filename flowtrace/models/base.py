@@ -10,8 +10,8 @@ import torch
 
 from flowtrace.data import Sample, SampleError
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
 from flowtrace.models.prompt_template import PromptTemplate
+from flowtrace.tokens.layout import TokenLayout
 
 
 @dataclass(frozen=True)

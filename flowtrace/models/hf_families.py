@@ -24,11 +24,11 @@ import numpy as np
 
 from flowtrace.data import SampleError
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
 from flowtrace.models.base import LoadedModel
 from flowtrace.models.family_templates import EVAL_MVBENCH_CHATML, VIDEOLLAMA3_TVBENCH
 from flowtrace.models.hf_video import HFVideoAdapter
 from flowtrace.models.inputs import frames_with_text
+from flowtrace.tokens.layout import TokenLayout
 
 
 class LlavaOnevisionAdapter(HFVideoAdapter):

@@ -22,7 +22,6 @@ import numpy as np
 from flowtrace.data import Sample
 from flowtrace.data.video import VideoFrames
 from flowtrace.errors import FlowtraceError, ModelError
-from flowtrace.layout import TokenLayout
 from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
 from flowtrace.models.checkpoint import (
     build_empty,
@@ -31,6 +30,7 @@ from flowtrace.models.checkpoint import (
     quiet_transformers,
 )
 from flowtrace.models.inputs import placeholder_frames, prompt_layout, to_device
+from flowtrace.tokens.layout import TokenLayout
 
 
 class HFVideoAdapter(Adapter):

@@ -12,8 +12,8 @@ from transformers import BatchFeature
 
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import MARKERS, TokenLayout, layout_from_ids
 from flowtrace.models.prompt_template import RenderedPrompt
+from flowtrace.tokens.layout import MARKERS, TokenLayout, layout_from_ids
 
 
 class FramesProcessor:

@@ -12,11 +12,11 @@ import numpy as np
 
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import build_layout
 from flowtrace.models.base import Adapter, LoadedModel, LoadOptions, Prepared
 from flowtrace.models.checkpoint import load_processor
 from flowtrace.models.hf_video import hf_model
 from flowtrace.models.prompt_template import EVAL_MVBENCH
+from flowtrace.tokens.layout import build_layout
 
 
 class LlavaNextVideoAdapter(Adapter):

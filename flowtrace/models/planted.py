@@ -1,6 +1,7 @@
 """A LLaVA-NeXT-Video whose information routes are fixed by attention rules: ground truth.
 
-The rules ("the plant") are edge expressions (flowtrace.edges) with the layers where they hold,
+The rules ("the plant") are edge expressions (flowtrace.tokens.edges) with the layers where they
+hold,
 stored in the config as `flowtrace_plant`. They are part of the architecture, like a causal mask:
 the model was trained under them and applies them in every forward, so an analysis must find
 routes only where the plant leaves them open. The model needs each token's role (system, frame t,
@@ -17,8 +18,8 @@ import numpy as np
 import torch
 from transformers import LlavaNextVideoForConditionalGeneration
 
-from flowtrace.edges import blocked_edges
-from flowtrace.layout import TokenLayout
+from flowtrace.tokens.edges import blocked_edges
+from flowtrace.tokens.layout import TokenLayout
 
 # The shipped plant, for the toy's 8 layers and 8 frames. Each rule cuts `edges` in `layers`.
 ROUTES = {

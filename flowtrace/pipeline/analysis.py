@@ -11,7 +11,6 @@ from pathlib import Path
 
 import torch
 
-from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample, SampleError, sample_frames, validate_sample
 from flowtrace.engine import ReferenceEngine, make_engine
 from flowtrace.engine.compiled import (
@@ -22,22 +21,15 @@ from flowtrace.engine.compiled import (
 from flowtrace.engine.reference import Launched
 from flowtrace.engine.remote import remote_trace_kwargs, route_traces
 from flowtrace.errors import OptionError
-from flowtrace.measure import (
-    Clean,
-    Measure,
-    Plan,
-    Step,
-    measure_clean,
-    record_clean,
-    sample_record,
-)
+from flowtrace.kinds.common import Clean, Plan, Step, measure_clean, record_clean, sample_record
 from flowtrace.models import LoadedModel, Prepared, load_model
 from flowtrace.models.context import check_prompt, context_length
-from flowtrace.pipeline.kinds import kind_of
+from flowtrace.pipeline.kinds import Measure, kind_of
 from flowtrace.pipeline.options import RunOptions, resolve_data, settle
 from flowtrace.pipeline.outputs import settle_outputs
 from flowtrace.pipeline.provenance import provenance
 from flowtrace.recipe import Knockout, Recipe, check_groups
+from flowtrace.store.cube import SampleRecord
 
 
 @dataclass

@@ -12,26 +12,26 @@ from dataclasses import dataclass
 
 from flowtrace.data import Sample, read_samples
 from flowtrace.errors import FlowtraceError, OptionError, RecipeError
-from flowtrace.measure import (
-    AttentionMeasure,
-    KnockoutMeasure,
-    Measure,
-    PathwayMeasure,
-    ProbeMeasure,
-    VideoLensMeasure,
-)
-from flowtrace.models import LoadedModel
-from flowtrace.pipeline.options import RunOptions, Settled, resolve_data
-from flowtrace.program import ProgramMeasure, TraceProgram
-from flowtrace.recipe import (
+from flowtrace.kinds.attention import AttentionMeasure
+from flowtrace.kinds.declarations import (
     AttentionMap,
     EffectivePathway,
     FlowMap,
     Knockout,
     LayerProbe,
     Recipe,
+    TraceProgram,
     VideoLogitLens,
 )
+from flowtrace.kinds.knockout import KnockoutMeasure
+from flowtrace.kinds.pathway import PathwayMeasure
+from flowtrace.kinds.probe import ProbeMeasure
+from flowtrace.kinds.program import ProgramMeasure
+from flowtrace.kinds.video_lens import VideoLensMeasure
+from flowtrace.models import LoadedModel
+from flowtrace.pipeline.options import RunOptions, Settled, resolve_data
+
+Measure = KnockoutMeasure | ProbeMeasure | PathwayMeasure | VideoLensMeasure | AttentionMeasure
 
 MakeMeasure = Callable[[Recipe, LoadedModel, RunOptions, Settled, list[Sample]], Measure]
 

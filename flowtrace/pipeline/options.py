@@ -11,7 +11,7 @@ from typing import Any, get_type_hints
 from flowtrace.data import DataSource, parse_data
 from flowtrace.data.sources import TOY_DATA
 from flowtrace.errors import DataError, OptionError
-from flowtrace.sweep import WINDOW_STYLES, Sweep
+from flowtrace.tokens.sweep import WINDOW_STYLES, Sweep
 
 # Bounds refused before the model loads (the model's context bounds them again in `settle`):
 # beyond them a run spends minutes decoding, processing or generating before any message.
@@ -146,7 +146,7 @@ class RunOptions:
         "Data",
     )
     frames: int | None = _setting(None, "Frames per video (adapter default).", "Data", min=1)
-    # Sweep: window, window style, sweep range and heads, one value (flowtrace.sweep)
+    # Sweep: window, window style, sweep range and heads, one value (flowtrace.tokens.sweep)
     sweep: Sweep = _setting(Sweep(), "", "Sweep", parts=SWEEP_PARTS)
     # Analysis
     sample_mode: str = _setting(

@@ -15,9 +15,9 @@ import flowtrace
 from flowtrace.models import LoadedModel
 from flowtrace.paths import home_relative
 from flowtrace.pipeline.options import TOY_DATA, RunOptions, Settled
-from flowtrace.recipe import Knockout, Recipe
+from flowtrace.recipe import Recipe
 from flowtrace.store import keys
-from flowtrace.sweep import WINDOW_RULE
+from flowtrace.tokens.sweep import WINDOW_RULE
 
 
 def provenance(
@@ -37,11 +37,12 @@ def provenance(
         keys.RECIPE_KIND: type(recipe).__name__,
         keys.RECIPE_TITLE: recipe.title,
         keys.RECIPE_SOURCE: _source(recipe.source_file),
-        keys.CHART: getattr(recipe, "chart", ""),
-        keys.EDGES: json.dumps(recipe.edge_map()) if isinstance(recipe, Knockout) else "{}",
-        keys.GENERATE: recipe.generate if isinstance(recipe, Knockout) else 0,
+        # What a kind records of itself (RecipeKind.attrs) replaces these defaults in place.
+        keys.CHART: "",
+        keys.EDGES: "{}",
+        keys.GENERATE: 0,
         keys.EVAL_ONLY: int(options.eval_only),
-        keys.OVERLAY_LAYERS: json.dumps(getattr(recipe, "overlay_layers", [])),
+        keys.OVERLAY_LAYERS: "[]",
         keys.MODEL: home_relative(loaded.model_id),
         keys.MODEL_REVISION: loaded.revision,
         keys.ADAPTER: loaded.adapter.name,
@@ -73,7 +74,7 @@ def provenance(
         keys.NNSIGHT: getattr(nnsight, "__version__", "unknown"),
         keys.PYTHON: platform.python_version(),
         keys.CREATED: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    } | recipe.attrs()
 
 
 def _as_named(data: str) -> str:

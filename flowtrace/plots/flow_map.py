@@ -7,8 +7,8 @@ import pandas as pd
 import xarray as xr
 
 from flowtrace.plots.common import subtitle, titled, window_label
+from flowtrace.reading.summary import accuracy_after, counted
 from flowtrace.store import analysed, analysed_mask
-from flowtrace.summary import accuracy_after, counted
 
 
 def flow_map_table(ds: xr.Dataset, measure: str = "rel_change_pred") -> pd.DataFrame:

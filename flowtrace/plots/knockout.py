@@ -10,8 +10,8 @@ import xarray as xr
 from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import mean_ci, subtitle, titled, window_label
 from flowtrace.plots.scales import TITLES, band_fill, clip_band, colour, y_scale
+from flowtrace.reading.summary import accuracy_after, clean_accuracy, counted
 from flowtrace.store import analysed, analysed_mask, keys
-from flowtrace.summary import accuracy_after, clean_accuracy, counted
 
 ACCURACY_NOTE = "over all {n} counted samples (skipped ones count as wrong, as in the reference)"
 
@@ -21,7 +21,7 @@ def knockout_summary(
 ) -> pd.DataFrame:
     """Per (condition, layer): mean of `measure` over analysed samples, its 95% CI clipped to
     the measure's range (plots.scales), and the accuracy in % over every counted sample
-    (`flowtrace.summary.accuracy_after`), with the clean accuracy beside it. `by_task`: the
+    (`flowtrace.reading.summary.accuracy_after`), with the clean accuracy beside it. `by_task`: the
     same per task (a `task` column), each over its own samples."""
     if measure not in ds:
         numeric = [v for v in ds.data_vars if "layer" in ds[v].dims and ds[v].dtype.kind == "f"]

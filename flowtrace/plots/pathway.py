@@ -9,8 +9,8 @@ import pandas as pd
 import xarray as xr
 
 from flowtrace.plots.common import subtitle, titled
+from flowtrace.reading.summary import accuracy_after, clean_accuracy, counted, edge_shares
 from flowtrace.store import analysed
-from flowtrace.summary import accuracy_after, clean_accuracy, counted, edge_shares
 
 
 def pathway_chart(ds: xr.Dataset, title: str) -> alt.LayerChart:
@@ -24,7 +24,8 @@ def pathway_chart(ds: xr.Dataset, title: str) -> alt.LayerChart:
         accuracy = float(after.sel(condition=condition))
         rows.append({"run": condition, "accuracy": accuracy, "kept": kept, "paper": paper})
     table = pd.DataFrame(rows)
-    # Both shares of edges kept (flowtrace.edge_share): from the first video token on, and the
+    # Both shares of edges kept (flowtrace.tokens.edge_share): from the first video token on, and
+    # the
     # paper's over all causal pairs; a store that predates the paper's names only the first.
     table["label"] = [
         f"{a:.1f}% · {k:.1f}% edges kept"

@@ -8,8 +8,8 @@ import xarray as xr
 
 from flowtrace.plots.common import mean_ci, subtitle, titled
 from flowtrace.plots.scales import band, clip_band
+from flowtrace.reading.summary import counted
 from flowtrace.store import analysed, keys
-from flowtrace.summary import counted
 
 
 def gen_prob_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:

@@ -12,7 +12,7 @@ import xarray as xr
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.paths import store_stem
-from flowtrace.query import select, store_labels
+from flowtrace.reading.query import select, store_labels
 from flowtrace.store import analysed_mask, keys, open_cube
 
 

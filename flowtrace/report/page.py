@@ -18,10 +18,10 @@ from flowtrace.outputs import claims, is_a_folder
 from flowtrace.paths import store_stem
 from flowtrace.plots import FigureTooLarge, chart_for
 from flowtrace.plots.common import check_rows, script_json
+from flowtrace.reading.summary import clean_accuracy, counted, describe
 from flowtrace.report.browser import FRAMES, sample_browser
 from flowtrace.report.frames import thumbnails
 from flowtrace.store import analysed_mask, keys, open_cube
-from flowtrace.summary import clean_accuracy, counted, describe
 
 PAGE_BUDGET = 5 * 2**20  # a single-file report (runtime included)
 SITE_PAGE_BUDGET = 5 * 2**20  # one page's data file in a site (the runtime is shared)

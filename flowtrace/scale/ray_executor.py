@@ -30,12 +30,12 @@ from typing import Any
 
 import torch
 
-from flowtrace.cube import SampleRecord
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.pipeline.options import RunOptions
 from flowtrace.recipe import Recipe
 from flowtrace.store import CubeStore
+from flowtrace.store.cube import SampleRecord
 
 IN_FLIGHT = 2  # samples queued per worker, so a worker never waits for the driver between two
 MAX_ATTEMPTS = 3  # worker deaths one sample may cause before the run stops

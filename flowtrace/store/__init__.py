@@ -22,8 +22,8 @@ Arrays are chunked along `sample` in blocks of `CHUNK_SAMPLES`, so a flush rewri
 block of each array and its cost does not grow with the store.
 """
 
-from flowtrace.cube import SAMPLE
 from flowtrace.store.arrays import CHECKSUMS, CHUNK_SAMPLES, STORE_FORMAT
+from flowtrace.store.cube import SAMPLE
 from flowtrace.store.keys import RESUME_KEYS
 from flowtrace.store.lock import LOCK, MARKER, is_flowtrace_store, reserved
 from flowtrace.store.reader import (

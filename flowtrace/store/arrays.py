@@ -16,7 +16,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from flowtrace.cube import SAMPLE
+from flowtrace.store.cube import SAMPLE
 
 # Two zarr warnings that are not the user's concern, off once here rather than around each call
 # (`catch_warnings` is not thread-safe, and the writer thread lists and consolidates stores): the

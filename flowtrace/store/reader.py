@@ -13,7 +13,6 @@ import xarray as xr
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from flowtrace.cube import SAMPLE
 from flowtrace.errors import StoreError
 from flowtrace.store import keys
 from flowtrace.store.arrays import (
@@ -28,6 +27,7 @@ from flowtrace.store.arrays import (
     vlen_strings,
     zarr_arrays,
 )
+from flowtrace.store.cube import SAMPLE
 from flowtrace.store.lock import (
     acquire_lock,
     is_flowtrace_store,

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import zarr
 
-from flowtrace.cube import SAMPLE, SampleRecord, Schema, stack
 from flowtrace.errors import StoreError
 from flowtrace.store.arrays import (
     CHECKSUMS,
@@ -23,6 +22,7 @@ from flowtrace.store.arrays import (
     vlen_strings,
     write_first,
 )
+from flowtrace.store.cube import SAMPLE, SampleRecord, Schema, stack
 from flowtrace.store.keys import FORMAT, RESUME_KEYS
 from flowtrace.store.lock import MARKER, acquire_lock, clear_store, release_lock, write_marker
 from flowtrace.store.reader import is_started, metadata_problems, open_consolidated, read_root

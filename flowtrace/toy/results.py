@@ -109,7 +109,7 @@ def auto_pathways(
     """Derive the effective pathways from `model`'s flow map at each threshold and run them
     (`out/model/auto_pathway/threshold_T.zarr`), with the curve of accuracy against edges kept
     (curve.csv and its figure); returns the folder."""
-    from flowtrace.pathways import curve_chart, pathway_curve
+    from flowtrace.pathways.derive import curve_chart, pathway_curve
     from flowtrace.plots import save_chart
 
     folder = out / model / "auto_pathway"
@@ -151,7 +151,7 @@ def redraw(
     index. For a change to the figures alone; a change to the numbers needs `regenerate`."""
     import pandas as pd
 
-    from flowtrace.pathways import curve_chart
+    from flowtrace.pathways.derive import curve_chart
     from flowtrace.plots import chart_for, save_chart
 
     drawn = []
@@ -197,10 +197,10 @@ def headline(ds: xr.Dataset) -> str:
             f"{edge}: {value:.1f}% at layer {layer}" for value, edge, layer in worst[:3]
         )
     if "edges_kept_pct" in ok:
-        from flowtrace.summary import accuracy_after, edge_shares
+        from flowtrace.reading.summary import accuracy_after, edge_shares
 
         after = accuracy_after(ds)  # over every counted sample, as the clean line
-        shares = edge_shares(ds)  # flowtrace's count and the paper's (flowtrace.edge_share)
+        shares = edge_shares(ds)  # flowtrace's count and the paper's (flowtrace.tokens.edge_share)
         parts = []
         for condition in map(str, ok["condition"].values):
             accuracy = float(after.sel(condition=condition))

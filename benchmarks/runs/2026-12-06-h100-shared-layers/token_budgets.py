@@ -21,7 +21,7 @@ from reference_engine import build  # noqa: E402
 
 import flowtrace.engine.fast as fast  # noqa: E402
 from flowtrace.recipe import load_recipe  # noqa: E402
-from flowtrace.sweep import default_window  # noqa: E402
+from flowtrace.tokens.sweep import default_window  # noqa: E402
 
 SETTINGS = [(16384, 4096), (32768, 4096), (65536, 4096), (16384, 8192), (16384, 4096)]
 

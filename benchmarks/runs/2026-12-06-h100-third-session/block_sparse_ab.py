@@ -18,7 +18,7 @@ from torch.profiler import ProfilerActivity, profile
 from flowtrace.data import read_frames, read_samples
 from flowtrace.engine import FastEngine
 from flowtrace.recipe import load_recipe
-from flowtrace.sweep import Sweep
+from flowtrace.tokens.sweep import Sweep
 from flowtrace.toy import EMBEDDED_DATA
 
 SWEEPS = ("cross_frame", "vql_to_ql", "question_options_to_last", "vq_to_true_option")

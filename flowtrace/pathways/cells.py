@@ -1,4 +1,5 @@
-"""The cells a pathway search cuts (flowtrace.discovery, step 1): counted edges grouped by (layer,
+"""The cells a pathway search cuts (flowtrace.pathways.discovery, step 1): counted edges grouped by
+(layer,
 source group, target group); each sample ready for exact knockouts, the plan that cuts a set of
 cells, and the acceptance test a sample must pass with them cut."""
 
@@ -11,11 +12,11 @@ import numpy as np
 import torch
 
 from flowtrace.data import Sample, sample_frames
-from flowtrace.edge_plans import SEPARATORS, counted_edges, with_separators
-from flowtrace.edge_share import kept_shares
-from flowtrace.layout import TokenLayout
-from flowtrace.measure import Clean, measure_clean
+from flowtrace.kinds.common import Clean, measure_clean
 from flowtrace.models import LoadedModel
+from flowtrace.tokens.edge_plans import SEPARATORS, counted_edges, with_separators
+from flowtrace.tokens.edge_share import kept_shares
+from flowtrace.tokens.layout import TokenLayout
 
 Cell = tuple[int, str, str]  # (layer, source group, target group)
 

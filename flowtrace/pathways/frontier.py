@@ -1,4 +1,5 @@
-"""A pathway's frontier (flowtrace.discovery, step 6): accuracy with the first k cells of an
+"""A pathway's frontier (flowtrace.pathways.discovery, step 6): accuracy with the first k cells of
+an
 elimination order cut, against random cuts of the same per-layer budget; its table and chart.
 The knockouts of a path's prefixes are run here for the selection too (`prefix_outcomes`)."""
 
@@ -12,11 +13,11 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from flowtrace.cells import Cell, FitSample, cut_plan, is_right, keeps
-from flowtrace.edge_plans import random_plan
-from flowtrace.edge_share import causal_pairs, kept_shares, pooled
 from flowtrace.engine import KnockoutCondition
 from flowtrace.models import LoadedModel
+from flowtrace.pathways.cells import Cell, FitSample, cut_plan, is_right, keeps
+from flowtrace.tokens.edge_plans import random_plan
+from flowtrace.tokens.edge_share import causal_pairs, kept_shares, pooled
 
 
 def prefix_outcomes(

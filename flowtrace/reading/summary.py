@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from flowtrace.edge_share import pooled
 from flowtrace.paths import shown
 from flowtrace.store import analysed, analysed_mask, keys
+from flowtrace.tokens.edge_share import pooled
 
 PROVENANCE = (
     "recipe", "recipe_kind", "model", "model_revision", "adapter", "lora", "dtype", "attn", "data",
@@ -69,7 +69,7 @@ def accuracy_after(ds: xr.Dataset, measure: str | None = "rel_change_pred") -> x
 
 def edge_shares(ds: xr.Dataset) -> dict[str, tuple[float, float]]:
     """Per condition of an effective-pathway store: % of edges kept over the analysed samples,
-    by flowtrace's count and by the paper's (flowtrace.edge_share; NaN in a store written
+    by flowtrace's count and by the paper's (flowtrace.tokens.edge_share; NaN in a store written
     before the paper's was recorded)."""
     ok = analysed(ds)
     out = {}

@@ -18,7 +18,7 @@ import re
 import numpy as np
 
 from flowtrace.errors import FlowtraceError
-from flowtrace.layout import TokenLayout
+from flowtrace.tokens.layout import TokenLayout
 
 _TERM = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\[(?P<index>[^\]]+)\])?$")
 _INDEX = re.compile(r"^(?P<op><=|>=|<|>)?\s*(?P<value>t|\d+)$")

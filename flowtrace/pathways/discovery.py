@@ -7,7 +7,8 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
    frame_0 … frame_{T-1}, separators (the "USER:" between video and query), query,
    prompt_tail, last, source at or before target (frame_3 -> frame_3 is the frame's own
    attention). The edges no cell holds (none on the embedded models) are cut from the start.
-2. Order. Attribution patching (flowtrace.attribution) estimates, on each search sample, the change
+2. Order. Attribution patching (flowtrace.pathways.attribution) estimates, on each search sample,
+the change
    of the answer's log-odds were a cell cut; cells are ranked by the mean |estimate| over the
    search samples, least important first.
 3. Greedy cut in blocks with back-off. Walk the ranking with a block size b (start `block`): try
@@ -23,7 +24,8 @@ The procedure, step by step (docs/pathways.md has the reasoning and the numbers)
    shipped results) the select and test splits are fresh samples of the synthetic generator
    under seeds of their own (`FRESH_SEEDS`), never used for training or the embedded held-out
    set, and the search keeps the data's search split.
-5. Select, on the select split (flowtrace.selection): the search's last point is fitted to its
+5. Select, on the select split (flowtrace.pathways.selection): the search's last point is fitted to
+its
    own samples, so the select split decides which of the search's cut cells (its *path*) are
    cut, with the search's own acceptance test. The default rule, `repair`: halve the select
    split (`split_halves`); on the first half run the search's procedure again along the path
@@ -43,8 +45,12 @@ from pathlib import Path
 
 import numpy as np
 
-from flowtrace.attribution import edge_attribution
-from flowtrace.cells import (
+from flowtrace.data import Sample, read_samples, synth
+from flowtrace.engine import KnockoutCondition
+from flowtrace.errors import FlowtraceError
+from flowtrace.models import LoadedModel
+from flowtrace.pathways.attribution import edge_attribution
+from flowtrace.pathways.cells import (
     Cell,
     FitSample,
     cell_groups,
@@ -55,14 +61,11 @@ from flowtrace.cells import (
     kept_share,
     prepare_samples,
 )
-from flowtrace.data import Sample, read_samples, synth
-from flowtrace.engine import KnockoutCondition
-from flowtrace.errors import FlowtraceError
-from flowtrace.frontier import frontier, frontier_chart, frontier_table
-from flowtrace.models import LoadedModel
+from flowtrace.pathways.frontier import frontier, frontier_chart, frontier_table
 from flowtrace.recipe import EffectivePathway
 
-# Steps 1 and 6 live in flowtrace.cells and flowtrace.frontier; their names are read from here too.
+# Steps 1 and 6 live in flowtrace.pathways.cells and flowtrace.pathways.frontier; their names are
+# read from here too.
 __all__ = [
     "FRESH_SEEDS",
     "FRESH_SEEDS_USED",

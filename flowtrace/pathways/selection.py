@@ -1,6 +1,6 @@
 """Which of the search's cut cells to cut, decided on the select split (docs/pathways.md, step 4).
 
-The search (flowtrace.discovery) cuts cells in an order fitted to its own few samples, its
+The search (flowtrace.pathways.discovery) cuts cells in an order fitted to its own few samples, its
 *path*; its last point loses accuracy on others. The selection takes the path to samples the
 search never saw, the select split, and decides which of its cells are cut. Two rules:
 
@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from flowtrace.cells import Cell, FitSample
-from flowtrace.discovery import greedy_cut, split_halves
 from flowtrace.errors import FlowtraceError
-from flowtrace.frontier import prefix_outcomes
 from flowtrace.models import LoadedModel
+from flowtrace.pathways.cells import Cell, FitSample
+from flowtrace.pathways.discovery import greedy_cut, split_halves
+from flowtrace.pathways.frontier import prefix_outcomes
 
 RULES = ("repair", "prefix")
 # Each rule's default share of select samples that may fail the acceptance test: the repair

@@ -9,7 +9,7 @@ layer. Changes under a noise floor (NOISE_FLOOR, in %) count as none: the fast p
 clean pass round differently. As in the paper, video → video is kept while video → question may
 still read it, and question → question while question → last may.
 
-On the embedded toys this rule loses to random pruning; flowtrace.discovery searches every
+On the embedded toys this rule loses to random pruning; flowtrace.pathways.discovery searches every
 (layer, source, target) cell instead (`flowtrace pathways STORE --find`, docs/pathways.md).
 """
 
@@ -27,10 +27,10 @@ import xarray as xr
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
+from flowtrace.reading.summary import accuracy_after, clean_accuracy, counted, edge_shares
 from flowtrace.recipe import EffectivePathway
 from flowtrace.runner import RunOptions, run
 from flowtrace.store import analysed, keys, open_cube
-from flowtrace.summary import accuracy_after, clean_accuracy, counted, edge_shares
 
 _FRAME = re.compile(r"^frame_(\d+)$")
 # % relative change of p(answer) that counts as none by default. The fast path recomputes with

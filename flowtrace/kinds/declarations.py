@@ -1,9 +1,11 @@
 """The recipe kinds: one frozen declaration per kind of analysis, as a recipe file writes it
-(`recipe = Knockout(...)`), and the `Recipe` union of them that `load_recipe` accepts."""
+(`recipe = Knockout(...)`). Each is a `RecipeKind`: it checks its own group names and says what
+its stores record of it; `pipeline.kinds` maps it to its measure."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,12 +13,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from flowtrace.edge_plans import counted_edges, with_separators
-from flowtrace.edges import blocked_edges, plain_groups
 from flowtrace.engine import KnockoutCondition
 from flowtrace.errors import RecipeError
-from flowtrace.layout import TokenLayout
-from flowtrace.sweep import Sweep
+from flowtrace.store import keys
+from flowtrace.tokens.edge_plans import SEPARATORS, counted_edges, with_separators
+from flowtrace.tokens.edges import blocked_edges, plain_groups
+from flowtrace.tokens.layout import TokenLayout
+from flowtrace.tokens.names import check_expression, check_term
+from flowtrace.tokens.sweep import Sweep
+
+
+class RecipeKind:
+    """What every recipe kind declares beside its fields (`name`, `title`, `description`,
+    `source_file`): a check of the group names it uses, made when the recipe is loaded, and
+    its own provenance attributes. A new kind subclasses it and registers its measure
+    (`pipeline.kinds.register_kind`)."""
+
+    name: str
+
+    def check_groups(self, where: str) -> None:
+        """Refuse group names no layout has, with the closest ones (`tokens.names`)."""
+
+    def attrs(self) -> dict[str, Any]:
+        """What its stores record of it beyond the common provenance."""
+        return {}
 
 
 @dataclass(frozen=True)
@@ -30,7 +50,7 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class Knockout:
+class Knockout(RecipeKind):
     """Attention knockout of named edges, swept over layer windows (paper §3)."""
 
     name: str
@@ -45,6 +65,19 @@ class Knockout:
     skip_absent: bool = False
     # Greedy reply tokens generated clean and under every condition (0: the first token only).
     generate: int = 0
+
+    def check_groups(self, where: str) -> None:
+        if not self.edge_map():  # it would run every sample, then have nothing to draw
+            raise RecipeError(
+                f"{where}: `edges` is empty, so there is nothing to knock out; name at least "
+                "one edge, e.g. edges=['video -> last']"
+            )
+        self.labels()  # every label reads `a -> b`
+        for expression in self.edge_map().values():
+            check_expression(expression, where)
+
+    def attrs(self) -> dict[str, Any]:
+        return {keys.EDGES: json.dumps(self.edge_map()), keys.GENERATE: self.generate}
 
     def edge_map(self) -> dict[str, str]:
         if isinstance(self.edges, Mapping):
@@ -78,7 +111,7 @@ class Knockout:
         if not isinstance(sweep, Sweep):
             raise TypeError(
                 "conditions(layout, num_layers, sweep): give the sweep settings as one "
-                f"flowtrace.sweep.Sweep(window, style, layers, heads), not {sweep!r}"
+                f"flowtrace.tokens.sweep.Sweep(window, style, layers, heads), not {sweep!r}"
             )
         out = []
         for (source, target), expr in zip(self.labels(), self.edge_map().values(), strict=True):
@@ -94,7 +127,7 @@ class Knockout:
 
 
 @dataclass(frozen=True)
-class LayerProbe:
+class LayerProbe(RecipeKind):
     """Logit lens at the last token, layer by layer (paper §5: layer-wise answer probability)."""
 
     name: str
@@ -105,7 +138,7 @@ class LayerProbe:
 
 
 @dataclass(frozen=True)
-class VideoLogitLens:
+class VideoLogitLens(RecipeKind):
     """Logit lens over every video token at every layer (paper §5): what does each token "say"?
 
     `overlay_layers` are the layers the frame-overlay figure shows (fractions of the depth).
@@ -118,9 +151,12 @@ class VideoLogitLens:
     description: str = ""
     source_file: str = field(default="", compare=False)
 
+    def attrs(self) -> dict[str, Any]:
+        return {keys.OVERLAY_LAYERS: json.dumps(list(self.overlay_layers))}
+
 
 @dataclass(frozen=True)
-class AttentionMap:
+class AttentionMap(RecipeKind):
     """Attention mass between token groups per layer and head, clean and with `blocked` cut in
     every layer (paper §4: where attention goes, and how a knockout reroutes it).
 
@@ -134,6 +170,11 @@ class AttentionMap:
     description: str = ""
     source_file: str = field(default="", compare=False)
 
+    def check_groups(self, where: str) -> None:
+        check_expression(self.blocked, where)
+        for name in self.groups:
+            check_term(name, f"{where}: group '{name}'", expand=("frame",))
+
     def group_names(self, num_frames: int) -> list[str]:
         """Group names with `frame[*]` expanded; unknown names fail on the first layout."""
         names = []
@@ -146,7 +187,7 @@ class AttentionMap:
 
 
 @dataclass(frozen=True)
-class FlowMap:
+class FlowMap(RecipeKind):
     """Every ordered pair of token groups (source before target) knocked out at every layer
     window: the whole layer × source × target map, of which the paper's sweeps are slices.
 
@@ -159,6 +200,10 @@ class FlowMap:
     groups: tuple[str, ...] = ("system", "frame[*]", "question", "option[*]", "prompt_tail", "last")
     description: str = ""
     source_file: str = field(default="", compare=False)
+
+    def check_groups(self, where: str) -> None:
+        for name in self.groups:
+            check_term(name, f"{where}: group '{name}'", expand=("frame", "option"))
 
     def group_names(self, num_frames: int, letters: Sequence[str]) -> list[str]:
         names = []
@@ -181,7 +226,7 @@ class FlowMap:
 
 
 @dataclass(frozen=True)
-class EffectivePathway:
+class EffectivePathway(RecipeKind):
     """Keep only the pathways that matter, cut the rest (paper §6), against random pruning.
 
     `pathways` maps a label to (edge expression, kept layers): the edges are cut in every layer
@@ -203,6 +248,11 @@ class EffectivePathway:
     source_file: str = field(default="", compare=False)
     cut_rest: bool = False
     per_model: Mapping[str, EffectivePathway] = field(default_factory=dict)
+
+    def check_groups(self, where: str) -> None:
+        for chosen in (self, *self.per_model.values()):
+            for expression, _ in chosen.pathways.values():
+                check_expression(expression, where, extra=(SEPARATORS,))
 
     def for_model(self, model_id: str) -> EffectivePathway:
         """The recipe `model_id` runs: its `per_model` entry, else this one."""
@@ -247,7 +297,7 @@ class EffectivePathway:
 
 
 @dataclass(frozen=True)
-class TraceProgram:
+class TraceProgram(RecipeKind):
     """An analysis written as a function of one sample's `flowtrace.program.Trace`, returning
     named arrays with named dims: `{"name": (("dim", …), array)}`."""
 
@@ -268,6 +318,9 @@ class TraceProgram:
     gradients: bool = False  # whether it takes gradients (programs run under inference mode)
     description: str = ""
     source_file: str = field(default="", compare=False)
+
+    def attrs(self) -> dict[str, Any]:
+        return {keys.CHART: self.chart}
 
 
 Recipe = (

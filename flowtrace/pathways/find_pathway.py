@@ -1,5 +1,6 @@
-"""A pathway found end to end: the search on the search split (flowtrace.discovery), its
-selection on the select split (flowtrace.selection), and only then the test split's frontier;
+"""A pathway found end to end: the search on the search split (flowtrace.pathways.discovery), its
+selection on the select split (flowtrace.pathways.selection), and only then the test split's
+frontier;
 the result written as a found_pathway folder (docs/pathways.md)."""
 
 from __future__ import annotations
@@ -14,21 +15,21 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from flowtrace import selection
-from flowtrace.cells import prepare_samples
 from flowtrace.data import Sample
-from flowtrace.discovery import (
+from flowtrace.engine import make_engine
+from flowtrace.errors import FlowtraceError, OptionError
+from flowtrace.models import LoadedModel
+from flowtrace.outputs import PATHWAYS, claims
+from flowtrace.pathways import selection
+from flowtrace.pathways.cells import prepare_samples
+from flowtrace.pathways.discovery import (
     attribution_order,
     pathway_recipe,
     recipe_source,
     search,
     split_three,
 )
-from flowtrace.engine import make_engine
-from flowtrace.errors import FlowtraceError, OptionError
-from flowtrace.frontier import frontier, frontier_chart, frontier_table
-from flowtrace.models import LoadedModel
-from flowtrace.outputs import PATHWAYS, claims
+from flowtrace.pathways.frontier import frontier, frontier_chart, frontier_table
 from flowtrace.plots import save_chart
 
 CUBE_MARKER = ".flowtrace-cube"  # in a cube folder `pathways --find` wrote
@@ -98,7 +99,8 @@ def discover(
     zarr), selection_cube (the select split's checks), frontier.csv, frontier.png/.html,
     recipe.py, summary.json. `reuse_search` (from `load_search`): take that search's cut order
     instead of searching again; it must have searched this model on these search samples with
-    this min_ratio. `rule` and `max_select_failures` choose the selection (flowtrace.selection:
+    this min_ratio. `rule` and `max_select_failures` choose the selection
+    (flowtrace.pathways.selection:
     `repair` by default, no select sample failing; `prefix`, the rule of 2026-12-02, 1%); `step`
     is the scan step of the prefixes checked; the repair walk's proposals go to walk_cube/."""
     selection.failure_share(rule, max_select_failures)  # a bad rule or share: before any work
@@ -180,7 +182,8 @@ def discover(
         name="found_pathway",
         title=f"Found effective pathway of {model}: {len(kept_cells)} cells kept",
         description=(
-            f"found by flowtrace.discovery: searched on {len(fit)} samples, length selected on "
+            f"found by flowtrace.pathways.discovery: searched on {len(fit)} samples, length "
+            "selected on "
             f"{len(judge)} others ({rule} rule, min_ratio {min_ratio}, at most "
             f"{allowed} failing); "
             f"test split ({len(test)} more): "
@@ -259,7 +262,8 @@ def discover(
         owner=PATHWAYS,
     )
     doc = (
-        f"Effective pathway of the {model} model, found by search (flowtrace.discovery).\n\n"
+        f"Effective pathway of the {model} model, found by search "
+        "(flowtrace.pathways.discovery).\n\n"
         f"{summary['cells_kept']} of {summary['cells']} (layer, source, target) cells are kept,\n"
         f"every other counted edge is cut. Searched on {len(fit)} samples, its length selected "
         f"on {len(judge)} others;\ntest split ({len(test)} samples neither saw): "

@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from flowtrace.layout import MARKERS, TokenLayout
+from flowtrace.tokens.layout import MARKERS, TokenLayout
 
 # Counted tokens of no named group (the "USER:" between the video and the query): a found pathway
 # may keep or cut their edges like any group's, so EffectivePathway's edges may name them.
