@@ -1,4 +1,4 @@
-"""Effective pathway of the toy model, found by search (flowtrace.discovery).
+"""Effective pathway of the toy model, found by search (flowtrace.pathways.discovery).
 
 188 of 624 (layer, source, target) cells are kept,
 every other counted edge is cut. Searched on 16 samples, its length selected on 128 others;
@@ -16,7 +16,7 @@ from flowtrace.recipe import EffectivePathway
 recipe = EffectivePathway(
     name='found_pathway',
     title='Found effective pathway of toy: 188 cells kept',
-    description='found by flowtrace.discovery: searched on 16 samples, length selected on 128 others (repair rule, min_ratio 0.5, at most 0 failing); test split (128 more): 98.4% with 18.2% of edges kept',
+    description='found by flowtrace.pathways.discovery: searched on 16 samples, length selected on 128 others (repair rule, min_ratio 0.5, at most 0 failing); test split (128 more): 98.4% with 18.2% of edges kept',
     cut_rest=True,  # every counted edge not listed (in its layers) is cut
     pathways={
         'frame_0_to_frame_0': ('frame_0 -> frame_0', [0, 2]),
