@@ -110,6 +110,32 @@ def test_ray_run_equals_the_serial_run(
     assert stored == pytest.approx(float(probs.max()), rel=1e-5)
 
 
+def test_a_ray_resume_after_an_annotation_edit_is_refused(
+    ray_cluster, loaded, tiny_model_dir, tiny_data, tmp_path
+):
+    """As the serial pass: a stored sample whose question changed since is not resumed over."""
+    import json
+    import shutil
+
+    from flowtrace.errors import StoreError
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    out = tmp_path / "ray.zarr"
+    recipe = load_recipe("recipes/cross_frame.py")
+    run(recipe, options(tiny_model_dir, data, out, limit=2), loaded=loaded)
+    stored = {str(q) for q in xr.open_zarr(out)["question"].values}
+    for file in (data / "json").glob("*.json"):
+        entries = json.loads(file.read_text())
+        for entry in entries:
+            if entry["question"] in stored:
+                entry["question"] += " Count again."
+        file.write_text(json.dumps(entries))
+    with pytest.raises(StoreError, match="changed since it was analysed"):
+        run(recipe, options(tiny_model_dir, data, out, executor="ray", workers=1, limit=2))
+    assert xr.open_zarr(out).sizes["sample"] == 2  # nothing written over
+
+
 def test_killed_workers_lose_no_sample_and_resume_still_holds(
     ray_cluster, serial_cube, loaded, tiny_model_dir, tiny_data, tmp_path
 ):

@@ -33,6 +33,7 @@ import torch
 from flowtrace.data import Sample
 from flowtrace.errors import FlowtraceError, OptionError
 from flowtrace.pipeline.options import RunOptions
+from flowtrace.pipeline.passes import check_resumed_annotations
 from flowtrace.recipe import Recipe
 from flowtrace.store import CubeStore
 from flowtrace.store.cube import SampleRecord
@@ -167,6 +168,8 @@ class _Pool:
 
     def _run(self, store: CubeStore, progress: Progress | None) -> tuple[Path, int, int]:
         ray, errors = self.ray, self.ray.exceptions
+        # As the serial pass: a sample whose annotation changed since it was stored is refused.
+        check_resumed_annotations(store.path, store.done, self.samples)
         todo = [i for i, s in enumerate(self.samples) if s.id not in store.done]
         total, resumed = len(self.samples), len(self.samples) - len(todo)
         for done in range(1, resumed + 1):
