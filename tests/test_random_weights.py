@@ -4,6 +4,7 @@ the setting the folder is refused with the reason."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -48,3 +49,21 @@ def test_a_config_folder_runs_with_seeded_random_weights(config_only: Path, tmp_
 def test_without_the_setting_a_folder_without_weights_is_refused(config_only: Path, tmp_path):
     with pytest.raises(FlowtraceError, match="no weights found"):
         analysed(config_only, tmp_path / "c.zarr")
+
+
+def test_pathways_from_a_random_weights_flow_map(config_only: Path, tmp_path: Path):
+    """`flowtrace pathways` runs its threshold curve on the same random-weights model (one model
+    for every threshold) when asked, and refuses the weightless folder otherwise."""
+    from typer.testing import CliRunner
+
+    from flowtrace.cli import app
+
+    flow_map = tmp_path / "flow_map.zarr"
+    options = RunOptions(model=str(config_only), out=flow_map, limit=1, sample_mode="all")
+    run(load_recipe("flow_map"), dataclasses.replace(options, plot=False, random_weights=True))
+    args = ["pathways", str(flow_map), "--thresholds", "0.5", "--limit", "1", "--device", "cpu"]
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert refused.exit_code != 0 and "no weights found" in " ".join(refused.output.split())
+    done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--random-weights"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "b" / "curve.csv").read_text().count("\n") >= 2

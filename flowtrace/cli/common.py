@@ -31,6 +31,7 @@ app = typer.Typer(
 console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 Device = shared_option("device")
+RandomWeights = shared_option("random_weights")
 StoreArgument = Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")]
 
 

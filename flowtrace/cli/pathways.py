@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flowtrace.cli.common import Device, fail, open_store
+from flowtrace.cli.common import Device, RandomWeights, fail, open_store
 from flowtrace.errors import FlowtraceError
 
 
@@ -23,6 +23,7 @@ def pathways(
     data: Annotated[str | None, typer.Option(help="Default: the flow map's data.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
     device: Device = "auto",
+    random_weights: RandomWeights = False,
     noise_floor: Annotated[
         float | None,
         typer.Option(
@@ -110,7 +111,9 @@ def pathways(
         from flowtrace.pipeline.options import resolve_data
 
         try:
-            loaded = load_model(model or str(ds.attrs[keys.MODEL]), device=device)
+            loaded = load_model(
+                model or str(ds.attrs[keys.MODEL]), device=device, weights=not random_weights
+            )
             samples = read_samples(resolve_data(data or str(ds.attrs[keys.DATA])))[:limit]
             reused = load_search(reuse_search) if reuse_search else None
             with tempfile.TemporaryDirectory(prefix="flowtrace-fresh-") as root:
@@ -153,6 +156,7 @@ def pathways(
             limit=limit,
             device=device,
             out=out,
+            random_weights=random_weights,
         )
         table = pathway_curve(flow_map, levels, options, floor=noise_floor)
     except FlowtraceError as err:

@@ -27,6 +27,7 @@ import xarray as xr
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.models import LoadedModel
+from flowtrace.pipeline.analysis import load_run_model
 from flowtrace.reading.summary import accuracy_after, clean_accuracy, counted, edge_shares
 from flowtrace.recipe import EffectivePathway
 from flowtrace.runner import RunOptions, run
@@ -142,6 +143,8 @@ def pathway_curve(
     """Run the derived effective pathways at each threshold (stores under `options.out`), and
     tabulate accuracy against the share of edges kept, beside random cuts of equal budget."""
     ds = open_cube(flow_map)
+    # One model for every threshold's run (each run would load its own).
+    loaded = loaded or load_run_model(options)
     rows = []
     for threshold in thresholds:
         recipe = derived_recipe(ds, threshold, floor)
@@ -203,16 +206,19 @@ def curve_chart(table: pd.DataFrame) -> alt.HConcatChart:
     share one label naming them all; random cuts share the pathway's points and are not
     labelled."""
     table = table.copy()
-    table["thresholds"] = table.groupby(["condition", "edges_kept_pct"])["threshold"].transform(
+    point_keys = ["condition", "edges_kept_pct"]
+    named = table.groupby(point_keys, dropna=False)["threshold"].agg(
         lambda t: ", ".join(f"{x:g}" for x in t)
-    )
+    )  # agg, not transform: transform casts a lone "0.5" back to the column's float
+    table = table.merge(named.rename("thresholds").reset_index(), on=point_keys, how="left")
     points = table.drop_duplicates(["condition", "edges_kept_pct"])
     points = points.sort_values(["condition", "accuracy", "edges_kept_pct"]).copy()
     gaps = points.groupby(["condition", "accuracy"])["edges_kept_pct"].diff()
     near = (gaps.isna() | (gaps > SAME_POINT)).cumsum()  # one number per group of near points
-    joined = points.groupby(near)["thresholds"].transform(
+    merged = points.groupby(near)["thresholds"].agg(
         lambda labels: ", ".join(sorted(", ".join(labels).split(", "), key=float))
     )
+    joined = near.map(merged)
     points["label"] = joined.where(~near.duplicated(), "")  # on the group's first point only
     clean = float(table["clean_accuracy"].iloc[0]) if len(table) else 0.0
     panels = []

@@ -64,6 +64,21 @@ def with_generate(recipe: Recipe, generate: int | None) -> Recipe:
     return dataclasses.replace(recipe, generate=generate)
 
 
+def load_run_model(options: RunOptions, attn: str | None = None) -> LoadedModel:
+    """The model a run's settings name (`attn`: the attention its recipes need, else the
+    setting's)."""
+    return load_model(
+        options.model,
+        device=options.device,
+        dtype=options.dtype,
+        attn=attn or options.attn,
+        adapter=options.adapter,
+        pooling=options.pooling,
+        lora=options.lora,
+        weights=not options.random_weights,
+    )
+
+
 def prepare_analyses(
     recipes: list[Recipe],
     options: RunOptions,
@@ -91,16 +106,7 @@ def prepare_analyses(
     attn = next(iter(needs)) if needs else options.attn
     if loaded is not None and needs and loaded.attn != attn:
         raise OptionError("attn", f"{recipes[0].name} needs {attn} attention; load the model so")
-    loaded = loaded or load_model(
-        options.model,
-        device=options.device,
-        dtype=options.dtype,
-        attn=attn,
-        adapter=options.adapter,
-        pooling=options.pooling,
-        lora=options.lora,
-        weights=not options.random_weights,
-    )
+    loaded = loaded or load_run_model(options, attn)
     trace_kwargs, trace_target = remote_trace_kwargs(options)
     settled = settle(
         options,
