@@ -120,3 +120,21 @@ def test_plot_var_sel_y_range_and_per_task_panels(tmp_path):
     assert np.allclose(mine, curve, atol=1e-4)
     bad = CliRunner().invoke(app, ["plot", str(ROOT / "results/toy/gen_prob.zarr"), "--var", "x"])
     assert bad.exit_code == 2 and "draws its own variables" in bad.output
+
+
+def test_a_comparison_figure_takes_a_name_of_its_own(tmp_path):
+    """`flowtrace plot a b` without --out: a figure named after both in their common folder,
+    not the first store's own figure (which drawing `a` alone wrote, and which stays)."""
+    import shutil
+
+    a, b = tmp_path / "runs" / "toy.zarr", tmp_path / "runs" / "planted.zarr"
+    shutil.copytree(TOY, a)
+    shutil.copytree(PLANTED, b)
+    alone = CliRunner().invoke(app, ["plot", str(a)])
+    assert alone.exit_code == 0, alone.output
+    own = (tmp_path / "runs" / "toy.html").read_bytes()
+    both = CliRunner().invoke(app, ["plot", str(a), str(b)])
+    assert both.exit_code == 0, both.output
+    compared = tmp_path / "runs" / "compare_toy-vs-planted.html"
+    assert '"toy"' in compared.read_text() and '"planted"' in compared.read_text()
+    assert (tmp_path / "runs" / "toy.html").read_bytes() == own

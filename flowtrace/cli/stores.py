@@ -100,7 +100,6 @@ def plot(
     knockout stores, their layer curves side by side, each store labelled by its path (two
     stores under one label are refused). A file flowtrace did not write for this
     store is never replaced."""
-    from flowtrace.paths import store_stem
     from flowtrace.plots import save_chart, save_store_figure
     from flowtrace.plots.scales import parse_y_range
     from flowtrace.plots.stores import stores_chart
@@ -123,9 +122,23 @@ def plot(
             # A name the user gave: replaced only where flowtrace drew these stores there.
             owner = "the store" + ("s " if len(stores) > 1 else " ")
             owner += ", ".join(p.name for p in stores)
-            paths = save_chart(chart, out or stores[0].parent / store_stem(stores[0]), owner=owner)
+            paths = save_chart(chart, out or compared_stem(stores), owner=owner)
     except FlowtraceError as err:
         fail(err)
         return
     for path in paths:
         print(path)
+
+
+def compared_stem(stores: list[Path]) -> Path:
+    """Where a figure of several stores goes unless told: their common folder, named after them
+    (`compare_a-vs-b`), never a name one store's own figure takes."""
+    import os
+
+    from flowtrace.paths import store_stem
+
+    stems = [store_stem(p) for p in stores]
+    name = "-vs-".join(stems[:3]) + (f"-and-{len(stems) - 3}-more" if len(stems) > 3 else "")
+    folder = Path(os.path.commonpath([p.resolve().parent for p in stores]))
+    return folder / f"compare_{name}"
+
