@@ -112,3 +112,30 @@ def test_the_logit_lens_bands_are_clipped_to_probabilities_and_legends_are_lines
     area, line = spec["hconcat"][0]["layer"]
     assert area["encoding"]["fill"]["legend"] is None and "color" not in area["encoding"]
     assert line["encoding"]["color"]["field"] == "letter"
+
+
+def test_layer_axes_end_at_the_last_layer():
+    """A 32-layer axis ran on to 35 (Vega's rounded domain); every layer axis spans exactly the
+    store's layers. Read off the specs of the knockout, flow-map and compared figures."""
+    from flowtrace.plots.knockout import compare_chart
+
+    def layer_domains(spec) -> list:
+        found = []
+        if isinstance(spec, dict):
+            if spec.get("field") == "layer" and "scale" in spec:
+                found.append((spec["scale"].get("domain"), spec["scale"].get("nice")))
+            for value in spec.values():
+                found += layer_domains(value)
+        elif isinstance(spec, list):
+            for value in spec:
+                found += layer_domains(value)
+        return found
+
+    for name in ("cross_frame", "flow_map"):
+        ds = open_cube(RESULTS / "toy" / f"{name}.zarr")
+        last = int(ds["layer"].values.max())
+        domains = layer_domains(chart_for(ds).to_dict())
+        assert domains and all(d == ([0.0, float(last)], False) for d in domains), domains
+    ds = open_cube(RESULTS / "toy" / "vql_to_ql.zarr")
+    domains = layer_domains(compare_chart({"a": ds, "b": ds}).to_dict())
+    assert domains and all(d[0] == [0.0, 7.0] for d in domains), domains

@@ -7,6 +7,7 @@ import pandas as pd
 import xarray as xr
 
 from flowtrace.plots.common import subtitle, titled, window_label
+from flowtrace.plots.scales import layer_x
 from flowtrace.reading.summary import accuracy_after, counted
 from flowtrace.store import analysed, analysed_mask
 
@@ -76,7 +77,7 @@ def flow_map_chart(ds: xr.Dataset, title: str) -> alt.HConcatChart:
         .transform_calculate(edge="datum.source + ' -/-> ' + datum.target")
         .mark_line(point=True)
         .encode(
-            x=alt.X("layer:Q", axis=alt.Axis(tickMinStep=1)),
+            x=layer_x(table["layer"]),
             y=alt.Y("mean:Q", title="relative change in p(answer) (%)"),
             color=alt.Color("edge:N", title="clicked edge"),
             tooltip=["edge:N", "layer", alt.Tooltip("mean:Q", format=".2f")],

@@ -8,6 +8,7 @@ import xarray as xr
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import subtitle, titled
+from flowtrace.plots.scales import layer_x
 from flowtrace.store import analysed
 
 MAX_SERIES = 24  # more lines than this do not read: average the remaining dims away
@@ -58,7 +59,7 @@ def generic_chart(ds: xr.Dataset, title: str, variable: str | None = None) -> al
             alt.Chart(table[["layer", "series", "mean"]])
             .mark_line(point=True)
             .encode(
-                x=alt.X("layer:Q", axis=alt.Axis(tickMinStep=1)),
+                x=layer_x(table["layer"]),
                 y=alt.Y("mean:Q", title=name),
                 color=alt.Color("series:N", title=" · ".join(others) or None),
                 tooltip=["series", "layer", alt.Tooltip("mean:Q", format=".3g")],

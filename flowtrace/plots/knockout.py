@@ -9,7 +9,7 @@ import xarray as xr
 
 from flowtrace.errors import FlowtraceError
 from flowtrace.plots.common import mean_ci, subtitle, titled, window_label
-from flowtrace.plots.scales import TITLES, band_fill, clip_band, colour, y_scale
+from flowtrace.plots.scales import TITLES, band_fill, clip_band, colour, layer_x, y_scale
 from flowtrace.reading.summary import accuracy_after, clean_accuracy, counted
 from flowtrace.store import analysed, analysed_mask, keys
 
@@ -77,7 +77,7 @@ def knockout_chart(
     table = knockout_summary(ds, measure, by_task)
     n = int(analysed_mask(ds).sum())
     total = counted(ds).sizes["sample"]
-    x = alt.X("layer:Q", title=f"layer ({window_label(ds)})", axis=alt.Axis(tickMinStep=1))
+    x = layer_x(ds["layer"].values, title=f"layer ({window_label(ds)})")
     y = alt.Y("mean:Q", title=TITLES.get(measure, measure), scale=y_scale(y_range))
     area = (
         alt.Chart()
@@ -188,7 +188,13 @@ def compare_chart(
     scale (`y_range` fixes it)."""
     table = _stacked(stores, measure, by_task)
     area, line = _band_and_line(
-        measure, y_range, "run", colour("run", "store"), ["run", "condition"], opacity=0.15
+        measure,
+        y_range,
+        "run",
+        colour("run", "store"),
+        ["run", "condition"],
+        table["layer"],
+        opacity=0.15,
     )
     layered = alt.layer(area, line, data=table).properties(width=300, height=220)
     if by_task:
@@ -216,7 +222,9 @@ def combined_chart(
     legend = alt.Color("condition:N", title=None, legend=alt.Legend(orient="bottom"))
     for run in stores:
         part = table[table["run"] == run]
-        area, line = _band_and_line(measure, y_range, "condition", legend, ["condition"])
+        area, line = _band_and_line(
+            measure, y_range, "condition", legend, ["condition"], table["layer"]
+        )
         zero = alt.Chart().mark_rule(strokeDash=[4, 4], color="gray").encode(y=alt.datum(0))
         panels.append(
             alt.layer(area, line, zero, data=part)
@@ -242,11 +250,12 @@ def _band_and_line(
     field: str,
     color: alt.Color,
     labels: list[str],
+    layers,
     opacity: float = 0.2,
 ) -> tuple[alt.Chart, alt.Chart]:
     """A curve per `field` value over the layers: its confidence band and its line, on one y
-    scale (`y_range` fixes it)."""
-    x = alt.X("layer:Q", axis=alt.Axis(tickMinStep=1))
+    scale (`y_range` fixes it); `layers`, the layers the x axis spans."""
+    x = layer_x(layers)
     area = (
         alt.Chart()
         .mark_area(opacity=opacity, clip=True)

@@ -84,3 +84,17 @@ def band(table: pd.DataFrame, x: str, y: str, series: str, title: str) -> alt.La
         tooltip=[series, x, alt.Tooltip("mean:Q", format=".3f")],
     )
     return (area + line).properties(width=320, height=220, title=title)
+
+
+def layer_x(layers, title: str | None = None) -> alt.X:
+    """The layer axis over exactly the layers drawn: Vega's rounded domain ran a 32-layer model's
+    axis on to 35, past the last layer."""
+    values = np.asarray(list(layers), dtype=float)
+    domain = [float(np.nanmin(values)), float(np.nanmax(values))] if values.size else [0.0, 1.0]
+    extra = {} if title is None else {"title": title}
+    return alt.X(
+        "layer:Q",
+        scale=alt.Scale(domain=domain, nice=False),
+        axis=alt.Axis(tickMinStep=1),
+        **extra,
+    )
