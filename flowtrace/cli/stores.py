@@ -141,4 +141,3 @@ def compared_stem(stores: list[Path]) -> Path:
     name = "-vs-".join(stems[:3]) + (f"-and-{len(stems) - 3}-more" if len(stems) > 3 else "")
     folder = Path(os.path.commonpath([p.resolve().parent for p in stores]))
     return folder / f"compare_{name}"
-
