@@ -173,3 +173,24 @@ def test_a_program_that_raises_after_its_yield_fails_its_sample_only(t: Trace):
     with pytest.raises(SampleError, match=r"ZeroDivisionError"):
         measure.fill(step)
     assert torch.isfinite(rows).all()
+
+
+def test_a_generator_program_is_seen_through_partial_and_callable_objects(t: Trace):
+    import functools
+
+    from flowtrace.kinds.program import yields
+
+    def sweep(t: Trace, layer: int):
+        out = yield Cut("video -> last", layer)
+        return {"p": out.p(t.answer_id)}
+
+    class Sweep:
+        def __call__(self, t: Trace):
+            return (yield from sweep(t, 2))
+
+    assert yields(sweep) and yields(functools.partial(sweep, layer=2)) and yields(Sweep())
+    assert not yields(lambda t: {"p": 1.0})
+    want = float(t.run(Cut("video -> last", 2)).p(t.answer_id)[0])
+    for program in (functools.partial(sweep, layer=2), Sweep()):
+        measure = ProgramMeasure(TraceProgram("s", "s", program), t.loaded, 8, [t.sample], 0)
+        assert abs(float(measure.run_on(t)["p"].values[0]) - want) < 1e-6

@@ -3,6 +3,7 @@ and recorded; a program that raises or returns what the store cannot hold fails 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import linecache
 import traceback
@@ -63,7 +64,7 @@ class ProgramMeasure:
         """A program written as a generator runs here up to its `yield`: the conditions it
         yields join the pass's batch (and the next sample may start while they run). Any other
         program runs whole in `fill`."""
-        if not inspect.isgeneratorfunction(self.recipe.program):
+        if not yields(self.recipe.program):
             return Plan(fill_runs_model=True)
         trace = self._trace(prepared, sample, clean, engine)
         steps = self.recipe.program(trace)
@@ -95,7 +96,7 @@ class ProgramMeasure:
     def run_on(self, trace: Trace) -> Any:
         """The program on one sample's trace, start to end (what it yields runs at once), as
         the pass would record it: a notebook's or a test's way in."""
-        if not inspect.isgeneratorfunction(self.recipe.program):
+        if not yields(self.recipe.program):
             return self._guard(lambda: self.recipe.program(trace))
         steps = self.recipe.program(trace)
         return self._finish(trace, steps, *self._advance(steps, None))
@@ -201,6 +202,16 @@ class ProgramMeasure:
         record.values.update(values)
         self.schema.complete = True
         record.schema = self.schema
+
+
+def yields(program: Any) -> bool:
+    """Whether a program is written as a generator (its conditions then join the pass), seen
+    through `functools.partial` and a callable object's `__call__`."""
+    while isinstance(program, functools.partial):
+        program = program.func
+    if not inspect.isfunction(program) and not inspect.ismethod(program) and callable(program):
+        program = program.__call__
+    return inspect.isgeneratorfunction(program)
 
 
 class _Returned(Exception):  # noqa: N818 - a generator program's return, not an error
