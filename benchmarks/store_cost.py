@@ -9,6 +9,7 @@ Prints s/sample of each and every write's seconds (the writer thread's, from `Cu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -58,8 +59,7 @@ def main() -> None:
         data=str(args.clips), limit=args.samples, sample_mode="all", plot=False,
         device=args.device,
     )  # fmt: skip
-    run(recipes, RunOptions(**{**options.__dict__, "out": work / "warm", "limit": 1}),
-        loaded=loaded)  # fmt: skip
+    run(recipes, dataclasses.replace(options, out=work / "warm", limit=1), loaded=loaded)
     for round_ in range(args.rounds):
         for name, (extra, write) in variants.items():
             out = work / f"{name}-{round_}"
@@ -69,7 +69,7 @@ def main() -> None:
             sync(args.device)
             started = time.perf_counter()
             try:
-                run(recipes, RunOptions(**{**options.__dict__, "out": out, **extra}), loaded=loaded)
+                run(recipes, dataclasses.replace(options, out=out, **extra), loaded=loaded)
             except StoreError:  # no_writes: the run's summary finds no sample, as it should
                 assert name == "no_writes"
             sync(args.device)

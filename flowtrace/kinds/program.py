@@ -133,12 +133,16 @@ class ProgramMeasure:
 
     def _advance(self, steps: Any, value: Any) -> tuple[bool, Any]:
         """Resume a generator program: (True, what it yields next) or (False, its result)."""
-        try:
-            return True, self._guard(lambda: steps.send(value), advancing=True)
-        except _Returned as returned:
-            return False, returned.value
 
-    def _guard(self, call: Any, advancing: bool = False) -> Any:
+        def step() -> tuple[bool, Any]:
+            try:
+                return True, steps.send(value)
+            except StopIteration as returned:  # the program's `return`: no error
+                return False, returned.value
+
+        return self._guard(step)
+
+    def _guard(self, call: Any) -> Any:
         """`call()`, under inference mode unless the program asks for gradients; any exception
         fails this sample with the program's own line in the reason."""
         try:
@@ -147,10 +151,6 @@ class ProgramMeasure:
                     return call()
             with torch.inference_mode():
                 return call()
-        except StopIteration as stop:
-            if not advancing:
-                raise SampleError(_explain(self.recipe, stop)) from stop
-            raise _Returned(stop.value) from None
         except SampleError:
             raise
         except Exception as error:  # noqa: BLE001 - a user's program: any error fails the sample
@@ -212,11 +212,6 @@ def yields(program: Any) -> bool:
     if not inspect.isfunction(program) and not inspect.ismethod(program) and callable(program):
         program = program.__call__
     return inspect.isgeneratorfunction(program)
-
-
-class _Returned(Exception):  # noqa: N818 - a generator program's return, not an error
-    def __init__(self, value: Any) -> None:
-        self.value = value
 
 
 def _explain(recipe: TraceProgram, error: BaseException) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flowtrace.data import Sample, read_samples
-from flowtrace.errors import FlowtraceError, OptionError, RecipeError
+from flowtrace.errors import FlowtraceError, RecipeError
 from flowtrace.kinds.attention import AttentionMeasure
 from flowtrace.kinds.declarations import (
     AttentionMap,
@@ -79,9 +79,7 @@ def _attention(recipe, loaded, options, settled, samples) -> AttentionMeasure:
 
 
 def _pathway(recipe, loaded, options, settled, samples) -> PathwayMeasure:
-    if options.random_ratio is not None:
-        if not 0 <= options.random_ratio <= 1:
-            raise OptionError("random_ratio", f"{options.random_ratio}: must be in [0, 1]")
+    if options.random_ratio is not None:  # in [0, 1]: check_options
         recipe = dataclasses.replace(recipe, random_ratio=options.random_ratio)
     return PathwayMeasure(recipe, loaded, options.seed)
 
