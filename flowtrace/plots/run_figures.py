@@ -17,7 +17,7 @@ from flowtrace.outputs import OutputWarning
 from flowtrace.paths import store_stem
 from flowtrace.plots import FigureTooLarge, chart_for, save_store_figure
 from flowtrace.plots.stores import is_sweep, pass_figure
-from flowtrace.store import keys, open_cube
+from flowtrace.store import analysed_mask, keys, open_cube
 
 
 @dataclass
@@ -45,7 +45,7 @@ def draw_run_figures(stores: Sequence[Path]) -> RunFigures:
         return drawn
     for store in stores:
         ds = open_cube(store)  # a figure reads every array, so damage shows here
-        if not (ds["status"].values == "ok").any():
+        if not bool(analysed_mask(ds).any()):
             continue
         drawn.stores[Path(store)] = store_figure(ds, Path(store))
         if is_sweep(ds):
