@@ -191,7 +191,7 @@ def test_scaling_every_head_is_scaling_the_attention_output(t, planted):
     _, p = out["p_answer"]
     # A group of every position, for Steer.
     everything = {**t.layout.groups, "everything": np.arange(t.layout.seq_len)}
-    whole = Trace(**{**t.__dict__, "layout": replace(t.layout, groups=everything), "scratch": {}})
+    whole = replace(t, layout=replace(t.layout, groups=everything), scratch={})  # fields only
     steered = whole.run([Steer("attention", "everything", 3, scale=s) for s in (0.0, 2.5)])
     for i in range(2):
         assert abs(float(p[i]) - float(steered.probs[i, t.answer_id])) < TOLERANCE

@@ -130,13 +130,18 @@ class Trace:
     @property
     def sweep_layers(self) -> range:
         """The positions the run's sweep stands at (every layer unless the run names a range)."""
-        start, stop = self.sweep.resolve(self.num_layers).layers or (0, self.num_layers)
+        start, stop = self._sweep.layers or (0, self.num_layers)
         return range(start, stop)
 
     def window(self, layer: int) -> tuple[int, ...]:
         """The layers a knockout cuts when the run's sweep stands at `layer` (its window size
         and style)."""
-        return self.sweep.resolve(self.num_layers).window_at(layer, self.num_layers)
+        return self._sweep.window_at(layer, self.num_layers)
+
+    @cached_property
+    def _sweep(self) -> Sweep:
+        # Settled against the model once: a grid asks `window` for each of its cells.
+        return self.sweep.resolve(self.num_layers)
 
     # -- the answer --------------------------------------------------------------------------
 
