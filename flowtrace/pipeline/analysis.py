@@ -159,7 +159,8 @@ def prepare_analyses(
             "no"
             if not compiles
             else f"after {EAGER_FIRST_SAMPLES} samples, where {COMPILE_PAYS_FROM} or more are left"
-            if compile_deferred(options.compile)
+            # The serial pass defers (passes.deferred_compiles); Ray workers compile at once.
+            if compile_deferred(options.compile) and options.executor == "serial"
             else "yes"
         )
         measure = kind.measure(recipe, loaded, options, settled, samples)
