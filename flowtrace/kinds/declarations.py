@@ -323,12 +323,6 @@ class TraceProgram(RecipeKind):
         return {keys.CHART: self.chart}
 
 
-Recipe = (
-    Knockout
-    | LayerProbe
-    | VideoLogitLens
-    | EffectivePathway
-    | AttentionMap
-    | FlowMap
-    | TraceProgram
-)
+# What any recipe is: a declaration of a kind, built in or registered
+# (pipeline.kinds.register_kind); annotations say Recipe, load_recipe checks RecipeKind.
+Recipe = RecipeKind
