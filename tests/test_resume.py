@@ -66,8 +66,16 @@ def test_kill_and_resume_gives_the_uninterrupted_cube(tmp_path: Path):
     assert final.wait(timeout=300) == 0, final.stderr.read()
     a, b = xr.open_zarr(clean_out), xr.open_zarr(resumed_out)
     assert list(a["sample"].values) == list(b["sample"].values)  # none lost, none repeated
-    for name in ("prob_pred", "rel_change_pred", "clean_prob_pred"):
-        assert np.allclose(a[name].values, b[name].values, equal_nan=True, atol=1e-6), name
+    # Bitwise equality across processes is not promised on CPU (BLAS kernels may take another
+    # path for another memory alignment): a few float32 ulps of p (~6e-8 near 1) differ. The
+    # tolerance is 1e-6 of a probability, so 1e-4 for rel_change, which is in percent; both
+    # stay far below the smallest gap between two samples' rows, so a sample stored at
+    # another's place or computed from another's input still fails.
+    for name, atol in (("prob_pred", 1e-6), ("rel_change_pred", 1e-4), ("clean_prob_pred", 1e-6)):
+        rows = a[name].values.reshape(a.sizes["sample"], -1)
+        gaps = np.abs(rows[:, None] - rows[None, :]).max(-1)[~np.eye(len(rows), dtype=bool)]
+        assert atol < np.nanmin(gaps) / 4, (name, np.nanmin(gaps))
+        assert np.allclose(a[name].values, b[name].values, equal_nan=True, atol=atol, rtol=0), name
     assert list(a["status"].values) == list(b["status"].values)
 
 
