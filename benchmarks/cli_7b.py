@@ -2,8 +2,9 @@
 
 Writes a LLaVA-NeXT-Video-7B model folder holding config.json and the processor files but no
 weights (`--random-weights` builds it with seeded random weights on the device), then runs each
-command in its own process and prints one JSON line per command: wall seconds (imports, model
-build and figures included), exit code and the last lines of its output. The stores stay under
+command in its own process (the flow map's `flowtrace pathways` curve among them) and prints
+one JSON line per command: wall seconds (imports, model build and figures included), exit code
+and the last lines of its output. The stores stay under
 `--work` for `flowtrace show/check/plot/report` afterwards.
 
     python benchmarks/cli_7b.py --clips CLIPS --work /tmp/cli7b
@@ -70,6 +71,12 @@ def main() -> None:
         "paper": [*flowtrace, "run", "recipes/paper.py", *common, "--out", str(work / "paper")],
         "readme_program": [*flowtrace, "run", str(readme_program(work)), *common,
                            "--out", str(work / "group_ablation.zarr")],
+        # The pathway curve runs the model at each threshold: a flow map first, then the curve.
+        "flow_map": [*flowtrace, "run", "recipes/flow_map.py", *common,
+                     "--out", str(work / "flow_map.zarr")],
+        "pathways": [*flowtrace, "pathways", str(work / "flow_map.zarr"), "--model", str(model),
+                     "--random-weights", "--limit", str(args.limit), "--out",
+                     str(work / "pathways")],
         "show": [*flowtrace, "show", str(work / "cross_frame.zarr")],
         "check": [*flowtrace, "check", str(work / "cross_frame.zarr")],
     }  # fmt: skip

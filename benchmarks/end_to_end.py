@@ -30,7 +30,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from reference_engine import build, sync
+from reference_engine import SHAPES, build, sync
 
 import flowtrace.engine.fast as fast
 from flowtrace.data import read_samples, sample_frames
@@ -142,10 +142,11 @@ def engine_only(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=["toy", "7b"], default="toy")
+    parser.add_argument("--shape", choices=SHAPES, default="toy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--attn", default="sdpa")
+    parser.add_argument("--frames", type=int, help="frames per video (the adapter's default: 8)")
     parser.add_argument("--work", type=Path, help="Folder for clips and stores (default: temp).")
     parser.add_argument(
         "--profile",
@@ -189,10 +190,10 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="flowtrace-e2e-"))
     data = args.clips or write_clips(work / "data", args.samples)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    loaded = build(args.shape, args.device, dtype, args.attn)
+    loaded = build(args.shape, args.device, dtype, args.attn, args.frames or 8)
     recipes = [load_recipe(name) for name in SWEEPS]
     window = default_window(loaded.num_layers)
-    frames = loaded.adapter.default_frames
+    frames = args.frames or loaded.adapter.default_frames
     count = len(read_samples(DataSource(kind="tvbench", root=data, spec=str(data))))
 
     compiled = FastEngine(loaded).compile
@@ -206,6 +207,7 @@ def main() -> None:
             device=args.device,
             sweep=Sweep(window=window),
             limit=limit,
+            frames=args.frames,
             **RUN_OPTIONS,
         )
 
@@ -236,6 +238,7 @@ def main() -> None:
             "measure": "summary",
             "variant": variant,
             "shape": args.shape,
+            "frames": frames,
             "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
             "samples": count,
             "compiled_layers": compiled,
@@ -286,6 +289,9 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
         out = work / name
         shutil.rmtree(out, ignore_errors=True)
         sync(args.device)
+        cuda = args.device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
         stamps: list[float] = []
         with GpuBusy(args.device) as busy:
             started = time.perf_counter()
@@ -310,6 +316,9 @@ def time_runs(args, loaded, recipes, options, work: Path, count: int) -> dict[st
                     "s_per_sample": round(seconds, 4),
                     "steady_s_per_sample": round(steady, 4),
                     "gpu_busy": busy.share,
+                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                    if cuda
+                    else None,
                     # What a run pays once: up to the first sample's record (stores opened,
                     # the first sample decoded, analysed alone) and after the last one's
                     # (stores closed and summarised).

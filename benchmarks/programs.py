@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 from end_to_end import GpuBusy, write_clips
-from reference_engine import build, sync
+from reference_engine import SHAPES, build, sync
 
 from flowtrace.recipe import load_recipes
 from flowtrace.runner import RunOptions, run
@@ -121,7 +121,7 @@ def first_result(loaded, path: Path, options: RunOptions) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["toy", "7b"], default="toy")
+    parser.add_argument("--shape", choices=SHAPES, default="toy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--smoke-samples", type=int, default=2)

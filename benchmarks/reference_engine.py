@@ -31,28 +31,46 @@ from flowtrace.tokens.sweep import Sweep, default_window
 from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_MODEL
 from flowtrace.toy.build import build_config, build_processor
 
+# toy: the embedded model; 7b and 13b: the paper's LLaVA-NeXT shapes; 7b-thin: the 7B layout
+# with tiny widths.
+SHAPES = ("toy", "7b", "13b", "7b-thin")
+# Vicuna-13B's decoder: (layers, hidden, heads, intermediate).
+DECODERS = {
+    "7b": (32, 4096, 32, 11008),
+    "13b": (40, 5120, 40, 13824),
+    "7b-thin": (32, 128, 32, 256),
+}
 
-def seven_b_config(tokenizer) -> LlavaNextVideoConfig:
-    """LLaVA-NeXT-7B-Video-FT's shape: CLIP ViT-L/14-336 and Vicuna-7B."""
+
+def seven_b_config(
+    tokenizer, thin: bool = False, shape: str = "7b", max_positions: int = 4096
+) -> LlavaNextVideoConfig:
+    """LLaVA-NeXT-7B-Video-FT's shape: CLIP ViT-L/14-336 and Vicuna-7B (`shape="13b"`: Vicuna-13B).
+    `thin`: the same layers, heads, frames and tokens with widths of 4 per head, so the host's
+    share of a run (layer calls, masks, a program's bookkeeping) can be profiled on a CPU, where
+    compute is then small. `max_positions`: room for more frames than Vicuna's 4096 tokens hold."""
+    layers, hidden, heads, intermediate = DECODERS["7b-thin" if thin else shape]
     return build_config(
         tokenizer,
-        layers=32,
-        hidden=4096,
-        heads=32,
-        intermediate=11008,
-        vision_hidden=1024,
-        vision_layers=24,
-        vision_heads=16,
-        vision_intermediate=4096,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        intermediate=intermediate,
+        vision_hidden=64 if thin else 1024,
+        vision_layers=2 if thin else 24,
+        vision_heads=4 if thin else 16,
+        vision_intermediate=128 if thin else 4096,
         vision_feature_layer=-2,
         image_size=336,
         patch_size=14,
         vocab_size=32064,
-        max_positions=4096,
+        max_positions=max_positions,
     )
 
 
-def build(shape: str, device: str, dtype: torch.dtype, attn: str) -> LoadedModel:
+def build(shape: str, device: str, dtype: torch.dtype, attn: str, frames: int = 8) -> LoadedModel:
+    """The model of `shape` with seeded random weights (the toy's own); `frames`: the most frames
+    a prompt will hold (the context grows past Vicuna's 4096 tokens where they need it)."""
     from transformers import AutoProcessor
 
     toy_processor = AutoProcessor.from_pretrained(EMBEDDED_MODEL)
@@ -61,7 +79,9 @@ def build(shape: str, device: str, dtype: torch.dtype, attn: str) -> LoadedModel
         processor = toy_processor
     else:
         processor = build_processor(toy_processor.tokenizer, image_size=336, patch_size=14)
-        config = seven_b_config(toy_processor.tokenizer)
+        room = max(4096, 2 ** (frames * 144 + 256).bit_length())  # 144 video tokens a frame
+        thin = shape == "7b-thin"
+        config = seven_b_config(toy_processor.tokenizer, thin, shape, max_positions=room)
         config._attn_implementation = attn
         torch.manual_seed(0)
         with torch.device(device):
@@ -88,7 +108,7 @@ def sync(device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["toy", "7b"], default="toy")
+    parser.add_argument("--shape", choices=SHAPES, default="toy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"])
     parser.add_argument("--batch-sizes", default="1,4,8")

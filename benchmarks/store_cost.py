@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from reference_engine import build, sync
+from reference_engine import SHAPES, build, sync
 
 import flowtrace.store.writer as writer
 from flowtrace.errors import StoreError
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=["toy", "7b"], default="toy")
+    parser.add_argument("--shape", choices=SHAPES, default="toy")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--clips", type=Path, required=True)
     parser.add_argument("--samples", type=int, default=8)
