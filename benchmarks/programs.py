@@ -82,13 +82,18 @@ def timed(loaded, path: Path, options: RunOptions, device: str, samples: int) ->
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     sync(device)
+    stamps: list[float] = []
     with GpuBusy(device) as busy:
         started = time.perf_counter()
-        run(recipe, options, loaded=loaded)
+        run(recipe, options, loaded=loaded, progress=lambda *_: stamps.append(time.perf_counter()))
         sync(device)
         seconds = time.perf_counter() - started
+    # Between the first and the last sample's records: throughput, without what a run pays once
+    # (its stores' first flush and close, the first sample's self-check).
+    steady = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
     row = {
         "s_per_sample": round(seconds / samples, 4),
+        "steady_s_per_sample": None if steady is None else round(steady, 4),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
         "gpu_busy": None if busy.share is None else round(busy.share, 3),
     }
