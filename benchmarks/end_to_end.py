@@ -254,6 +254,13 @@ def main() -> None:
             "four_runs_over_one_pass": round(four / rows["one_pass"], 2),
         }
         print(json.dumps(summary))
+    if compiled:
+        # Graphs past dynamo's recompile limit run eagerly: a long-lived process (four solo runs,
+        # then a pass) must not pile up graphs. These counters are the process's so far.
+        from torch._dynamo.utils import counters
+
+        kept = ("stats", "frames", "recompiles", "graph_break")
+        print(json.dumps({"measure": "dynamo", **{k: dict(counters[k]) for k in kept}}))
     if args.profile:
         shutil.rmtree(work / "profiled", ignore_errors=True)
         profiler = cProfile.Profile()

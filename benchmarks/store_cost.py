@@ -1,7 +1,10 @@
 """What a run's stores cost beside its analysis: the paper's four sweeps as one pass over the same
 samples, with the stores written as usual, with every write deferred to the run's end, and with
 writes skipped (a timing stand-in only: those stores are not kept), alternating in one process.
-Prints s/sample of each and every write's seconds (the writer thread's, from `CubeStore._write`).
+Prints s/sample of each and every write's seconds (the writer thread's, from `CubeStore._write`),
+split into the first flush (`write_first`), later appends and the commits; and first, the
+folder's own latency per file operation (a machine whose filesystem is slow at small files pays
+it on each of a store's few hundred file operations).
 
     python benchmarks/store_cost.py --shape 7b --device cuda --clips CLIPS --samples 8
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -25,6 +29,30 @@ from flowtrace.recipe import load_recipes
 from flowtrace.runner import RunOptions, run
 
 ROOT = Path(__file__).resolve().parents[1]
+PHASES = ("write_first", "append_arrays", "commit")
+
+
+def fs_probe(folder: Path, count: int = 200) -> dict[str, float]:
+    """Microseconds per file operation in `folder`: make a folder, write a small file, rename
+    it, stat it, list the folder (what a store's flush does, a few hundred times)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spent = dict.fromkeys(("mkdir", "write", "rename", "stat", "listdir"), 0.0)
+    for i in range(count):
+        marks = [time.perf_counter()]
+        (folder / f"d{i}").mkdir()
+        marks.append(time.perf_counter())
+        (folder / f"d{i}" / "f.partial").write_bytes(b"x" * 512)
+        marks.append(time.perf_counter())
+        os.replace(folder / f"d{i}" / "f.partial", folder / f"d{i}" / "f")
+        marks.append(time.perf_counter())
+        os.stat(folder / f"d{i}" / "f")
+        marks.append(time.perf_counter())
+        os.listdir(folder / f"d{i}")
+        marks.append(time.perf_counter())
+        for key, start, end in zip(spent, marks, marks[1:], strict=False):
+            spent[key] += end - start
+    shutil.rmtree(folder)
+    return {f"{key}_us": round(1e6 * value / count, 1) for key, value in spent.items()}
 
 
 def main() -> None:
@@ -39,8 +67,23 @@ def main() -> None:
     loaded = build(args.shape, args.device, dtype, "sdpa")
     recipes = load_recipes(ROOT / "recipes" / "paper.py")
     work = Path(tempfile.mkdtemp(prefix="flowtrace-store-cost-"))
+    print(json.dumps({"measure": "fs_probe", "folder": str(work), **fs_probe(work / "probe")}))
     writes: list[float] = []
+    phases = dict.fromkeys(PHASES, 0.0)
     real = writer.CubeStore._write
+
+    def timing(name: str, function):
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                phases[name] += time.perf_counter() - started
+
+        return timed
+
+    for name in PHASES:
+        setattr(writer, name, timing(name, getattr(writer, name)))
 
     def timed_write(self, batch):
         started = time.perf_counter()
@@ -66,6 +109,7 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             writer.CubeStore._write = write
             writes.clear()
+            phases.update(dict.fromkeys(PHASES, 0.0))
             sync(args.device)
             started = time.perf_counter()
             try:
@@ -77,7 +121,8 @@ def main() -> None:
             writer.CubeStore._write = real
             per_sample = round(seconds / args.samples, 3)
             row = {"variant": name, "round": round_, "s_per_sample": per_sample,
-                   "writes_s": [round(w, 3) for w in writes]}  # fmt: skip
+                   "writes_s": [round(w, 3) for w in writes],
+                   **{f"{k}_s": round(v, 3) for k, v in phases.items()}}  # fmt: skip
             print(json.dumps(row), flush=True)
 
 
