@@ -23,3 +23,36 @@ def test_adapters_full_size_runs_tiny_and_the_engines_agree(tmp_path: Path):
         assert row["fast_path"] == "fast" and row["fast_max_abs_dp"] < 1e-5
     assert rows["LLaVA-NeXT-7B-Video-FT"]["grid"] == "8×12×12"  # PLLaVA's default pooling
     assert rows["Qwen2.5-VL-7B"]["grid"].startswith("4×")  # two frames per temporal patch
+
+
+def test_closing_runs_calls_only_flags_its_benchmarks_take():
+    """benchmarks/closing_runs.sh is run on a GPU machine whose device time is scarce: a flag
+    renamed in a benchmark must fail here, not there."""
+    import re
+    import shlex
+
+    script = (BENCHMARKS / "closing_runs.sh").read_text()
+    subprocess.run(["bash", "-n", str(BENCHMARKS / "closing_runs.sh")], check=True)
+    # Each call: `$PY NAME.py ...` up to its redirection, over continued lines.
+    joined = script.replace("\\\n", " ")
+    calls = re.findall(r"\$PY (\w+\.py)([^>\n]*)", joined)
+    assert {name for name, _ in calls} >= {
+        "cli_7b.py", "adapters_full_size.py", "end_to_end.py", "store_cost.py", "programs.py"
+    }  # fmt: skip
+    flags: dict[str, set[str]] = {}
+    for name, rest in calls:
+        words = shlex.split(rest)
+        flags.setdefault(name, set()).update(w.split("=")[0] for w in words if w.startswith("--"))
+    for name, used in flags.items():
+        helped = subprocess.run(
+            [sys.executable, name, "--help"], cwd=BENCHMARKS, capture_output=True, text=True
+        )
+        assert helped.returncode == 0, helped.stderr
+        for flag in used:
+            assert re.search(rf"{re.escape(flag)}\b", helped.stdout), (name, flag)
+    # The shapes it names are benchmark shapes.
+    sys.path.insert(0, str(BENCHMARKS))
+    from reference_engine import SHAPES
+
+    for shape in re.findall(r"SHAPE:-(\w+)", script):
+        assert shape in SHAPES, shape
