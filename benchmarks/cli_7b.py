@@ -22,9 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_model(folder: Path, tiny: bool = False) -> Path:
+def write_model(folder: Path, tiny: bool = False, thin: bool = False) -> Path:
     """The 7B model's folder (config and processor, no weights); `tiny`: the toy's shape, for a
-    CPU check of the commands themselves."""
+    CPU check of the commands themselves; `thin`: the 7B layout (layers, heads, frames, tokens)
+    with tiny widths, for a CPU check of what depends on the layout."""
     from transformers import AutoProcessor
 
     from flowtrace.toy import EMBEDDED_MODEL
@@ -39,7 +40,7 @@ def write_model(folder: Path, tiny: bool = False) -> Path:
         build_config(tokenizer).save_pretrained(folder)
         build_processor(tokenizer).save_pretrained(folder)
     else:
-        seven_b_config(tokenizer).save_pretrained(folder)
+        seven_b_config(tokenizer, thin=thin).save_pretrained(folder)
         build_processor(tokenizer, image_size=336, patch_size=14).save_pretrained(folder)
     return folder
 
@@ -59,9 +60,12 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2)
     parser.add_argument("--only", default="", help="comma-separated command names")
     parser.add_argument("--tiny", action="store_true", help="the toy's shape (a CPU check)")
+    parser.add_argument(
+        "--thin", action="store_true", help="the 7B layout with tiny widths (a CPU check)"
+    )
     args = parser.parse_args()
     work = args.work
-    model = write_model(work / "llava-next-video-random", args.tiny)
+    model = write_model(work / "llava-next-video-random", args.tiny, args.thin)
     common = ["--model", str(model), "--data", str(args.clips), "--limit", str(args.limit)]
     common += ["--sample-mode", "all", "--overwrite", "--random-weights"]
     flowtrace = [sys.executable, "-m", "flowtrace"]

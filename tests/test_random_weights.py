@@ -67,3 +67,15 @@ def test_pathways_from_a_random_weights_flow_map(config_only: Path, tmp_path: Pa
     done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--random-weights"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "b" / "curve.csv").read_text().count("\n") >= 2
+    # The flow map analysed every sample, so the curve's runs do too: a dry run whose noise
+    # answers are wrong must still run its pathways (it skipped them all, under "correct").
+    ran = open_cube(tmp_path / "b" / "threshold_0.5.zarr")
+    assert ran.attrs["sample_mode"] == "all" and list(ran["status"].values) == ["ok"]
+    assert np.isfinite(ran["edges_kept_pct"].values).all()
+    told = CliRunner().invoke(
+        app, [*args, "--out", str(tmp_path / "c"), "--random-weights", "--sample-mode", "correct"]
+    )
+    assert told.exit_code == 0, told.output
+    assert open_cube(tmp_path / "c" / "threshold_0.5.zarr").attrs["sample_mode"] == "correct"
+    mixed = CliRunner().invoke(app, [*args, "--find", "--sample-mode", "all"])
+    assert mixed.exit_code == 2 and "drop --sample-mode" in " ".join(mixed.output.split())

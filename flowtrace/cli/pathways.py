@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 
 from flowtrace.cli.common import Device, RandomWeights, fail, open_store
+from flowtrace.cli.settings import shared_option
 from flowtrace.errors import FlowtraceError
+
+# The curve's runs take the flow map's sample mode unless told otherwise: a flow map of every
+# sample (a random-weights dry run, whose answers are noise) gives runs of every sample.
+SampleMode = shared_option(
+    "sample_mode",
+    default_note="Default: the flow map's. The threshold curve's runs only: --find judges "
+    "samples by p(true answer) itself.",
+)
 
 
 def pathways(
@@ -24,6 +33,7 @@ def pathways(
     limit: Annotated[int | None, typer.Option(help="At most this many samples.")] = None,
     device: Device = "auto",
     random_weights: RandomWeights = False,
+    sample_mode: SampleMode = None,
     noise_floor: Annotated[
         float | None,
         typer.Option(
@@ -101,6 +111,13 @@ def pathways(
         check_outputs(out, FOUND_FILES if find else CURVE_FILES)
     except FlowtraceError as err:
         fail(err)
+    if find and sample_mode:
+        fail(
+            FlowtraceError(
+                f"--sample-mode {sample_mode}: --find judges samples by p(true answer) itself; "
+                "drop --sample-mode, or drop --find for the threshold curve"
+            )
+        )
     if find:
         import tempfile
 
@@ -157,6 +174,7 @@ def pathways(
             device=device,
             out=out,
             random_weights=random_weights,
+            sample_mode=sample_mode or str(ds.attrs.get(keys.SAMPLE_MODE, "correct")),
         )
         table = pathway_curve(flow_map, levels, options, floor=noise_floor)
     except FlowtraceError as err:

@@ -22,15 +22,18 @@ def offered() -> list[Setting]:
     return [s for s in settings() if s.panel]
 
 
-def option(setting: Setting, panel: str | None = None) -> Any:
+def option(setting: Setting, panel: str | None = None, default_note: str = "") -> Any:
     """The setting's typer option, as an annotation (`Annotated[type, typer.Option(...)]`), in
-    `panel` (default: the setting's own)."""
+    `panel` (default: the setting's own); `default_note`: where the default comes from, for a
+    command whose default is not the run's (the option then takes None for "not given")."""
     kind = Literal[setting.choices] if setting.choices else setting.type
+    if default_note:
+        kind = kind | None
     flag = "--" + setting.cli_name.replace("_", "-")
     names = (f"{flag}/--no-{flag[2:]}",) if setting.toggle else ()
     info = typer.Option(
         *names,
-        help=say_flags(setting.help, declared_flag),
+        help=say_flags(f"{setting.help} {default_note}".strip(), declared_flag),
         rich_help_panel=panel or setting.panel or None,
         min=setting.min,
         show_default=setting.show_default,
@@ -38,10 +41,11 @@ def option(setting: Setting, panel: str | None = None) -> Any:
     return Annotated[kind, info]
 
 
-def shared_option(name: str) -> Any:
+def shared_option(name: str, default_note: str = "") -> Any:
     """The option of a run setting that another command takes with the same meaning, among that
-    command's other options."""
-    return option(next(s for s in settings() if s.name == name), panel="Options")
+    command's other options (`default_note`: see `option`)."""
+    setting = next(s for s in settings() if s.name == name)
+    return option(setting, panel="Options", default_note=default_note)
 
 
 def parameters() -> list[inspect.Parameter]:
