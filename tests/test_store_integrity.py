@@ -64,7 +64,7 @@ def test_a_zarr_saved_with_xarray_from_a_store_is_not_taken_for_one(tmp_path: Pa
         for overwrite in (False, True):
             with pytest.raises(StoreError, match="is not a flowtrace store") as refused:
                 CubeStore(subset, attrs, overwrite=overwrite, schema=SCHEMA)
-            assert "pass overwrite" not in str(refused.value)
+            assert "overwrite" not in str(refused.value)
     assert tree(subset) == before
     assert xr.open_zarr(subset).sizes["sample"] == 2
 
@@ -201,7 +201,7 @@ def test_damaged_metadata_is_called_damaged_not_a_store_without_samples(tmp_path
     assert "no complete sample" not in str(err.value)
     assert check_store(store) and "is damaged" in check_store(store)[0]
     # Resuming it without overwrite keeps it, and says how to go on.
-    with pytest.raises(StoreError, match="is damaged .*pass overwrite to replace it"):
+    with pytest.raises(StoreError, match="is damaged .*pass overwrite=True to replace it"):
         CubeStore(store, ATTRS, schema=SCHEMA)
     assert (store / "zarr.json").read_text() == text[: len(text) // 2]
 

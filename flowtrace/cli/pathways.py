@@ -11,6 +11,7 @@ from flowtrace.cli.common import Device, RandomWeights, fail, open_store
 from flowtrace.cli.settings import shared_option
 from flowtrace.errors import FlowtraceError
 
+Overwrite = shared_option("overwrite")
 # The curve's runs take the flow map's sample mode unless told otherwise: a flow map of every
 # sample (a random-weights dry run, whose answers are noise) gives runs of every sample.
 SampleMode = shared_option(
@@ -34,6 +35,7 @@ def pathways(
     device: Device = "auto",
     random_weights: RandomWeights = False,
     sample_mode: SampleMode = None,
+    overwrite: Overwrite = False,
     noise_floor: Annotated[
         float | None,
         typer.Option(
@@ -174,6 +176,7 @@ def pathways(
             device=device,
             out=out,
             random_weights=random_weights,
+            overwrite=overwrite,
             sample_mode=sample_mode or str(ds.attrs.get(keys.SAMPLE_MODE, "correct")),
         )
         table = pathway_curve(flow_map, levels, options, floor=noise_floor)

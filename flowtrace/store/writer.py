@@ -105,7 +105,7 @@ class CubeStore:
         except StoreError as err:
             if not self._overwrite:
                 raise StoreError(
-                    f"{err}; pass overwrite to replace it or choose another out"
+                    f"{err}; pass overwrite=True to replace it, or out=PATH elsewhere"
                 ) from None
             root = None
         if root is None or is_started(path, root) or self._overwrite:
@@ -116,8 +116,8 @@ class CubeStore:
         damage = metadata_problems(path, root)
         if damage:
             raise StoreError(
-                f"{damage[0]}; run `flowtrace check {path}`, and pass overwrite to replace it "
-                "or choose another out"
+                f"{damage[0]}; run `flowtrace check {path}`, and pass overwrite=True to replace "
+                "it, or out=PATH elsewhere"
             )
         ds = open_consolidated(path)
         differ = [
@@ -127,8 +127,8 @@ class CubeStore:
         ]
         if differ:
             raise StoreError(
-                f"store {path} holds another run ({'; '.join(differ)}); pass overwrite to "
-                "replace it or choose another out"
+                f"store {path} holds another run ({'; '.join(differ)}); pass overwrite=True to "
+                "replace it, or out=PATH elsewhere"
             )
         self.written = ds.sizes[SAMPLE]
         self.done = {str(s) for s in ds[SAMPLE].values}
