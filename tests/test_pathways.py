@@ -180,6 +180,10 @@ def test_the_curve_keeps_near_points_apart_from_crowded_ticks_and_labels():
     for panel, column in zip(spec["hconcat"], ("edges_kept_pct", "paper_kept_pct"), strict=True):
         low, high = panel["layer"][0]["encoding"]["x"]["scale"]["domain"]
         assert high - low >= 10 and low <= table[column].min() <= table[column].max() <= high
+        # The outermost points' labels, centred on them, stay inside: 3% of the spread spare.
+        spread = table[column].max() - table[column].min()
+        assert low <= table[column].min() - 0.03 * spread, (column, low)
+        assert table[column].max() + 0.03 * spread <= high, (column, high)
     data = [r for values in spec["datasets"].values() for r in values if "label" in r]
     labels = sorted(r["label"] for r in data if r["condition"] == "pathway")
     # One label for the two near points (on one of them), one for the far one.

@@ -184,12 +184,20 @@ MIN_SPAN = 10.0
 SAME_POINT = 0.5  # points of edges kept within which two points share one label
 
 
+# Room on each side of the outermost points, as a share of their spread: each point's threshold
+# label is centred on it and would spill past the plot's edge.
+LABEL_MARGIN = 0.04
+
+
 def kept_range(values: pd.Series, span: float = MIN_SPAN) -> list[float]:
-    """Whole-number [low, high] holding `values`, at least `span` wide, within [0, 100]."""
+    """Whole-number [low, high] holding `values` with a label's room on each side, at least
+    `span` wide, within [0, 100]."""
     values = values.dropna().astype(float)
     if values.empty:
         return [0.0, 100.0]
     low, high = float(values.min()), float(values.max())
+    room = LABEL_MARGIN * (high - low)
+    low, high = low - room, high + room
     middle = (low + high) / 2
     low, high = np.floor(min(low, middle - span / 2)), np.ceil(max(high, middle + span / 2))
     if low < 0:
