@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The full-size runs the open issues still need, on one GPU machine, in three device calls of
+# The full-size runs the open issues still need, on one GPU machine, in four device calls of
 # at most ten minutes each (device tool: carry [".whl1", ".whl", ".work/clips", ".work/clips24",
 # ".work/clips72"]; `.whl*` hold the wheels the machine lacks, `.work/clips*` 8, 24 and 72 clips
 # of end_to_end.write_clips, which needs PyAV to encode):
@@ -11,8 +11,8 @@
 #   bash benchmarks/closing_runs.sh programs # issue 32's timed programs over 8 samples (steady)
 #
 # Each writes its logs and the stores worth reading back (a tarball) under $OUT, and prints the
-# JSON lines of its measurements at the end. Without $OUT (a CPU check of the script itself:
-# `--tiny`), logs go to a temporary folder.
+# JSON lines of its measurements at the end (without $OUT, into a temporary folder). A CPU check
+# of the script itself, at the toy's shape: TINY=1 DEVICE=cpu PYTHON=python bash closing_runs.sh cli
 set -o pipefail
 R=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$(mktemp -d)}
