@@ -87,3 +87,22 @@ def test_pathways_from_a_random_weights_flow_map(config_only: Path, tmp_path: Pa
     assert open_cube(tmp_path / "b" / "threshold_0.5.zarr").attrs["sample_mode"] == "correct"
     mixed = CliRunner().invoke(app, [*args, "--find", "--sample-mode", "all"])
     assert mixed.exit_code == 2 and "drop --sample-mode" in " ".join(mixed.output.split())
+
+
+def test_a_dry_run_that_skips_samples_says_how_to_run_them_all(config_only: Path, tmp_path: Path):
+    """Random weights answer by chance, so the default sample mode skips most samples and runs
+    no knockout on them: the run says so, and how to time them all."""
+    from typer.testing import CliRunner
+
+    from flowtrace.cli import app
+
+    args = ["run", str(RECIPE), "--model", str(config_only), "--random-weights", "--limit", "4"]
+    told = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a.zarr")])
+    assert told.exit_code == 0, told.output
+    skipped = int((open_cube(tmp_path / "a.zarr")["status"] == "skipped").sum())
+    assert skipped > 0  # this seed's noise answers some wrong: the case the line is for
+    said = " ".join(told.output.split())
+    assert f"{skipped} of 4 samples were skipped by --sample-mode correct" in said
+    assert "pass --sample-mode all" in said
+    every = CliRunner().invoke(app, [*args, "--sample-mode", "all", "--out", str(tmp_path / "b")])
+    assert every.exit_code == 0 and "answer by chance" not in every.output

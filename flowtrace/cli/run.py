@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from flowtrace.cli.common import console, fail
+from flowtrace.cli.common import console, fail, warn
 from flowtrace.cli.resume import interrupted, later_ctrl_c_waits
 from flowtrace.cli.settings import declared_flag, parameters, run_options
 from flowtrace.errors import FlowtraceError
@@ -87,6 +87,16 @@ def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
         summary(name, result, options.sample_mode, options.eval_only, seconds, drawn)
     for figure in figures.combined:
         console.print(f"combined figure: {figure}")
+    skipped = sum(r.counts.get("skipped", 0) for r in results)
+    if options.random_weights and skipped:
+        # A dry run is for memory and time: noise answers are mostly wrong, and a sample the
+        # sample mode skips runs no knockout, so the run measured less than the real one will.
+        total = sum(sum(r.counts.values()) for r in results)
+        warn(
+            f"random weights answer by chance: {skipped} of {total} samples were skipped by "
+            f"sample_mode={options.sample_mode} and ran no analysis; for a dry run of memory "
+            "and time, pass sample_mode=all"
+        )
 
 
 RECIPES = typer.Argument(
