@@ -40,7 +40,7 @@ def write_model(folder: Path, tiny: bool = False, thin: bool = False) -> Path:
         build_config(tokenizer).save_pretrained(folder)
         build_processor(tokenizer).save_pretrained(folder)
     else:
-        seven_b_config(tokenizer, thin=thin).save_pretrained(folder)
+        seven_b_config(tokenizer, "7b-thin" if thin else "7b").save_pretrained(folder)
         build_processor(tokenizer, image_size=336, patch_size=14).save_pretrained(folder)
     return folder
 

@@ -32,9 +32,10 @@ from flowtrace.toy import EMBEDDED_DATA, EMBEDDED_MODEL
 from flowtrace.toy.build import build_config, build_processor
 
 # toy: the embedded model; 7b and 13b: the paper's LLaVA-NeXT shapes; 7b-thin: the 7B layout
-# with tiny widths.
+# (layers, heads, frames, tokens) with widths of 4 per head, so the host's share of a run (layer
+# calls, masks, a program's bookkeeping) can be profiled on a CPU, where compute is then small.
 SHAPES = ("toy", "7b", "13b", "7b-thin")
-# Vicuna-13B's decoder: (layers, hidden, heads, intermediate).
+# Each shape's decoder (Vicuna-7B, Vicuna-13B): layers, hidden, heads, intermediate.
 DECODERS = {
     "7b": (32, 4096, 32, 11008),
     "13b": (40, 5120, 40, 13824),
@@ -42,14 +43,12 @@ DECODERS = {
 }
 
 
-def seven_b_config(
-    tokenizer, thin: bool = False, shape: str = "7b", max_positions: int = 4096
-) -> LlavaNextVideoConfig:
-    """LLaVA-NeXT-7B-Video-FT's shape: CLIP ViT-L/14-336 and Vicuna-7B (`shape="13b"`: Vicuna-13B).
-    `thin`: the same layers, heads, frames and tokens with widths of 4 per head, so the host's
-    share of a run (layer calls, masks, a program's bookkeeping) can be profiled on a CPU, where
-    compute is then small. `max_positions`: room for more frames than Vicuna's 4096 tokens hold."""
-    layers, hidden, heads, intermediate = DECODERS["7b-thin" if thin else shape]
+def seven_b_config(tokenizer, shape: str = "7b", max_positions: int = 4096) -> LlavaNextVideoConfig:
+    """LLaVA-NeXT-7B-Video-FT's shape: CLIP ViT-L/14-336 and Vicuna-7B, or another of `DECODERS`
+    (`7b-thin` with a tiny vision tower too). `max_positions`: room for more frames than Vicuna's
+    4096 tokens hold."""
+    layers, hidden, heads, intermediate = DECODERS[shape]
+    thin = shape == "7b-thin"
     return build_config(
         tokenizer,
         layers=layers,
@@ -80,8 +79,7 @@ def build(shape: str, device: str, dtype: torch.dtype, attn: str, frames: int = 
     else:
         processor = build_processor(toy_processor.tokenizer, image_size=336, patch_size=14)
         room = max(4096, 2 ** (frames * 144 + 256).bit_length())  # 144 video tokens a frame
-        thin = shape == "7b-thin"
-        config = seven_b_config(toy_processor.tokenizer, thin, shape, max_positions=room)
+        config = seven_b_config(toy_processor.tokenizer, shape, max_positions=room)
         config._attn_implementation = attn
         torch.manual_seed(0)
         with torch.device(device):

@@ -4,6 +4,7 @@ progress and storage."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from flowtrace.data import read_samples
 from flowtrace.engine.remote import remote_trace_kwargs
 from flowtrace.errors import DataError, OptionError
 from flowtrace.models import LoadedModel
+from flowtrace.outputs import OutputWarning
 from flowtrace.pipeline.analysis import prepare_analyses
 from flowtrace.pipeline.options import RunOptions, check_options, resolve_data
 from flowtrace.pipeline.outputs import Outputs, settle_outputs
@@ -94,9 +96,32 @@ def run(
         result = summarise(open_cube(out, load=False), out, resumed)
         result.retried = retried
         results.append(result)
+    warn_dry_run_skips(options, results)
     if options.plot:
         draw_figures(results)
     return results if isinstance(recipe, list | tuple) else results[0]
+
+
+class DryRunWarning(OutputWarning):
+    """A random-weights run skipped samples by its sample mode, so it ran less analysis than
+    the real run will (the CLI prints it as one `warning:` line)."""
+
+
+def warn_dry_run_skips(options: RunOptions, results: list[RunResult]) -> None:
+    """A dry run is for memory and time, but noise answers are mostly wrong, and a sample the
+    sample mode skips runs no analysis: say how many, and how to run them all."""
+    # A pass's recipes share the clean answers, so they skip the same samples: count one's.
+    skipped = max(r.counts.get("skipped", 0) for r in results)
+    if options.random_weights and skipped:
+        total = max(sum(r.counts.values()) for r in results)
+        warnings.warn(
+            DryRunWarning(
+                f"random weights answer by chance: {skipped} of {total} samples were skipped "
+                f"by sample_mode={options.sample_mode} and ran no analysis; for a dry run of "
+                "memory and time, pass sample_mode=all"
+            ),
+            stacklevel=3,
+        )
 
 
 def plan_outputs(

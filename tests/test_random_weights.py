@@ -106,3 +106,10 @@ def test_a_dry_run_that_skips_samples_says_how_to_run_them_all(config_only: Path
     assert "pass --sample-mode all" in said
     every = CliRunner().invoke(app, [*args, "--sample-mode", "all", "--out", str(tmp_path / "b")])
     assert every.exit_code == 0 and "answer by chance" not in every.output
+    # The library says it too: the runner warns, the CLI prints.
+    from flowtrace.runner import DryRunWarning
+
+    with pytest.warns(DryRunWarning, match=f"{skipped} of 4 samples were skipped"):
+        # The same store, resumed: the runner counts its skipped samples again.
+        options = RunOptions(model=str(config_only), out=tmp_path / "a.zarr", limit=4, plot=False)
+        run(load_recipe(RECIPE), dataclasses.replace(options, random_weights=True))

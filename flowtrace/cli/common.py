@@ -32,6 +32,7 @@ console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 Device = shared_option("device")
 RandomWeights = shared_option("random_weights")
+Overwrite = shared_option("overwrite")
 StoreArgument = Annotated[Path, typer.Argument(help="A store written by `flowtrace run`.")]
 
 

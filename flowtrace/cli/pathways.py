@@ -7,11 +7,10 @@ from typing import Annotated
 
 import typer
 
-from flowtrace.cli.common import Device, RandomWeights, fail, open_store
+from flowtrace.cli.common import Device, Overwrite, RandomWeights, fail, open_store
 from flowtrace.cli.settings import shared_option
 from flowtrace.errors import FlowtraceError
 
-Overwrite = shared_option("overwrite")
 # The curve's runs take the flow map's sample mode unless told otherwise: a flow map of every
 # sample (a random-weights dry run, whose answers are noise) gives runs of every sample.
 SampleMode = shared_option(

@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from flowtrace.cli.common import console, fail, warn
+from flowtrace.cli.common import console, fail, output_warnings
 from flowtrace.cli.resume import interrupted, later_ctrl_c_waits
 from flowtrace.cli.settings import declared_flag, parameters, run_options
 from flowtrace.errors import FlowtraceError
@@ -63,16 +63,18 @@ def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
                 text = " ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                 bar.update(job, completed=done, total=total, status=text)
 
-            try:
-                # One recipe: one RunResult; several: one pass over the data, a result per recipe.
-                single = len(loaded_recipes) == 1
-                target = loaded_recipes[0] if single else loaded_recipes
-                # The figures are drawn here, from the stores, once the run is done.
-                stores_only = dataclasses.replace(options, plot=False)
-                answer = run_recipe(target, stores_only, progress=update, outputs=outputs)
-                results = [answer] if single else list(answer)
-            finally:
-                bar.stop()
+            # The run's own warnings (a dry run's skipped samples) as lines after the bar.
+            with output_warnings():
+                try:
+                    # One recipe: one RunResult; several: one pass, a result per recipe.
+                    single = len(loaded_recipes) == 1
+                    target = loaded_recipes[0] if single else loaded_recipes
+                    # The figures are drawn here, from the stores, once the run is done.
+                    stores_only = dataclasses.replace(options, plot=False)
+                    answer = run_recipe(target, stores_only, progress=update, outputs=outputs)
+                    results = [answer] if single else list(answer)
+                finally:
+                    bar.stop()
             figures = draw_run_figures([r.store for r in results])
         except FlowtraceError as err:
             fail(err)
@@ -87,17 +89,6 @@ def run(ctx: typer.Context, recipes: list[str], **given: Any) -> None:
         summary(name, result, options.sample_mode, options.eval_only, seconds, drawn)
     for figure in figures.combined:
         console.print(f"combined figure: {figure}")
-    # A pass's recipes share the clean answers, so they skip the same samples: count one's.
-    skipped = max(r.counts.get("skipped", 0) for r in results)
-    if options.random_weights and skipped:
-        # A dry run is for memory and time: noise answers are mostly wrong, and a sample the
-        # sample mode skips runs no knockout, so the run measured less than the real one will.
-        total = max(sum(r.counts.values()) for r in results)
-        warn(
-            f"random weights answer by chance: {skipped} of {total} samples were skipped by "
-            f"sample_mode={options.sample_mode} and ran no analysis; for a dry run of memory "
-            "and time, pass sample_mode=all"
-        )
 
 
 RECIPES = typer.Argument(
